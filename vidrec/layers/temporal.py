@@ -1,0 +1,356 @@
+"""Temporal layers that run offline and in streaming mode with identical outputs.
+
+Every temporal layer in vidrec follows one convention, so that whole models stream without being rewritten
+(the design of kws_streaming's ``Stream`` wrapper, generalised to strides, residuals and video):
+
+* Time is axis 2: time series are ``(B, C, T)``, video is ``(B, C, T, H, W)``.
+* No zero padding in time ("valid"). A layer with receptive field ``r`` and stride ``s`` maps ``T`` input
+  steps to ``(T - r) // s + 1`` output steps.
+* **Right alignment.** When ``(T - r)`` is not a multiple of ``s`` the surplus is dropped on the *left*, so the last
+  output position always ends on the last input step. Residual and parallel branches crop the longer branch on
+  the left. With this rule a layer that sees a long stream chunk by chunk produces exactly the positions it
+  produces offline, and a window's outputs do not depend on where the window starts.
+
+Streaming: each layer exposes ``stream_state(x)`` (zero state for chunks shaped like ``x``) and
+``stream_step(x, state) -> (y, state)``. A convolution keeps a buffer of the last ``r - s`` inputs (a ring buffer
+in effect), so every hop costs only its new positions. State is a flat list of tensors batched over streams,
+which is what ONNX export and multi-stream serving need. Time-pointwise modules (batch norm in eval mode,
+activations, dropout, convolutions whose temporal kernel and stride are 1) stream by applying them to the chunk.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import torch
+from torch import Tensor, nn
+
+__all__ = [
+    "TemporalModule",
+    "TemporalWindowOp",
+    "TemporalSequential",
+    "TemporalResidual",
+    "TemporalParallelSum",
+    "TemporalAvgPoolHead",
+    "temporal_conv1d",
+    "temporal_geometry",
+    "is_time_pointwise",
+    "stream_state_of",
+    "stream_step_of",
+    "right_align",
+    "crop_left_to",
+]
+
+State = list[Tensor]
+
+_POINTWISE_TYPES: tuple[type[nn.Module], ...] = (
+    nn.BatchNorm1d,
+    nn.BatchNorm2d,
+    nn.BatchNorm3d,
+    nn.ReLU,
+    nn.ReLU6,
+    nn.LeakyReLU,
+    nn.GELU,
+    nn.SiLU,
+    nn.Hardswish,
+    nn.Sigmoid,
+    nn.Identity,
+    nn.Dropout,
+    nn.Dropout1d,
+    nn.Dropout2d,
+    nn.Dropout3d,
+)
+
+
+def right_align(x: Tensor, receptive_field: int, stride: int) -> Tensor:
+    """Drop steps on the left of axis 2 so that a valid window op with this geometry ends on the last step."""
+    surplus = (x.shape[2] - receptive_field) % stride
+    return x[:, :, surplus:] if surplus else x
+
+
+def crop_left_to(x: Tensor, length: int) -> Tensor:
+    """Keep the last ``length`` steps of axis 2 (right alignment of branches)."""
+    if x.shape[2] < length:
+        raise ValueError(f"cannot crop a branch of {x.shape[2]} steps to {length}")
+    return x[:, :, x.shape[2] - length :]
+
+
+class TemporalModule(nn.Module):
+    """Base class of layers that are valid and right-aligned in time and know how to stream.
+
+    Subclasses set ``receptive_field`` (input steps behind one output step) and ``stride`` (input steps between
+    consecutive output steps), and implement ``forward``, ``stream_state`` and ``stream_step``.
+    """
+
+    receptive_field: int = 1
+    stride: int = 1
+
+    def stream_state(self, x: Tensor) -> State:
+        """Zero state for streaming chunks shaped like ``x`` (only the shape, dtype and device of ``x`` are used)."""
+        raise NotImplementedError
+
+    def stream_step(self, x: Tensor, state: State) -> tuple[Tensor, State]:
+        """Consume a chunk of new steps (a multiple of ``stride``); return the new output steps and the new state."""
+        raise NotImplementedError
+
+    def output_length(self, length: int) -> int:
+        """Number of output steps for ``length`` input steps offline."""
+        return max((length - self.receptive_field) // self.stride + 1, 0)
+
+
+def is_time_pointwise(module: nn.Module) -> bool:
+    """True for modules that act on each time step independently (in eval mode)."""
+    if isinstance(module, _POINTWISE_TYPES):
+        return True
+    if isinstance(module, (nn.Conv1d, nn.Conv3d)):
+        return (
+            module.kernel_size[0] == 1
+            and module.stride[0] == 1
+            and module.dilation[0] == 1
+            and _padding_t(module.padding) == 0
+        )
+    if isinstance(module, (nn.MaxPool3d, nn.AvgPool3d)):
+        k, s = _first(module.kernel_size), _first(module.stride)
+        return k == 1 and s == 1 and _padding_t(module.padding) == 0
+    return False
+
+
+def _first(v: int | tuple[int, ...]) -> int:
+    return v if isinstance(v, int) else v[0]
+
+
+def _padding_t(padding: str | int | tuple[int, ...]) -> int:
+    if isinstance(padding, str):
+        return 0 if padding == "valid" else -1
+    return _first(padding)
+
+
+def temporal_geometry(module: nn.Module) -> tuple[int, int]:
+    """``(receptive_field, stride)`` in time of a streamable module; raises for modules that cannot stream."""
+    if isinstance(module, TemporalModule):
+        return module.receptive_field, module.stride
+    if is_time_pointwise(module):
+        return 1, 1
+    raise TypeError(
+        f"{type(module).__name__} is neither a vidrec TemporalModule nor pointwise in time, so it cannot stream; "
+        "wrap temporal ops in vidrec.layers.TemporalWindowOp"
+    )
+
+
+def stream_state_of(module: nn.Module, x: Tensor) -> State:
+    """Zero streaming state of any streamable module for chunks shaped like ``x``."""
+    if isinstance(module, TemporalModule):
+        return module.stream_state(x)
+    temporal_geometry(module)  # raises for modules that cannot stream
+    return []
+
+
+def stream_step_of(module: nn.Module, x: Tensor, state: State) -> tuple[Tensor, State]:
+    """One streaming step of any streamable module."""
+    if isinstance(module, TemporalModule):
+        return module.stream_step(x, state)
+    return module(x), state
+
+
+class TemporalWindowOp(TemporalModule):
+    """Wraps an op that slides a window over time without temporal padding (conv, pooling).
+
+    ``op`` must map ``(B, C, T, ...)`` to ``(B, C', (T - r) // s + 1, ...)``: for example ``nn.Conv1d(k, stride=s,
+    dilation=d)`` has ``r = d * (k - 1) + 1``. Streaming keeps the last ``max(r - s, 0)`` inputs as state.
+    """
+
+    def __init__(self, op: nn.Module, receptive_field: int, stride: int = 1) -> None:
+        super().__init__()
+        if receptive_field < 1 or stride < 1:
+            raise ValueError(f"receptive_field and stride must be >= 1, got {receptive_field}, {stride}")
+        self.op = op
+        self.receptive_field = receptive_field
+        self.stride = stride
+        self._keep = max(receptive_field - stride, 0)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.shape[2] < self.receptive_field:
+            raise ValueError(
+                f"{type(self.op).__name__} needs at least {self.receptive_field} time steps, got {x.shape[2]}"
+            )
+        return self.op(right_align(x, self.receptive_field, self.stride))
+
+    def stream_state(self, x: Tensor) -> State:
+        shape = list(x.shape)
+        shape[2] = self._keep
+        return [x.new_zeros(shape)]
+
+    def stream_step(self, x: Tensor, state: State) -> tuple[Tensor, State]:
+        if x.shape[2] % self.stride:
+            raise ValueError(f"a streaming chunk of {x.shape[2]} steps is not a multiple of the stride {self.stride}")
+        buf = torch.cat([state[0], x], dim=2) if self._keep else x
+        # (B, C, keep + n, ...) -> (B, C', n / s, ...)
+        y = self.op(right_align(buf, self.receptive_field, self.stride))
+        new = buf[:, :, buf.shape[2] - self._keep :] if self._keep else state[0]
+        return y, [new]
+
+
+def temporal_conv1d(
+    in_channels: int,
+    out_channels: int,
+    kernel_size: int,
+    *,
+    stride: int = 1,
+    dilation: int = 1,
+    groups: int = 1,
+    bias: bool = False,
+) -> TemporalWindowOp:
+    """A valid, right-aligned, streamable ``nn.Conv1d`` on ``(B, C, T)``."""
+    conv = nn.Conv1d(
+        in_channels, out_channels, kernel_size, stride=stride, dilation=dilation, groups=groups, bias=bias, padding=0
+    )
+    return TemporalWindowOp(conv, receptive_field=dilation * (kernel_size - 1) + 1, stride=stride)
+
+
+class TemporalSequential(TemporalModule):
+    """Applies streamable modules in order; its geometry is the composition of theirs."""
+
+    def __init__(self, *modules: nn.Module) -> None:
+        super().__init__()
+        self.layers = nn.ModuleList(modules)
+        r, s = 1, 1
+        for m in modules:
+            mr, ms = temporal_geometry(m)
+            r, s = r + (mr - 1) * s, s * ms
+        self.receptive_field, self.stride = r, s
+
+    def __iter__(self) -> Iterable[nn.Module]:  # type: ignore[override]
+        return iter(self.layers)
+
+    def __len__(self) -> int:
+        return len(self.layers)
+
+    def __getitem__(self, i: int) -> nn.Module:
+        return self.layers[i]
+
+    def forward(self, x: Tensor) -> Tensor:
+        for m in self.layers:
+            x = m(x)
+        return x
+
+    def stream_state(self, x: Tensor) -> State:
+        state: State = []
+        self._sizes: list[int] = []
+        with torch.no_grad():
+            for m in self.layers:
+                s = stream_state_of(m, x)
+                self._sizes.append(len(s))
+                state.extend(s)
+                x, _ = stream_step_of(m, x, s)
+        return state
+
+    def stream_step(self, x: Tensor, state: State) -> tuple[Tensor, State]:
+        new_state: State = []
+        i = 0
+        for m, n in zip(self.layers, self._state_sizes(x)):
+            x, s = stream_step_of(m, x, state[i : i + n])
+            new_state.extend(s)
+            i += n
+        return x, new_state
+
+    def _state_sizes(self, x: Tensor) -> list[int]:
+        sizes = getattr(self, "_sizes", None)
+        if sizes is None:
+            raise RuntimeError("call stream_state() before stream_step()")
+        return sizes
+
+
+class TemporalResidual(TemporalModule):
+    """``y = branch(x) + shortcut(x)``, the shortcut cropped on the left to the branch's length.
+
+    ::
+
+        x ──► branch ──────────┐
+        │                      (+) ──► y
+        └──► shortcut ─► crop ─┘
+
+    ``shortcut`` defaults to identity; with a strided branch pass a strided 1-step op, e.g.
+    ``TemporalWindowOp(nn.Conv1d(c_in, c_out, 1, stride=s), 1, s)``.
+    """
+
+    def __init__(self, branch: nn.Module, shortcut: nn.Module | None = None) -> None:
+        super().__init__()
+        self.branch = branch
+        self.shortcut = shortcut if shortcut is not None else nn.Identity()
+        br, bs = temporal_geometry(self.branch)
+        sr, ss = temporal_geometry(self.shortcut)
+        if bs != ss:
+            raise ValueError(f"branch stride {bs} and shortcut stride {ss} differ")
+        if sr > br:
+            raise ValueError(f"shortcut receptive field {sr} exceeds the branch's {br}")
+        self.receptive_field, self.stride = br, bs
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = self.branch(x)
+        return y + crop_left_to(self.shortcut(x), y.shape[2])
+
+    def stream_state(self, x: Tensor) -> State:
+        bs = stream_state_of(self.branch, x)
+        self._n_branch = len(bs)
+        return bs + stream_state_of(self.shortcut, x)
+
+    def stream_step(self, x: Tensor, state: State) -> tuple[Tensor, State]:
+        n = self._n_branch
+        y, bs = stream_step_of(self.branch, x, state[:n])
+        z, ss = stream_step_of(self.shortcut, x, state[n:])
+        return y + z, bs + ss
+
+
+class TemporalParallelSum(TemporalModule):
+    """``y = a(x) + b(x)``, the longer output cropped on the left (P3D block B's parallel paths)."""
+
+    def __init__(self, a: nn.Module, b: nn.Module) -> None:
+        super().__init__()
+        self.a, self.b = a, b
+        ar, as_ = temporal_geometry(a)
+        br, bs = temporal_geometry(b)
+        if as_ != bs:
+            raise ValueError(f"parallel branches have different strides {as_} and {bs}")
+        self.receptive_field, self.stride = max(ar, br), as_
+
+    def forward(self, x: Tensor) -> Tensor:
+        ya, yb = self.a(x), self.b(x)
+        n = min(ya.shape[2], yb.shape[2])
+        return crop_left_to(ya, n) + crop_left_to(yb, n)
+
+    def stream_state(self, x: Tensor) -> State:
+        sa = stream_state_of(self.a, x)
+        self._n_a = len(sa)
+        return sa + stream_state_of(self.b, x)
+
+    def stream_step(self, x: Tensor, state: State) -> tuple[Tensor, State]:
+        ya, sa = stream_step_of(self.a, x, state[: self._n_a])
+        yb, sb = stream_step_of(self.b, x, state[self._n_a :])
+        return ya + yb, sa + sb
+
+
+class TemporalAvgPoolHead(TemporalModule):
+    """Global average over time (and space): ``(B, C, T, ...) -> (B, C)``.
+
+    Streaming keeps the last ``positions`` per-step feature vectors (``(B, C, positions)``) and averages them, so
+    each hop returns the offline pooling of the window whose feature map has ``positions`` steps. The streaming
+    runtime sets ``positions`` from the window length before creating state.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.positions: int | None = None
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x.flatten(2).mean(dim=2) if x.dim() == 3 else x.flatten(3).mean(dim=3).mean(dim=2)
+
+    def stream_state(self, x: Tensor) -> State:
+        if self.positions is None:
+            raise RuntimeError("TemporalAvgPoolHead.positions must be set (by the streaming runtime) before streaming")
+        return [x.new_zeros(x.shape[0], x.shape[1], self.positions)]
+
+    def stream_step(self, x: Tensor, state: State) -> tuple[Tensor, State]:
+        # (B, C, n, ...) -> (B, C, n): spatial mean once per new step
+        per_step = x if x.dim() == 3 else x.flatten(3).mean(dim=3)
+        buf = torch.cat([state[0], per_step], dim=2)[:, :, -state[0].shape[2] :]
+        return buf.mean(dim=2), [buf]
