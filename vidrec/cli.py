@@ -1,0 +1,137 @@
+"""The ``vidrec`` command.
+
+``vidrec fit|validate|test|predict -c configs/....yaml [--key.path value ...]`` is a LightningCLI over
+``vidrec.tasks.Classification`` and any LightningDataModule (both chosen by ``class_path`` in the YAML); an unknown
+key or class fails at start and names the key path. The other subcommands are plain argparse commands:
+
+* ``vidrec demo har``: prepare HAPT, train, test and print a report (the README's quickstart).
+* ``vidrec data ...``: dataset converters and generators.
+* ``vidrec stream``, ``vidrec evaluate-streaming``, ``vidrec export-stream``: streaming inference (vidrec.streaming).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from lightning.pytorch import LightningDataModule
+from lightning.pytorch.cli import LightningCLI
+
+from vidrec.tasks.classification import Classification
+
+__all__ = ["VidrecCLI", "main"]
+
+LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
+
+TRAINER_DEFAULTS: dict[str, Any] = {
+    "logger": [
+        {"class_path": "lightning.pytorch.loggers.TensorBoardLogger", "init_args": {"save_dir": "runs", "name": "vidrec"}},
+        {"class_path": "lightning.pytorch.loggers.CSVLogger", "init_args": {"save_dir": "runs", "name": "vidrec"}},
+    ],
+    "callbacks": [
+        {"class_path": "lightning.pytorch.callbacks.RichProgressBar"},
+        {"class_path": "lightning.pytorch.callbacks.LearningRateMonitor", "init_args": {"logging_interval": "epoch"}},
+        {
+            "class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
+            "init_args": {
+                "monitor": "val/acc",
+                "mode": "max",
+                "save_last": True,
+                "filename": "epoch{epoch:03d}-acc{val/acc:.4f}",
+                "auto_insert_metric_name": False,
+            },
+        },
+    ],
+}
+
+
+class VidrecCLI(LightningCLI):
+    """LightningCLI with vidrec's defaults: TensorBoard + CSV logs in one run folder, rich progress, checkpoints."""
+
+    def before_instantiate_classes(self) -> None:
+        # One version folder shared by all loggers, so events, metrics.csv, checkpoints and reports sit together.
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        loggers = config.trainer.logger
+        if isinstance(loggers, list):
+            version = time.strftime("%Y%m%d-%H%M%S")
+            for entry in loggers:
+                init = getattr(entry, "init_args", None)
+                if init is not None and "version" in init and init.version is None:
+                    init.version = version
+
+
+def _lightning_main(args: Sequence[str], run: bool = True) -> VidrecCLI:
+    return VidrecCLI(
+        Classification,
+        LightningDataModule,
+        subclass_mode_data=True,
+        trainer_defaults=TRAINER_DEFAULTS,
+        save_config_kwargs={"overwrite": True},
+        args=list(args),
+        run=run,
+    )
+
+
+def _extra_commands() -> dict[str, tuple[str, Callable[[argparse.ArgumentParser], None]]]:
+    """Subcommands outside LightningCLI: name -> (help, function that fills the subcommand's parser)."""
+    from vidrec import demo
+
+    return {
+        "demo": ("run an end-to-end example job on real data", demo.add_arguments),
+    }
+
+
+def _data_parser(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="dataset", required=True, metavar="DATASET")
+    from datamodules.timeseries.converters import command as timeseries_command
+
+    timeseries_command.add_parser(sub)
+
+
+def build_extra_parser() -> argparse.ArgumentParser:
+    """The argparse parser of the non-Lightning subcommands."""
+    parser = argparse.ArgumentParser(prog="vidrec")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, (help_text, fill) in _extra_commands().items():
+        fill(sub.add_parser(name, help=help_text))
+    _data_parser(sub.add_parser("data", help="convert or generate data sets"))
+    for fill_streaming in _streaming_parsers():
+        fill_streaming(sub)
+    return parser
+
+
+def _streaming_parsers() -> list[Callable[[Any], None]]:
+    return []
+
+
+def _usage() -> str:
+    return (
+        "usage: vidrec COMMAND ...\n\n"
+        "training (LightningCLI; `vidrec fit --help` lists every key):\n"
+        "  fit | validate | test | predict   -c CONFIG.yaml [--key.path value ...]\n\n"
+        "other commands (`vidrec COMMAND --help`):\n"
+        "  demo har                          prepare HAPT, train, test and print a report\n"
+        "  data DATASET ...                  convert or generate data sets (hapt, uci-har, uea, generic, ...)\n"
+        "  stream | evaluate-streaming | export-stream   streaming inference from a checkpoint\n"
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``vidrec`` command."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] in ("-h", "--help"):
+        print(_usage())
+        return 0
+    if args[0] in LIGHTNING_COMMANDS:
+        _lightning_main(args)
+        return 0
+    ns = build_extra_parser().parse_args(args)
+    result = ns.func(ns)
+    return int(result or 0)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,278 @@
+"""The classification task: a LightningModule that trains any vidrec model and holds no architecture.
+
+It receives ``model: nn.Module``, ``optimizer: OptimizerCallable`` and ``scheduler: LRSchedulerCallable`` (the
+LightningCLI dependency-injection pattern), so a YAML config picks each by ``class_path``. Batches are dicts
+``{"inputs": (B, C, T, ...), "target": (B,), optional "group": (B,)}``; ``group`` names the source video or recording,
+and at validation/test the task also averages softmax scores per group (multi-view video testing) and reports
+group-level top-1/top-5 beside clip-level metrics.
+
+Metrics (torchmetrics): top-1 accuracy, top-5 where there are more than 5 classes, macro-F1, per-class accuracy and
+F1, confusion matrix. After ``test`` it writes ``test_metrics.json`` and ``confusion_matrix.png`` into the run's log
+directory. A model may define ``training_loss(inputs, target) -> (loss, logits)`` (FusionActNet's joint loss);
+otherwise the loss is cross-entropy on ``model(inputs)``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from lightning.pytorch import LightningModule
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from lightning.pytorch.utilities import rank_zero_only
+from torch import Tensor, nn
+from torchmetrics import MetricCollection
+from torchmetrics.classification import (
+    MulticlassAccuracy,
+    MulticlassConfusionMatrix,
+    MulticlassF1Score,
+)
+
+from vidrec.tasks.reporting import plot_confusion_matrix
+
+__all__ = ["Classification"]
+
+log = logging.getLogger(__name__)
+
+
+def _adamw(params: Any) -> torch.optim.Optimizer:
+    return torch.optim.AdamW(params, lr=1e-3, weight_decay=1e-4)
+
+
+class Classification(LightningModule):
+    """Supervised classification of windows or clips.
+
+    Args:
+        model: any ``nn.Module`` mapping ``inputs`` to logits ``(B, K)``.
+        optimizer: optimizer factory taking the parameters (default AdamW, lr 1e-3, weight decay 1e-4).
+        scheduler: optional LR scheduler factory taking the optimizer; stepped per epoch unless it is OneCycleLR.
+        num_classes: number of classes; taken from the datamodule's ``num_classes`` when omitted, checked when given.
+        label_smoothing: label smoothing of the cross-entropy loss.
+        pretrained: path of a local checkpoint or state_dict whose weights initialise ``model`` (fine-tuning);
+            parameters whose shapes differ (a new classifier) are skipped and listed.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        optimizer: OptimizerCallable = _adamw,
+        scheduler: LRSchedulerCallable | None = None,
+        num_classes: int | None = None,
+        label_smoothing: float = 0.0,
+        pretrained: str | None = None,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters(ignore=["model"])
+        self.model = model
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
+        self.num_classes = num_classes
+        self.label_smoothing = label_smoothing
+        self.class_names: list[str] | None = None
+        self._group_scores: list[tuple[Tensor, Tensor, Tensor]] = []
+        self.test_results: dict[str, Any] = {}
+        if pretrained:
+            load_pretrained_weights(self.model, pretrained)
+        if num_classes is not None:
+            self._build_metrics(num_classes)
+
+    # ----------------------------------------------------------------------------------------------- setup
+    def _build_metrics(self, k: int) -> None:
+        if getattr(self, "_metrics_for", None) == k:
+            return
+        self._metrics_for = k
+
+        def scalar_metrics() -> MetricCollection:
+            metrics: dict[str, Any] = {
+                "acc": MulticlassAccuracy(k, average="micro"),
+                "f1_macro": MulticlassF1Score(k, average="macro"),
+            }
+            if k > 5:
+                metrics["acc_top5"] = MulticlassAccuracy(k, top_k=5, average="micro")
+            return MetricCollection(metrics)
+
+        self.train_metrics = MetricCollection({"acc": MulticlassAccuracy(k, average="micro")}, prefix="train/")
+        self.val_metrics = scalar_metrics().clone(prefix="val/")
+        self.test_metrics = scalar_metrics().clone(prefix="test/")
+        self.test_per_class = MetricCollection(
+            {
+                "acc": MulticlassAccuracy(k, average=None),
+                "f1": MulticlassF1Score(k, average=None),
+                "confusion": MulticlassConfusionMatrix(k),
+            }
+        )
+
+    def setup(self, stage: str) -> None:
+        dm = self.trainer.datamodule if self._trainer is not None else None
+        dm_classes = getattr(dm, "num_classes", None)
+        if self.num_classes is None:
+            if dm_classes is None:
+                raise ValueError("Classification: num_classes was not given and the datamodule has no num_classes")
+            self.num_classes = int(dm_classes)
+        elif dm_classes is not None and int(dm_classes) != self.num_classes:
+            raise ValueError(
+                f"Classification: model.num_classes={self.num_classes} but the datamodule has {dm_classes} classes"
+            )
+        self.class_names = list(getattr(dm, "class_names", None) or [str(i) for i in range(self.num_classes)])
+        self._build_metrics(self.num_classes)
+
+    def configure_optimizers(self) -> Any:
+        optimizer = self.optimizer_factory(self.parameters())
+        if self.scheduler_factory is None:
+            return optimizer
+        scheduler = self.scheduler_factory(optimizer)
+        interval = "step" if isinstance(scheduler, torch.optim.lr_scheduler.OneCycleLR) else "epoch"
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": interval}}
+
+    # ----------------------------------------------------------------------------------------------- steps
+    def forward(self, inputs: Tensor) -> Tensor:
+        return self.model(inputs)
+
+    def _loss_and_logits(self, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+        inputs, target = batch["inputs"], batch["target"]
+        training_loss = getattr(self.model, "training_loss", None)
+        if callable(training_loss) and self.training:
+            loss, logits = training_loss(inputs, target)
+            return loss, logits
+        logits = self.model(inputs)
+        if logits.dim() != 2 or logits.shape[1] != self.num_classes:
+            raise ValueError(f"model returned logits of shape {tuple(logits.shape)}, expected (B, {self.num_classes})")
+        return F.cross_entropy(logits, target, label_smoothing=self.label_smoothing), logits
+
+    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+        loss, logits = self._loss_and_logits(batch)
+        self.train_metrics.update(logits.detach(), batch["target"])
+        self.log("train/loss", loss, prog_bar=True, batch_size=len(batch["target"]))
+        self.log_dict(self.train_metrics, on_step=False, on_epoch=True, prog_bar=True)
+        return loss
+
+    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+        loss, logits = self._loss_and_logits(batch)
+        self.val_metrics.update(logits, batch["target"])
+        self.log("val/loss", loss, prog_bar=True, batch_size=len(batch["target"]), sync_dist=True)
+        self.log_dict(self.val_metrics, on_step=False, on_epoch=True, prog_bar=True)
+
+    def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+        loss, logits = self._loss_and_logits(batch)
+        self.test_metrics.update(logits, batch["target"])
+        self.test_per_class.update(logits, batch["target"])
+        self.log("test/loss", loss, batch_size=len(batch["target"]), sync_dist=True)
+        self.log_dict(self.test_metrics, on_step=False, on_epoch=True)
+        if "group" in batch:
+            self._group_scores.append((batch["group"], logits.softmax(dim=1).detach(), batch["target"]))
+
+    def predict_step(self, batch: dict[str, Tensor], batch_idx: int) -> dict[str, Tensor]:
+        logits = self.model(batch["inputs"])
+        out = {"logits": logits, "probs": logits.softmax(dim=1), "pred": logits.argmax(dim=1)}
+        for key in ("target", "group"):
+            if key in batch:
+                out[key] = batch[key]
+        return out
+
+    # ------------------------------------------------------------------------------------------ test report
+    def on_test_epoch_start(self) -> None:
+        self._group_scores = []
+        self.test_per_class.reset()
+
+    def _group_metrics(self) -> dict[str, float]:
+        """Average softmax scores per group (video) and score the averaged prediction."""
+        if not self._group_scores:
+            return {}
+        groups = torch.cat([g for g, _, _ in self._group_scores])
+        probs = torch.cat([p for _, p, _ in self._group_scores])
+        targets = torch.cat([t for _, _, t in self._group_scores])
+        if self.trainer.world_size > 1:
+            groups = self.all_gather(groups).flatten(0, 1)
+            probs = self.all_gather(probs).flatten(0, 1)
+            targets = self.all_gather(targets).flatten(0, 1)
+        ids, inverse = torch.unique(groups, return_inverse=True)
+        summed = probs.new_zeros(len(ids), probs.shape[1]).index_add_(0, inverse, probs)
+        group_target = targets.new_zeros(len(ids)).scatter_(0, inverse, targets)
+        top = summed.topk(min(5, summed.shape[1]), dim=1).indices
+        metrics = {
+            "test/group_acc": float((top[:, 0] == group_target).float().mean()),
+            "test/groups": float(len(ids)),
+        }
+        if summed.shape[1] > 5:
+            metrics["test/group_acc_top5"] = float((top == group_target[:, None]).any(dim=1).float().mean())
+        return metrics
+
+    def on_test_epoch_end(self) -> None:
+        per_class = self.test_per_class.compute()
+        group = self._group_metrics()
+        for key, value in group.items():
+            self.log(key, value, rank_zero_only=True)
+        scalars = {k: float(v) for k, v in self.test_metrics.compute().items()}
+        names = self.class_names or [str(i) for i in range(self.num_classes or 0)]
+        self.test_results = {
+            **scalars,
+            **group,
+            "per_class": {
+                name: {"acc": _finite(per_class["acc"][i]), "f1": _finite(per_class["f1"][i])}
+                for i, name in enumerate(names)
+            },
+            "confusion_matrix": per_class["confusion"].tolist(),
+            "class_names": names,
+        }
+        self._write_test_report()
+
+    @rank_zero_only
+    def _write_test_report(self) -> None:
+        out_dir = Path(self.trainer.log_dir or self.trainer.default_root_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "test_metrics.json").write_text(json.dumps(self.test_results, indent=2))
+        plot_confusion_matrix(
+            torch.tensor(self.test_results["confusion_matrix"]),
+            self.test_results["class_names"],
+            out_dir / "confusion_matrix.png",
+            title=f"test accuracy {self.test_results.get('test/acc', float('nan')):.2%}",
+        )
+        self.test_results["log_dir"] = str(out_dir)
+        log.info("wrote %s and %s", out_dir / "test_metrics.json", out_dir / "confusion_matrix.png")
+
+    # ------------------------------------------------------------------------------------------ checkpoints
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        dm = self.trainer.datamodule if self._trainer is not None else None
+        export = getattr(dm, "export_metadata", None)
+        checkpoint["vidrec"] = {
+            "class_names": self.class_names,
+            "num_classes": self.num_classes,
+            "data": export() if callable(export) else {},
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        meta = checkpoint.get("vidrec", {})
+        if meta.get("num_classes") is not None:
+            self.num_classes = meta["num_classes"]
+            self._build_metrics(self.num_classes)
+        self.class_names = meta.get("class_names")
+
+
+def _finite(x: Tensor) -> float | None:
+    v = float(x)
+    return v if math.isfinite(v) else None
+
+
+def load_pretrained_weights(model: nn.Module, path: str) -> None:
+    """Load matching weights from a Lightning checkpoint or a plain state_dict file into ``model``."""
+    file = Path(path)
+    if not file.is_file():
+        raise FileNotFoundError(f"pretrained: {file} does not exist (expected a .ckpt or a state_dict .pth file)")
+    blob = torch.load(file, map_location="cpu", weights_only=False)
+    state = blob.get("state_dict", blob) if isinstance(blob, dict) else blob
+    if not isinstance(state, dict):
+        raise ValueError(f"pretrained: {file} holds a {type(state).__name__}, expected a state_dict")
+    state = {k.removeprefix("model."): v for k, v in state.items()}
+    own = model.state_dict()
+    usable = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    skipped = sorted(set(own) - set(usable))
+    if not usable:
+        raise ValueError(f"pretrained: no parameter of {file} matches the model by name and shape")
+    model.load_state_dict(usable, strict=False)
+    log.info("pretrained: loaded %d tensors from %s; kept initial values for %d: %s",
+             len(usable), file, len(skipped), ", ".join(skipped[:10]))
