@@ -17,8 +17,9 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from lightning.pytorch import LightningDataModule
-from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch import LightningDataModule, Trainer
+from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ModelCheckpoint, ProgressBar, RichProgressBar
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from vidrec.tasks.classification import Classification
 
@@ -26,49 +27,65 @@ __all__ = ["VidrecCLI", "main"]
 
 LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
 
-TRAINER_DEFAULTS: dict[str, Any] = {
-    "logger": [
-        {"class_path": "lightning.pytorch.loggers.TensorBoardLogger", "init_args": {"save_dir": "runs", "name": "vidrec"}},
-        {"class_path": "lightning.pytorch.loggers.CSVLogger", "init_args": {"save_dir": "runs", "name": "vidrec"}},
-    ],
-    "callbacks": [
-        {"class_path": "lightning.pytorch.callbacks.RichProgressBar"},
-        {"class_path": "lightning.pytorch.callbacks.LearningRateMonitor", "init_args": {"logging_interval": "epoch"}},
-        {
-            "class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
-            "init_args": {
-                "monitor": "val/acc",
-                "mode": "max",
-                "save_last": True,
-                "filename": "epoch{epoch:03d}-acc{val/acc:.4f}",
-                "auto_insert_metric_name": False,
-            },
-        },
-    ],
-}
+
+def trainer_defaults() -> dict[str, Any]:
+    """Callbacks every run gets: the learning rate in the logs (the progress bar is added in ``VidrecCLI``)."""
+    return {"callbacks": [LearningRateMonitor(logging_interval="epoch")]}
 
 
 class VidrecCLI(LightningCLI):
     """LightningCLI with vidrec's defaults: TensorBoard + CSV logs in one run folder, rich progress, checkpoints."""
 
+    version = ""
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.set_defaults(
+            {
+                "checkpoint.monitor": "val/acc",
+                "checkpoint.mode": "max",
+                "checkpoint.save_last": True,
+                "checkpoint.filename": "epoch{epoch:03d}-acc{val/acc:.4f}",
+                "checkpoint.auto_insert_metric_name": False,
+                "trainer.logger": [
+                    {
+                        "class_path": "lightning.pytorch.loggers.TensorBoardLogger",
+                        "init_args": {"save_dir": "runs", "name": "vidrec"},
+                    },
+                    {
+                        "class_path": "lightning.pytorch.loggers.CSVLogger",
+                        "init_args": {"save_dir": "runs", "name": "vidrec"},
+                    },
+                ],
+            }
+        )
+
+    def _instantiate_trainer(self, config: dict[str, Any], callbacks: list[Callback]) -> Trainer:
+        # a rich progress bar unless the run disables progress bars or brings its own
+        if config.get("enable_progress_bar", True) is not False and not any(
+            isinstance(c, ProgressBar) for c in [*callbacks, *(config.get("callbacks") or [])]
+        ):
+            callbacks = [*callbacks, RichProgressBar()]
+        return super()._instantiate_trainer(config, callbacks)
+
     def before_instantiate_classes(self) -> None:
         # One version folder shared by all loggers, so events, metrics.csv, checkpoints and reports sit together.
         config = self.config[self.subcommand] if self.subcommand else self.config
         loggers = config.trainer.logger
-        if isinstance(loggers, list):
-            version = time.strftime("%Y%m%d-%H%M%S")
-            for entry in loggers:
-                init = getattr(entry, "init_args", None)
-                if init is not None and "version" in init and init.version is None:
-                    init.version = version
+        for entry in loggers if isinstance(loggers, list) else [loggers]:
+            init = getattr(entry, "init_args", None)
+            if init is not None and "version" in init and init.version is None:
+                init.version = self.version
 
 
 def _lightning_main(args: Sequence[str], run: bool = True) -> VidrecCLI:
+    version = time.strftime("%Y%m%d-%H%M%S")
+    VidrecCLI.version = version
     return VidrecCLI(
         Classification,
         LightningDataModule,
         subclass_mode_data=True,
-        trainer_defaults=TRAINER_DEFAULTS,
+        trainer_defaults=trainer_defaults(),
         save_config_kwargs={"overwrite": True},
         args=list(args),
         run=run,
@@ -88,7 +105,7 @@ def _data_parser(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="dataset", required=True, metavar="DATASET")
     from datamodules.timeseries.converters import command as timeseries_command
 
-    timeseries_command.add_parser(sub)
+    timeseries_command.add_data_subcommands(sub)
 
 
 def build_extra_parser() -> argparse.ArgumentParser:

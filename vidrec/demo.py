@@ -23,7 +23,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Fill the ``vidrec demo`` parser."""
     parser.add_argument("job", choices=["har"], help="har: HAPT smartphone HAR, 6 activities, UCI HAR test subjects")
     parser.add_argument("--config", default="configs/har/hapt_resnet1d.yaml", help="LightningCLI config to train")
-    parser.add_argument("--data", default="data/hapt.h5", help="HDF5 file to create from HAPT (if missing) and train on")
+    parser.add_argument(
+        "--data", default="data/hapt.h5", help="HDF5 file to create from HAPT (if missing) and train on"
+    )
     parser.add_argument("--max-epochs", type=int, default=None, help="override trainer.max_epochs")
     parser.set_defaults(func=run_har_demo)
 
@@ -42,7 +44,7 @@ def run_har_demo(args: argparse.Namespace) -> int:
     if args.max_epochs is not None:
         overrides += ["--trainer.max_epochs", str(args.max_epochs)]
     cli = _lightning_main(["fit", "--config", args.config, *overrides])
-    best = cli.trainer.checkpoint_callback.best_model_path if cli.trainer.checkpoint_callback else ""
+    best = str(getattr(cli.trainer.checkpoint_callback, "best_model_path", "") or "")
     print(f"[vidrec demo] testing {best or 'the last weights'} ...", flush=True)
     cli.trainer.test(cli.model, datamodule=cli.datamodule, ckpt_path=best or None, verbose=False)
     results = cli.model.test_results

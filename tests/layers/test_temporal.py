@@ -78,7 +78,9 @@ def test_residual_and_parallel_blocks_stream_exactly(stride: int) -> None:
         ResidualBlock1d(4, 6, 5, stride=stride),
         InvertedResidual1d(4, 4, 3),
         InvertedResidual1d(4, 8, 3, stride=stride),
-        TemporalParallelSum(temporal_conv1d(4, 4, 3, stride=stride), TemporalWindowOp(nn.Conv1d(4, 4, 1, stride=stride), 1, stride)),
+        TemporalParallelSum(
+            temporal_conv1d(4, 4, 3, stride=stride), TemporalWindowOp(nn.Conv1d(4, 4, 1, stride=stride), 1, stride)
+        ),
         TemporalResidual(temporal_conv1d(4, 4, 5)),
     ]
     x = torch.randn(3, 4, 64)

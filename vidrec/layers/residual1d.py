@@ -110,9 +110,7 @@ class InvertedResidual1d(TemporalModule):
             nn.Conv1d(hidden, out_channels, 1, bias=False),
             nn.BatchNorm1d(out_channels),
         )
-        self.body: nn.Module = (
-            TemporalResidual(branch) if in_channels == out_channels and stride == 1 else branch
-        )
+        self.body: nn.Module = TemporalResidual(branch) if in_channels == out_channels and stride == 1 else branch
         self.receptive_field, self.stride = branch.receptive_field, branch.stride
 
     def forward(self, x: Tensor) -> Tensor:

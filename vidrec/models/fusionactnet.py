@@ -49,6 +49,10 @@ class GuidanceNet1D(StreamableClassifier):
 class FusionActNet(StreamableClassifier):
     """Static and dynamic ``ResNet1D`` experts fused by a ``GuidanceNet1D`` gate; returns log-probabilities."""
 
+    static_index: Tensor  # (K_s,) class indices of the static expert
+    dynamic_index: Tensor  # (K_d,) class indices of the dynamic expert
+    is_static: Tensor  # (K,) bool
+
     def __init__(
         self,
         *,
@@ -97,8 +101,13 @@ class FusionActNet(StreamableClassifier):
 
     def forward_features(self, x: Tensor) -> Tensor:
         """Concatenated pooled features of both experts, ``(B, 2 C')``."""
-        return torch.cat([self.static_expert.pool(self.static_expert.forward_features(x)),
-                          self.dynamic_expert.pool(self.dynamic_expert.forward_features(x))], dim=1)
+        return torch.cat(
+            [
+                self.static_expert.pool(self.static_expert.forward_features(x)),
+                self.dynamic_expert.pool(self.dynamic_expert.forward_features(x)),
+            ],
+            dim=1,
+        )
 
     def forward_head(self, features: Tensor) -> Tensor:
         raise NotImplementedError("FusionActNet fuses three networks; call forward() on the input window")

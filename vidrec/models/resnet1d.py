@@ -55,7 +55,9 @@ class ResNet1D(StreamableClassifier):
         for stage in stages:
             for i in range(stage.blocks):
                 stride = stage.stride if i == 0 else 1
-                blocks.append(ResidualBlock1d(width, stage.width, stage.kernel_size, stride=stride, dilation=stage.dilation))
+                blocks.append(
+                    ResidualBlock1d(width, stage.width, stage.kernel_size, stride=stride, dilation=stage.dilation)
+                )
                 width = stage.width
         self.stages = TemporalSequential(*blocks)
         self.features = TemporalSequential(self.stem, self.stages)

@@ -18,12 +18,13 @@ import json
 import logging
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
 from lightning.pytorch import LightningModule
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from lightning.pytorch.core.mixins.hparams_mixin import _given_hyperparameters
 from lightning.pytorch.utilities import rank_zero_only
 from torch import Tensor, nn
 from torchmetrics import MetricCollection
@@ -67,7 +68,9 @@ class Classification(LightningModule):
         pretrained: str | None = None,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters(ignore=["model"])
+        # Under `vidrec fit` the hyperparameters are the parsed config (the model as class_path + init_args), which is
+        # what rebuilds the model from a checkpoint; built in Python, the model instance itself is not saved twice.
+        self.save_hyperparameters(ignore=None if _given_hyperparameters.get() is not None else ["model"])
         self.model = model
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
@@ -108,7 +111,7 @@ class Classification(LightningModule):
         )
 
     def setup(self, stage: str) -> None:
-        dm = self.trainer.datamodule if self._trainer is not None else None
+        dm = getattr(self._trainer, "datamodule", None)
         dm_classes = getattr(dm, "num_classes", None)
         if self.num_classes is None:
             if dm_classes is None:
@@ -187,9 +190,7 @@ class Classification(LightningModule):
         probs = torch.cat([p for _, p, _ in self._group_scores])
         targets = torch.cat([t for _, _, t in self._group_scores])
         if self.trainer.world_size > 1:
-            groups = self.all_gather(groups).flatten(0, 1)
-            probs = self.all_gather(probs).flatten(0, 1)
-            targets = self.all_gather(targets).flatten(0, 1)
+            groups, probs, targets = (cast(Tensor, self.all_gather(t)).flatten(0, 1) for t in (groups, probs, targets))
         ids, inverse = torch.unique(groups, return_inverse=True)
         summed = probs.new_zeros(len(ids), probs.shape[1]).index_add_(0, inverse, probs)
         group_target = targets.new_zeros(len(ids)).scatter_(0, inverse, targets)
@@ -237,7 +238,7 @@ class Classification(LightningModule):
 
     # ------------------------------------------------------------------------------------------ checkpoints
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        dm = self.trainer.datamodule if self._trainer is not None else None
+        dm = getattr(self._trainer, "datamodule", None)
         export = getattr(dm, "export_metadata", None)
         checkpoint["vidrec"] = {
             "class_names": self.class_names,
@@ -274,5 +275,10 @@ def load_pretrained_weights(model: nn.Module, path: str) -> None:
     if not usable:
         raise ValueError(f"pretrained: no parameter of {file} matches the model by name and shape")
     model.load_state_dict(usable, strict=False)
-    log.info("pretrained: loaded %d tensors from %s; kept initial values for %d: %s",
-             len(usable), file, len(skipped), ", ".join(skipped[:10]))
+    log.info(
+        "pretrained: loaded %d tensors from %s; kept initial values for %d: %s",
+        len(usable),
+        file,
+        len(skipped),
+        ", ".join(skipped[:10]),
+    )

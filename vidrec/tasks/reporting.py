@@ -32,8 +32,15 @@ def plot_confusion_matrix(confusion: torch.Tensor, class_names: list[str], path:
     if k <= 30:
         for i in range(k):
             for j in range(k):
-                ax.text(j, i, f"{int(counts[i, j])}", ha="center", va="center", fontsize=8,
-                        color="white" if norm[i, j] > 0.5 else "black")
+                ax.text(
+                    j,
+                    i,
+                    f"{int(counts[i, j])}",
+                    ha="center",
+                    va="center",
+                    fontsize=8,
+                    color="white" if norm[i, j] > 0.5 else "black",
+                )
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
@@ -47,7 +54,9 @@ def format_test_report(results: dict[str, Any]) -> str:
     if "test/acc_top5" in results:
         lines.append(f"top-5 accuracy {results['test/acc_top5']:.2%}")
     if "test/group_acc" in results:
-        lines.append(f"per-video/recording accuracy {results['test/group_acc']:.2%} ({int(results['test/groups'])} groups)")
+        lines.append(
+            f"per-video/recording accuracy {results['test/group_acc']:.2%} ({int(results['test/groups'])} groups)"
+        )
     lines.append("")
     lines.append(f"{'class':<24} {'acc':>8} {'F1':>8}")
     for name, m in results["per_class"].items():

@@ -1,0 +1,105 @@
+"""`vidrec fit / test` end to end on the embedded BasicMotions data: logs, checkpoints, resume, reports, errors."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from datamodules.timeseries.converters.uea import convert_basicmotions
+from vidrec.cli import main
+from vidrec.tasks import load_checkpoint
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIG = str(ROOT / "configs/har/basicmotions_resnet1d.yaml")
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    d = tmp_path_factory.mktemp("cli")
+    convert_basicmotions(d / "bm.h5")
+    return d
+
+
+def _fit(workdir: Path, *extra: str) -> None:
+    main(
+        [
+            "fit",
+            "-c",
+            CONFIG,
+            "--data.init_args.path",
+            str(workdir / "bm.h5"),
+            "--trainer.enable_progress_bar",
+            "false",
+            *extra,
+        ]
+    )
+
+
+def _runs(workdir: Path) -> list[Path]:
+    return sorted((workdir / "runs" / "basicmotions_resnet1d").iterdir())
+
+
+@pytest.mark.slow
+def test_fit_resume_test_and_load(workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(workdir)
+    _fit(workdir, "--trainer.max_epochs", "2")
+    (first,) = _runs(workdir)
+    assert (first / "metrics.csv").is_file()
+    assert list(first.glob("events.out.tfevents.*")), "TensorBoard events missing"
+    last = first / "checkpoints" / "last.ckpt"
+    ckpt = torch.load(last, map_location="cpu", weights_only=False)
+    assert ckpt["epoch"] == 1
+    steps_per_epoch = ckpt["global_step"] // 2
+    assert steps_per_epoch > 0
+
+    # resume: continues at epoch 2 with the optimizer state, does not start over
+    _fit(workdir, "--trainer.max_epochs", "3", "--ckpt_path", str(last))
+    second = _runs(workdir)[-1]
+    resumed = torch.load(second / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert resumed["epoch"] == 2
+    assert resumed["global_step"] == 3 * steps_per_epoch
+
+    main(
+        [
+            "test",
+            "-c",
+            CONFIG,
+            "--data.init_args.path",
+            str(workdir / "bm.h5"),
+            "--trainer.enable_progress_bar",
+            "false",
+            "--ckpt_path",
+            str(second / "checkpoints" / "last.ckpt"),
+        ]
+    )
+    report_dir = _runs(workdir)[-1]
+    metrics = json.loads((report_dir / "test_metrics.json").read_text())
+    assert 0.0 <= metrics["test/acc"] <= 1.0
+    assert set(metrics["per_class"]) == {"Badminton", "Running", "Standing", "Walking"}
+    assert (report_dir / "confusion_matrix.png").stat().st_size > 1000
+    assert sum(map(sum, metrics["confusion_matrix"])) > 0
+
+    loaded = load_checkpoint(second / "checkpoints" / "last.ckpt")
+    assert sorted(loaded.class_names) == ["Badminton", "Running", "Standing", "Walking"]
+    assert loaded.data["window"] == 64 and len(loaded.data["mean"]) == 6
+    x = torch.randn(2, 6, 64)
+    with torch.no_grad():
+        assert loaded.model(x).shape == (2, 4)
+
+
+def test_unknown_key_fails_at_start_naming_the_key(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        _fit(workdir, "--model.model.init_args.widht", "3")
+    assert "widht" in capsys.readouterr().err
+
+
+def test_unknown_class_fails_at_start(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        _fit(workdir, "--model.model", "vidrec.models.resnet1d.NoSuchNet")
+    assert "NoSuchNet" in capsys.readouterr().err
+
+
+def test_missing_data_file_names_the_command(tmp_path: Path) -> None:
+    with pytest.raises(Exception, match="vidrec data"):
+        main(["fit", "-c", CONFIG, "--data.init_args.path", str(tmp_path / "missing.h5")])
