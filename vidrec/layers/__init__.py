@@ -31,3 +31,42 @@ __all__ = [
     "temporal_conv1d",
     "temporal_geometry",
 ]
+
+# (2+1)D convolution and P3D blocks (video)
+from vidrec.layers.conv2plus1d import (  # noqa: E402
+    Conv2Plus1d,
+    NamedTemporalSequential,
+    SameTemporalConv,
+    SpatialConv3d,
+    TemporalConv3d,
+    TemporalPadding,
+    r2plus1d_mid_channels,
+    temporal_conv,
+)
+from vidrec.layers.p3d_blocks import (  # noqa: E402
+    Bottleneck2d,
+    P3DBlockA,
+    P3DBlockB,
+    P3DBlockC,
+    P3DBlockType,
+    P3DBottleneck,
+    p3d_block,
+)
+
+__all__ += [
+    "Bottleneck2d",
+    "Conv2Plus1d",
+    "NamedTemporalSequential",
+    "P3DBlockA",
+    "P3DBlockB",
+    "P3DBlockC",
+    "P3DBlockType",
+    "P3DBottleneck",
+    "SameTemporalConv",
+    "SpatialConv3d",
+    "TemporalConv3d",
+    "TemporalPadding",
+    "p3d_block",
+    "r2plus1d_mid_channels",
+    "temporal_conv",
+]
