@@ -121,7 +121,9 @@ def build_extra_parser() -> argparse.ArgumentParser:
 
 
 def _streaming_parsers() -> list[Callable[[Any], None]]:
-    return []
+    from vidrec.streaming import command as streaming_command
+
+    return [streaming_command.add_parser]
 
 
 def _usage() -> str:

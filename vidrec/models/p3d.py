@@ -30,6 +30,7 @@ from torch import Tensor, nn
 from vidrec.layers.conv2plus1d import NamedTemporalSequential, SpatialConv3d, TemporalPadding
 from vidrec.layers.p3d_blocks import EXPANSION, P3DBlockType, p3d_block
 from vidrec.layers.temporal import TemporalAvgPoolHead, TemporalWindowOp
+from vidrec.models._base import StreamableClassifier
 from vidrec.models._registry import register_model
 
 __all__ = ["P3DStage", "P3D", "p3d63", "p3d131", "p3d199"]
@@ -58,7 +59,7 @@ def _temporal_max_pool() -> TemporalWindowOp:
     return TemporalWindowOp(nn.MaxPool3d((2, 1, 1), stride=(2, 1, 1)), receptive_field=2, stride=2)
 
 
-class P3D(nn.Module):
+class P3D(StreamableClassifier):
     """P3D ResNet: ``features`` (stem + 4 stages), ``pool`` (global average), ``classifier`` (dropout + linear).
 
     Input ``(B, C, T, H, W)``; ``features`` gives ``(B, 2048, T', H / 32, W / 32)``.
@@ -127,6 +128,7 @@ class P3D(nn.Module):
         self.classifier = nn.Sequential(nn.Dropout(dropout), nn.Linear(channels, num_classes))
         self.num_features = channels
         self._init_weights()
+        self._init_geometry()
 
     def _init_weights(self) -> None:
         for m in self.modules():

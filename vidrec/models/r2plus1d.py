@@ -40,6 +40,7 @@ from vidrec.layers.conv2plus1d import (
     temporal_conv,
 )
 from vidrec.layers.temporal import State, TemporalAvgPoolHead, TemporalModule, TemporalResidual
+from vidrec.models._base import StreamableClassifier
 from vidrec.models._registry import register_model
 
 __all__ = [
@@ -146,7 +147,7 @@ class R2Plus1dBasicBlock(TemporalModule):
         return self.relu(y), state
 
 
-class R2Plus1d(nn.Module):
+class R2Plus1d(StreamableClassifier):
     """R(2+1)D ResNet: ``features`` (stem + 4 stages), ``pool`` (global average), ``classifier`` (dropout + linear).
 
     Input ``(B, C, T, H, W)``; ``features`` gives ``(B, 512, T', H / 16, W / 16)`` and ``forward`` the logits
@@ -212,6 +213,7 @@ class R2Plus1d(nn.Module):
         self.classifier = nn.Sequential(nn.Dropout(dropout), nn.Linear(width, num_classes))
         self.num_features = width
         self._init_weights()
+        self._init_geometry()
 
     def _init_weights(self) -> None:
         # torchvision VideoResNet's initialisation

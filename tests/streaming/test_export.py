@@ -1,0 +1,37 @@
+"""The exported ONNX streaming step matches the torch step for many hops, at several batch sizes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import torch
+from torch import nn
+
+from vidrec.streaming.export import export_streaming_onnx, onnx_session
+from vidrec.streaming.runtime import StreamingClassifier
+
+
+def test_onnx_step_matches_torch_for_many_hops(tiny_model: nn.Module, tmp_path: Path) -> None:
+    window, hop = 40, 2
+    path = export_streaming_onnx(tiny_model, window, hop, tmp_path / "step.onnx")
+    graph = onnx.load(str(path)).graph
+    assert graph.input[0].name == "chunk" and graph.output[0].name == "logits"
+    assert graph.input[0].type.tensor_type.shape.dim[0].dim_param == "batch"
+    session = onnx_session(path)
+    for batch in (1, 3):
+        rt = StreamingClassifier(tiny_model, window, hop, capacity=batch, fold_bn=False)
+        state = [s.numpy().copy() for s in rt.state()]
+        x = torch.randn(batch, 3, 60 * hop)
+        worst = 0.0
+        for k in range(60):
+            chunk = x[:, :, k * hop : (k + 1) * hop]
+            ref = rt.step(chunk)
+            feeds = {"chunk": chunk.numpy()} | {f"state_{i}": s for i, s in enumerate(state)}
+            outs = session.run(None, feeds)
+            state = outs[1:]
+            if ref.ready.all():
+                worst = max(worst, float(np.abs(outs[0] - ref.logits.numpy()).max()))
+        assert worst <= 1e-4
+        np.testing.assert_allclose(state[0], rt.state()[0].numpy(), atol=1e-4)

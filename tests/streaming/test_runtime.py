@@ -1,0 +1,188 @@
+"""Streaming equals offline for every streamable model in the registry, hop by hop, over many streams."""
+
+from __future__ import annotations
+
+import typing
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from tests.streaming.conftest import randomize_batchnorm
+from vidrec.models import StreamableClassifier, build_model, get_model_builder, list_models
+from vidrec.models.resnet1d import ResNet1D, Stage1d
+from vidrec.streaming import StepBackend, StreamingClassifier, fold_batchnorm, to_streaming
+from vidrec.streaming.optimize import count_batchnorm
+
+ATOL = 1e-4
+
+
+def _is_video(model: nn.Module) -> bool:
+    return any(isinstance(m, (nn.Conv2d, nn.Conv3d, nn.BatchNorm3d)) for m in model.modules())
+
+
+def _streamable_models() -> list[object]:
+    """Registered builders whose annotated return class is a StreamableClassifier (nothing is built here)."""
+    params: list[object] = []
+    for name in list_models():
+        builder = get_model_builder(name)
+        if getattr(builder, "streamable", True) is False or "non-streamable" in (builder.__doc__ or "").lower():
+            continue
+        try:
+            returned = typing.get_type_hints(builder).get("return")
+        except NameError:
+            returned = None
+        if isinstance(returned, type) and not issubclass(returned, StreamableClassifier):
+            continue  # e.g. video models with "same" temporal padding (see test_approximate.py)
+        params.append(name)
+    return params
+
+
+def _build(name: str) -> nn.Module:
+    torch.manual_seed(0)
+    return randomize_batchnorm(build_model(name))
+
+
+def _input_shape(model: nn.Module, batch: int, length: int) -> tuple[int, ...]:
+    first = next(m for m in model.modules() if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d)))
+    if not _is_video(model):
+        return (batch, first.in_channels, length)
+    return (batch, first.in_channels, length, 32, 32)  # tiny video frames
+
+
+def _check_exact(model: nn.Module, window: int, hop: int, fold_bn: bool, hops_per_stream: int) -> float:
+    """Three streams with different start offsets, one reset midway; every ready output vs offline."""
+    streams = 3
+    starts = [0, 2, 5]  # global tick at which each stream joins (reset there)
+    reset_at = {2: starts[2] + window // hop + 3}  # stream 2 restarts after some predictions
+    ticks = max(starts) + hops_per_stream + window // hop + 6
+    x = torch.randn(_input_shape(model, streams, ticks * hop))
+    frame_shape = tuple(x.shape[3:])  # () for time series, (H, W) for video
+    rt = StreamingClassifier(model, window, hop, capacity=streams, fold_bn=fold_bn, frame_shape=frame_shape)
+    since = [0] * streams  # samples fed since the last (re)start
+    origin = [0] * streams  # sample index in x where the current run started
+    worst = 0.0
+    offline_windows, streamed = [], []
+    for tick in range(ticks):
+        active = [s for s in range(streams) if tick >= starts[s]]
+        for s in active:
+            if tick == starts[s] or reset_at.get(s) == tick:
+                rt.reset([s])
+                since[s], origin[s] = 0, tick * hop
+        chunk = x[active, :, tick * hop : (tick + 1) * hop]
+        res = rt.step(chunk, active)
+        for i, s in enumerate(active):
+            since[s] += hop
+            assert bool(res.ready[i]) == (since[s] >= window), (s, tick, since[s])
+            if res.ready[i]:
+                end = (tick + 1) * hop
+                assert end - window >= origin[s]
+                offline_windows.append(x[s : s + 1, :, end - window : end])
+                streamed.append(res.logits[i : i + 1])
+    assert streamed, "no prediction was emitted"
+    with torch.no_grad():
+        ref = model(torch.cat(offline_windows))
+    got = torch.cat(streamed)
+    worst = float((ref - got).abs().max())
+    assert worst <= ATOL, f"max |streamed - offline| = {worst}"
+    return worst
+
+
+@pytest.mark.parametrize("name", _streamable_models())
+@pytest.mark.parametrize("fold_bn", [False, True], ids=["plain", "bn_folded"])
+def test_every_registered_model_streams_exactly(name: str, fold_bn: bool) -> None:
+    model = _build(name)
+    if not isinstance(model, StreamableClassifier):
+        pytest.skip(f"{name} is not a StreamableClassifier")
+    if _is_video(model):
+        pytest.skip("video models are covered by test_video_models_stream_exactly")
+    stride = model.stride
+    window = model.receptive_field + 3 * stride
+    for hop in sorted({stride, 4 * stride, 16 * stride}):
+        _check_exact(model, window, hop, fold_bn, hops_per_stream=4 if hop > stride else 6)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", _streamable_models())
+def test_video_models_stream_exactly(name: str) -> None:
+    model = _build(name)
+    if not isinstance(model, StreamableClassifier) or not _is_video(model):
+        pytest.skip(f"{name} is not a streamable video model")
+    window = model.receptive_field + model.stride
+    # float64: in float32, 18+ layers of differently blocked oneDNN kernels (a window vs one frame) accumulate ~1e-3
+    # of rounding on randomised-BN logits; float64 shows the streamed computation itself is exact
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        _check_exact(model.double(), window, model.stride, True, hops_per_stream=2)
+    finally:
+        torch.set_default_dtype(previous)
+
+
+def test_folding_removes_every_batchnorm_and_keeps_outputs(tiny_model: nn.Module) -> None:
+    folded = fold_batchnorm(tiny_model)
+    assert count_batchnorm(tiny_model) > 0 and count_batchnorm(folded) == 0
+    x = torch.randn(2, 3, 50)
+    with torch.no_grad():
+        torch.testing.assert_close(folded(x), tiny_model(x), atol=1e-5, rtol=1e-5)
+
+
+def test_run_whole_sequences_warms_up_then_matches_offline(tiny_model: nn.Module) -> None:
+    window, hop = 40, 4
+    rt = to_streaming(tiny_model, window, hop, capacity=2)
+    x = torch.randn(2, 3, 100)
+    logits, ready = rt.run(x)  # (2, 25, K), (2, 25)
+    assert logits.shape == (2, 25, 3)
+    np.testing.assert_array_equal(ready[0], (np.arange(1, 26) * hop) >= window)
+    with torch.no_grad():
+        ref = tiny_model(torch.stack([x[:, :, e - window : e] for e in range(window, 101, hop)], dim=1).flatten(0, 1))
+    torch.testing.assert_close(logits[:, ready[0]].flatten(0, 1), ref, atol=ATOL, rtol=0)
+
+
+def test_normalisation_is_applied_in_the_runtime(tiny_model: nn.Module) -> None:
+    mean, std = [1.0, -2.0, 0.5], [2.0, 0.5, 4.0]
+    rt = StreamingClassifier(tiny_model, 32, 8, mean=mean, std=std)
+    raw = torch.randn(1, 3, 64) * 3 + 1
+    logits, ready = rt.run(raw)
+    norm = (raw - torch.tensor(mean)[:, None]) / torch.tensor(std)[:, None]
+    with torch.no_grad():
+        ref = tiny_model(norm[:, :, -32:])
+    torch.testing.assert_close(logits[:, -1], ref, atol=ATOL, rtol=0)
+
+
+def test_bad_geometry_and_inputs_are_refused(tiny_model: nn.Module) -> None:
+    with pytest.raises(ValueError, match="receptive field"):
+        StreamingClassifier(tiny_model, 10, 1)
+    strided = ResNet1D(in_channels=3, num_classes=3, stages=[Stage1d(8, 1, 3, 2, 1)], stem_width=8)
+    with pytest.raises(ValueError, match="multiple of the model's total temporal stride 2"):
+        StreamingClassifier(strided, 40, 3)
+    with pytest.raises(TypeError, match="not streamable"):
+        StreamingClassifier(nn.Conv1d(3, 3, 3), 10, 1)
+    rt = StreamingClassifier(tiny_model, 40, 4)
+    with pytest.raises(ValueError, match="chunk must be"):
+        rt.step(torch.zeros(1, 3, 5))
+    with pytest.raises(ValueError, match="expected 3 channels"):
+        StreamingClassifier(tiny_model, 40, 4, mean=[0.0], std=[1.0])
+
+
+def test_grow_keeps_existing_state(tiny_model: nn.Module) -> None:
+    window, hop = 36, 4
+    x = torch.randn(1, 3, 60)
+    a = StreamingClassifier(tiny_model, window, hop, capacity=1)
+    b = StreamingClassifier(tiny_model, window, hop, capacity=1)
+    a_logits, _ = a.run(x)
+    b.run(x[:, :, :24])
+    b.grow(5)
+    assert b.capacity == 5 and b.samples_seen.tolist() == [24, 0, 0, 0, 0]
+    rest = torch.zeros(5, 3, 36)
+    rest[0] = x[0, :, 24:]
+    b_logits, _ = b.run(rest)
+    torch.testing.assert_close(b_logits[0, -1], a_logits[0, -1], atol=ATOL, rtol=0)
+
+
+def test_onnxruntime_backend_matches_torch(tiny_model: nn.Module) -> None:
+    x = torch.randn(3, 3, 80)
+    t_logits, ready = StreamingClassifier(tiny_model, 40, 4, capacity=3).run(x)
+    o_logits, _ = StreamingClassifier(tiny_model, 40, 4, capacity=3, backend=StepBackend.ONNXRUNTIME).run(x)
+    torch.testing.assert_close(o_logits[:, ready[0]], t_logits[:, ready[0]], atol=ATOL, rtol=0)

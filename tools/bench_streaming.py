@@ -1,0 +1,108 @@
+"""Benchmark of exact streaming versus recomputing every window, for one model (default resnet1d_har, W=128).
+
+Prints, measured in one run with ``torch.set_num_threads(2)``:
+
+* median per-hop latency of one stream (batch 1) at hop 1 and hop 16, per backend (torch eager with BatchNorm
+  folded under inference_mode; ONNX Runtime running the exported step);
+* batched throughput: samples/s and the number of concurrent 50 Hz streams served (= samples/s / 50) at hop 1 and
+  16 for batches of 64, 256, 1024 streams;
+* the same for recomputing the whole window at every hop (folded model, torch);
+* the wall-clock speedup of streaming over recomputation at each batch (ideal: W / hop).
+
+Usage: ``python tools/bench_streaming.py [--model resnet1d_har] [--window 128] [--batches 64 256 1024]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+import torch
+
+from vidrec.models import build_model
+from vidrec.streaming.optimize import fold_batchnorm
+from vidrec.streaming.runtime import StepBackend, StreamingClassifier
+
+RATE = 50.0  # Hz of one stream
+
+
+def median_seconds(fn: object, repeats: int, warmup: int = 3) -> float:
+    """Median wall time of ``fn()`` over ``repeats`` calls after ``warmup`` calls."""
+    for _ in range(warmup):
+        fn()  # type: ignore[operator]
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()  # type: ignore[operator]
+        times.append(time.perf_counter() - t)
+    return float(np.median(times))
+
+
+def stream_step_seconds(
+    model: torch.nn.Module, window: int, hop: int, batch: int, backend: StepBackend, repeats: int
+) -> float:
+    """Median seconds of one batched streaming step."""
+    rt = StreamingClassifier(model, window, hop, capacity=batch, backend=backend)
+    chunk = torch.randn(batch, rt.in_channels, hop)
+    return median_seconds(lambda: rt.step(chunk), repeats)
+
+
+def recompute_seconds(model: torch.nn.Module, window: int, batch: int, channels: int, repeats: int) -> float:
+    """Median seconds of classifying ``batch`` full windows (the recompute-every-hop baseline)."""
+    folded = fold_batchnorm(model)
+    x = torch.randn(batch, channels, window)
+    with torch.inference_mode():
+        return median_seconds(lambda: folded(x), repeats)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="resnet1d_har")
+    parser.add_argument("--window", type=int, default=128)
+    parser.add_argument("--hops", type=int, nargs="+", default=[1, 16])
+    parser.add_argument("--batches", type=int, nargs="+", default=[64, 256, 1024])
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    model = build_model(args.model).eval()
+    channels = next(m for m in model.modules() if isinstance(m, torch.nn.Conv1d)).in_channels
+    backends = [StepBackend.TORCH, StepBackend.ONNXRUNTIME]
+    w = args.window
+    print(f"model={args.model} window={w} threads={torch.get_num_threads()} (receptive field {model.receptive_field})")
+
+    print("\n== one stream (batch 1): median per-hop latency ==")
+    print(f"{'hop':>4} " + " ".join(f"{b.value + ' us':>16}" for b in backends) + f" {'recompute us':>14}")
+    rec1 = recompute_seconds(model, w, 1, channels, 100)
+    for hop in args.hops:
+        lat = [stream_step_seconds(model, w, hop, 1, b, 300) for b in backends]
+        print(f"{hop:>4} " + " ".join(f"{s * 1e6:>16.0f}" for s in lat) + f" {rec1 * 1e6:>14.0f}")
+
+    print("\n== batched streams: samples/s and 50 Hz streams served (best backend), recompute, speedup ==")
+    header = (
+        f"{'hop':>4} {'batch':>6} {'backend':>12} {'step ms':>9} {'samples/s':>11} {'streams':>9} "
+        f"{'recomp ms':>10} {'recomp streams':>15} {'speedup':>8} {'ideal W/h':>9}"
+    )
+    print(header)
+    for hop in args.hops:
+        for batch in args.batches:
+            repeats = max(5, min(100, 20000 // batch))
+            best = None
+            for b in backends:
+                s = stream_step_seconds(model, w, hop, batch, b, repeats)
+                if best is None or s < best[1]:
+                    best = (b, s)
+            assert best is not None
+            backend, step = best
+            rec = recompute_seconds(model, w, batch, channels, max(3, repeats // 4))
+            samples = batch * hop / step
+            # recomputation: one full window per stream per hop -> batch * hop new samples per `rec` seconds
+            rec_samples = batch * hop / rec
+            print(
+                f"{hop:>4} {batch:>6} {backend.value:>12} {step * 1e3:>9.2f} {samples:>11.0f} {samples / RATE:>9.0f} "
+                f"{rec * 1e3:>10.2f} {rec_samples / RATE:>15.0f} {rec / step:>8.1f} {w / hop:>9.0f}"
+            )
+
+
+if __name__ == "__main__":
+    main()

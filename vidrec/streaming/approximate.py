@@ -1,0 +1,198 @@
+"""Approximate streaming of models with zero "same" padding in time, with measured deviation.
+
+Models whose temporal convolutions zero-pad ("same" padding, e.g. torchvision's r2plus1d_18) cannot stream exactly:
+offline, the positions near a window's edges see zeros that a continuous stream never contains. Following StreamiNNC
+("StreamiNNC: Streaming Inference of Neural Networks on Continuous data", 2024) such a model is streamed by removing
+the temporal padding (each convolution becomes valid and streams with cached activations, see
+``vidrec.layers.TemporalWindowOp``) and pooling the last ``P`` feature positions, ``P`` being the number of positions
+the padded model pools offline. Every streamed position has full real context, so the result deviates from offline
+by the padding effect (and a delay of about half the receptive field).
+
+The deviation is never hidden: ``measure_deviation`` compares offline and streamed logits on the same windows
+(NRMSE of logits, argmax agreement, max |delta|), and ``approximate_streaming`` refuses to build a runtime without
+calibration data to measure it on.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from vidrec.layers.temporal import TemporalAvgPoolHead, TemporalSequential, TemporalWindowOp, is_time_pointwise
+from vidrec.models._base import StreamableClassifier
+from vidrec.streaming.runtime import StreamingClassifier
+
+__all__ = [
+    "DeviationReport",
+    "measure_deviation",
+    "ApproximateStreamingModel",
+    "approximate_streaming",
+    "streamed_window_logits",
+]
+
+_log = logging.getLogger("vidrec.streaming")
+
+
+@dataclass(frozen=True)
+class DeviationReport:
+    """How far streamed logits are from offline logits on the same windows."""
+
+    windows: int
+    nrmse: float  # RMS(streamed - offline) / std(offline logits)
+    argmax_agreement: float  # fraction of windows with the same predicted class
+    max_abs_delta: float
+
+    def __str__(self) -> str:
+        return (
+            f"approximate streaming over {self.windows} windows: logit NRMSE {self.nrmse:.4g}, "
+            f"argmax agreement {self.argmax_agreement:.4f}, max |delta logit| {self.max_abs_delta:.4g}"
+        )
+
+
+def measure_deviation(
+    offline_fn: Callable[[Tensor], Tensor], streaming_fn: Callable[[Tensor], Tensor], data: Tensor
+) -> DeviationReport:
+    """Compare two ways of computing per-window logits on ``data``.
+
+    Args:
+        offline_fn: ``data -> (N, K)`` logits computed offline.
+        streaming_fn: ``data -> (N, K)`` logits of the same N windows computed by streaming.
+        data: Whatever both functions read (e.g. ``(B, C, T)`` sequences).
+    """
+    with torch.inference_mode():
+        a = offline_fn(data).double()
+        b = streaming_fn(data).double()
+    if a.shape != b.shape or a.dim() != 2:
+        raise ValueError(f"offline and streamed logits must both be (N, K); got {tuple(a.shape)} and {tuple(b.shape)}")
+    scale = float(a.std()) if a.numel() > 1 and float(a.std()) > 0 else 1.0
+    return DeviationReport(
+        windows=int(a.shape[0]),
+        nrmse=float(torch.sqrt(torch.mean((a - b) ** 2))) / scale,
+        argmax_agreement=float((a.argmax(1) == b.argmax(1)).double().mean()),
+        max_abs_delta=float((a - b).abs().max()),
+    )
+
+
+def _valid_copy(module: nn.Module) -> nn.Module:
+    """A temporal conv without its temporal padding, wrapped to stream; pointwise modules unchanged."""
+    if isinstance(module, (nn.Conv1d, nn.Conv3d)):
+        pad = module.padding
+        if isinstance(pad, str):
+            raise ValueError(f"{module}: string padding {pad!r} is not supported; use explicit integers")
+        conv = type(
+            module
+        )(
+            module.in_channels,
+            module.out_channels,
+            module.kernel_size,  # type: ignore[arg-type]
+            stride=module.stride,  # type: ignore[arg-type]
+            padding=(0, *pad[1:]),  # type: ignore[arg-type]
+            dilation=module.dilation,  # type: ignore[arg-type]
+            groups=module.groups,
+            bias=module.bias is not None,
+        )
+        conv.load_state_dict(module.state_dict())
+        if is_time_pointwise(conv):
+            return conv
+        r = module.dilation[0] * (module.kernel_size[0] - 1) + 1
+        return TemporalWindowOp(conv, r, module.stride[0])
+    if isinstance(module, nn.Sequential):
+        return TemporalSequential(*(_valid_copy(m) for m in module))
+    if is_time_pointwise(module):
+        return module
+    raise TypeError(f"approximate streaming cannot convert {type(module).__name__}; expected convs and pointwise ops")
+
+
+class ApproximateStreamingModel(StreamableClassifier):
+    """A padded ``features`` stack made valid in time, average pooling, and the original classifier.
+
+    Args:
+        features: ``nn.Sequential`` of convolutions (temporal padding is removed) and time-pointwise modules.
+        classifier: Time-free head on pooled features ``(B, C')``.
+        in_channels: Input channels (to size the pooled positions from the padded features).
+    """
+
+    def __init__(self, features: nn.Sequential, classifier: nn.Module, in_channels: int) -> None:
+        super().__init__()
+        self.padded_features = features
+        self.features = TemporalSequential(*(_valid_copy(m) for m in features))
+        self.pool = TemporalAvgPoolHead()
+        self.classifier = classifier
+        self.in_channels = in_channels
+        self._init_geometry()
+
+    def offline(self, x: Tensor) -> Tensor:
+        """The original padded model on a window: ``(B, C, L) -> (B, K)``."""
+        return self.classifier(self.pool(self.padded_features(x)))
+
+    def configure_stream(self, window: int, hop: int) -> None:
+        if hop % self.stride:
+            raise ValueError(f"hop={hop} is not a multiple of the model's temporal stride {self.stride}")
+        with torch.no_grad():
+            probe = self.padded_features(torch.zeros(1, self.in_channels, window))  # (1, C', P, ...)
+        self.pool.positions = int(probe.shape[2])
+
+    def stream_warmup(self, window: int) -> int:
+        """Samples before the pooled buffer holds only positions computed from real samples."""
+        positions = self.pool.positions if self.pool.positions is not None else window
+        return max(window, (positions - 1) * self.stride + self.receptive_field)
+
+
+def streamed_window_logits(runtime: StreamingClassifier, x: Tensor, window: int) -> tuple[Tensor, np.ndarray]:
+    """Run ``x`` (B, C, T) through a fresh runtime; return ``(N, K)`` ready logits and their window ends ``(N,)``."""
+    runtime.grow(x.shape[0])
+    runtime.reset()
+    logits, ready = runtime.run(x[: runtime.capacity])  # (B, n_hops, K), (B, n_hops)
+    ends = (np.arange(logits.shape[1]) + 1) * runtime.hop
+    keep = ready[0]
+    del window
+    return logits[:, torch.from_numpy(keep)].reshape(-1, logits.shape[2]), np.repeat(ends[keep][None], x.shape[0], 0)
+
+
+def approximate_streaming(
+    features: nn.Sequential,
+    classifier: nn.Module,
+    window: int,
+    hop: int,
+    *,
+    in_channels: int,
+    calibration: Tensor,
+    capacity: int = 1,
+) -> tuple[StreamingClassifier, DeviationReport]:
+    """Build an approximate streaming runtime for a padded model and measure its deviation on ``calibration``.
+
+    Args:
+        features: The padded model's temporal feature stack (``nn.Sequential``).
+        classifier: Its head on pooled features.
+        window: Offline window length.
+        hop: Samples per step.
+        in_channels: Input channels.
+        calibration: ``(B, C, T)`` sequences, ``T`` well beyond the warm-up; deviation is measured on every emitted
+            window against the padded model on the same window.
+        capacity: Slots of the returned runtime.
+
+    Returns:
+        The runtime (``runtime.deviation`` holds the report, which is also logged) and the report.
+    """
+    model = ApproximateStreamingModel(features, classifier, in_channels).eval()
+    probe = StreamingClassifier(model, window, hop, capacity=calibration.shape[0], fold_bn=False)
+
+    def streamed(x: Tensor) -> Tensor:
+        logits, _ = streamed_window_logits(probe, x, window)
+        return logits
+
+    def offline(x: Tensor) -> Tensor:
+        _, ends = streamed_window_logits(probe, x, window)
+        wins = [x[b : b + 1, :, e - window : e] for b in range(x.shape[0]) for e in ends[b]]
+        return model.offline(torch.cat(wins))  # (N, K) in the same (stream, end) order
+
+    report = measure_deviation(offline, streamed, calibration)
+    _log.warning("%s", report)
+    runtime = StreamingClassifier(model, window, hop, capacity=capacity, fold_bn=False, in_channels=in_channels)
+    runtime.deviation = report  # type: ignore[attr-defined]
+    return runtime, report

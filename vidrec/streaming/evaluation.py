@@ -1,0 +1,290 @@
+"""Streaming versus offline evaluation on the same continuous recordings (``vidrec evaluate-streaming``).
+
+Both sides classify the same windows: every window of ``window`` samples that ends on a multiple of ``hop``
+(``e = hop, 2 hop, ...`` with ``e >= window``), i.e. exactly the windows the streaming runtime emits after its warm-up.
+Offline runs ``model(samples[:, e - window:e])`` window by window (batched); streaming feeds each recording hop by hop
+through ``StreamingClassifier`` (all recordings as parallel streams) and takes the logits emitted at ``e``.
+
+Label policy: a window is labelled with the class of its **last sample** (``labels[e - 1]``), what a live system must
+decide at that instant; windows whose last sample is unlabelled (-1) are left out of accuracy and F1 but kept in the
+offline/streaming agreement and logit deltas.
+
+Decision latency: at each change point ``c`` (``labels[c] != labels[c - 1]``, ``labels[c] >= 0``) the latency is the
+time from ``c`` to the first emitted window end ``e > c`` whose prediction is the new class, before the next change
+point; in seconds ``(e - c) / sampling_rate`` and in hops (emissions after ``c`` up to and including it). Change
+points never decided correctly are counted as missed.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from vidrec.streaming.runtime import StreamingClassifier
+
+__all__ = ["EvalRecording", "StreamingEvalResult", "as_eval_recordings", "evaluate_streaming", "write_report"]
+
+
+@dataclass
+class EvalRecording:
+    """A normalised continuous recording: ``samples`` (C, T) float32, ``labels`` (T,) int (-1 unlabelled)."""
+
+    id: str
+    samples: np.ndarray
+    labels: np.ndarray
+
+
+def as_eval_recordings(recordings: Sequence[Any]) -> list[EvalRecording]:
+    """Accept ``EvalRecording``s, objects with ``samples``/``labels``/``id`` attributes, or tuples
+    ``(samples, labels, subject, id)`` as returned by ``HDF5WindowDataModule.test_recordings()``."""
+    out = []
+    for i, r in enumerate(recordings):
+        if hasattr(r, "samples") and hasattr(r, "labels"):
+            out.append(EvalRecording(str(getattr(r, "id", i)), np.asarray(r.samples), np.asarray(r.labels)))
+        else:
+            samples, labels = r[0], r[1]
+            rid = r[3] if len(r) > 3 else i
+            out.append(EvalRecording(str(rid), np.asarray(samples), np.asarray(labels)))
+        if out[-1].samples.ndim != 2 or out[-1].labels.shape != (out[-1].samples.shape[1],):
+            raise ValueError(
+                f"recording {out[-1].id}: expected samples (C, T) and labels (T,), "
+                f"got {out[-1].samples.shape} and {out[-1].labels.shape}"
+            )
+    return out
+
+
+@dataclass
+class StreamingEvalResult:
+    """Side-by-side figures (``report``) plus the per-window predictions of every recording (for plots)."""
+
+    report: dict[str, Any]
+    ends: dict[str, np.ndarray] = field(default_factory=dict)  # recording id -> window ends (exclusive sample index)
+    offline_pred: dict[str, np.ndarray] = field(default_factory=dict)
+    stream_pred: dict[str, np.ndarray] = field(default_factory=dict)
+    labels: dict[str, np.ndarray] = field(default_factory=dict)  # per-sample labels
+
+
+def _macro_f1(y: np.ndarray, p: np.ndarray) -> float:
+    classes = np.union1d(y, p)
+    f1s = []
+    for c in classes:
+        tp = np.sum((p == c) & (y == c))
+        fp = np.sum((p == c) & (y != c))
+        fn = np.sum((p != c) & (y == c))
+        f1s.append(2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 0.0)
+    return float(np.mean(f1s)) if f1s else float("nan")
+
+
+def _decision_latency(
+    labels: np.ndarray, ends: np.ndarray, pred: np.ndarray, rate: float
+) -> tuple[list[float], list[int], int]:
+    """Seconds and hops to the first correct decision after each change point, and the number missed."""
+    change = [c for c in range(1, len(labels)) if labels[c] != labels[c - 1] and labels[c] >= 0]
+    secs, hops, missed = [], [], 0
+    for j, c in enumerate(change):
+        nxt = change[j + 1] if j + 1 < len(change) else len(labels)
+        after = np.flatnonzero((ends > c) & (ends - 1 < nxt))
+        hit = [k for k in after if pred[k] == labels[c]]
+        if not hit:
+            missed += 1
+            continue
+        secs.append(float(ends[hit[0]] - c) / rate)
+        hops.append(int(np.searchsorted(after, hit[0]) + 1))
+    return secs, hops, missed
+
+
+def _median_ms(fn: Any, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return float(np.median(times) * 1000.0)
+
+
+def _flops(fn: Any) -> int:
+    counter = FlopCounterMode(display=False)
+    with counter, torch.inference_mode():
+        fn()
+    return int(counter.get_total_flops())
+
+
+def evaluate_streaming(
+    model: nn.Module,
+    recordings: Sequence[Any],
+    window: int,
+    hop: int,
+    class_names: list[str],
+    *,
+    sampling_rate: float = 50.0,
+    fold_bn: bool = True,
+    batch_size: int = 256,
+    timing_repeats: int = 50,
+) -> StreamingEvalResult:
+    """Evaluate ``model`` offline and streaming on the same windows of normalised recordings.
+
+    Args:
+        model: A streamable classifier (eval mode is set on a copy's behalf; ``model`` is put in eval mode).
+        recordings: Normalised recordings (see ``as_eval_recordings``).
+        window: Window length in samples (the model's input length).
+        hop: Samples between consecutive windows (and per streaming step).
+        class_names: K class names.
+        sampling_rate: Hz, for latencies in seconds.
+        fold_bn: Fold BatchNorm in the streaming runtime.
+        batch_size: Offline windows per forward.
+        timing_repeats: Repetitions of the batch-1 timings.
+
+    Returns:
+        The report (accuracy, macro-F1, agreement, logit deltas, timings, FLOPs, decision latency) and predictions.
+    """
+    recs = [r for r in as_eval_recordings(recordings) if r.samples.shape[1] >= window]
+    if not recs:
+        raise ValueError(f"no recording has at least window={window} samples")
+    model = model.eval()
+    channels = recs[0].samples.shape[0]
+    runtime = StreamingClassifier(model, window, hop, capacity=len(recs), in_channels=channels, fold_bn=fold_bn)
+    longest = max(r.samples.shape[1] for r in recs)
+    n_hops = longest // hop
+    padded = np.zeros((len(recs), channels, n_hops * hop), dtype=np.float32)  # (N, C, T_max)
+    for i, r in enumerate(recs):
+        t = min(r.samples.shape[1], n_hops * hop)
+        padded[i, :, :t] = r.samples[:, :t]
+    t0 = time.perf_counter()
+    stream_logits, _ = runtime.run(padded)  # (N, n_hops, K)
+    stream_seconds = time.perf_counter() - t0
+
+    result = StreamingEvalResult(report={})
+    all_y, all_off, all_str, deltas, agree = [], [], [], [], []
+    offline_seconds, n_windows = 0.0, 0
+    lat: dict[str, tuple[list[float], list[int], int]] = {"offline": ([], [], 0), "streaming": ([], [], 0)}
+    with torch.inference_mode():
+        for i, r in enumerate(recs):
+            ends = np.arange(hop, r.samples.shape[1] + 1, hop)
+            ends = ends[ends >= window]  # (n,) exclusive window ends
+            x = torch.from_numpy(np.ascontiguousarray(r.samples, dtype=np.float32))
+            off_chunks = []
+            t0 = time.perf_counter()
+            for b in range(0, len(ends), batch_size):
+                # (n_b, C, window) windows ending at ends[b:b + batch_size]
+                batch = torch.stack([x[:, e - window : e] for e in ends[b : b + batch_size]])
+                off_chunks.append(model(batch))
+            offline_seconds += time.perf_counter() - t0
+            n_windows += len(ends)
+            off = torch.cat(off_chunks).float()  # (n, K)
+            st = stream_logits[i, torch.from_numpy(ends // hop - 1)].float()  # (n, K)
+            deltas.append(float((off - st).abs().max()))
+            p_off, p_str = off.argmax(1).numpy(), st.argmax(1).numpy()
+            agree.append(p_off == p_str)
+            y = r.labels[ends - 1]
+            keep = y >= 0
+            all_y.append(y[keep])
+            all_off.append(p_off[keep])
+            all_str.append(p_str[keep])
+            result.ends[r.id], result.labels[r.id] = ends, r.labels
+            result.offline_pred[r.id], result.stream_pred[r.id] = p_off, p_str
+            for name, pred in (("offline", p_off), ("streaming", p_str)):
+                s, h, m = _decision_latency(r.labels, ends, pred, sampling_rate)
+                lat[name] = (lat[name][0] + s, lat[name][1] + h, lat[name][2] + m)
+
+    y, p_off, p_str = np.concatenate(all_y), np.concatenate(all_off), np.concatenate(all_str)
+    acc_off = float(np.mean(p_off == y)) if y.size else float("nan")
+    acc_str = float(np.mean(p_str == y)) if y.size else float("nan")
+
+    # batch-1 timings and FLOPs of one window (offline) and one hop (streaming)
+    one = StreamingClassifier(model, window, hop, capacity=1, in_channels=channels, fold_bn=fold_bn)
+    chunk = torch.from_numpy(padded[:1, :, :hop].copy())
+    win = torch.from_numpy(padded[:1, :, :window].copy())
+    for _ in range(5):
+        one.step(chunk)
+    ms_hop = _median_ms(lambda: one.step(chunk), timing_repeats)
+    with torch.inference_mode():
+        ms_window = _median_ms(lambda: model(win), max(5, timing_repeats // 5))
+    flops_window = _flops(lambda: model(win))
+    flops_hop = _flops(lambda: one.model.stream_step(chunk, [t[:1] for t in one.state()]))  # type: ignore[operator]
+
+    def _lat(name: str) -> dict[str, Any]:
+        s, h, m = lat[name]
+        return {
+            "median_seconds": float(np.median(s)) if s else None,
+            "median_hops": float(np.median(h)) if h else None,
+            "decided": len(s),
+            "missed": m,
+        }
+
+    result.report = {
+        "window": window,
+        "hop": hop,
+        "sampling_rate": sampling_rate,
+        "recordings": len(recs),
+        "windows": int(n_windows),
+        "labelled_windows": int(y.size),
+        "label_policy": "class of the window's last sample; unlabelled (-1) windows excluded from accuracy/F1",
+        "class_names": list(class_names),
+        "offline": {"accuracy": acc_off, "macro_f1": _macro_f1(y, p_off), "decision_latency": _lat("offline")},
+        "streaming": {"accuracy": acc_str, "macro_f1": _macro_f1(y, p_str), "decision_latency": _lat("streaming")},
+        "accuracy_gap": acc_str - acc_off,
+        "argmax_agreement": float(np.mean(np.concatenate(agree))),
+        "max_abs_logit_delta": float(max(deltas)),
+        "ms_per_hop_streaming_batch1": ms_hop,
+        "ms_per_window_offline_batch1": ms_window,
+        "streaming_ms_per_hop_batched": stream_seconds * 1000.0 / max(n_hops, 1),
+        "offline_ms_per_window_batched": offline_seconds * 1000.0 / max(n_windows, 1),
+        "flops_per_hop_streaming": flops_hop,
+        "flops_per_window_offline": flops_window,
+        "flops_ratio": flops_window / max(flops_hop, 1),
+        "flop_convention": "torch.utils.flop_counter (a multiply-add counts 2)",
+    }
+    return result
+
+
+def _plot_timeline(result: StreamingEvalResult, class_names: list[str], rate: float, path: Path) -> str:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rid = max(result.ends, key=lambda k: len(result.ends[k]))
+    ends, labels = result.ends[rid], result.labels[rid]
+    fig, ax = plt.subplots(figsize=(12, 3.5))
+    t = np.arange(len(labels)) / rate
+    ax.step(t, np.where(labels >= 0, labels, np.nan), where="post", label="true (per sample)", lw=2.5, alpha=0.5)
+    ax.step((ends - 1) / rate, result.offline_pred[rid], where="post", label="offline", lw=1.5)
+    ax.step((ends - 1) / rate, result.stream_pred[rid] + 0.1, where="post", label="streaming (+0.1)", lw=1, ls="--")
+    ax.set_yticks(range(len(class_names)), class_names)
+    ax.set_xlabel("time (s)")
+    ax.set_title(f"recording {rid}: true vs offline vs streaming labels")
+    ax.legend(loc="upper right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return rid
+
+
+def write_report(result: StreamingEvalResult, out_dir: str | Path) -> tuple[Path, Path]:
+    """Write ``streaming_eval.json`` and ``streaming_timeline.png`` (one recording) into ``out_dir``."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    rep = result.report
+    png = out / "streaming_timeline.png"
+    rid = _plot_timeline(result, rep["class_names"], rep["sampling_rate"], png)
+    report = dict(rep, timeline_recording=rid, timeline_png=png.name)
+    js = out / "streaming_eval.json"
+    js.write_text(json.dumps(report, indent=2, default=_json_default))
+    return js, png
+
+
+def _json_default(obj: object) -> object:
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if hasattr(obj, "__dataclass_fields__"):
+        return asdict(obj)  # type: ignore[call-overload]
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")

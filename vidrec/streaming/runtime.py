@@ -1,0 +1,265 @@
+"""Stateful, batched streaming execution of any streamable vidrec classifier.
+
+``StreamingClassifier`` wraps a ``StreamableClassifier`` (``vidrec.models._base``) configured for a ``(window, hop)``
+pair. It holds the per-layer streaming state batched over a fixed number of *slots* (one slot = one live stream), so
+one step serves many streams, and each hop of ``hop`` new samples costs only the new output positions of each layer.
+
+Semantics (exact):
+
+* A slot's samples arrive in chunks of exactly ``hop`` samples. After each chunk the runtime returns the logits of the
+  window of the last ``window`` samples, equal to ``model(window_samples)`` offline (fp32, to float rounding).
+* Warm-up: a slot that has seen fewer than ``window`` samples since its last reset has no prediction (``ready`` is
+  False). The state starts at zero; the zeros never reach a window that is reported, so the first reported window is
+  already exact.
+* ``reset(slots)`` zeroes those slots' slice of every state tensor and their sample counters (a restarted stream).
+* Inputs are normalised in the runtime with ``(x - mean) / std`` per channel when ``mean``/``std`` are given, the same
+  normalisation the data module applies offline.
+
+Speed: the runtime works on a converted copy (BatchNorm folded into convolutions, dropout removed, eval mode) and runs
+under ``torch.inference_mode``; ``StepBackend.ONNXRUNTIME`` runs the exported step graph in ONNX Runtime instead.
+"""
+
+from __future__ import annotations
+
+import copy
+import enum
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from vidrec.streaming.optimize import fold_batchnorm
+
+__all__ = ["StepBackend", "StepResult", "StreamingClassifier", "to_streaming", "infer_in_channels"]
+
+State = list[Tensor]
+StepFn = Callable[[Tensor, State], tuple[Tensor, State]]
+
+
+class StepBackend(enum.Enum):
+    """How the streaming step is executed."""
+
+    TORCH = "torch"  # eager PyTorch under inference_mode
+    ONNXRUNTIME = "onnxruntime"  # the exported step graph (vidrec.streaming.export) in ONNX Runtime
+
+
+@dataclass
+class StepResult:
+    """Output of one streaming step over ``n`` slots.
+
+    Attributes:
+        logits: ``(n, K)`` logits of the window ending at this hop (meaningless where ``ready`` is False).
+        ready: ``(n,)`` bool, True where the slot has seen at least ``window`` samples since its last reset.
+        slots: ``(n,)`` the slot index of each row.
+    """
+
+    logits: Tensor
+    ready: np.ndarray
+    slots: np.ndarray
+
+
+def infer_in_channels(model: nn.Module) -> int:
+    """Input channels of a model: ``in_channels`` of its first convolution or linear layer."""
+    for m in model.modules():
+        if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d)):
+            return int(m.in_channels)
+        if isinstance(m, nn.Linear):
+            return int(m.in_features)
+    raise ValueError(f"cannot infer the input channels of {type(model).__name__}; pass in_channels explicitly")
+
+
+def _check_streamable(model: nn.Module) -> None:
+    missing = [a for a in ("configure_stream", "stream_state", "stream_step") if not hasattr(model, a)]
+    if missing:
+        raise TypeError(
+            f"{type(model).__name__} is not streamable: it lacks {', '.join(missing)} "
+            "(build it from vidrec.layers temporal modules as a vidrec.models.StreamableClassifier)"
+        )
+
+
+class StreamingClassifier:
+    """Batched streaming runtime over ``capacity`` slots.
+
+    Args:
+        model: A streamable classifier (``configure_stream``, ``stream_state``, ``stream_step``). It is not modified:
+            the runtime works on a copy.
+        window: Window length in samples (the model's offline input length).
+        hop: New samples per step; must be a multiple of the model's temporal stride.
+        capacity: Number of slots (streams stepped in one batch); ``grow`` raises it later.
+        in_channels: Input channels C; inferred from the first convolution when None.
+        frame_shape: Shape of one time step beyond the channels: ``()`` for time series, ``(H, W)`` for video frames.
+        mean: Per-channel mean for input normalisation, or None for no normalisation.
+        std: Per-channel standard deviation (same length as ``mean``).
+        fold_bn: Fold BatchNorm into convolutions (exact to float rounding, faster).
+        backend: Execution backend of the step.
+
+    Raises:
+        TypeError: ``model`` is not streamable.
+        ValueError: the hop does not fit the model's stride, the window is shorter than its receptive field, or the
+            normalisation vectors do not have C entries.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        window: int,
+        hop: int,
+        *,
+        capacity: int = 1,
+        in_channels: int | None = None,
+        frame_shape: Sequence[int] = (),
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
+        fold_bn: bool = True,
+        backend: StepBackend = StepBackend.TORCH,
+    ) -> None:
+        _check_streamable(model)
+        if capacity < 1:
+            raise ValueError(f"capacity must be >= 1, got {capacity}")
+        self.model: nn.Module = fold_batchnorm(model) if fold_bn else copy.deepcopy(model).eval()
+        self.model.configure_stream(window, hop)  # type: ignore[operator]  # raises for a bad (window, hop)
+        self.window, self.hop = int(window), int(hop)
+        # samples before the first reported window: `window`, or more for approximate models (see approximate.py)
+        warmup = getattr(self.model, "stream_warmup", None)
+        self.warmup = int(warmup(self.window)) if callable(warmup) else self.window
+        self.in_channels = in_channels if in_channels is not None else infer_in_channels(model)
+        self.frame_shape = tuple(int(v) for v in frame_shape)
+        self.dtype = next(self.model.parameters()).dtype
+        if self.frame_shape and backend is StepBackend.ONNXRUNTIME:
+            raise ValueError("the ONNX Runtime backend streams time series only; use the torch backend for video")
+        self.backend = backend
+        self._mean, self._std = self._normalisation(mean, std)
+        self.capacity = 0
+        self._state: State = []
+        self.samples_seen = np.zeros(0, dtype=np.int64)
+        self._step_fn: StepFn = self._torch_step
+        self.grow(capacity)
+        if backend is StepBackend.ONNXRUNTIME:
+            from vidrec.streaming.export import OnnxStep
+
+            self._step_fn = OnnxStep(self.model, self.window, self.hop, self.in_channels, len(self._state))
+
+    def _normalisation(
+        self, mean: Sequence[float] | None, std: Sequence[float] | None
+    ) -> tuple[Tensor | None, Tensor | None]:
+        if (mean is None) != (std is None):
+            raise ValueError("give both mean and std for input normalisation, or neither")
+        if mean is None or std is None:
+            return None, None
+        shape = (-1, 1, *(1 for _ in self.frame_shape))  # (C, 1, ...) broadcasts over (n, C, hop, ...)
+        m = torch.as_tensor(np.asarray(mean, dtype=np.float32)).reshape(shape).to(self.dtype)
+        s = torch.as_tensor(np.asarray(std, dtype=np.float32)).reshape(shape).to(self.dtype)
+        if m.shape[0] != self.in_channels or s.shape[0] != self.in_channels:
+            raise ValueError(
+                f"normalisation mean/std have {m.shape[0]}/{s.shape[0]} entries, expected {self.in_channels} channels"
+            )
+        if bool((s <= 0).any()):
+            raise ValueError(f"normalisation std must be > 0, got {s.flatten().tolist()}")
+        return m, s
+
+    @property
+    def num_state_tensors(self) -> int:
+        """Number of state tensors of the step (inputs/outputs of the exported graph besides chunk/logits)."""
+        return len(self._state)
+
+    def state(self) -> State:
+        """The current state tensors, each ``(capacity, ...)``."""
+        return self._state
+
+    def grow(self, capacity: int) -> None:
+        """Raise the number of slots to ``capacity`` (new slots start reset); existing slots keep their state."""
+        if capacity <= self.capacity:
+            return
+        with torch.inference_mode():
+            shape = (capacity, self.in_channels, self.hop, *self.frame_shape)
+            fresh = self.model.stream_state(torch.zeros(shape, dtype=self.dtype))  # type: ignore[operator]
+            fresh = [t.clone() for t in fresh]
+            for new, old in zip(fresh, self._state):
+                new[: self.capacity] = old
+        self._state = fresh
+        self.samples_seen = np.concatenate([self.samples_seen, np.zeros(capacity - self.capacity, dtype=np.int64)])
+        self.capacity = capacity
+
+    def reset(self, slots: Sequence[int] | np.ndarray | None = None) -> None:
+        """Zero the state and sample counters of ``slots`` (all slots when None)."""
+        with torch.inference_mode():
+            if slots is None:
+                for t in self._state:
+                    t.zero_()
+                self.samples_seen[:] = 0
+                return
+            idx = torch.as_tensor(np.asarray(slots, dtype=np.int64))
+            for t in self._state:
+                t.index_fill_(0, idx, 0.0)
+        self.samples_seen[idx.numpy()] = 0
+
+    def _torch_step(self, chunk: Tensor, state: State) -> tuple[Tensor, State]:
+        return self.model.stream_step(chunk, state)  # type: ignore[operator]
+
+    def step(self, chunk: Tensor | np.ndarray, slots: Sequence[int] | np.ndarray | None = None) -> StepResult:
+        """Consume one hop of new samples for ``slots`` (all slots when None).
+
+        Args:
+            chunk: ``(n, C, hop)`` raw samples, one row per slot in ``slots`` order.
+            slots: Distinct slot indices, or None for all ``capacity`` slots in order.
+
+        Returns:
+            The logits of the windows ending at this hop and which of them are valid predictions.
+        """
+        x = torch.as_tensor(chunk, dtype=self.dtype)
+        n = self.capacity if slots is None else len(slots)
+        expected = (n, self.in_channels, self.hop, *self.frame_shape)
+        if tuple(x.shape) != expected:
+            raise ValueError(f"chunk must be (n, C, hop, *frame_shape) = {expected}, got {tuple(x.shape)}")
+        if self._mean is not None and self._std is not None:
+            x = (x - self._mean) / self._std  # (n, C, hop, ...)
+        with torch.inference_mode():
+            if slots is None:
+                logits, self._state = self._step_fn(x, self._state)
+                slot_idx = np.arange(self.capacity)
+            else:
+                slot_idx = np.asarray(slots, dtype=np.int64)
+                idx = torch.from_numpy(slot_idx)
+                full = len(slot_idx) == self.capacity and bool((slot_idx == np.arange(self.capacity)).all())
+                if full:
+                    logits, self._state = self._step_fn(x, self._state)
+                else:
+                    sub = [t.index_select(0, idx) for t in self._state]  # (n, ...) per state tensor
+                    logits, new = self._step_fn(x, sub)
+                    for t, u in zip(self._state, new):
+                        t.index_copy_(0, idx, u)
+        self.samples_seen[slot_idx] += self.hop
+        return StepResult(logits=logits, ready=self.samples_seen[slot_idx] >= self.warmup, slots=slot_idx)
+
+    def run(self, x: Tensor | np.ndarray) -> tuple[Tensor, np.ndarray]:
+        """Stream whole sequences through all slots from their current state, hop by hop.
+
+        Args:
+            x: ``(capacity, C, T)``; trailing samples beyond a multiple of ``hop`` are not consumed.
+
+        Returns:
+            ``(logits, ready)``: ``(capacity, T // hop, K)`` logits after each hop and ``(capacity, T // hop)`` bool.
+        """
+        x = torch.as_tensor(x, dtype=self.dtype)
+        outs, readies = [], []
+        for k in range(x.shape[2] // self.hop):
+            res = self.step(x[:, :, k * self.hop : (k + 1) * self.hop])
+            outs.append(res.logits)
+            readies.append(res.ready)
+        if not outs:
+            return torch.zeros(self.capacity, 0, 0), np.zeros((self.capacity, 0), dtype=bool)
+        return torch.stack(outs, dim=1), np.stack(readies, axis=1)
+
+
+def to_streaming(model: nn.Module, window: int, hop: int, **kwargs: object) -> StreamingClassifier:
+    """Generic entry point: a ``StreamingClassifier`` for ``model`` at ``(window, hop)``.
+
+    Args:
+        model: A streamable classifier.
+        window: Window length in samples.
+        hop: Samples per step.
+        **kwargs: Passed to ``StreamingClassifier`` (capacity, mean, std, fold_bn, backend, in_channels).
+    """
+    return StreamingClassifier(model, window, hop, **kwargs)  # type: ignore[arg-type]
