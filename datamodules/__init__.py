@@ -40,3 +40,40 @@ def __getattr__(name: str) -> Any:
     if name in _TIMESERIES:
         return getattr(importlib.import_module("datamodules.timeseries"), name)
     raise AttributeError(f"module 'datamodules' has no attribute {name!r}")
+
+
+# Video clips (``datamodules.video``): UCF101 / HMDB51 / Kinetics / class-folder datamodules, robust decoding,
+# synthetic actions. Re-exported lazily like the time-series names (appended; the block above is unchanged).
+if TYPE_CHECKING:
+    from datamodules.video import (
+        ClassFolderDataModule,
+        ClipTiming,
+        DecoderBackend,
+        DecodeSettings,
+        HMDB51DataModule,
+        KineticsDataModule,
+        TransformSettings,
+        UCF101DataModule,
+        VideoClipDataModule,
+    )
+
+__all__ += [
+    "ClassFolderDataModule",
+    "ClipTiming",
+    "DecodeSettings",
+    "DecoderBackend",
+    "HMDB51DataModule",
+    "KineticsDataModule",
+    "TransformSettings",
+    "UCF101DataModule",
+    "VideoClipDataModule",
+]
+_VIDEO = frozenset(__all__) - _TIMESERIES
+_getattr_before_video = __getattr__
+
+
+def __getattr__(name: str) -> Any:  # type: ignore[no-redef]  # noqa: F811
+    """Import re-exported video names on first access; other names as before."""
+    if name in _VIDEO:
+        return getattr(importlib.import_module("datamodules.video"), name)
+    return _getattr_before_video(name)

@@ -106,6 +106,9 @@ def _data_parser(parser: argparse.ArgumentParser) -> None:
     from datamodules.timeseries.converters import command as timeseries_command
 
     timeseries_command.add_data_subcommands(sub)
+    from datamodules.video import command as video_command
+
+    video_command.add_parser(sub)
 
 
 def build_extra_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,453 @@
+"""Robust clip decoding: decord by default, PyAV as fallback, torchcodec where installed.
+
+What goes wrong with real video collections, and what :class:`RobustVideoReader` does about it:
+
+* **Forks.** A decord ``VideoReader`` created before DataLoader workers fork can deadlock them. Readers are opened
+  per read inside the worker's own decode thread, which is itself started lazily and re-created when the process id
+  changes; nothing is opened in ``__init__``.
+* **Corrupt, truncated, zero-byte, non-video or unsupported files.** The read fails; the path and the reason are
+  appended to a quarantine file (TSV: ``path<TAB>reason``), a warning is issued, later reads of that path are
+  refused at once, and the caller gets ``None`` (the dataset substitutes another video, see ``dataset.py``).
+* **Headers that over-report the frame count.** When a read fails, the number of frames that actually decode is
+  found by probing backwards from the header's last index (galloping, then bisection) with PyAV, cached per path,
+  and the clip is re-chosen inside that range and read with PyAV (decord's threaded decoder fails at random on
+  damaged streams, PyAV deterministically). A warning reports the clamp. If nothing decodes, the file is
+  quarantined.
+* **Hangs.** Every read (open + decode) runs in a daemon thread and is abandoned after ``timeout_s``; the timed-out
+  path is quarantined and a fresh thread serves the next read. decord and PyAV release the GIL while in FFmpeg,
+  so the timeout fires even when the decoder is stuck.
+* **Wrong frames.** The timestamps of the frames returned (decord ``get_frame_timestamp``, PyAV/torchcodec frame
+  pts) are compared with ``t0 + index / fps``; mismatches beyond ``timestamp_tolerance_frames`` are counted and
+  reported once per file.
+"""
+
+from __future__ import annotations
+
+import enum
+import importlib.util
+import os
+import queue
+import threading
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+__all__ = [
+    "DecoderBackend",
+    "DecodeSettings",
+    "DecodedClip",
+    "OpenVideo",
+    "QuarantineLog",
+    "RobustVideoReader",
+    "DecodeTimeout",
+    "open_video",
+    "find_decodable_frame_count",
+    "available_backends",
+]
+
+
+class DecoderBackend(enum.Enum):
+    """Which library decodes the video."""
+
+    DECORD = "decord"
+    PYAV = "pyav"
+    TORCHCODEC = "torchcodec"
+
+
+def available_backends() -> list[DecoderBackend]:
+    """Backends whose library is importable here."""
+    modules = {DecoderBackend.DECORD: "decord", DecoderBackend.PYAV: "av", DecoderBackend.TORCHCODEC: "torchcodec"}
+    return [b for b, m in modules.items() if importlib.util.find_spec(m) is not None]
+
+
+@dataclass
+class DecodeSettings:
+    """How clips are decoded.
+
+    Attributes:
+        backend: decoder library; decord by default, PyAV the fallback.
+        timeout_s: a read (open + decode) running longer than this is abandoned and its file quarantined.
+        timestamp_tolerance_frames: a returned frame whose timestamp is further than this many frame periods from
+            ``t0 + index / fps`` counts as a mismatch (reported, not fatal).
+        num_threads: decoder threads per read; 1 suits DataLoader workers (parallelism comes from the workers).
+    """
+
+    backend: DecoderBackend = DecoderBackend.DECORD
+    timeout_s: float = 20.0
+    timestamp_tolerance_frames: float = 0.5
+    num_threads: int = 1
+
+
+@dataclass
+class DecodedClip:
+    """Frames of one clip.
+
+    Attributes:
+        frames: uint8 array (T, H, W, 3), RGB.
+        indices: frame indices that were read, length T.
+        timestamps: start time in seconds of each returned frame, length T.
+        num_frames: decodable frame count of the video (after any clamp).
+        fps: average frame rate of the video.
+    """
+
+    frames: np.ndarray
+    indices: list[int]
+    timestamps: np.ndarray
+    num_frames: int
+    fps: float
+
+
+class OpenVideo(Protocol):
+    """An opened video: header facts and random access by frame index."""
+
+    num_frames: int  # as the container header says; may over-report
+    fps: float
+    start_time: float  # timestamp of frame 0 in seconds
+
+    def read(self, indices: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+        """Frames (T, H, W, 3) uint8 RGB and their start timestamps (T,) in seconds."""
+        ...
+
+
+class DecodeTimeout(TimeoutError):
+    """A read ran past ``DecodeSettings.timeout_s``."""
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Backends
+
+
+class _DecordVideo:
+    def __init__(self, path: str, num_threads: int) -> None:
+        import decord
+
+        self._reader = decord.VideoReader(path, num_threads=num_threads)
+        self.num_frames = len(self._reader)
+        self.fps = float(self._reader.get_avg_fps())
+        self.start_time = float(self._reader.get_frame_timestamp([0])[0, 0]) if self.num_frames else 0.0
+
+    def read(self, indices: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+        frames = self._reader.get_batch(list(indices)).asnumpy()  # (T, H, W, 3) uint8
+        stamps = np.asarray(self._reader.get_frame_timestamp(list(indices)))[:, 0]  # (T,) start seconds
+        return frames, stamps
+
+
+class _PyAVVideo:
+    """Random access with PyAV: seek to the key frame before the first index, decode forward, pick by pts."""
+
+    def __init__(self, path: str, num_threads: int) -> None:
+        import av
+
+        self._path = path
+        self._container = av.open(path)
+        if not self._container.streams.video:
+            self._container.close()
+            raise ValueError(f"no video stream in {path}")
+        stream = self._container.streams.video[0]
+        stream.thread_count = num_threads
+        self._stream = stream
+        rate = stream.average_rate or stream.guessed_rate
+        if not rate:
+            raise ValueError(f"no frame rate in the header of {path}")
+        self._rate = Fraction(rate)
+        self.fps = float(self._rate)
+        self._time_base = Fraction(stream.time_base) if stream.time_base else Fraction(1, 1)
+        start = stream.start_time if stream.start_time is not None else 0
+        self.start_time = float(start * self._time_base)
+        frames = stream.frames
+        if not frames and stream.duration is not None:
+            frames = int(round(float(stream.duration * self._time_base) * self.fps))
+        self.num_frames = int(frames)
+
+    def read(self, indices: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+        wanted = sorted(set(indices))
+        seek_seconds = self.start_time + wanted[0] / self.fps
+        self._container.seek(int(Fraction(seek_seconds) / self._time_base), stream=self._stream, backward=True)
+        found: dict[int, tuple[np.ndarray, float]] = {}
+        for frame in self._container.decode(self._stream):
+            if frame.pts is None:
+                continue
+            seconds = float(frame.pts * self._time_base)
+            index = int(round((seconds - self.start_time) * self.fps))
+            if index in wanted and index not in found:
+                found[index] = (frame.to_ndarray(format="rgb24"), seconds)  # (H, W, 3)
+            if index >= wanted[-1]:
+                break
+        absent = [i for i in wanted if i not in found]
+        if absent:
+            raise ValueError(f"PyAV: frames {absent[:5]} of {self._path} did not decode (stream ended first)")
+        frames = np.stack([found[i][0] for i in indices])  # (T, H, W, 3)
+        stamps = np.asarray([found[i][1] for i in indices])
+        return frames, stamps
+
+    def __del__(self) -> None:
+        container = getattr(self, "_container", None)
+        if container is not None:
+            container.close()
+
+
+class _TorchCodecVideo:
+    def __init__(self, path: str, num_threads: int) -> None:
+        from torchcodec.decoders import VideoDecoder  # optional dependency
+
+        self._decoder = VideoDecoder(path, seek_mode="exact", num_ffmpeg_threads=num_threads)
+        meta = self._decoder.metadata
+        self.num_frames = int(meta.num_frames or 0)
+        self.fps = float(meta.average_fps or 0.0)
+        self.start_time = float(getattr(meta, "begin_stream_seconds", 0.0) or 0.0)
+
+    def read(self, indices: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+        batch = self._decoder.get_frames_at(indices=list(indices))
+        frames = batch.data.permute(0, 2, 3, 1).numpy()  # (T, C, H, W) -> (T, H, W, C)
+        return frames, batch.pts_seconds.numpy()
+
+
+def open_video(path: str | Path, backend: DecoderBackend, num_threads: int = 1) -> OpenVideo:
+    """Open ``path`` with ``backend``; raises whatever the library raises for unreadable files."""
+    if backend is DecoderBackend.DECORD:
+        return _DecordVideo(str(path), num_threads)
+    if backend is DecoderBackend.PYAV:
+        return _PyAVVideo(str(path), num_threads)
+    if backend is DecoderBackend.TORCHCODEC:
+        if importlib.util.find_spec("torchcodec") is None:
+            raise ImportError("DecoderBackend.TORCHCODEC needs the 'torchcodec' package, which is not installed")
+        return _TorchCodecVideo(str(path), num_threads)
+    raise ValueError(f"unknown decoder backend {backend!r}; expected one of {[b.value for b in DecoderBackend]}")
+
+
+def find_decodable_frame_count(frame_decodes: Callable[[int], bool], header_count: int) -> int:
+    """Number of leading frames that decode, assuming frames decode up to some index and fail after it.
+
+    Probes the header's last index first, then gallops backwards (1, 2, 4, ... frames) to a decodable index and
+    bisects between it and the first known failure: O(log n) probes.
+
+    Args:
+        frame_decodes: returns True when frame ``i`` decodes.
+        header_count: frame count claimed by the container.
+
+    Returns:
+        The clamped count, 0 when not even frame 0 decodes.
+    """
+    if header_count <= 0:
+        return 0
+    bad = header_count - 1
+    if frame_decodes(bad):
+        return header_count
+    step, good = 1, -1
+    while bad > 0:
+        candidate = max(bad - step, 0)
+        if frame_decodes(candidate):
+            good = candidate
+            break
+        bad, step = candidate, step * 2
+    if good < 0:
+        return 0
+    while bad - good > 1:
+        middle = (good + bad) // 2
+        if frame_decodes(middle):
+            good = middle
+        else:
+            bad = middle
+    return good + 1
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Quarantine
+
+
+class QuarantineLog:
+    """Append-only TSV of files that could not be read: one ``path<TAB>reason`` line each.
+
+    Lines are written with a single ``write`` in append mode, so DataLoader workers and DDP ranks can share the file.
+    """
+
+    def __init__(self, path: str | Path | None) -> None:
+        self.path = Path(path) if path is not None else None
+        self.entries: list[tuple[str, str]] = []  # what this process quarantined
+
+    def add(self, video: str | Path, reason: str) -> None:
+        """Record ``video`` with a one-line ``reason`` (tabs and newlines are replaced)."""
+        reason = " ".join(reason.replace("\t", " ").split())[:500]
+        self.entries.append((str(video), reason))
+        if self.path is not None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with open(self.path, "a", encoding="utf-8") as f:
+                f.write(f"{video}\t{reason}\n")
+
+    @staticmethod
+    def read(path: str | Path) -> list[tuple[str, str]]:
+        """The ``(path, reason)`` rows of a quarantine file."""
+        with open(path, encoding="utf-8") as f:
+            return [tuple(line.rstrip("\n").split("\t", 1)) for line in f if line.strip()]  # type: ignore[misc]
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Time-bounded execution
+
+
+class _DecodeThread:
+    """One daemon thread running jobs; a job that overruns is abandoned with its thread (daemon: exit never waits)."""
+
+    def __init__(self) -> None:
+        self._jobs: queue.SimpleQueue[tuple[Callable[[], Any], dict[str, Any], threading.Event]] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._loop, name="vidrec-decode", daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        while True:
+            job, box, done = self._jobs.get()
+            try:
+                box["value"] = job()
+            except BaseException as error:  # handed to the caller, re-raised there
+                box["error"] = error
+            done.set()
+
+    def run(self, job: Callable[[], Any], timeout_s: float) -> Any:
+        box: dict[str, Any] = {}
+        done = threading.Event()
+        self._jobs.put((job, box, done))
+        if not done.wait(timeout_s):
+            raise DecodeTimeout(f"read did not finish within {timeout_s:g} s")
+        if "error" in box:
+            raise box["error"]
+        return box["value"]
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# The reader
+
+
+ChooseIndices = Callable[[int, float], list[int]]  # (decodable frame count, fps) -> frame indices of the clip
+
+
+class RobustVideoReader:
+    """Reads clips with a time bound, clamps lying frame counts, checks timestamps and quarantines bad files.
+
+    Safe to construct in the main process and pickle into DataLoader workers: it opens nothing until ``read``.
+
+    Args:
+        settings: backend, timeout and tolerance.
+        quarantine_path: TSV file receiving ``path<TAB>reason`` for every file given up on; None keeps the list in
+            memory only (``quarantine.entries``).
+    """
+
+    def __init__(self, settings: DecodeSettings | None = None, quarantine_path: str | Path | None = None) -> None:
+        self.settings = settings or DecodeSettings()
+        self.quarantine = QuarantineLog(quarantine_path)
+        self._bad: set[str] = set()
+        self._damaged: dict[str, int] = {}  # path -> frames that decode, for files whose header over-reports
+        self.timestamp_mismatches = 0
+        self._thread: _DecodeThread | None = None
+        self._pid = -1
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_thread"], state["_pid"] = None, -1  # threads do not cross process boundaries
+        return state
+
+    def set_quarantine_path(self, path: str | Path | None) -> None:
+        """Redirect the quarantine file (e.g. once the trainer's log dir is known)."""
+        self.quarantine.path = Path(path) if path is not None else None
+
+    def is_quarantined(self, path: str | Path) -> bool:
+        """True when this process has given up on ``path``."""
+        return str(path) in self._bad
+
+    def read(self, path: str | Path, choose: ChooseIndices) -> DecodedClip | None:
+        """Decode the clip ``choose(num_frames, fps)`` of ``path``; None (after quarantining it) when unreadable."""
+        key = str(path)
+        if key in self._bad:
+            return None
+        if self._thread is None or self._pid != os.getpid():
+            self._thread, self._pid = _DecodeThread(), os.getpid()
+        try:
+            clip = self._thread.run(lambda: self._read_now(key, choose), self.settings.timeout_s)
+        except DecodeTimeout as error:
+            self._thread = None  # the stuck thread is abandoned; the next read starts a fresh one
+            self._give_up(key, f"timeout: {error}")
+            return None
+        except Exception as error:  # any decoder failure: the file is quarantined and reported, never silently
+            self._give_up(key, f"{type(error).__name__}: {error}")
+            return None
+        self._check_timestamps(key, clip)
+        return clip
+
+    def _give_up(self, path: str, reason: str) -> None:
+        self._bad.add(path)
+        self.quarantine.add(path, reason)
+        where = f" (listed in {self.quarantine.path})" if self.quarantine.path else ""
+        warnings.warn(f"skipping unreadable video {path}: {reason}{where}", RuntimeWarning, stacklevel=3)
+
+    def _open(self, path: str, backend: DecoderBackend | None = None) -> OpenVideo:
+        if os.path.getsize(path) == 0:
+            raise ValueError("zero-byte file")
+        return open_video(path, backend or self.settings.backend, self.settings.num_threads)
+
+    def _read_now(self, path: str, choose: ChooseIndices) -> DecodedClip:
+        if path in self._damaged:  # known damaged: PyAV, inside the frames that decode
+            count = self._damaged[path]
+            video = self._open(path, DecoderBackend.PYAV)
+            indices = choose(count, video.fps)
+            frames, stamps = video.read(indices)
+        else:
+            video = self._open(path)
+            count = video.num_frames
+            if count <= 0:
+                raise ValueError(f"header reports {video.num_frames} frames")
+            if video.fps <= 0:
+                raise ValueError(f"header reports frame rate {video.fps}")
+            indices = choose(count, video.fps)
+            try:
+                frames, stamps = video.read(indices)
+            except Exception as first_error:  # maybe a lying frame count: clamp, then read with PyAV
+                count = self._clamp(path, video.num_frames)
+                if count == 0:
+                    raise ValueError(f"no frame decodes ({type(first_error).__name__}: {first_error})") from None
+                video = self._open(path, DecoderBackend.PYAV)
+                indices = choose(count, video.fps)
+                frames, stamps = video.read(indices)
+        frames = np.ascontiguousarray(frames)  # (T, H, W, 3) uint8
+        stamps = stamps - video.start_time  # relative to frame 0
+        return DecodedClip(frames=frames, indices=list(indices), timestamps=stamps, num_frames=count, fps=video.fps)
+
+    def _clamp(self, path: str, header_count: int) -> int:
+        """Decodable frame count, probed with PyAV (decord's threaded decoder fails at random on damaged streams)."""
+        state: dict[str, OpenVideo] = {"video": self._open(path, DecoderBackend.PYAV)}
+
+        def frame_decodes(index: int) -> bool:
+            try:
+                state["video"].read([index])
+                return True
+            except Exception:  # a failed probe is the answer "no"; the reader is reopened for the next probe
+                state["video"] = self._open(path, DecoderBackend.PYAV)
+                return False
+
+        count = find_decodable_frame_count(frame_decodes, header_count)
+        self._damaged[path] = count
+        if count:
+            warnings.warn(
+                f"{path}: header reports {header_count} frames but only {count} decode; "
+                "clips are taken from those, decoded with PyAV",
+                RuntimeWarning,
+                stacklevel=4,
+            )
+        return count
+
+    def _check_timestamps(self, path: str, clip: DecodedClip) -> None:
+        expected = np.asarray(clip.indices, dtype=np.float64) / clip.fps  # (T,) seconds from frame 0
+        tolerance = self.settings.timestamp_tolerance_frames / clip.fps
+        wrong = np.abs(clip.timestamps - expected) > tolerance
+        if wrong.any():
+            self.timestamp_mismatches += int(wrong.sum())
+            first = int(np.argmax(wrong))
+            warnings.warn(
+                f"{path}: {int(wrong.sum())}/{len(wrong)} frames have timestamps off their index "
+                f"(frame {clip.indices[first]}: {clip.timestamps[first]:.4f} s, expected {expected[first]:.4f} s)",
+                RuntimeWarning,
+                stacklevel=3,
+            )
