@@ -5,7 +5,10 @@ Networks", ICCV 2017.
 
 Every block is the ResNet bottleneck ``1x1x1 -> (S / T) -> 1x1x1`` with a residual connection, where the middle
 3x3 conv is replaced by a spatial ``1 x 3 x 3`` conv ``S`` and a temporal ``t x 1 x 1`` conv ``T`` (each followed by
-BN and ReLU, as the authors' release) combined in one of three ways:
+BN and ReLU) combined in one of three ways, following the paper's formulation (A: ``T(S(x))``, B: ``S(x) + T(x)``,
+C: ``S(x) + T(S(x))``, each inside the residual ``x + ...``). The authors' released Caffe models differ in two
+details that vidrec does not copy: in B and C the ReLU comes after the sum rather than on each path, and C weights its
+two paths by 0.5. Weights converted from that release therefore need those two changes.
 
 * A: ``S`` then ``T`` (serial),
 * B: ``S`` and ``T`` in parallel on the same input, summed,

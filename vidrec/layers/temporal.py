@@ -86,7 +86,11 @@ class TemporalModule(nn.Module):
     stride: int = 1
 
     def stream_state(self, x: Tensor) -> State:
-        """Zero state for streaming chunks shaped like ``x`` (only the shape, dtype and device of ``x`` are used)."""
+        """Zero state for streaming chunks shaped like ``x``.
+
+        Composite modules find the shapes of their children's inputs by stepping them once on ``x`` (a real forward
+        pass), so call this in eval mode (the streaming runtime uses an eval copy under inference mode).
+        """
         raise NotImplementedError
 
     def stream_step(self, x: Tensor, state: State) -> tuple[Tensor, State]:

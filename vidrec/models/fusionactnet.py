@@ -85,12 +85,12 @@ class FusionActNet(StreamableClassifier):
         self.stride = math.lcm(*(p.stride for p in self._parts))
 
     def _fuse(self, static_logits: Tensor, dynamic_logits: Tensor, gate_logit: Tensor) -> Tensor:
-        # (B, K_s), (B, K_d), (B, 1) -> (B, K) log-probabilities
-        g = torch.sigmoid(gate_logit)
-        probs = static_logits.new_zeros(static_logits.shape[0], self.num_classes)
-        probs[:, self.static_index] = g * static_logits.softmax(dim=1)
-        probs[:, self.dynamic_index] = (1 - g) * dynamic_logits.softmax(dim=1)
-        return probs.clamp_min(1e-12).log()
+        # (B, K_s), (B, K_d), (B, 1) -> (B, K) log-probabilities, exact in log space:
+        # log(g * p_s) = logsigmoid(gate) + log_softmax(static), log((1 - g) * p_d) = logsigmoid(-gate) + ...
+        out = static_logits.new_empty(static_logits.shape[0], self.num_classes)
+        out[:, self.static_index] = F.logsigmoid(gate_logit) + static_logits.log_softmax(dim=1)
+        out[:, self.dynamic_index] = F.logsigmoid(-gate_logit) + dynamic_logits.log_softmax(dim=1)
+        return out
 
     def _parts_forward(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         # each part right-aligns the window itself, so parts with smaller receptive fields see the same window
@@ -113,7 +113,12 @@ class FusionActNet(StreamableClassifier):
         raise NotImplementedError("FusionActNet fuses three networks; call forward() on the input window")
 
     def training_loss(self, x: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
-        """Joint loss of the paper's two training stages; returns ``(loss, fused log-probabilities)``."""
+        """vidrec's joint loss (replacing the paper's two stages); returns ``(loss, fused log-probabilities)``.
+
+        Fused NLL (trains all parts, where the paper's second stage would keep the experts frozen), plus each expert's
+        cross-entropy on the samples of its own superclass (the paper's first stage), plus a binary static/dynamic
+        loss on the gate (vidrec's own extra supervision).
+        """
         s_logits, d_logits, gate = self._parts_forward(x)
         fused = self._fuse(s_logits, d_logits, gate)
         loss = F.nll_loss(fused, target)

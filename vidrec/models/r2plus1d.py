@@ -7,7 +7,8 @@ The network is torchvision's ``VideoResNet`` with ``Conv2Plus1D`` (``torchvision
 stem (``1x7x7`` spatial conv to 45 channels, ``3x1x1`` temporal conv to 64), four stages of basic blocks
 (64, 128, 256, 512 channels, spatial stride 2 in stages 2-4), global average pooling and a linear classifier.
 As in torchvision, both (2+1)D convs of a block use the intermediate width ``M`` of the block's input and output
-widths (``r2plus1d_mid_channels(in, out, t)``), which gives the paper's 31.5M parameters for R(2+1)D-18.
+widths (``r2plus1d_mid_channels(in, out, t)``) as torchvision computes them (conv2's width from the block's input and
+output widths, a 45-channel stem), which gives torchvision's 31.5M parameters for R(2+1)D-18 in SAME mode.
 
 Two temporal layouts (``temporal_padding``):
 
@@ -292,7 +293,7 @@ def r2plus1d_18(
     stages: Sequence[R2Plus1dStage] | None = None,
     torchvision_weights: str | Path | None = None,
 ) -> R2Plus1d:
-    """R(2+1)D-18: stages of [2, 2, 2, 2] basic blocks (31.5M parameters at 400 classes).
+    """R(2+1)D-18: stages of [2, 2, 2, 2] basic blocks (400 classes: 31.5M parameters SAME, 20.4M VALID).
 
     Args:
         num_classes: classifier outputs.

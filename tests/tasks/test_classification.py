@@ -1,0 +1,78 @@
+"""The classification task: metrics, group (per-video) aggregation, optimizer wiring, pretrained loading."""
+
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from vidrec.tasks import Classification
+from vidrec.tasks.classification import load_pretrained_weights
+
+
+class _Clips(Dataset):
+    """Each item is one clip; clips of a group (video) share its label; inputs encode the label as a one-hot."""
+
+    def __init__(self, groups: list[int], labels: list[int], noisy: set[int]) -> None:
+        self.groups, self.labels, self.noisy = groups, labels, noisy
+
+    def __len__(self) -> int:
+        return len(self.groups)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        x = torch.zeros(3)
+        # noisy clips point at the wrong class; their video still wins on the averaged scores
+        x[(self.labels[i] + 1) % 3 if i in self.noisy else self.labels[i]] = 5.0
+        return {"inputs": x, "target": torch.tensor(self.labels[i]), "group": torch.tensor(self.groups[i])}
+
+
+def _trainer(tmp_path: Path) -> L.Trainer:
+    return L.Trainer(
+        accelerator="cpu",
+        logger=False,
+        enable_progress_bar=False,
+        enable_checkpointing=False,
+        default_root_dir=tmp_path,
+        enable_model_summary=False,
+    )
+
+
+def test_group_level_metrics_average_clip_scores(tmp_path: Path) -> None:
+    # 3 videos x 3 clips; video 0 has one wrong clip (clip accuracy 8/9, video accuracy 3/3)
+    groups = [0, 0, 0, 1, 1, 1, 2, 2, 2]
+    labels = [0, 0, 0, 1, 1, 1, 2, 2, 2]
+    task = Classification(nn.Identity(), num_classes=3)
+    _trainer(tmp_path).test(task, DataLoader(_Clips(groups, labels, {1}), batch_size=4), verbose=False)
+    r = task.test_results
+    assert r["test/acc"] == pytest.approx(8 / 9)
+    assert r["test/group_acc"] == pytest.approx(1.0)
+    assert r["test/groups"] == 3
+    assert r["confusion_matrix"][0] == [2, 1, 0]
+    assert (tmp_path / "test_metrics.json").is_file() and (tmp_path / "confusion_matrix.png").is_file()
+
+
+def test_groups_with_several_labels_get_no_group_metric(tmp_path: Path) -> None:
+    # a continuous recording (group 0) holds two activities: no per-recording label exists
+    task = Classification(nn.Identity(), num_classes=3)
+    _trainer(tmp_path).test(task, DataLoader(_Clips([0, 0, 1], [0, 1, 2], set()), batch_size=3), verbose=False)
+    assert "test/group_acc" not in task.test_results
+    assert task.test_results["test/acc"] == pytest.approx(1.0)
+
+
+def test_wrong_logit_shape_is_reported(tmp_path: Path) -> None:
+    task = Classification(nn.Linear(3, 5), num_classes=3)
+    with pytest.raises(ValueError, match=r"expected \(B, 3\)"):
+        _trainer(tmp_path).test(task, DataLoader(_Clips([0], [0], set()), batch_size=1), verbose=False)
+
+
+def test_pretrained_loads_matching_weights_and_skips_new_head(tmp_path: Path) -> None:
+    src = nn.Sequential(nn.Linear(4, 8), nn.Linear(8, 10))
+    torch.save({"state_dict": {f"model.{k}": v for k, v in src.state_dict().items()}}, tmp_path / "a.ckpt")
+    dst = nn.Sequential(nn.Linear(4, 8), nn.Linear(8, 3))  # new classifier: 3 classes
+    load_pretrained_weights(dst, str(tmp_path / "a.ckpt"))
+    torch.testing.assert_close(dst[0].weight, src[0].weight)
+    assert not torch.equal(dst[1].bias, src[1].bias[:3])
+    with pytest.raises(FileNotFoundError, match="missing.pth"):
+        load_pretrained_weights(dst, str(tmp_path / "missing.pth"))
