@@ -152,7 +152,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     ns = build_extra_parser().parse_args(args)
     result = ns.func(ns)
-    return int(result or 0)
+    return result if isinstance(result, int) else 0
 
 
 if __name__ == "__main__":
