@@ -25,13 +25,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from torch import Tensor, nn
+from torch import nn
 
 from vidrec.layers.conv2plus1d import NamedTemporalSequential, SpatialConv3d, TemporalPadding
 from vidrec.layers.p3d_blocks import EXPANSION, P3DBlockType, p3d_block
 from vidrec.layers.temporal import TemporalAvgPoolHead, TemporalWindowOp
 from vidrec.models._base import StreamableClassifier
 from vidrec.models._registry import register_model
+from vidrec.models.r2plus1d import init_video_resnet_weights
 
 __all__ = ["P3DStage", "P3D", "p3d63", "p3d131", "p3d199"]
 
@@ -127,35 +128,16 @@ class P3D(StreamableClassifier):
         self.pool = TemporalAvgPoolHead()
         self.classifier = nn.Sequential(nn.Dropout(dropout), nn.Linear(channels, num_classes))
         self.num_features = channels
-        self._init_weights()
+        init_video_resnet_weights(self)
         self._init_geometry()
 
-    def _init_weights(self) -> None:
-        for m in self.modules():
-            if isinstance(m, nn.Conv3d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.BatchNorm3d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.Linear):
-                nn.init.normal_(m.weight, 0, 0.01)
-                nn.init.zeros_(m.bias)
 
     @property
     def min_frames(self) -> int:
         """Shortest clip the network accepts (its temporal receptive field)."""
         return self.features.receptive_field
 
-    def forward_features(self, x: Tensor) -> Tensor:
-        """``(B, C, T, H, W) -> (B, 2048, T', H', W')``."""
-        return self.features(x)
 
-    def forward_head(self, x: Tensor) -> Tensor:
-        """``(B, 2048, T', H', W') -> (B, num_classes)``."""
-        return self.classifier(self.pool(x))
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.forward_head(self.forward_features(x))
 
 
 def _default_stages(blocks: Sequence[int], padding: TemporalPadding) -> list[P3DStage]:

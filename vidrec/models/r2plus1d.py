@@ -213,36 +213,29 @@ class R2Plus1d(StreamableClassifier):
         self.pool = TemporalAvgPoolHead()
         self.classifier = nn.Sequential(nn.Dropout(dropout), nn.Linear(width, num_classes))
         self.num_features = width
-        self._init_weights()
+        init_video_resnet_weights(self)
         self._init_geometry()
 
-    def _init_weights(self) -> None:
-        # torchvision VideoResNet's initialisation
-        for m in self.modules():
-            if isinstance(m, nn.Conv3d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.BatchNorm3d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.Linear):
-                nn.init.normal_(m.weight, 0, 0.01)
-                nn.init.zeros_(m.bias)
 
     @property
     def min_frames(self) -> int:
         """Shortest clip the network accepts (its temporal receptive field)."""
         return self.features.receptive_field
 
-    def forward_features(self, x: Tensor) -> Tensor:
-        """``(B, C, T, H, W) -> (B, 512, T', H', W')``."""
-        return self.features(x)
 
-    def forward_head(self, x: Tensor) -> Tensor:
-        """``(B, 512, T', H', W') -> (B, num_classes)``."""
-        return self.classifier(self.pool(x))
 
-    def forward(self, x: Tensor) -> Tensor:
-        return self.forward_head(self.forward_features(x))
+
+def init_video_resnet_weights(model: nn.Module) -> None:
+    """torchvision VideoResNet's initialisation: Kaiming-normal convs, unit BN, small normal linear."""
+    for m in model.modules():
+        if isinstance(m, nn.Conv3d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        elif isinstance(m, nn.BatchNorm3d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Linear):
+            nn.init.normal_(m.weight, 0, 0.01)
+            nn.init.zeros_(m.bias)
 
 
 def _default_stages(blocks: Sequence[int], padding: TemporalPadding) -> list[R2Plus1dStage]:
