@@ -131,13 +131,10 @@ class P3D(StreamableClassifier):
         init_video_resnet_weights(self)
         self._init_geometry()
 
-
     @property
     def min_frames(self) -> int:
         """Shortest clip the network accepts (its temporal receptive field)."""
         return self.features.receptive_field
-
-
 
 
 def _default_stages(blocks: Sequence[int], padding: TemporalPadding) -> list[P3DStage]:

@@ -216,13 +216,10 @@ class R2Plus1d(StreamableClassifier):
         init_video_resnet_weights(self)
         self._init_geometry()
 
-
     @property
     def min_frames(self) -> int:
         """Shortest clip the network accepts (its temporal receptive field)."""
         return self.features.receptive_field
-
-
 
 
 def init_video_resnet_weights(model: nn.Module) -> None:
