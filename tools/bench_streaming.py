@@ -1,15 +1,16 @@
 """Benchmark of exact streaming versus recomputing every window, for one model (default resnet1d_har, W=128).
 
-Prints, measured in one run with ``torch.set_num_threads(2)``:
+Prints, measured in one run with ``torch.set_num_threads(--threads)`` (default 2):
 
-* median per-hop latency of one stream (batch 1) at hop 1 and hop 16, per backend (torch eager with BatchNorm
-  folded under inference_mode; ONNX Runtime running the exported step);
+* median per-hop latency of one stream (batch 1) at hop 1 and hop 16, per backend (torch: the compiled flat step
+  of vidrec.streaming.fastpath; torch-eager: module-by-module steps, both with BatchNorm folded under inference_mode;
+  ONNX Runtime running the exported step);
 * batched throughput: samples/s and the number of concurrent 50 Hz streams served (= samples/s / 50) at hop 1 and
   16 for batches of 64, 256, 1024 streams;
 * the same for recomputing the whole window at every hop (folded model, torch);
 * the wall-clock speedup of streaming over recomputation at each batch (ideal: W / hop).
 
-Usage: ``python tools/bench_streaming.py [--model resnet1d_har] [--window 128] [--batches 64 256 1024]``
+Usage: ``python tools/bench_streaming.py [--model resnet1d_har] [--window 128] [--batches 64 256 1024] [--threads 1]``
 """
 
 from __future__ import annotations
@@ -67,7 +68,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     model = build_model(args.model).eval()
     channels = next(m for m in model.modules() if isinstance(m, torch.nn.Conv1d)).in_channels
-    backends = [StepBackend.TORCH, StepBackend.ONNXRUNTIME]
+    backends = [StepBackend.TORCH, StepBackend.TORCH_EAGER, StepBackend.ONNXRUNTIME]
     w = args.window
     print(f"model={args.model} window={w} threads={torch.get_num_threads()} (receptive field {model.receptive_field})")
 

@@ -16,7 +16,10 @@ Semantics (exact):
   normalisation the data module applies offline.
 
 Speed: the runtime works on a converted copy (BatchNorm folded into convolutions, dropout removed, eval mode) and runs
-under ``torch.inference_mode``; ``StepBackend.ONNXRUNTIME`` runs the exported step graph in ONNX Runtime instead.
+under ``torch.inference_mode``. For time series, ``StepBackend.TORCH`` lowers that copy once into a flat compiled step
+(``vidrec.streaming.fastpath``: one matmul per convolution at a hop of one sample, preallocated buffers, TorchScript
+trace), checked against the eager step when built; ``StepBackend.TORCH_EAGER`` steps module by module and
+``StepBackend.ONNXRUNTIME`` runs the exported step graph in ONNX Runtime.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from vidrec.streaming.fastpath import CompiledStep, compile_stream_step
 from vidrec.streaming.optimize import fold_batchnorm
 
 __all__ = ["StepBackend", "StepResult", "StreamingClassifier", "to_streaming", "infer_in_channels"]
@@ -41,7 +45,8 @@ StepFn = Callable[[Tensor, State], tuple[Tensor, State]]
 class StepBackend(enum.Enum):
     """How the streaming step is executed."""
 
-    TORCH = "torch"  # eager PyTorch under inference_mode
+    TORCH = "torch"  # time series: the compiled flat step (vidrec.streaming.fastpath); video: eager PyTorch
+    TORCH_EAGER = "torch-eager"  # eager PyTorch under inference_mode, module by module
     ONNXRUNTIME = "onnxruntime"  # the exported step graph (vidrec.streaming.export) in ONNX Runtime
 
 
@@ -135,6 +140,11 @@ class StreamingClassifier:
         self._state: State = []
         self.samples_seen = np.zeros(0, dtype=np.int64)
         self._step_fn: StepFn = self._torch_step
+        self._compiled: CompiledStep | None = None
+        if backend is StepBackend.TORCH and not self.frame_shape:
+            self._compiled = self._compile()
+            if self._compiled is not None:
+                self._step_fn = self._compiled
         self.grow(capacity)
         if backend is StepBackend.ONNXRUNTIME:
             from vidrec.streaming.export import OnnxStep
@@ -159,14 +169,26 @@ class StreamingClassifier:
             raise ValueError(f"normalisation std must be > 0, got {s.flatten().tolist()}")
         return m, s
 
+    def _compile(self) -> CompiledStep | None:
+        """The compiled step of the converted model, or None for models it does not apply to (they run eagerly)."""
+        try:
+            return compile_stream_step(self.model, torch.zeros(1, self.in_channels, self.hop, dtype=self.dtype))
+        except TypeError:  # not a stock features/pool/classifier model: the eager step is exact as well
+            return None
+
+    @property
+    def compiled(self) -> bool:
+        """True when steps run through the compiled flat step."""
+        return self._compiled is not None
+
     @property
     def num_state_tensors(self) -> int:
         """Number of state tensors of the step (inputs/outputs of the exported graph besides chunk/logits)."""
         return len(self._state)
 
     def state(self) -> State:
-        """The current state tensors, each ``(capacity, ...)``."""
-        return self._state
+        """The current state tensors in the layer protocol's layout, each ``(capacity, ...)`` (views, do not modify)."""
+        return self._compiled.to_protocol(self._state) if self._compiled is not None else self._state
 
     def grow(self, capacity: int) -> None:
         """Raise the number of slots to ``capacity`` (new slots start reset); existing slots keep their state."""
@@ -176,6 +198,8 @@ class StreamingClassifier:
             shape = (capacity, self.in_channels, self.hop, *self.frame_shape)
             fresh = self.model.stream_state(torch.zeros(shape, dtype=self.dtype))  # type: ignore[operator]
             fresh = [t.clone() for t in fresh]
+            if self._compiled is not None:
+                fresh = self._compiled.to_compiled(fresh)
             for new, old in zip(fresh, self._state):
                 new[: self.capacity] = old
         self._state = fresh

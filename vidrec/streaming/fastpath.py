@@ -1,0 +1,436 @@
+"""A flat, compiled streaming step for 1D streamable classifiers (minimal per-op overhead).
+
+The eager streaming step walks the module tree and calls ``stream_step`` on every layer: for a small 1D model at a
+hop of one sample most of the time goes into Python and dispatcher overhead of ~60 small ops, not arithmetic.
+``compile_stream_step`` lowers a configured (BatchNorm-folded, eval) model once into straight-line Python source of
+primitive tensor ops (``torch.cat`` of the state buffer and the chunk, one ``torch.addmm`` per convolution when it
+has a single new output position, in-place ReLU and residual adds), compiles it with ``exec`` and returns the
+function. The state tensors are exactly those of the layer protocol (same order, shapes and meaning), so the runtime's
+reset, grow, slot subsets and ONNX export are unchanged.
+
+Lowered modules: ``TemporalSequential``, ``TemporalResidual``, ``TemporalParallelSum``, ``TemporalWindowOp`` over
+``nn.Conv1d``, ``TemporalAvgPoolHead`` on ``(B, C, T)``, ReLU/ReLU6/identity/dropout, ``nn.Linear``/``nn.Sequential``
+heads, and the 1D residual blocks of ``vidrec.layers.residual1d``. Any other module is called through its own
+``stream_step`` (or ``forward`` when time-free), so lowering never changes results; ``compile_stream_step`` checks the
+compiled step against the eager one on a random chunk before returning it.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from vidrec.layers.residual1d import InvertedResidual1d, _ResidualThenReLU
+from vidrec.layers.temporal import (
+    TemporalAvgPoolHead,
+    TemporalModule,
+    TemporalParallelSum,
+    TemporalResidual,
+    TemporalSequential,
+    TemporalWindowOp,
+    is_time_pointwise,
+    stream_state_of,
+    stream_step_of,
+)
+
+__all__ = ["CompiledStep", "compile_stream_step"]
+
+State = list[Tensor]
+StepFn = Callable[[Tensor, State], tuple[Tensor, State]]
+
+_SKIP = (nn.Identity, nn.Dropout, nn.Dropout1d)
+
+
+@dataclass
+class _Value:
+    """A tensor in the generated program: its variable name, an example of it, and whether it may be mutated."""
+
+    name: str
+    example: Tensor
+    owned: bool  # produced by this program and referenced nowhere else, so in-place ops are safe
+
+
+@dataclass
+class _Program:
+    """Straight-line source being generated, with its constants and state bookkeeping."""
+
+    lines: list[str] = field(default_factory=list)
+    consts: dict[str, object] = field(default_factory=dict)
+    state_examples: list[Tensor] = field(default_factory=list)
+    time_major: list[bool] = field(default_factory=list)  # per state tensor: held as (B, T, C) instead of (B, C, T)
+    new_state: list[str] = field(default_factory=list)
+    buffers: list[tuple[int, ...]] = field(default_factory=list)  # per-sample shapes of preallocated outputs
+    fresh: set[str] = field(default_factory=set)  # values allocated by the step itself (safe to return)
+    probe: tuple[int, int] | None = None  # (state index, buffer index) of a new state tensor living in a buffer
+    counter: int = 0
+    opaque: int = 0  # modules called through their own stream_step / forward
+
+    def name(self, prefix: str) -> str:
+        self.counter += 1
+        return f"{prefix}{self.counter}"
+
+    def const(self, obj: object, prefix: str = "c") -> str:
+        n = self.name(prefix)
+        self.consts[n] = obj
+        return n
+
+    def take_state(self, examples: State, time_major: list[bool]) -> list[str]:
+        """Names of the next ``len(examples)`` input state tensors."""
+        start = len(self.state_examples)
+        self.state_examples.extend(examples)
+        self.time_major.extend(time_major)
+        return [f"s{start + i}" for i in range(len(examples))]
+
+    def buffer(self, shape: tuple[int, ...]) -> str:
+        """Name of a preallocated ``(B, *shape)`` output buffer (ops write into it with ``out=``)."""
+        self.buffers.append(tuple(int(v) for v in shape))
+        return f"o{len(self.buffers) - 1}"
+
+    def emit(self, line: str) -> None:
+        self.lines.append(line)
+
+
+class CompiledStep:
+    """A compiled streaming step: ``step(chunk, state) -> (logits, new_state)`` like ``model.stream_step``.
+
+    The state list has the protocol's tensors in the protocol's order, but the buffers of lowered layers are held
+    time-major, ``(B, T, C)`` instead of ``(B, C, T)`` (contiguous rows make the per-hop copies cheap); convert with
+    ``to_compiled`` / ``to_protocol``. Axis 0 is the batch in both layouts, so per-slot indexing is the same.
+
+    Intermediate results and new state are written into two preallocated sets of buffers per batch size (no
+    allocation per step): each call writes into the set that does not hold the incoming state, so a returned state
+    stays valid until it has been passed back in and the following call returns. Feed each call the state returned by
+    the previous one (or fresh tensors), as ``StreamingClassifier`` does. Logits are always freshly allocated.
+
+    Attributes:
+        source: The generated Python source (for inspection).
+        num_opaque: Modules that were not lowered and are called through their own ``stream_step``/``forward``.
+        time_major: Per state tensor, True where the compiled layout is the transposed protocol layout.
+        traced: True when the step runs as a TorchScript trace of the generated source.
+    """
+
+    max_cached_batches = 4  # batch sizes whose buffers are kept (slot subsets of varying size allocate new ones)
+
+    def __init__(
+        self,
+        fn: Callable[[Tensor, State, State], tuple[Tensor, State]],
+        source: str,
+        program: _Program,
+        probe: tuple[int, int] | None,
+        dtype: torch.dtype,
+    ) -> None:
+        self._fn = fn
+        self.source = source
+        self.num_opaque = program.opaque
+        self.time_major = list(program.time_major)
+        self.traced = False
+        self._buffer_shapes = list(program.buffers)
+        self._probe = probe  # (state index, buffer index) of one state tensor that lives in a step buffer
+        self._dtype = dtype
+        self._cache: dict[int, tuple[State, State]] = {}
+
+    def _allocate(self, batch: int) -> State:
+        return [torch.empty((batch, *shape), dtype=self._dtype) for shape in self._buffer_shapes]
+
+    def _buffers(self, batch: int, state: State) -> State:
+        pair = self._cache.get(batch)
+        if pair is None:
+            if len(self._cache) >= self.max_cached_batches:
+                self._cache.pop(next(iter(self._cache)))
+            pair = (self._allocate(batch), self._allocate(batch))
+            self._cache[batch] = pair
+        if self._probe is None:
+            return pair[0]
+        i, j = self._probe
+        holds = state[i].untyped_storage().data_ptr() == pair[0][j].untyped_storage().data_ptr()
+        return pair[1] if holds else pair[0]
+
+    def raw(self) -> Callable[[Tensor, State, State], tuple[Tensor, State]]:
+        """The generated function ``(chunk, state, buffers) -> (logits, new_state)``."""
+        return self._fn
+
+    def trace(self, chunk: Tensor, state: State) -> None:
+        """Replace the Python function by its TorchScript trace (less per-op overhead); ``state`` in compiled layout."""
+        with torch.inference_mode(False), torch.no_grad():
+            bufs = self._allocate(chunk.shape[0])
+            st = [t.clone() for t in state]
+            with warnings.catch_warnings():  # the deprecation notice of torch.jit.trace, emitted on every call
+                warnings.filterwarnings(
+                    "ignore", message=r".*torch\.jit\.trace.* is deprecated", category=FutureWarning
+                )
+                self._fn = torch.jit.trace(self._fn, (chunk.clone(), st, bufs), check_trace=False)
+        self.traced = True
+
+    def __call__(self, x: Tensor, state: State) -> tuple[Tensor, State]:
+        logits, new_state = self._fn(x, state, self._buffers(x.shape[0], state))
+        return logits, list(new_state)
+
+    def to_compiled(self, state: State) -> State:
+        """Protocol-layout state -> the compiled step's layout (copies)."""
+        return [t.transpose(1, 2).contiguous() if tm else t for t, tm in zip(state, self.time_major, strict=True)]
+
+    def to_protocol(self, state: State) -> State:
+        """The compiled step's state -> protocol layout (views)."""
+        return [t.transpose(1, 2) if tm else t for t, tm in zip(state, self.time_major, strict=True)]
+
+
+def _to_protocol(x: _Value) -> str:
+    """Expression of ``x`` in the protocol layout ``(B, C, T)`` (values are held time-major, ``(B, T, C)``)."""
+    return f"{x.name}.transpose(1, 2)" if x.example.dim() == 3 else x.name
+
+
+def _from_protocol(name: str, example: Tensor) -> str:
+    return f"{name}.transpose(1, 2)" if example.dim() == 3 else name
+
+
+def _lower_opaque(p: _Program, m: nn.Module, x: _Value) -> _Value:
+    """Call ``m`` through the layer protocol (exact for any streamable module); its state keeps the protocol layout."""
+    p.opaque += 1
+    ex_state = stream_state_of(m, x.example)
+    ex_out, _ = stream_step_of(m, x.example, ex_state)
+    mod = p.const(m, "m")
+    names = p.take_state(ex_state, [False] * len(ex_state))
+    y, st = p.name("v"), p.name("st")
+    p.emit(f"{y}, {st} = stream_step_of({mod}, {_to_protocol(x)}, [{', '.join(names)}])")
+    p.emit(f"{y} = {_from_protocol(y, ex_out)}")
+    p.new_state.extend(f"{st}[{i}]" for i in range(len(names)))
+    return _Value(y, ex_out, owned=False)
+
+
+def _lower_pointwise(p: _Program, m: nn.Module, x: _Value) -> _Value:
+    if isinstance(m, _SKIP):
+        return x
+    y = p.name("v")
+    ex = m(x.example.clone())
+    if isinstance(m, nn.ReLU):
+        p.emit(f"{y} = {x.name}.relu_()" if x.owned else f"{y} = torch.relu({x.name})")
+    elif isinstance(m, nn.ReLU6):
+        p.emit(f"{y} = {x.name}.clamp_(0.0, 6.0)" if x.owned else f"{y} = torch.clamp({x.name}, 0.0, 6.0)")
+    else:
+        p.opaque += 1
+        call = f"{p.const(m, 'm')}({_to_protocol(x)})"
+        p.emit(f"{y} = {_from_protocol(call, ex)}")
+        return _Value(y, ex, owned=False)
+    return _Value(y, ex, owned=True)
+
+
+def _lower_conv1d(p: _Program, m: TemporalWindowOp, conv: nn.Conv1d, x: _Value) -> _Value:
+    ex_state = m.stream_state(x.example)
+    (s_name,) = p.take_state(ex_state, [True])
+    keep, r, s = m._keep, m.receptive_field, m.stride
+    length = keep + x.example.shape[2]
+    c_in, c_out = conv.in_channels, conv.out_channels
+    buf = p.name("b")
+    if keep:
+        out = p.buffer((length, c_in))
+        if p.probe is None:
+            p.probe = (len(p.state_examples) - 1, len(p.buffers) - 1)
+        p.emit(f"{buf} = torch.cat([{s_name}, {x.name}], 1, out={out})")  # (B, keep + n, C)
+        p.new_state.append(f"{buf}[:, {length - keep}:]")
+    else:
+        p.emit(f"{buf} = {x.name}")
+        p.new_state.append(s_name)
+    surplus = (length - r) % s
+    n_out = (length - r) // s + 1
+    if surplus:
+        p.emit(f"{buf} = {buf}[:, {surplus}:]")
+    y = p.name("v")
+    d, k = conv.dilation[0], conv.kernel_size[0]
+    weight = conv.weight.detach()  # (O, C, k)
+    bias = "None" if conv.bias is None else p.const(conv.bias.detach(), "b")
+    mm = "torch.mm(" if conv.bias is None else f"torch.addmm({bias}, "
+    if conv.groups == 1 and n_out == 1:
+        # one output position: (B, r, C) -> taps (B, k, C) -> (B, k*C) @ (k*C, O) -> (B, 1, O)
+        wt = p.const(weight.permute(0, 2, 1).reshape(c_out, k * c_in).t().contiguous(), "w")
+        flat = f"{buf}.reshape(-1, {k * c_in})"
+        if d > 1:
+            taps, idx = p.buffer((k, c_in)), p.const(torch.arange(0, r, d), "i")
+            p.emit(f"torch.index_select({buf}, 1, {idx}, out={taps})")  # (B, r, C) -> (B, k, C)
+            flat = f"{taps}.view(-1, {k * c_in})"
+        out = p.buffer((c_out,))
+        p.emit(f"{y} = {mm}{flat}, {wt}, out={out}).unsqueeze(1)")
+    elif conv.groups == 1:
+        # im2col: (B, L, C) -> (B, n_out, C, r) -> taps (B, n_out, C, k) -> (B*n_out, C*k) @ (C*k, O) -> (B, n_out, O)
+        wt = p.const(weight.reshape(c_out, c_in * k).t().contiguous(), "w")
+        taps = f"{buf}.unfold(1, {r}, {s})" + (f"[..., ::{d}]" if d > 1 else "")
+        p.emit(f"{y} = {mm}{taps}.reshape(-1, {c_in * k}), {wt}).unflatten(0, (-1, {n_out}))")
+    else:
+        w = p.const(weight, "w")
+        p.emit(f"{y} = F.conv1d({buf}.transpose(1, 2), {w}, {bias}, {s}, 0, {d}, {conv.groups}).transpose(1, 2)")
+    ex_out, _ = m.stream_step(x.example, ex_state)
+    return _Value(y, ex_out, owned=True)
+
+
+def _lower_sum(p: _Program, a: _Value, b: _Value) -> _Value:
+    if a.owned:
+        p.emit(f"{a.name}.add_({b.name})")
+        return _Value(a.name, a.example + b.example, owned=True)
+    y = p.name("v")
+    p.emit(f"{y} = torch.add({a.name}, {b.name})")
+    return _Value(y, a.example + b.example, owned=True)
+
+
+def _lower(p: _Program, m: nn.Module, x: _Value) -> _Value:
+    """Emit the streaming step of ``m`` on ``x``; returns the output value."""
+    if isinstance(m, TemporalSequential):
+        for child in m.layers:
+            x = _lower(p, child, x)
+        return x
+    if isinstance(m, TemporalResidual):
+        shared = _Value(x.name, x.example, owned=False)
+        y = _lower(p, m.branch, shared)
+        z = _lower(p, m.shortcut, shared)
+        return _lower_sum(p, y, z)
+    if isinstance(m, TemporalParallelSum):
+        shared = _Value(x.name, x.example, owned=False)
+        ya = _lower(p, m.a, shared)
+        yb = _lower(p, m.b, shared)
+        return _lower_sum(p, ya, yb)
+    if isinstance(m, _ResidualThenReLU):
+        return _lower(p, m.act, _lower(p, m.residual, x))
+    if isinstance(m, InvertedResidual1d):
+        return _lower(p, m.body, x)
+    if isinstance(m, TemporalWindowOp) and isinstance(m.op, nn.Conv1d) and x.example.dim() == 3:
+        conv = m.op
+        if conv.padding_mode == "zeros" and conv.padding in (0, (0,), "valid"):
+            return _lower_conv1d(p, m, conv, x)
+    if isinstance(m, TemporalAvgPoolHead) and x.example.dim() == 3:
+        ex_state = m.stream_state(x.example)
+        (s_name,) = p.take_state(ex_state, [True])
+        n = x.example.shape[2]
+        buf, pooled = p.name("b"), p.name("v")
+        c, positions = x.example.shape[1], ex_state[0].shape[2]
+        out = p.buffer((positions + n, c))
+        p.emit(f"{buf} = torch.cat([{s_name}, {x.name}], 1, out={out})[:, {n}:]")  # (B, P + n, C) -> (B, P, C)
+        p.emit(f"{pooled} = torch.mean({buf}, 1, out={p.buffer((c,))})")  # (B, C)
+        p.new_state.append(buf)
+        return _Value(pooled, m.stream_step(x.example, ex_state)[0], owned=True)
+    if isinstance(m, TemporalModule):
+        return _lower_opaque(p, m, x)
+    if isinstance(m, nn.Conv1d) and m.groups == 1 and is_time_pointwise(m) and x.example.dim() == 3:
+        # a 1-step convolution is a linear map of the channels: (B, T, C) -> (B, T, O)
+        lin = p.name("v")
+        b = "None" if m.bias is None else p.const(m.bias.detach(), "b")
+        p.emit(f"{lin} = F.linear({x.name}, {p.const(m.weight.detach()[:, :, 0], 'w')}, {b})")
+        return _Value(lin, m(x.example), owned=True)
+    if is_time_pointwise(m):
+        return _lower_pointwise(p, m, x)
+    return _lower_head(p, m, x)
+
+
+def _lower_head(p: _Program, m: nn.Module, x: _Value) -> _Value:
+    """Time-free modules after pooling (``(B, C)`` in): sequential containers, linear layers, anything else."""
+    if isinstance(m, nn.Sequential):
+        for child in m:
+            x = _lower_head(p, child, x)
+        return x
+    if isinstance(m, _SKIP):
+        return x
+    y = p.name("v")
+    ex = m(x.example)
+    if isinstance(m, nn.Linear):
+        wt = p.const(m.weight.detach().t().contiguous(), "w")
+        if m.bias is None:
+            p.emit(f"{y} = torch.mm({x.name}, {wt})")
+        else:
+            p.emit(f"{y} = torch.addmm({p.const(m.bias.detach(), 'b')}, {x.name}, {wt})")
+        p.fresh.add(y)
+        return _Value(y, ex, owned=True)
+    if isinstance(m, TemporalModule):
+        return _lower(p, m, x)
+    if is_time_pointwise(m) and not isinstance(m, (nn.Conv1d, nn.Conv3d)):
+        return _lower_pointwise(p, m, x)
+    p.opaque += 1
+    p.emit(f"{y} = {p.const(m, 'm')}({x.name})")
+    return _Value(y, ex, owned=False)
+
+
+def compile_stream_step(model: nn.Module, chunk: Tensor, *, trace: bool = True, atol: float = 1e-4) -> CompiledStep:
+    """Lower the streaming step of a configured streamable classifier into a flat compiled function.
+
+    Args:
+        model: An eval-mode ``StreamableClassifier`` (``features``, ``pool``, ``classifier``) on which
+            ``configure_stream`` has been called; BatchNorm should already be folded (``fold_batchnorm``).
+        chunk: An example chunk ``(B, C, hop)``; the compiled step accepts any batch size with this channel count and
+            hop.
+        trace: Run the generated function as a TorchScript trace (less per-op overhead than Python) when every module
+            was lowered.
+        atol: Largest absolute difference to the eager step allowed by the build-time check.
+
+    Returns:
+        The compiled step, taking and returning the same state list as ``model.stream_step``.
+
+    Raises:
+        TypeError: ``model`` is not a features/pool/classifier classifier with the stock ``stream_step``, or the chunk
+            is not 3D.
+        RuntimeError: the compiled step disagrees with the eager step on a random chunk (a lowering bug).
+    """
+    from vidrec.models._base import StreamableClassifier
+
+    if chunk.dim() != 3:
+        raise TypeError(
+            f"compile_stream_step streams time series (B, C, hop); got a chunk of shape {tuple(chunk.shape)}"
+        )
+    if not isinstance(model, StreamableClassifier) or type(model).stream_step is not StreamableClassifier.stream_step:
+        raise TypeError(
+            f"compile_stream_step needs a StreamableClassifier with the stock stream_step, got {type(model).__name__}"
+        )
+    p = _Program()
+    with torch.inference_mode():
+        x = _Value("x", chunk, owned=False)
+        feats = _lower(p, model.features, x)
+        pooled = _lower(p, model.pool, feats)
+        out = _lower_head(p, model.classifier, pooled)
+    n_state = len(p.state_examples)
+    if out.name not in p.fresh:
+        p.emit(f"{out.name} = {out.name}.clone()")  # logits never alias a step buffer
+    header = ["def step(x, state, bufs):", "    x = x.transpose(1, 2)  # (B, C, hop) -> (B, hop, C)"]
+    if n_state:
+        header.append(f"    ({', '.join(f's{i}' for i in range(n_state))},) = state")
+    if p.buffers:
+        header.append(f"    ({', '.join(f'o{i}' for i in range(len(p.buffers)))},) = bufs")
+    body = [f"    {line}" for line in p.lines]
+    footer = [f"    return {out.name}, ({', '.join(p.new_state)},)"]
+    source = "\n".join(header + body + footer) + "\n"
+    scope: dict[str, object] = {
+        "__name__": __name__,
+        "torch": torch,
+        "F": F,
+        "stream_step_of": stream_step_of,
+        **p.consts,
+    }
+    exec(compile(source, "<vidrec.streaming.fastpath>", "exec"), scope)  # noqa: S102  # our own generated source
+    compiled = CompiledStep(scope["step"], source, p, p.probe, chunk.dtype)  # type: ignore[arg-type]
+    _check_against_eager(model, compiled, chunk, atol)
+    if trace and compiled.num_opaque == 0:  # modules called as they are may hold parameters a trace cannot embed
+        with torch.no_grad():
+            state = compiled.to_compiled(model.stream_state(chunk))  # type: ignore[operator]
+        compiled.trace(chunk, state)
+        _check_against_eager(model, compiled, chunk, atol)
+    return compiled
+
+
+def _check_against_eager(model: nn.Module, compiled: CompiledStep, chunk: Tensor, atol: float) -> None:
+    """Run both steps three times from a random state on random chunks and compare outputs and new states."""
+    chunk = torch.zeros((chunk.shape[0] + 2, *chunk.shape[1:]), dtype=chunk.dtype)  # another batch size than traced
+    with torch.inference_mode():
+        gen = torch.Generator().manual_seed(0)
+        state = [torch.randn(t.shape, generator=gen, dtype=t.dtype) for t in model.stream_state(chunk)]  # type: ignore[operator]
+        eager_state, fast_state = list(state), compiled.to_compiled(state)
+        for _ in range(3):
+            x = torch.randn(chunk.shape, generator=gen, dtype=chunk.dtype)
+            ye, eager_state = model.stream_step(x.clone(), eager_state)  # type: ignore[operator]
+            yf, fast_state = compiled(x.clone(), fast_state)
+            fast_state = compiled.to_protocol(fast_state)
+            if len(eager_state) != len(fast_state):
+                raise RuntimeError(f"compiled step returns {len(fast_state)} state tensors, eager {len(eager_state)}")
+            diffs = [float((ye - yf).abs().max())]
+            diffs += [float((a - b).abs().max()) if a.numel() else 0.0 for a, b in zip(eager_state, fast_state)]
+            fast_state = compiled.to_compiled(fast_state)
+            if max(diffs) > atol:
+                raise RuntimeError(f"compiled streaming step differs from the eager step by {max(diffs):.3g} > {atol}")
