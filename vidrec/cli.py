@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -79,6 +80,8 @@ class VidrecCLI(LightningCLI):
 
 
 def _lightning_main(args: Sequence[str], run: bool = True) -> VidrecCLI:
+    # TensorBoard and CSV share the run folder on purpose; the CSV logger warns that it is not empty.
+    warnings.filterwarnings("ignore", message="Experiment logs directory .* exists and is not empty")
     version = time.strftime("%Y%m%d-%H%M%S")
     VidrecCLI.version = version
     return VidrecCLI(
