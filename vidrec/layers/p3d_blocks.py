@@ -24,10 +24,10 @@ from __future__ import annotations
 
 import enum
 
-from torch import Tensor, nn
+from torch import nn
 
 from vidrec.layers.conv2plus1d import NamedTemporalSequential, SpatialConv3d, TemporalPadding, temporal_conv
-from vidrec.layers.temporal import State, TemporalModule, TemporalParallelSum, TemporalResidual
+from vidrec.layers.temporal import ResidualReLU, TemporalParallelSum, TemporalResidual
 
 __all__ = ["P3DBlockType", "P3DBottleneck", "P3DBlockA", "P3DBlockB", "P3DBlockC", "Bottleneck2d", "p3d_block"]
 
@@ -60,7 +60,7 @@ def _temporal(width: int, kernel: int, padding: TemporalPadding) -> NamedTempora
     )
 
 
-class P3DBottleneck(TemporalModule):
+class P3DBottleneck(ResidualReLU):
     """Shared bottleneck of all P3D blocks; subclasses build the middle part in :meth:`make_core`.
 
     ::
@@ -86,7 +86,6 @@ class P3DBottleneck(TemporalModule):
         temporal_kernel: int = 3,
         padding: TemporalPadding = TemporalPadding.VALID,
     ) -> None:
-        super().__init__()
         out_channels = width * EXPANSION
         branch = NamedTemporalSequential(
             {
@@ -106,23 +105,11 @@ class P3DBottleneck(TemporalModule):
                     "bn": nn.BatchNorm3d(out_channels),
                 }
             )
-        self.residual = TemporalResidual(branch, shortcut)
-        self.relu = nn.ReLU(inplace=True)
-        self.receptive_field, self.stride = self.residual.receptive_field, self.residual.stride
+        super().__init__(TemporalResidual(branch, shortcut))
 
     def make_core(self, width: int, temporal_kernel: int, padding: TemporalPadding) -> nn.Module:
         """The spatio-temporal middle of the bottleneck: ``(B, w, T, H, W) -> (B, w, T', H, W)``."""
         raise NotImplementedError
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.relu(self.residual(x))
-
-    def stream_state(self, x: Tensor) -> State:
-        return self.residual.stream_state(x)
-
-    def stream_step(self, x: Tensor, state: State) -> tuple[Tensor, State]:
-        y, state = self.residual.stream_step(x, state)
-        return self.relu(y), state
 
 
 class P3DBlockA(P3DBottleneck):

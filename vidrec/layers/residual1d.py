@@ -11,6 +11,7 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from vidrec.layers.temporal import (
+    ResidualReLU,
     TemporalModule,
     TemporalResidual,
     TemporalSequential,
@@ -42,27 +43,7 @@ def _projection_shortcut(in_channels: int, out_channels: int, stride: int) -> nn
     return TemporalSequential(TemporalWindowOp(conv, 1, stride), nn.BatchNorm1d(out_channels))
 
 
-class _ResidualThenReLU(TemporalModule):
-    """``relu(residual(x))`` with the streaming protocol delegated to the residual."""
-
-    def __init__(self, residual: TemporalResidual) -> None:
-        super().__init__()
-        self.residual = residual
-        self.act = nn.ReLU(inplace=True)
-        self.receptive_field, self.stride = residual.receptive_field, residual.stride
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.act(self.residual(x))
-
-    def stream_state(self, x: Tensor) -> list[Tensor]:
-        return stream_state_of(self.residual, x)
-
-    def stream_step(self, x: Tensor, state: list[Tensor]) -> tuple[Tensor, list[Tensor]]:
-        y, state = stream_step_of(self.residual, x, state)
-        return self.act(y), state
-
-
-class ResidualBlock1d(_ResidualThenReLU):
+class ResidualBlock1d(ResidualReLU):
     """Basic residual block with two valid temporal convolutions.
 
     ::

@@ -30,6 +30,7 @@ __all__ = [
     "TemporalWindowOp",
     "TemporalSequential",
     "TemporalResidual",
+    "ResidualReLU",
     "TemporalParallelSum",
     "TemporalAvgPoolHead",
     "temporal_conv1d",
@@ -316,6 +317,26 @@ class TemporalResidual(TemporalModule):
         y, bs = stream_step_of(self.branch, x, state[:n])
         z, ss = stream_step_of(self.shortcut, x, state[n:])
         return y + z, bs + ss
+
+
+class ResidualReLU(TemporalModule):
+    """``relu(residual(x))``: the output of a residual block (1D ResNet, R(2+1)D, P3D), streaming via the residual."""
+
+    def __init__(self, residual: TemporalResidual) -> None:
+        super().__init__()
+        self.residual = residual
+        self.relu = nn.ReLU(inplace=True)
+        self.receptive_field, self.stride = residual.receptive_field, residual.stride
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.relu(self.residual(x))
+
+    def stream_state(self, x: Tensor) -> State:
+        return self.residual.stream_state(x)
+
+    def stream_step(self, x: Tensor, state: State) -> tuple[Tensor, State]:
+        y, state = self.residual.stream_step(x, state)
+        return self.relu(y), state
 
 
 class TemporalParallelSum(TemporalModule):

@@ -40,7 +40,7 @@ from vidrec.layers.conv2plus1d import (
     r2plus1d_mid_channels,
     temporal_conv,
 )
-from vidrec.layers.temporal import State, TemporalAvgPoolHead, TemporalModule, TemporalResidual
+from vidrec.layers.temporal import ResidualReLU, TemporalAvgPoolHead, TemporalResidual
 from vidrec.models._base import StreamableClassifier
 from vidrec.models._registry import register_model
 
@@ -73,7 +73,7 @@ class R2Plus1dStage:
             )
 
 
-class R2Plus1dBasicBlock(TemporalModule):
+class R2Plus1dBasicBlock(ResidualReLU):
     """Basic residual block of two (2+1)D convs.
 
     ::
@@ -93,7 +93,6 @@ class R2Plus1dBasicBlock(TemporalModule):
         temporal_kernels: tuple[int, int] = (3, 3),
         padding: TemporalPadding = TemporalPadding.VALID,
     ) -> None:
-        super().__init__()
         t1, t2 = temporal_kernels
         branch = NamedTemporalSequential(
             {
@@ -133,19 +132,7 @@ class R2Plus1dBasicBlock(TemporalModule):
                     "bn": nn.BatchNorm3d(out_channels),
                 }
             )
-        self.residual = TemporalResidual(branch, shortcut)
-        self.relu = nn.ReLU(inplace=True)
-        self.receptive_field, self.stride = self.residual.receptive_field, self.residual.stride
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.relu(self.residual(x))
-
-    def stream_state(self, x: Tensor) -> State:
-        return self.residual.stream_state(x)
-
-    def stream_step(self, x: Tensor, state: State) -> tuple[Tensor, State]:
-        y, state = self.residual.stream_step(x, state)
-        return self.relu(y), state
+        super().__init__(TemporalResidual(branch, shortcut))
 
 
 class R2Plus1d(StreamableClassifier):

@@ -25,8 +25,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from vidrec.layers.residual1d import InvertedResidual1d, _ResidualThenReLU
+from vidrec.layers.residual1d import InvertedResidual1d
 from vidrec.layers.temporal import (
+    ResidualReLU,
     TemporalAvgPoolHead,
     TemporalModule,
     TemporalParallelSum,
@@ -291,8 +292,8 @@ def _lower(p: _Program, m: nn.Module, x: _Value) -> _Value:
         ya = _lower(p, m.a, shared)
         yb = _lower(p, m.b, shared)
         return _lower_sum(p, ya, yb)
-    if isinstance(m, _ResidualThenReLU):
-        return _lower(p, m.act, _lower(p, m.residual, x))
+    if isinstance(m, ResidualReLU):
+        return _lower(p, m.relu, _lower(p, m.residual, x))
     if isinstance(m, InvertedResidual1d):
         return _lower(p, m.body, x)
     if isinstance(m, TemporalWindowOp) and isinstance(m.op, nn.Conv1d) and x.example.dim() == 3:
