@@ -13,7 +13,7 @@ from tests.streaming.conftest import randomize_batchnorm
 from vidrec.models import StreamableClassifier, build_model, get_model_builder, list_models
 from vidrec.models.resnet1d import ResNet1D, Stage1d
 from vidrec.streaming import StepBackend, StreamingClassifier, fold_batchnorm, to_streaming
-from vidrec.streaming.optimize import count_batchnorm
+from vidrec.streaming.optimize import count_batchnorm, fold_linear_head
 
 ATOL = 1e-4
 
@@ -126,6 +126,18 @@ def test_folding_removes_every_batchnorm_and_keeps_outputs(tiny_model: nn.Module
     x = torch.randn(2, 3, 50)
     with torch.no_grad():
         torch.testing.assert_close(folded(x), tiny_model(x), atol=1e-5, rtol=1e-5)
+
+
+def test_folding_the_linear_head_keeps_logits_and_shrinks_the_pool_state(tiny_model: nn.Module) -> None:
+    folded = fold_batchnorm(tiny_model)
+    k = tiny_model.classifier[-1].out_features
+    assert fold_linear_head(folded) and isinstance(folded.classifier, nn.Identity)
+    assert not fold_linear_head(folded)  # nothing left to fold
+    x = torch.randn(2, 3, 50)
+    with torch.no_grad():
+        torch.testing.assert_close(folded(x), tiny_model(x), atol=1e-5, rtol=1e-5)
+    rt = to_streaming(tiny_model, 40, 1)
+    assert rt.state()[-1].shape[1] == k  # the pool buffers (1, K, positions) logits, not (1, C, positions) features
 
 
 def test_run_whole_sequences_warms_up_then_matches_offline(tiny_model: nn.Module) -> None:

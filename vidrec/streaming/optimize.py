@@ -5,18 +5,24 @@
 convolution's weight and bias and replaced by ``nn.Identity``; dropout becomes ``nn.Identity`` too. BatchNorm is
 per-channel affine in eval mode, so ``bn(conv(x)) = conv'(x)`` with ``w' = w * g / sqrt(v + eps)`` and
 ``b' = (b - m) * g / sqrt(v + eps) + beta``; the streaming geometry (receptive field, stride, state) is unchanged.
+
+``fold_linear_head`` moves a time series classifier's final linear layer in front of its temporal average pool:
+``W mean_t(f_t) + b = mean_t(W f_t + b)``, so the streaming pool buffers ``K`` logits per position instead of ``C``
+features. The pool buffer is the largest state of a 1D model (``positions x C``: 88 x 128 floats per stream for
+``resnet1d_har``); with the head folded it holds 88 x 6, which cuts the memory each streaming step moves about in half.
 """
 
 from __future__ import annotations
 
 import copy
 
+import torch
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from vidrec.layers.temporal import TemporalSequential, TemporalWindowOp
+from vidrec.layers.temporal import TemporalAvgPoolHead, TemporalSequential, TemporalWindowOp
 
-__all__ = ["fold_batchnorm", "count_batchnorm"]
+__all__ = ["fold_batchnorm", "count_batchnorm", "fold_linear_head"]
 
 _BN = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 _CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
@@ -77,3 +83,47 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
 def count_batchnorm(model: nn.Module) -> int:
     """Number of BatchNorm modules left in ``model`` (0 after a complete fold)."""
     return sum(isinstance(m, _BN) for m in model.modules())
+
+
+def _single_linear(classifier: nn.Module) -> nn.Linear | None:
+    """The one ``nn.Linear`` of a head made of it and identity/dropout modules only, else None."""
+    if isinstance(classifier, nn.Linear):
+        return classifier
+    if not isinstance(classifier, nn.Sequential):
+        return None
+    rest = [m for m in classifier if not isinstance(m, (nn.Identity, *_DROPOUT))]
+    return rest[0] if len(rest) == 1 and isinstance(rest[0], nn.Linear) else None
+
+
+def fold_linear_head(model: nn.Module) -> bool:
+    """Move the linear classifier of a 1D streamable classifier before its average pool, in place.
+
+    ``model.features`` becomes ``TemporalSequential(features, Conv1d(C, K, 1))`` with the linear layer's weights and
+    ``model.classifier`` becomes ``nn.Identity``; logits are unchanged to float rounding (eval mode: dropout is the
+    identity). Applies only to time series models (``(B, C, T)`` features, no 2D/3D convolutions) whose ``pool`` is a
+    ``TemporalAvgPoolHead`` and whose classifier is one ``nn.Linear`` (with dropout/identity around it) with fewer
+    outputs than inputs; otherwise the model is left as it is.
+
+    Args:
+        model: An eval-mode model (for example the copy returned by ``fold_batchnorm``); it is modified.
+
+    Returns:
+        True when the head was folded.
+    """
+    if model.training or not isinstance(getattr(model, "pool", None), TemporalAvgPoolHead):
+        return False
+    if any(isinstance(m, (nn.Conv2d, nn.Conv3d)) for m in model.modules()):
+        return False
+    linear = _single_linear(getattr(model, "classifier", nn.Identity()))
+    features = getattr(model, "features", None)
+    if linear is None or not isinstance(features, nn.Module) or linear.out_features >= linear.in_features:
+        return False
+    conv = nn.Conv1d(linear.in_features, linear.out_features, 1, bias=linear.bias is not None)
+    conv = conv.to(dtype=linear.weight.dtype, device=linear.weight.device)
+    with torch.no_grad():
+        conv.weight.copy_(linear.weight[:, :, None])  # (K, C) -> (K, C, 1)
+        if linear.bias is not None and conv.bias is not None:
+            conv.bias.copy_(linear.bias)
+    model.features = TemporalSequential(features, conv.eval())
+    model.classifier = nn.Identity()
+    return True

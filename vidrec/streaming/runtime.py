@@ -15,7 +15,8 @@ Semantics (exact):
 * Inputs are normalised in the runtime with ``(x - mean) / std`` per channel when ``mean``/``std`` are given, the same
   normalisation the data module applies offline.
 
-Speed: the runtime works on a converted copy (BatchNorm folded into convolutions, dropout removed, eval mode) and runs
+Speed: the runtime works on a converted copy (BatchNorm folded into convolutions, dropout removed, eval mode, and for
+time series the linear classifier moved in front of the average pool so the pool buffers logits) and runs
 under ``torch.inference_mode``. For time series, ``StepBackend.TORCH`` lowers that copy once into a flat compiled step
 (``vidrec.streaming.fastpath``: one matmul per convolution at a hop of one sample, preallocated buffers, TorchScript
 trace), checked against the eager step when built; ``StepBackend.TORCH_EAGER`` steps module by module and
@@ -34,7 +35,7 @@ import torch
 from torch import Tensor, nn
 
 from vidrec.streaming.fastpath import CompiledStep, compile_stream_step
-from vidrec.streaming.optimize import fold_batchnorm
+from vidrec.streaming.optimize import fold_batchnorm, fold_linear_head
 
 __all__ = ["StepBackend", "StepResult", "StreamingClassifier", "to_streaming", "infer_in_channels"]
 
@@ -97,7 +98,8 @@ class StreamingClassifier:
         frame_shape: Shape of one time step beyond the channels: ``()`` for time series, ``(H, W)`` for video frames.
         mean: Per-channel mean for input normalisation, or None for no normalisation.
         std: Per-channel standard deviation (same length as ``mean``).
-        fold_bn: Fold BatchNorm into convolutions (exact to float rounding, faster).
+        fold_bn: Fold BatchNorm into convolutions and, for time series, the linear classifier in front of the average
+            pool (``optimize.fold_linear_head``); exact to float rounding, faster.
         backend: Execution backend of the step.
 
     Raises:
@@ -124,6 +126,8 @@ class StreamingClassifier:
         if capacity < 1:
             raise ValueError(f"capacity must be >= 1, got {capacity}")
         self.model: nn.Module = fold_batchnorm(model) if fold_bn else copy.deepcopy(model).eval()
+        if fold_bn:
+            fold_linear_head(self.model)  # the pool buffers K logits per position instead of C features
         self.model.configure_stream(window, hop)  # type: ignore[operator]  # raises for a bad (window, hop)
         self.window, self.hop = int(window), int(hop)
         # samples before the first reported window: `window`, or more for approximate models (see approximate.py)
