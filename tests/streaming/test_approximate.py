@@ -57,3 +57,68 @@ def test_approximate_streaming_reports_its_deviation(caplog: pytest.LogCaptureFi
         feats = model.features(x[:, :, 200 - (positions - 1) - r : 200])  # exactly `positions` valid positions
         ref = model.classifier(feats.mean(dim=2))
     torch.testing.assert_close(logits[:, -1], ref, atol=1e-4, rtol=0)
+
+
+def _tiny_same_r2plus1d() -> nn.Module:
+    """A torchvision-layout (zero temporal padding, temporal strides 2) R(2+1)D small enough for a test."""
+    from vidrec.layers.conv2plus1d import TemporalPadding
+    from vidrec.models.r2plus1d import R2Plus1d, R2Plus1dStage
+
+    torch.manual_seed(0)
+    stages = [
+        R2Plus1dStage(1, 8, 1, 1, (3, 3)),
+        R2Plus1dStage(1, 8, 2, 2, (3, 3)),
+        R2Plus1dStage(1, 16, 2, 2, (3, 3)),
+        R2Plus1dStage(1, 16, 2, 1, (3, 3)),
+    ]
+    model = R2Plus1d(
+        stages=stages,
+        num_classes=5,
+        stem_channels=(8, 8),
+        stem_temporal_kernel=3,
+        temporal_padding=TemporalPadding.SAME,
+    )
+    return randomize_batchnorm(model).eval()
+
+
+def test_valid_twin_shares_weights_and_refuses_models_that_stream_exactly() -> None:
+    from vidrec.models import build_model
+    from vidrec.streaming.approximate import valid_twin
+
+    same = _tiny_same_r2plus1d()
+    twin = valid_twin(same)
+    assert twin.receptive_field > 1 and twin.stride == 4  # the zero padding is gone, the strides stay
+    for (k1, v1), (k2, v2) in zip(same.state_dict().items(), twin.state_dict().items(), strict=True):
+        assert k1 == k2 and torch.equal(v1, v2)
+    with pytest.raises(TypeError, match="streams exactly"):
+        valid_twin(build_model("r2plus1d_18", num_classes=3))
+    with pytest.raises(TypeError, match="arch"):
+        valid_twin(nn.Linear(2, 2))
+
+
+def test_approximate_streaming_of_a_same_padded_video_model_reports_its_deviation(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from vidrec.streaming.approximate import approximate_model_streaming
+
+    model = _tiny_same_r2plus1d()
+    window, hop = 8, 4  # offline: 8 frames -> 2 pooled positions (temporal stride 4)
+    calibration = torch.randn(2, 3, 64, 16, 16)
+    with pytest.raises(ValueError, match="warm-up"):
+        approximate_model_streaming(model, window, hop, calibration=calibration[:, :, :12])
+    with caplog.at_level(logging.WARNING, logger="vidrec.streaming"):
+        runtime, rep = approximate_model_streaming(model, window, hop, calibration=calibration, capacity=2)
+    assert "approximate streaming over" in caplog.text and runtime.deviation is rep
+    assert rep.windows >= 2 * 4 and rep.max_abs_delta > 0 and rep.nrmse == rep.nrmse  # measured, finite
+    approx = runtime.model
+    assert approx.pool.positions == 2 and runtime.warmup == (2 - 1) * 4 + approx.receptive_field
+    # what is streamed is exact for the twin: the mean of its last 2 valid positions, frame by frame
+    x = torch.randn(1, 3, 48, 16, 16)
+    runtime.reset()
+    logits, ready = runtime.run(torch.cat([x, x]))
+    assert ready[0, -1] and not ready[0, 0]
+    r = approx.receptive_field
+    with torch.no_grad():
+        feats = approx.features(x[:, :, 48 - 4 - r : 48])  # exactly 2 valid positions at stride 4
+        ref = approx.classifier(feats.flatten(3).mean(3).mean(2))
+    torch.testing.assert_close(logits[0, -1], ref[0], atol=1e-4, rtol=0)

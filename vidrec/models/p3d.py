@@ -88,6 +88,15 @@ class P3D(StreamableClassifier):
     ) -> None:
         super().__init__()
         self.temporal_padding = temporal_padding
+        # everything but the padding, so a twin with the other padding and the same weights can be built
+        self.arch: dict[str, object] = dict(
+            stages=list(stages),
+            num_classes=num_classes,
+            in_channels=in_channels,
+            temporal_kernel=temporal_kernel,
+            stem_temporal_pool=stem_temporal_pool,
+            dropout=dropout,
+        )
         if stem_temporal_pool:
             stem_pool: nn.Module = TemporalWindowOp(
                 nn.MaxPool3d((2, 3, 3), stride=2, padding=(0, 1, 1)), receptive_field=2, stride=2

@@ -164,6 +164,15 @@ class R2Plus1d(StreamableClassifier):
     ) -> None:
         super().__init__()
         self.temporal_padding = temporal_padding
+        # everything but the padding, so a twin with the other padding and the same weights can be built
+        self.arch: dict[str, object] = dict(
+            stages=list(stages),
+            num_classes=num_classes,
+            in_channels=in_channels,
+            stem_temporal_kernel=stem_temporal_kernel,
+            stem_channels=stem_channels,
+            dropout=dropout,
+        )
         mid, width = stem_channels
         parts: dict[str, nn.Module] = {
             "stem": NamedTemporalSequential(

@@ -8,6 +8,11 @@ the temporal padding (each convolution becomes valid and streams with cached act
 the padded model pools offline. Every streamed position has full real context, so the result deviates from offline
 by the padding effect (and a delay of about half the receptive field).
 
+Two entry points: ``approximate_streaming`` for a padded ``nn.Sequential`` of 1D/3D convolutions plus a head, and
+``approximate_model_streaming`` for vidrec models built with ``TemporalPadding.SAME`` (torchvision-compatible
+R(2+1)D, the authors' P3D layout): those are rebuilt with the same architecture and weights but valid temporal
+convolutions (``valid_twin``), which stream exactly through the ordinary runtime, frame by frame for video.
+
 The deviation is never hidden: ``measure_deviation`` compares offline and streamed logits on the same windows
 (NRMSE of logits, argmax agreement, max |delta|), and ``approximate_streaming`` refuses to build a runtime without
 calibration data to measure it on.
@@ -23,11 +28,15 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from vidrec.layers.conv2plus1d import TemporalPadding
 from vidrec.layers.temporal import TemporalAvgPoolHead, TemporalSequential, TemporalWindowOp, is_time_pointwise
 from vidrec.models._base import StreamableClassifier
 from vidrec.streaming.runtime import StreamingClassifier
 
 __all__ = [
+    "ApproximateTwinModel",
+    "approximate_model_streaming",
+    "valid_twin",
     "DeviationReport",
     "measure_deviation",
     "ApproximateStreamingModel",
@@ -143,6 +152,94 @@ class ApproximateStreamingModel(StreamableClassifier):
         return max(window, (positions - 1) * self.stride + self.receptive_field)
 
 
+def valid_twin(model: nn.Module) -> StreamableClassifier:
+    """The same network with valid (unpadded) temporal convolutions and the same weights, in eval mode.
+
+    Args:
+        model: A vidrec model built with ``temporal_padding=TemporalPadding.SAME`` that records its other constructor
+            arguments in ``model.arch`` (``R2Plus1d``, ``P3D``).
+
+    Raises:
+        TypeError: the model does not record its architecture or is not zero-padded in time.
+    """
+    arch = getattr(model, "arch", None)
+    padding = getattr(model, "temporal_padding", None)
+    if not isinstance(arch, dict) or padding is None:
+        raise TypeError(
+            f"{type(model).__name__} does not record its architecture (model.arch) and temporal_padding; "
+            "approximate streaming of padded vidrec models needs both"
+        )
+    if TemporalPadding(padding) is not TemporalPadding.SAME:
+        raise TypeError(f"{type(model).__name__} has temporal_padding={padding}; it streams exactly, use the runtime")
+    twin = type(model)(**arch, temporal_padding=TemporalPadding.VALID)
+    if not isinstance(twin, StreamableClassifier):
+        raise TypeError(f"{type(model).__name__} is not a StreamableClassifier")
+    twin.load_state_dict(model.state_dict())  # same parameter names and shapes: only the padding differs
+    return twin.eval()
+
+
+class ApproximateTwinModel(StreamableClassifier):
+    """A zero-padded vidrec model (offline) and its valid twin (streamed), pooling as many positions as the original.
+
+    Args:
+        padded: The model built with ``TemporalPadding.SAME``; ``offline`` runs it.
+    """
+
+    def __init__(self, padded: StreamableClassifier) -> None:
+        super().__init__()
+        twin = valid_twin(padded)
+        self.padded: StreamableClassifier = padded.eval()
+        self.features, self.pool, self.classifier = twin.features, twin.pool, twin.classifier
+        self._init_geometry()
+
+    def offline(self, x: Tensor) -> Tensor:
+        """The original padded model on a window: ``(B, C, L, ...) -> (B, K)``."""
+        return self.padded(x)
+
+    def configure_stream(self, window: int, hop: int) -> None:
+        if hop % self.stride:
+            raise ValueError(
+                f"hop={hop} is not a multiple of the model's total temporal stride {self.stride}; "
+                f"use a hop in {{{self.stride}, {2 * self.stride}, ...}}"
+            )
+        # the padded model pools this many positions of a window offline; the twin pools as many real ones
+        self.pool.positions = int(self.padded.features.output_length(window))
+
+    def stream_warmup(self, window: int) -> int:
+        """Samples before the pooled buffer holds only positions computed from real samples."""
+        positions = self.pool.positions if self.pool.positions is not None else 1
+        return max(window, (positions - 1) * self.stride + self.receptive_field)
+
+
+def approximate_model_streaming(
+    model: nn.Module,
+    window: int,
+    hop: int,
+    *,
+    calibration: Tensor,
+    capacity: int = 1,
+) -> tuple[StreamingClassifier, DeviationReport]:
+    """Approximate streaming runtime for a vidrec model with zero temporal padding, deviation measured.
+
+    Args:
+        model: A ``TemporalPadding.SAME`` vidrec model (e.g. ``r2plus1d_18(temporal_padding="same")`` with
+            torchvision's Kinetics weights).
+        window: Offline clip length in frames (samples).
+        hop: Frames per step, a multiple of the model's temporal stride.
+        calibration: ``(B, C, T, ...)`` sequences (video: ``(B, 3, T, H, W)``), ``T`` beyond the warm-up
+            (``runtime.warmup``); every emitted window is compared with the padded model on the same window.
+        capacity: Slots of the returned runtime.
+
+    Returns:
+        The runtime (``runtime.deviation`` holds the report, which is also logged) and the report.
+    """
+    if not isinstance(model, StreamableClassifier):
+        raise TypeError(f"approximate_model_streaming needs a vidrec StreamableClassifier, got {type(model).__name__}")
+    approx = ApproximateTwinModel(model).eval()
+    in_channels, frame_shape = int(calibration.shape[1]), tuple(int(v) for v in calibration.shape[3:])
+    return _calibrated_runtime(approx, window, hop, calibration, capacity, in_channels, frame_shape)
+
+
 def streamed_window_logits(runtime: StreamingClassifier, x: Tensor, window: int) -> tuple[Tensor, np.ndarray]:
     """Run ``x`` (B, C, T) through a fresh runtime; return ``(N, K)`` ready logits and their window ends ``(N,)``."""
     runtime.grow(x.shape[0])
@@ -180,7 +277,26 @@ def approximate_streaming(
         The runtime (``runtime.deviation`` holds the report, which is also logged) and the report.
     """
     model = ApproximateStreamingModel(features, classifier, in_channels).eval()
-    probe = StreamingClassifier(model, window, hop, capacity=calibration.shape[0], fold_bn=False)
+    return _calibrated_runtime(model, window, hop, calibration, capacity, in_channels, ())
+
+
+def _calibrated_runtime(
+    model: ApproximateStreamingModel | ApproximateTwinModel,
+    window: int,
+    hop: int,
+    calibration: Tensor,
+    capacity: int,
+    in_channels: int,
+    frame_shape: tuple[int, ...],
+) -> tuple[StreamingClassifier, DeviationReport]:
+    """Measure the deviation of ``model``'s streaming from its ``offline`` on ``calibration``; build the runtime."""
+    kwargs: dict[str, object] = dict(fold_bn=False, in_channels=in_channels, frame_shape=frame_shape)
+    probe = StreamingClassifier(model, window, hop, capacity=calibration.shape[0], **kwargs)  # type: ignore[arg-type]
+    if calibration.shape[2] < probe.warmup + hop:
+        raise ValueError(
+            f"calibration has {calibration.shape[2]} steps; approximate streaming of this model needs more than its "
+            f"warm-up of {probe.warmup} steps (window {window}, receptive field {model.receptive_field})"
+        )
 
     def streamed(x: Tensor) -> Tensor:
         logits, _ = streamed_window_logits(probe, x, window)
@@ -193,6 +309,6 @@ def approximate_streaming(
 
     report = measure_deviation(offline, streamed, calibration)
     _log.warning("%s", report)
-    runtime = StreamingClassifier(model, window, hop, capacity=capacity, fold_bn=False, in_channels=in_channels)
+    runtime = StreamingClassifier(model, window, hop, capacity=capacity, **kwargs)  # type: ignore[arg-type]
     runtime.deviation = report  # type: ignore[attr-defined]
     return runtime, report
