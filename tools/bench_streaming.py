@@ -4,11 +4,14 @@ Prints, measured in one run with ``torch.set_num_threads(--threads)`` (default 2
 
 * median per-hop latency of one stream (batch 1) at hop 1 and hop 16, per backend (torch: the compiled flat step
   of vidrec.streaming.fastpath; torch-eager: module-by-module steps, both with BatchNorm folded under inference_mode;
-  ONNX Runtime running the exported step);
+  ONNX Runtime running the exported step; numpy: vidrec.streaming.numpy_step, one stream's ring buffers in NumPy);
 * batched throughput: samples/s and the number of concurrent 50 Hz streams served (= samples/s / 50) at hop 1 and
   16 for batches of 64, 256, 1024 streams;
 * the same for recomputing the whole window at every hop (folded model, torch);
 * the wall-clock speedup of streaming over recomputation at each batch (ideal: W / hop).
+
+The batched table compares the torch and ONNX Runtime backends only (the numpy backend loops over streams in Python).
+``--model resnet1d_har_half`` is a half-width resnet1d_har (32-64 channels, same depth and receptive field) built here.
 
 Usage: ``python tools/bench_streaming.py [--model resnet1d_har] [--window 128] [--batches 64 256 1024] [--threads 1]``
 """
@@ -22,10 +25,20 @@ import numpy as np
 import torch
 
 from vidrec.models import build_model
+from vidrec.models.resnet1d import ResNet1D, Stage1d
 from vidrec.streaming.optimize import fold_batchnorm
 from vidrec.streaming.runtime import StepBackend, StreamingClassifier
 
 RATE = 50.0  # Hz of one stream
+
+
+def half_width_har() -> ResNet1D:
+    """resnet1d_har at half width: 32-64 channels, receptive field 87 samples."""
+    stages = [Stage1d(32, 2, 5, 1, 1), Stage1d(64, 2, 5, 1, 2), Stage1d(64, 2, 3, 1, 4)]
+    return ResNet1D(in_channels=6, num_classes=6, stem_width=32, stages=stages)
+
+
+LOCAL_MODELS = {"resnet1d_har_half": half_width_har}  # benchmark-only models, not in the registry
 
 
 def median_seconds(fn: object, repeats: int, warmup: int = 3) -> float:
@@ -66,17 +79,18 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    model = build_model(args.model).eval()
+    model = (LOCAL_MODELS[args.model]() if args.model in LOCAL_MODELS else build_model(args.model)).eval()
     channels = next(m for m in model.modules() if isinstance(m, torch.nn.Conv1d)).in_channels
     backends = [StepBackend.TORCH, StepBackend.TORCH_EAGER, StepBackend.ONNXRUNTIME]
+    single = [*backends, StepBackend.NUMPY]  # batch 1 only
     w = args.window
     print(f"model={args.model} window={w} threads={torch.get_num_threads()} (receptive field {model.receptive_field})")
 
     print("\n== one stream (batch 1): median per-hop latency ==")
-    print(f"{'hop':>4} " + " ".join(f"{b.value + ' us':>16}" for b in backends) + f" {'recompute us':>14}")
+    print(f"{'hop':>4} " + " ".join(f"{b.value + ' us':>16}" for b in single) + f" {'recompute us':>14}")
     rec1 = recompute_seconds(model, w, 1, channels, 100)
     for hop in args.hops:
-        lat = [stream_step_seconds(model, w, hop, 1, b, 300) for b in backends]
+        lat = [stream_step_seconds(model, w, hop, 1, b, 300) for b in single]
         print(f"{hop:>4} " + " ".join(f"{s * 1e6:>16.0f}" for s in lat) + f" {rec1 * 1e6:>14.0f}")
 
     print("\n== batched streams: samples/s and 50 Hz streams served (best backend), recompute, speedup ==")

@@ -20,13 +20,16 @@ time series the linear classifier moved in front of the average pool so the pool
 under ``torch.inference_mode``. For time series, ``StepBackend.TORCH`` lowers that copy once into a flat compiled step
 (``vidrec.streaming.fastpath``: one matmul per convolution at a hop of one sample, preallocated buffers, TorchScript
 trace), checked against the eager step when built; ``StepBackend.TORCH_EAGER`` steps module by module and
-``StepBackend.ONNXRUNTIME`` runs the exported step graph in ONNX Runtime.
+``StepBackend.ONNXRUNTIME`` runs the exported step graph in ONNX Runtime. ``StepBackend.NUMPY`` runs each slot as its
+own ``vidrec.streaming.numpy_step.NumpyStreamStep`` (ring buffers, one NumPy call per op): the lowest latency for a
+single stream at a small hop, a Python loop over slots for several.
 """
 
 from __future__ import annotations
 
 import copy
 import enum
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -35,6 +38,7 @@ import torch
 from torch import Tensor, nn
 
 from vidrec.streaming.fastpath import CompiledStep, compile_stream_step
+from vidrec.streaming.numpy_step import NumpyStreamStep
 from vidrec.streaming.optimize import fold_batchnorm, fold_linear_head
 
 __all__ = ["StepBackend", "StepResult", "StreamingClassifier", "to_streaming", "infer_in_channels"]
@@ -49,6 +53,7 @@ class StepBackend(enum.Enum):
     TORCH = "torch"  # time series: the compiled flat step (vidrec.streaming.fastpath); video: eager PyTorch
     TORCH_EAGER = "torch-eager"  # eager PyTorch under inference_mode, module by module
     ONNXRUNTIME = "onnxruntime"  # the exported step graph (vidrec.streaming.export) in ONNX Runtime
+    NUMPY = "numpy"  # time series: one NumpyStreamStep per slot (vidrec.streaming.numpy_step), lowest batch-1 latency
 
 
 @dataclass
@@ -138,6 +143,21 @@ class StreamingClassifier:
         self.dtype = next(self.model.parameters()).dtype
         if self.frame_shape and backend is StepBackend.ONNXRUNTIME:
             raise ValueError("the ONNX Runtime backend streams time series only; use the torch backend for video")
+        if self.frame_shape and backend is StepBackend.NUMPY:
+            raise ValueError(
+                f"the numpy backend streams time series only (frame_shape=() expected, got {self.frame_shape}); "
+                "use the torch backend for video"
+            )
+        self._numpy: NumpyStreamStep | None = None  # the prototype stream of the numpy backend
+        self._numpy_slots: list[NumpyStreamStep] = []  # one per slot
+        if backend is StepBackend.NUMPY:
+            try:
+                self._numpy = NumpyStreamStep(self.model, self.in_channels)
+            except TypeError as err:
+                warnings.warn(
+                    f"numpy backend unavailable for this model ({err}); using the torch backend", stacklevel=2
+                )
+                backend = StepBackend.TORCH
         self.backend = backend
         self._mean, self._std = self._normalisation(mean, std)
         self.capacity = 0
@@ -192,11 +212,20 @@ class StreamingClassifier:
 
     def state(self) -> State:
         """The current state tensors in the layer protocol's layout, each ``(capacity, ...)`` (views, do not modify)."""
+        if self._numpy is not None:
+            raise RuntimeError(
+                "the numpy backend keeps its state in NumpyStreamStep ring buffers, not protocol tensors"
+            )
         return self._compiled.to_protocol(self._state) if self._compiled is not None else self._state
 
     def grow(self, capacity: int) -> None:
         """Raise the number of slots to ``capacity`` (new slots start reset); existing slots keep their state."""
         if capacity <= self.capacity:
+            return
+        if self._numpy is not None:
+            self._numpy_slots += [self._numpy.fresh() for _ in range(capacity - self.capacity)]
+            self.samples_seen = np.concatenate([self.samples_seen, np.zeros(capacity - self.capacity, dtype=np.int64)])
+            self.capacity = capacity
             return
         with torch.inference_mode():
             shape = (capacity, self.in_channels, self.hop, *self.frame_shape)
@@ -212,6 +241,12 @@ class StreamingClassifier:
 
     def reset(self, slots: Sequence[int] | np.ndarray | None = None) -> None:
         """Zero the state and sample counters of ``slots`` (all slots when None)."""
+        if self._numpy is not None:
+            idx_np = np.arange(self.capacity) if slots is None else self._check_slots(slots)
+            for i in idx_np:
+                self._numpy_slots[i].reset()
+            self.samples_seen[idx_np] = 0
+            return
         with torch.inference_mode():
             if slots is None:
                 for t in self._state:
@@ -236,6 +271,8 @@ class StreamingClassifier:
         Returns:
             The logits of the windows ending at this hop and which of them are valid predictions.
         """
+        if self._numpy is not None:
+            return self._step_numpy(chunk, slots)
         x = torch.as_tensor(chunk, dtype=self.dtype)
         n = self.capacity if slots is None else len(slots)
         expected = (n, self.in_channels, self.hop, *self.frame_shape)
@@ -260,6 +297,31 @@ class StreamingClassifier:
                         t.index_copy_(0, idx, u)
         self.samples_seen[slot_idx] += self.hop
         return StepResult(logits=logits, ready=self.samples_seen[slot_idx] >= self.warmup, slots=slot_idx)
+
+    def _check_slots(self, slots: Sequence[int] | np.ndarray) -> np.ndarray:
+        idx = np.asarray(slots, dtype=np.int64).reshape(-1)
+        if idx.size and (idx.min() < 0 or idx.max() >= self.capacity):
+            raise ValueError(f"slot indices must be in [0, {self.capacity}), got {idx.tolist()}")
+        return idx
+
+    def _step_numpy(self, chunk: Tensor | np.ndarray, slots: Sequence[int] | np.ndarray | None) -> StepResult:
+        """``step`` of the numpy backend: normalise in NumPy, then one ``NumpyStreamStep`` per slot."""
+        x = chunk.detach().cpu().numpy() if isinstance(chunk, Tensor) else np.asarray(chunk)
+        x = x.astype(np.float32, copy=False)
+        slot_idx = np.arange(self.capacity) if slots is None else self._check_slots(slots)
+        expected = (len(slot_idx), self.in_channels, self.hop)
+        if x.shape != expected:
+            raise ValueError(f"chunk must be (n, C, hop, *frame_shape) = {expected}, got {x.shape}")
+        if self._mean is not None and self._std is not None:
+            x = (x - self._mean.numpy()) / self._std.numpy()  # (n, C, hop), same float32 ops as the torch path
+        if len(slot_idx) == 1:
+            logits = self._numpy_slots[int(slot_idx[0])].step(x[0])[None]  # (1, K)
+        else:
+            logits = np.stack([self._numpy_slots[s].step(row) for s, row in zip(slot_idx.tolist(), x)])  # (n, K)
+        self.samples_seen[slot_idx] += self.hop
+        return StepResult(
+            logits=torch.from_numpy(logits), ready=self.samples_seen[slot_idx] >= self.warmup, slots=slot_idx
+        )
 
     def run(self, x: Tensor | np.ndarray) -> tuple[Tensor, np.ndarray]:
         """Stream whole sequences through all slots from their current state, hop by hop.
