@@ -11,9 +11,10 @@ Prints, measured in one run with ``torch.set_num_threads(--threads)`` (default 2
 * the wall-clock speedup of streaming over recomputation at each batch (ideal: W / hop).
 
 The batched table compares the torch and ONNX Runtime backends only (the numpy backend loops over streams in Python).
-``--model resnet1d_har_half`` is a half-width resnet1d_har (32-64 channels, same depth and receptive field) built here.
+``--width`` sets resnet1d_har's width (default 32: 32-64 channels; 64 is the 580k-parameter variant).
 
-Usage: ``python tools/bench_streaming.py [--model resnet1d_har] [--window 128] [--batches 64 256 1024] [--threads 1]``
+Usage: ``python tools/bench_streaming.py [--model resnet1d_har] [--width 64] [--window 128] [--batches 64 256 1024]
+[--threads 1]``
 """
 
 from __future__ import annotations
@@ -25,20 +26,10 @@ import numpy as np
 import torch
 
 from vidrec.models import build_model
-from vidrec.models.resnet1d import ResNet1D, Stage1d
 from vidrec.streaming.optimize import fold_batchnorm
 from vidrec.streaming.runtime import StepBackend, StreamingClassifier
 
 RATE = 50.0  # Hz of one stream
-
-
-def half_width_har() -> ResNet1D:
-    """resnet1d_har at half width: 32-64 channels, receptive field 87 samples."""
-    stages = [Stage1d(32, 2, 5, 1, 1), Stage1d(64, 2, 5, 1, 2), Stage1d(64, 2, 3, 1, 4)]
-    return ResNet1D(in_channels=6, num_classes=6, stem_width=32, stages=stages)
-
-
-LOCAL_MODELS = {"resnet1d_har_half": half_width_har}  # benchmark-only models, not in the registry
 
 
 def median_seconds(fn: object, repeats: int, warmup: int = 3) -> float:
@@ -73,18 +64,24 @@ def recompute_seconds(model: torch.nn.Module, window: int, batch: int, channels:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="resnet1d_har")
+    parser.add_argument("--width", type=int, default=None, help="width of resnet1d_* models (resnet1d_har: 32)")
     parser.add_argument("--window", type=int, default=128)
     parser.add_argument("--hops", type=int, nargs="+", default=[1, 16])
     parser.add_argument("--batches", type=int, nargs="+", default=[64, 256, 1024])
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    model = (LOCAL_MODELS[args.model]() if args.model in LOCAL_MODELS else build_model(args.model)).eval()
+    kwargs = {"width": args.width} if args.width is not None else {}
+    model = build_model(args.model, **kwargs).eval()
     channels = next(m for m in model.modules() if isinstance(m, torch.nn.Conv1d)).in_channels
     backends = [StepBackend.TORCH, StepBackend.TORCH_EAGER, StepBackend.ONNXRUNTIME]
     single = [*backends, StepBackend.NUMPY]  # batch 1 only
     w = args.window
-    print(f"model={args.model} window={w} threads={torch.get_num_threads()} (receptive field {model.receptive_field})")
+    params = sum(p.numel() for p in model.parameters())
+    print(
+        f"model={args.model} {kwargs} params={params} window={w} threads={torch.get_num_threads()} "
+        f"(receptive field {model.receptive_field})"
+    )
 
     print("\n== one stream (batch 1): median per-hop latency ==")
     print(f"{'hop':>4} " + " ".join(f"{b.value + ' us':>16}" for b in single) + f" {'recompute us':>14}")

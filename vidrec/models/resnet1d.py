@@ -68,10 +68,17 @@ class ResNet1D(StreamableClassifier):
 
 
 @register_model
-def resnet1d_har(*, in_channels: int = 6, num_classes: int = 6, dropout: float = 0.2) -> ResNet1D:
-    """ResNet1D for 50 Hz IMU windows: 6 residual blocks, 64-128 channels, receptive field 87 samples, stride 1."""
-    stages = [Stage1d(64, 2, 5, 1, 1), Stage1d(128, 2, 5, 1, 2), Stage1d(128, 2, 3, 1, 4)]
-    return ResNet1D(in_channels=in_channels, num_classes=num_classes, stages=stages, dropout=dropout)
+def resnet1d_har(*, in_channels: int = 6, num_classes: int = 6, dropout: float = 0.2, width: int = 32) -> ResNet1D:
+    """ResNet1D for 50 Hz IMU windows: 6 residual blocks, receptive field 87 samples, stride 1.
+
+    Stages of ``width``, ``2 width`` and ``2 width`` channels (kernels 5, 5, 3; dilations 1, 2, 4). The default
+    ``width=32`` (146k parameters, 0.29 MFLOP per streamed sample) is as accurate on HAPT as ``width=64`` (580k
+    parameters, 4x the FLOPs) and streams 2-4x faster; see the README for the measured figures.
+    """
+    if width < 1:
+        raise ValueError(f"resnet1d_har: width must be >= 1, got {width}")
+    stages = [Stage1d(width, 2, 5, 1, 1), Stage1d(2 * width, 2, 5, 1, 2), Stage1d(2 * width, 2, 3, 1, 4)]
+    return ResNet1D(in_channels=in_channels, num_classes=num_classes, stages=stages, stem_width=width, dropout=dropout)
 
 
 @register_model
