@@ -79,6 +79,11 @@ def test_fit_resume_test_and_load(workdir: Path, monkeypatch: pytest.MonkeyPatch
     assert set(metrics["per_class"]) == {"Badminton", "Running", "Standing", "Walking"}
     assert (report_dir / "confusion_matrix.png").stat().st_size > 1000
     assert sum(map(sum, metrics["confusion_matrix"])) > 0
+    # window accuracy per test subject: it covers every test window and averages back to the overall accuracy
+    per_subject = metrics["per_subject"].values()
+    windows = sum(m["windows"] for m in per_subject)
+    assert windows == sum(map(sum, metrics["confusion_matrix"]))
+    assert sum(m["acc"] * m["windows"] for m in per_subject) / windows == pytest.approx(metrics["test/acc"], abs=1e-6)
 
     loaded = load_checkpoint(second / "checkpoints" / "last.ckpt")
     assert sorted(loaded.class_names) == ["Badminton", "Running", "Standing", "Walking"]

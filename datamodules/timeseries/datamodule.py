@@ -423,6 +423,16 @@ class HDF5WindowDataModule(L.LightningDataModule):
                 out.append(TestRecording(r.id, i, r.subject, samples, r.labels))
         return out
 
+    def group_info(self) -> dict[int, dict[str, Any]]:
+        """What each batch ``group`` index stands for: ``{group: {"recording": id, "subject": subject id}}``.
+
+        The classification task uses it to report test accuracy per recording and per subject.
+        """
+        if self._recordings is None:
+            self.setup("test")
+        assert self._recordings is not None
+        return {i: {"recording": r.id, "subject": int(r.subject)} for i, r in enumerate(self._recordings)}
+
     # ------------------------------------------------------------------------------------------ checkpoint
     def export_metadata(self) -> dict[str, Any]:
         """What a deployed model needs to be fed like in training (stored in checkpoints by the task)."""

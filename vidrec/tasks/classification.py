@@ -207,8 +207,34 @@ class Classification(LightningModule):
             metrics["test/group_acc_top5"] = float((top == group_target[:, None]).any(dim=1).float().mean())
         return metrics
 
+    def _per_subject(self) -> dict[str, dict[str, float]]:
+        """Window (clip) accuracy per subject, when the datamodule says which subject each group belongs to.
+
+        Subject shift is the main error source of wearable HAR (a subject who wears the phone differently); this
+        shows it in every test report. Empty when batches carry no ``group`` or the datamodule has no ``group_info``.
+        """
+        datamodule = getattr(self.trainer, "datamodule", None)
+        info_fn = getattr(datamodule, "group_info", None)
+        if not self._group_scores or not callable(info_fn):
+            return {}
+        groups = torch.cat([g for g, _, _ in self._group_scores])
+        correct = torch.cat([(p.argmax(dim=1) == t) for _, p, t in self._group_scores])
+        if self.trainer.world_size > 1:
+            groups, correct = (cast(Tensor, self.all_gather(t)).flatten(0, 1) for t in (groups, correct))
+        info = info_fn()
+        per: dict[str, list[int]] = {}
+        for g, ok in zip(groups.tolist(), correct.tolist(), strict=True):
+            entry = info.get(int(g))
+            if entry is None or "subject" not in entry:
+                return {}
+            counts = per.setdefault(str(entry["subject"]), [0, 0])
+            counts[0] += int(ok)
+            counts[1] += 1
+        return {k: {"acc": c / n, "windows": float(n)} for k, (c, n) in sorted(per.items(), key=lambda kv: kv[0])}
+
     def on_test_epoch_end(self) -> None:
         per_class = self.test_per_class.compute()
+        per_subject = self._per_subject()
         group = self._group_metrics()
         for key, value in group.items():
             self.log(key, value, rank_zero_only=True)
@@ -221,6 +247,7 @@ class Classification(LightningModule):
                 name: {"acc": _finite(per_class["acc"][i]), "f1": _finite(per_class["f1"][i])}
                 for i, name in enumerate(names)
             },
+            **({"per_subject": per_subject} if per_subject else {}),
             "confusion_matrix": per_class["confusion"].tolist(),
             "class_names": names,
         }

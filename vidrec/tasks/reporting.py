@@ -63,4 +63,9 @@ def format_test_report(results: dict[str, Any]) -> str:
         acc = "-" if m["acc"] is None else f"{m['acc']:.2%}"
         f1 = "-" if m["f1"] is None else f"{m['f1']:.2%}"
         lines.append(f"{name:<24} {acc:>8} {f1:>8}")
+    if results.get("per_subject"):
+        lines.append("")
+        lines.append("accuracy per test subject (windows):")
+        cells = [f"{s}: {m['acc']:.1%} ({int(m['windows'])})" for s, m in results["per_subject"].items()]
+        lines.extend("  " + ", ".join(cells[i : i + 5]) for i in range(0, len(cells), 5))
     return "\n".join(lines)
