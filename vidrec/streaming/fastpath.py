@@ -255,6 +255,10 @@ def _lower_conv1d(p: _Program, m: TemporalWindowOp, conv: nn.Conv1d, x: _Value) 
             flat = f"{taps}.view(-1, {k * c_in})"
         out = p.buffer((c_out,))
         p.emit(f"{y} = {mm}{flat}, {wt}, out={out}).unsqueeze(1)")
+    elif conv.groups == 1 and k == 1 and s == 1:
+        # a strideless 1-tap conv (projection shortcut): a linear map of the channels, no im2col copy
+        b = "None" if conv.bias is None else bias
+        p.emit(f"{y} = F.linear({buf}, {p.const(weight[:, :, 0].contiguous(), 'w')}, {b})")  # (B, n, C) -> (B, n, O)
     elif conv.groups == 1:
         # im2col: (B, L, C) -> (B, n_out, C, r) -> taps (B, n_out, C, k) -> (B*n_out, C*k) @ (C*k, O) -> (B, n_out, O)
         wt = p.const(weight.reshape(c_out, c_in * k).t().contiguous(), "w")
