@@ -76,3 +76,58 @@ def test_pretrained_loads_matching_weights_and_skips_new_head(tmp_path: Path) ->
     assert not torch.equal(dst[1].bias, src[1].bias[:3])
     with pytest.raises(FileNotFoundError, match="missing.pth"):
         load_pretrained_weights(dst, str(tmp_path / "missing.pth"))
+
+
+class _Scores(Dataset):
+    """Fixed random 8-class scores and labels: top-1, macro-F1 and top-5 accuracy all differ."""
+
+    def __init__(self, n: int = 96) -> None:
+        gen = torch.Generator().manual_seed(0)
+        self.x = torch.randn(n, 8, generator=gen)
+        self.y = torch.randint(0, 8, (n,), generator=gen)
+        # the first batch is one class, all right (loaders in file order start like this): top-1 and top-5 statistics
+        # coincide on it, which made torchmetrics' compute groups merge macro-F1 with top-5 accuracy for good
+        self.y[:32] = 0
+        self.x[:32] = 5.0 * torch.eye(8)[0]
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        return {"inputs": self.x[i], "target": self.y[i]}
+
+
+def test_logged_validation_and_test_metrics_equal_their_definitions(tmp_path: Path) -> None:
+    from torchmetrics.functional.classification import multiclass_accuracy, multiclass_f1_score
+
+    data = _Scores()
+    loader = DataLoader(data, batch_size=32)
+    expected = {
+        "acc": float(multiclass_accuracy(data.x, data.y, 8, average="micro")),
+        "f1_macro": float(multiclass_f1_score(data.x, data.y, 8, average="macro")),
+        "acc_top5": float(multiclass_accuracy(data.x, data.y, 8, top_k=5, average="micro")),
+    }
+    assert len({round(v, 6) for v in expected.values()}) == 3  # the three figures differ on this data
+    identity = nn.Linear(8, 8)
+    with torch.no_grad():
+        identity.weight.copy_(torch.eye(8))
+        identity.bias.zero_()
+    task = Classification(identity, optimizer=lambda params: torch.optim.SGD(params, lr=0.0), num_classes=8)
+    trainer = L.Trainer(
+        accelerator="cpu",
+        logger=False,
+        enable_progress_bar=False,
+        enable_checkpointing=False,
+        default_root_dir=tmp_path,
+        enable_model_summary=False,
+        max_epochs=3,
+    )
+    trainer.fit(task, loader, loader)  # validation after each epoch (and the sanity check) must not mix metrics
+    for name, value in expected.items():
+        assert float(trainer.callback_metrics[f"val/{name}"]) == pytest.approx(value, abs=1e-6), name
+    trainer.validate(task, loader, verbose=False)
+    for name, value in expected.items():
+        assert float(trainer.callback_metrics[f"val/{name}"]) == pytest.approx(value, abs=1e-6), name
+    trainer.test(task, loader, verbose=False)
+    for name, value in expected.items():
+        assert task.test_results[f"test/{name}"] == pytest.approx(value, abs=1e-6), name

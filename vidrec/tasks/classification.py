@@ -97,7 +97,10 @@ class Classification(LightningModule):
             }
             if k > 5:
                 metrics["acc_top5"] = MulticlassAccuracy(k, top_k=5, average="micro")
-            return MetricCollection(metrics)
+            # no compute groups: torchmetrics merges metrics whose states are equal after the FIRST update, and a
+            # first batch of one class (loaders in file order) makes top-5 and top-1 statistics coincide, so
+            # macro-F1 would report top-5 figures for the rest of the run
+            return MetricCollection(metrics, compute_groups=False)
 
         self.train_metrics = MetricCollection({"acc": MulticlassAccuracy(k, average="micro")}, prefix="train/")
         self.val_metrics = scalar_metrics().clone(prefix="val/")
@@ -107,7 +110,8 @@ class Classification(LightningModule):
                 "acc": MulticlassAccuracy(k, average=None),
                 "f1": MulticlassF1Score(k, average=None),
                 "confusion": MulticlassConfusionMatrix(k),
-            }
+            },
+            compute_groups=False,
         )
 
     def setup(self, stage: str) -> None:
