@@ -1,13 +1,19 @@
 """CPU throughput of vidrec's video models against torchvision's, and streaming cost per frame.
 
 Measures, in one run, with ``torch.set_num_threads(threads)`` and models timed round-robin (so machine load hits
-all of them alike): forward clips/s and training-step clips/s (forward, cross-entropy, backward, SGD step) at batch 1
-and a small batch on ``16 x 112 x 112`` clips for our ``r2plus1d_18`` (SAME, loaded with torchvision's weights, and
-VALID), ``p3d63`` (VALID), torchvision's ``r2plus1d_18`` and ``r3d_18``; the max abs difference between our SAME
-model and torchvision's; and, for the VALID models, the time of one streaming step of one frame against recomputing
-a 16-frame window at batch 1.
+all of them alike), on ``16 x 112 x 112`` clips and the same input tensor for every model:
 
-Usage: ``python tools/bench_video_models.py [--threads 2] [--repeats 5] [--batch 2] [--skip-train]``
+* forward clips/s (eval, no grad) at batch 1 and ``--batch``;
+* training-step clips/s at ``--train-batch`` (train mode: forward, cross-entropy, backward, SGD momentum step),
+  printed as its own table with the ratio to torchvision's ``r2plus1d_18``;
+
+for our ``r2plus1d_18`` (SAME, loaded with torchvision's weights, and VALID), ``p3d63`` (VALID), torchvision's
+``r2plus1d_18`` and ``r3d_18``; the max abs difference between our SAME model and torchvision's; and, for the VALID
+models, the time of one streaming step of one frame against recomputing a 16-frame window at batch 1.
+All figures are medians over ``--repeats`` rounds (training: ``--train-repeats``) after one warm-up call each.
+
+Usage: ``python tools/bench_video_models.py [--threads 2] [--repeats 5] [--batch 2] [--train-batch 2]
+[--train-repeats 3] [--skip-train]``
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ import torchvision
 from torch import nn
 
 from vidrec.layers.conv2plus1d import TemporalPadding
+from vidrec.models._base import StreamableClassifier
 from vidrec.models.p3d import p3d63
 from vidrec.models.r2plus1d import load_torchvision_r2plus1d, r2plus1d_18
 
@@ -65,9 +72,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--batch", type=int, default=2, help="the small batch besides batch 1")
-    parser.add_argument("--skip-train", action="store_true", help="skip the (slow) training-step measurements")
+    parser.add_argument("--batch", type=int, default=2, help="forward: the small batch besides batch 1")
+    parser.add_argument("--train-batch", type=int, default=2, help="training step: clips per step (>= 2 for BN)")
+    parser.add_argument("--train-repeats", type=int, default=3, help="training step: timed rounds (median)")
+    parser.add_argument("--skip-train", action="store_true", help="skip the (slow) training-step measurement")
     args = parser.parse_args()
+    if min(args.batch, args.train_batch, args.repeats, args.train_repeats) < 1:
+        raise ValueError("--batch, --train-batch, --repeats and --train-repeats must be >= 1")
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
 
@@ -88,33 +99,39 @@ def main() -> None:
     print(f"threads={args.threads} repeats={args.repeats} input 3x{FRAMES}x{SIZE}x{SIZE}; medians, round-robin")
     print(f"max |ours r2plus1d_18 SAME - torchvision r2plus1d_18| (eval, same weights): {diff:.2e}")
 
-    results: dict[tuple[str, str], float] = {}
-    for batch in (1, args.batch):
-        x = torch.randn(batch, 3, FRAMES, SIZE, SIZE)
-        fwd = _round_robin({k: _forward(m, x) for k, m in models.items()}, args.repeats)
-        for k, s in fwd.items():
-            results[(k, f"fwd b{batch}")] = batch / s
-    for m in models.values():
-        m.train()
-    for batch in () if args.skip_train else (1, args.batch):
-        x = torch.randn(batch, 3, FRAMES, SIZE, SIZE)
-        train = _round_robin({k: _train_step(m, x) for k, m in models.items()}, max(args.repeats // 2, 2))
-        for k, s in train.items():
-            results[(k, f"train b{batch}")] = batch / s
-    for m in models.values():
-        m.eval()
-
-    cols = ["fwd b1", f"fwd b{args.batch}", "train b1", f"train b{args.batch}"]
-    print(f"\n{'clips/s':26s}" + "".join(f"{c:>11s}" for c in cols))
+    forward: dict[tuple[str, int], float] = {}  # (model, batch) -> clips/s
+    fwd_batches = sorted({1, args.batch})
+    for batch in fwd_batches:
+        x = torch.randn(batch, 3, FRAMES, SIZE, SIZE)  # (B, C, T, H, W), the same tensor for every model
+        for k, s in _round_robin({k: _forward(m, x) for k, m in models.items()}, args.repeats).items():
+            forward[(k, batch)] = batch / s
+    print("\nforward, eval, no grad (clips/s)")
+    print(f"{'model':26s}" + "".join(f"{f'batch {b}':>11s}" for b in fwd_batches))
     for k in models:
-        print(f"{k:26s}" + "".join(f"{results.get((k, c), float('nan')):11.2f}" for c in cols))
-    base = results[("torchvision r2plus1d_18", "fwd b1")]
+        print(f"{k:26s}" + "".join(f"{forward[(k, b)]:11.2f}" for b in fwd_batches))
+    base = forward[("torchvision r2plus1d_18", 1)]
     for k in ("ours r2plus1d_18 SAME", "ours r2plus1d_18 VALID"):
-        print(f"forward speed-up at batch 1, {k} vs torchvision r2plus1d_18: {results[(k, 'fwd b1')] / base:.2f}x")
+        print(f"forward speed-up at batch 1, {k} vs torchvision r2plus1d_18: {forward[(k, 1)] / base:.2f}x")
+
+    if not args.skip_train:
+        batch = args.train_batch
+        x = torch.randn(batch, 3, FRAMES, SIZE, SIZE)  # (B, C, T, H, W), the same tensor for every model
+        for m in models.values():
+            m.train()
+        steps = _round_robin({k: _train_step(m, x) for k, m in models.items()}, args.train_repeats)
+        for m in models.values():
+            m.eval()
+        base_s = steps["torchvision r2plus1d_18"]
+        print(f"\ntraining step at batch {batch}: forward + cross-entropy + backward + SGD step, train mode")
+        print(f"{'model':26s}{'clips/s':>11s}{'s/step':>11s}{'vs tv r2p':>11s}")
+        for k, s in steps.items():
+            print(f"{k:26s}{batch / s:11.2f}{s:11.3f}{base_s / s:10.2f}x")
 
     print("\nstreaming one frame vs recomputing a 16-frame window (batch 1, eval)")
     for name in ("ours r2plus1d_18 VALID", "ours p3d63 VALID"):
         model = models[name]
+        if not isinstance(model, StreamableClassifier):
+            raise TypeError(f"{name} is a {type(model).__name__}, expected a vidrec StreamableClassifier")
         features = model.features
         model.pool.positions = features.output_length(FRAMES)
         frame = torch.randn(1, 3, 1, SIZE, SIZE)
@@ -123,7 +140,7 @@ def main() -> None:
             pool_state = model.pool.stream_state(features.stream_step(frame, state)[0])
         holder = {"state": state, "pool": pool_state}
 
-        def step(model: nn.Module = model, frame: torch.Tensor = frame, holder: dict = holder) -> None:
+        def step(model: StreamableClassifier = model, frame: torch.Tensor = frame, holder: dict = holder) -> None:
             with torch.no_grad():
                 y, holder["state"] = model.features.stream_step(frame, holder["state"])
                 pooled, holder["pool"] = model.pool.stream_step(y, holder["pool"])

@@ -19,7 +19,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
     )
     synthetic.add_argument("--out", type=Path, required=True, help="output folder")
     synthetic.add_argument("--classes", type=int, default=8, help="number of classes (1-8)")
-    synthetic.add_argument("--videos-per-class", type=int, default=40, help="videos per class (1 in 4 is test)")
+    synthetic.add_argument(
+        "--videos-per-class",
+        type=int,
+        default=100,
+        help="videos per class, every fourth is test (100: the set the config is tuned on)",
+    )
     synthetic.add_argument("--frames", type=int, default=32, help="frames per video")
     synthetic.add_argument("--size", type=int, default=64, help="frame height and width (even)")
     synthetic.add_argument("--fps", type=int, default=25, help="frame rate")
