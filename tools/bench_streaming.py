@@ -8,7 +8,10 @@ Prints, measured in one run with ``torch.set_num_threads(--threads)`` (default 2
 * batched throughput: samples/s and the number of concurrent 50 Hz streams served (= samples/s / 50) at hop 1 and
   16 for batches of 64, 256, 1024 streams;
 * the same for recomputing the whole window at every hop (folded model, torch);
-* the wall-clock speedup of streaming over recomputation at each batch (ideal: W / hop).
+* the wall-clock speedup of streaming over recomputation at each batch (ideal: W / hop);
+* with ``--processes N`` (N > 1): the same torch step served by N single-threaded worker processes at once, each
+  stepping its own shard of streams for ``--seconds``; the table sums their samples/s (how a server scales streams
+  over cores: one process per core, streams sharded by id).
 
 The batched table compares the torch and ONNX Runtime backends only (the numpy backend loops over streams in Python).
 ``--width`` sets resnet1d_har's width (default 32: 32-64 channels; 64 is the 580k-parameter variant).
@@ -20,6 +23,7 @@ Usage: ``python tools/bench_streaming.py [--model resnet1d_har] [--width 64] [--
 from __future__ import annotations
 
 import argparse
+import multiprocessing as mp
 import time
 
 import numpy as np
@@ -61,6 +65,40 @@ def recompute_seconds(model: torch.nn.Module, window: int, batch: int, channels:
         return median_seconds(lambda: folded(x), repeats)
 
 
+def _shard_worker(args: tuple[str, dict[str, int], int, int, int, float], out: mp.Queue[float]) -> None:
+    """One worker: step ``batch`` streams of its own for ``seconds``; put its samples/s on ``out``."""
+    name, kwargs, window, hop, batch, seconds = args
+    torch.set_num_threads(1)
+    model = build_model(name, **kwargs).eval()
+    rt = StreamingClassifier(model, window, hop, capacity=batch, backend=StepBackend.TORCH)
+    chunk = torch.randn(batch, rt.in_channels, hop)
+    for _ in range(3):
+        rt.step(chunk)
+    steps, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        rt.step(chunk)
+        steps += 1
+    out.put(steps * batch * hop / (time.perf_counter() - start))
+
+
+def sharded_samples_per_second(
+    name: str, kwargs: dict[str, int], window: int, hop: int, batch: int, processes: int, seconds: float
+) -> list[float]:
+    """Samples/s of each of ``processes`` concurrent single-threaded workers (``batch`` streams each)."""
+    ctx = mp.get_context("spawn")
+    out: mp.Queue[float] = ctx.Queue()
+    workers = [
+        ctx.Process(target=_shard_worker, args=((name, kwargs, window, hop, batch, seconds), out))
+        for _ in range(processes)
+    ]
+    for w in workers:
+        w.start()
+    rates = [out.get(timeout=600) for _ in workers]
+    for w in workers:
+        w.join()
+    return rates
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="resnet1d_har")
@@ -69,6 +107,8 @@ def main() -> None:
     parser.add_argument("--hops", type=int, nargs="+", default=[1, 16])
     parser.add_argument("--batches", type=int, nargs="+", default=[64, 256, 1024])
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--processes", type=int, default=1, help="> 1: also measure N single-thread worker processes")
+    parser.add_argument("--seconds", type=float, default=5.0, help="--processes: seconds each worker steps")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     kwargs = {"width": args.width} if args.width is not None else {}
@@ -114,6 +154,15 @@ def main() -> None:
                 f"{hop:>4} {batch:>6} {backend.value:>12} {step * 1e3:>9.2f} {samples:>11.0f} {samples / RATE:>9.0f} "
                 f"{rec * 1e3:>10.2f} {rec_samples / RATE:>15.0f} {rec / step:>8.1f} {w / hop:>9.0f}"
             )
+
+    if args.processes > 1:
+        print(f"\n== {args.processes} single-thread worker processes at once, each with its own batch of streams ==")
+        print(f"{'hop':>4} {'batch/proc':>10} {'samples/s per process':>30} {'total samples/s':>16} {'streams':>9}")
+        for hop in args.hops:
+            for batch in args.batches:
+                rates = sharded_samples_per_second(args.model, kwargs, w, hop, batch, args.processes, args.seconds)
+                per = " ".join(f"{r:.0f}" for r in rates)
+                print(f"{hop:>4} {batch:>10} {per:>30} {sum(rates):>16.0f} {sum(rates) / RATE:>9.0f}")
 
 
 if __name__ == "__main__":

@@ -3,10 +3,15 @@
 The eager streaming step walks the module tree and calls ``stream_step`` on every layer: for a small 1D model at a
 hop of one sample most of the time goes into Python and dispatcher overhead of ~60 small ops, not arithmetic.
 ``compile_stream_step`` lowers a configured (BatchNorm-folded, eval) model once into straight-line Python source of
-primitive tensor ops (``torch.cat`` of the state buffer and the chunk, one ``torch.addmm`` per convolution when it
-has a single new output position, in-place ReLU and residual adds), compiles it with ``exec`` and returns the
-function. The state tensors are exactly those of the layer protocol (same order, shapes and meaning), so the runtime's
-reset, grow, slot subsets and ONNX export are unchanged.
+primitive tensor ops, compiles it with ``exec`` and returns the function (run as a TorchScript trace).
+
+Values are held time-first, ``(T, B, C)``: a layer's buffer of past inputs and the new chunk are joined by one
+contiguous ``torch.cat``, and tap ``j`` of every output position of a convolution is the time slab
+``buf[j d : j d + n_out]``, viewed as an ``(n_out B, C)`` matrix without a copy, so a convolution is ``k``
+accumulating matmuls (``addmm`` then ``addmm_``) straight on the buffer: no im2col, no tap gathering. In-place ReLU and
+residual adds, preallocated outputs. The state tensors are those of the layer protocol (same order and meaning) held
+``(T, B, C)``; ``CompiledStep.to_compiled`` / ``to_protocol`` convert, and ``batch_axes`` tells the runtime where the
+slots are for reset, grow and slot subsets.
 
 Lowered modules: ``TemporalSequential``, ``TemporalResidual``, ``TemporalParallelSum``, ``TemporalWindowOp`` over
 ``nn.Conv1d``, ``TemporalAvgPoolHead`` on ``(B, C, T)``, ReLU/ReLU6/identity/dropout, ``nn.Linear``/``nn.Sequential``
@@ -63,9 +68,9 @@ class _Program:
     lines: list[str] = field(default_factory=list)
     consts: dict[str, object] = field(default_factory=dict)
     state_examples: list[Tensor] = field(default_factory=list)
-    time_major: list[bool] = field(default_factory=list)  # per state tensor: held as (B, T, C) instead of (B, C, T)
+    time_first: list[bool] = field(default_factory=list)  # per state tensor: held as (T, B, C) instead of (B, C, T)
     new_state: list[str] = field(default_factory=list)
-    buffers: list[tuple[int, ...]] = field(default_factory=list)  # per-sample shapes of preallocated outputs
+    buffers: list[tuple[int, ...]] = field(default_factory=list)  # shapes of preallocated outputs, -1 = the batch
     fresh: set[str] = field(default_factory=set)  # values allocated by the step itself (safe to return)
     probe: tuple[int, int] | None = None  # (state index, buffer index) of a new state tensor living in a buffer
     counter: int = 0
@@ -80,15 +85,15 @@ class _Program:
         self.consts[n] = obj
         return n
 
-    def take_state(self, examples: State, time_major: list[bool]) -> list[str]:
+    def take_state(self, examples: State, time_first: list[bool]) -> list[str]:
         """Names of the next ``len(examples)`` input state tensors."""
         start = len(self.state_examples)
         self.state_examples.extend(examples)
-        self.time_major.extend(time_major)
+        self.time_first.extend(time_first)
         return [f"s{start + i}" for i in range(len(examples))]
 
     def buffer(self, shape: tuple[int, ...]) -> str:
-        """Name of a preallocated ``(B, *shape)`` output buffer (ops write into it with ``out=``)."""
+        """Name of a preallocated output buffer of ``shape``, -1 marking the batch axis (ops write with ``out=``)."""
         self.buffers.append(tuple(int(v) for v in shape))
         return f"o{len(self.buffers) - 1}"
 
@@ -100,8 +105,8 @@ class CompiledStep:
     """A compiled streaming step: ``step(chunk, state) -> (logits, new_state)`` like ``model.stream_step``.
 
     The state list has the protocol's tensors in the protocol's order, but the buffers of lowered layers are held
-    time-major, ``(B, T, C)`` instead of ``(B, C, T)`` (contiguous rows make the per-hop copies cheap); convert with
-    ``to_compiled`` / ``to_protocol``. Axis 0 is the batch in both layouts, so per-slot indexing is the same.
+    time-first, ``(T, B, C)`` instead of ``(B, C, T)`` (see the module docstring); convert with ``to_compiled`` /
+    ``to_protocol``. ``batch_axes`` gives the batch axis of each compiled state tensor for per-slot indexing.
 
     Intermediate results and new state are written into two preallocated sets of buffers per batch size (no
     allocation per step): each call writes into the set that does not hold the incoming state, so a returned state
@@ -111,7 +116,8 @@ class CompiledStep:
     Attributes:
         source: The generated Python source (for inspection).
         num_opaque: Modules that were not lowered and are called through their own ``stream_step``/``forward``.
-        time_major: Per state tensor, True where the compiled layout is the transposed protocol layout.
+        time_first: Per state tensor, True where the compiled layout is ``(T, B, C)`` instead of the protocol's.
+        batch_axes: Per state tensor, the axis of the batch (slots) in the compiled layout.
         traced: True when the step runs as a TorchScript trace of the generated source.
     """
 
@@ -128,7 +134,8 @@ class CompiledStep:
         self._fn = fn
         self.source = source
         self.num_opaque = program.opaque
-        self.time_major = list(program.time_major)
+        self.time_first = list(program.time_first)
+        self.batch_axes = [1 if tf else 0 for tf in self.time_first]
         self.traced = False
         self._buffer_shapes = list(program.buffers)
         self._probe = probe  # (state index, buffer index) of one state tensor that lives in a step buffer
@@ -136,7 +143,8 @@ class CompiledStep:
         self._cache: dict[int, tuple[State, State]] = {}
 
     def _allocate(self, batch: int) -> State:
-        return [torch.empty((batch, *shape), dtype=self._dtype) for shape in self._buffer_shapes]
+        shapes = [tuple(batch if v == -1 else v for v in shape) for shape in self._buffer_shapes]
+        return [torch.empty(shape, dtype=self._dtype) for shape in shapes]
 
     def _buffers(self, batch: int, state: State) -> State:
         pair = self._cache.get(batch)
@@ -173,20 +181,20 @@ class CompiledStep:
 
     def to_compiled(self, state: State) -> State:
         """Protocol-layout state -> the compiled step's layout (copies)."""
-        return [t.transpose(1, 2).contiguous() if tm else t for t, tm in zip(state, self.time_major, strict=True)]
+        return [t.permute(2, 0, 1).contiguous() if tf else t for t, tf in zip(state, self.time_first, strict=True)]
 
     def to_protocol(self, state: State) -> State:
         """The compiled step's state -> protocol layout (views)."""
-        return [t.transpose(1, 2) if tm else t for t, tm in zip(state, self.time_major, strict=True)]
+        return [t.permute(1, 2, 0) if tf else t for t, tf in zip(state, self.time_first, strict=True)]
 
 
 def _to_protocol(x: _Value) -> str:
-    """Expression of ``x`` in the protocol layout ``(B, C, T)`` (values are held time-major, ``(B, T, C)``)."""
-    return f"{x.name}.transpose(1, 2)" if x.example.dim() == 3 else x.name
+    """Expression of ``x`` in the protocol layout ``(B, C, T)`` (values are held time-first, ``(T, B, C)``)."""
+    return f"{x.name}.permute(1, 2, 0)" if x.example.dim() == 3 else x.name
 
 
 def _from_protocol(name: str, example: Tensor) -> str:
-    return f"{name}.transpose(1, 2)" if example.dim() == 3 else name
+    return f"{name}.permute(2, 0, 1)" if example.dim() == 3 else name
 
 
 def _lower_opaque(p: _Program, m: nn.Module, x: _Value) -> _Value:
@@ -228,45 +236,42 @@ def _lower_conv1d(p: _Program, m: TemporalWindowOp, conv: nn.Conv1d, x: _Value) 
     c_in, c_out = conv.in_channels, conv.out_channels
     buf = p.name("b")
     if keep:
-        out = p.buffer((length, c_in))
+        out = p.buffer((length, -1, c_in))
         if p.probe is None:
             p.probe = (len(p.state_examples) - 1, len(p.buffers) - 1)
-        p.emit(f"{buf} = torch.cat([{s_name}, {x.name}], 1, out={out})")  # (B, keep + n, C)
-        p.new_state.append(f"{buf}[:, {length - keep}:]")
+        p.emit(f"{buf} = torch.cat([{s_name}, {x.name}], 0, out={out})")  # (keep + n, B, C)
+        p.new_state.append(f"{buf}[{length - keep}:]")
     else:
         p.emit(f"{buf} = {x.name}")
         p.new_state.append(s_name)
     surplus = (length - r) % s
     n_out = (length - r) // s + 1
     if surplus:
-        p.emit(f"{buf} = {buf}[:, {surplus}:]")
+        p.emit(f"{buf} = {buf}[{surplus}:]")
     y = p.name("v")
     d, k = conv.dilation[0], conv.kernel_size[0]
     weight = conv.weight.detach()  # (O, C, k)
-    bias = "None" if conv.bias is None else p.const(conv.bias.detach(), "b")
-    mm = "torch.mm(" if conv.bias is None else f"torch.addmm({bias}, "
-    if conv.groups == 1 and n_out == 1:
-        # one output position: (B, r, C) -> taps (B, k, C) -> (B, k*C) @ (k*C, O) -> (B, 1, O)
-        wt = p.const(weight.permute(0, 2, 1).reshape(c_out, k * c_in).t().contiguous(), "w")
-        flat = f"{buf}.reshape(-1, {k * c_in})"
-        if d > 1:
-            taps, idx = p.buffer((k, c_in)), p.const(torch.arange(0, r, d), "i")
-            p.emit(f"torch.index_select({buf}, 1, {idx}, out={taps})")  # (B, r, C) -> (B, k, C)
-            flat = f"{taps}.view(-1, {k * c_in})"
-        out = p.buffer((c_out,))
-        p.emit(f"{y} = {mm}{flat}, {wt}, out={out}).unsqueeze(1)")
-    elif conv.groups == 1 and k == 1 and s == 1:
-        # a strideless 1-tap conv (projection shortcut): a linear map of the channels, no im2col copy
-        b = "None" if conv.bias is None else bias
-        p.emit(f"{y} = F.linear({buf}, {p.const(weight[:, :, 0].contiguous(), 'w')}, {b})")  # (B, n, C) -> (B, n, O)
-    elif conv.groups == 1:
-        # im2col: (B, L, C) -> (B, n_out, C, r) -> taps (B, n_out, C, k) -> (B*n_out, C*k) @ (C*k, O) -> (B, n_out, O)
-        wt = p.const(weight.reshape(c_out, c_in * k).t().contiguous(), "w")
-        taps = f"{buf}.unfold(1, {r}, {s})" + (f"[..., ::{d}]" if d > 1 else "")
-        p.emit(f"{y} = {mm}{taps}.reshape(-1, {c_in * k}), {wt}).unflatten(0, (-1, {n_out}))")
+    bias = None if conv.bias is None else p.const(conv.bias.detach(), "b")
+    if conv.groups == 1:
+        # output o, tap j reads input row o*s + j*d: the slab buf[j*d : j*d + (n_out-1)*s + 1 : s], (n_out, B, C),
+        # viewed as (n_out*B, C) without a copy when s == 1; k accumulating matmuls -> (n_out*B, O)
+        ob = p.buffer((n_out, -1, c_out))
+        for j in range(k):
+            stop = j * d + (n_out - 1) * s + 1
+            rows = f"{buf}[{j * d}:{stop}" + (f":{s}]" if s > 1 else "]")
+            mat, wj = f"{rows}.reshape(-1, {c_in})", p.const(weight[:, :, j].t().contiguous(), "w")
+            if j == 0 and bias is not None:
+                p.emit(f"{y} = torch.addmm({bias}, {mat}, {wj}, out={ob}.view(-1, {c_out}))")
+            elif j == 0:
+                p.emit(f"{y} = torch.mm({mat}, {wj}, out={ob}.view(-1, {c_out}))")
+            else:
+                p.emit(f"{y}.addmm_({mat}, {wj})")
+        p.emit(f"{y} = {ob}")  # (n_out, B, O)
     else:
         w = p.const(weight, "w")
-        p.emit(f"{y} = F.conv1d({buf}.transpose(1, 2), {w}, {bias}, {s}, 0, {d}, {conv.groups}).transpose(1, 2)")
+        b = "None" if bias is None else bias
+        conv_call = f"F.conv1d({buf}.permute(1, 2, 0), {w}, {b}, {s}, 0, {d}, {conv.groups})"
+        p.emit(f"{y} = {conv_call}.permute(2, 0, 1)")
     ex_out, _ = m.stream_step(x.example, ex_state)
     return _Value(y, ex_out, owned=True)
 
@@ -310,9 +315,9 @@ def _lower(p: _Program, m: nn.Module, x: _Value) -> _Value:
         n = x.example.shape[2]
         buf, pooled = p.name("b"), p.name("v")
         c, positions = x.example.shape[1], ex_state[0].shape[2]
-        out = p.buffer((positions + n, c))
-        p.emit(f"{buf} = torch.cat([{s_name}, {x.name}], 1, out={out})[:, {n}:]")  # (B, P + n, C) -> (B, P, C)
-        p.emit(f"{pooled} = torch.mean({buf}, 1, out={p.buffer((c,))})")  # (B, C)
+        out = p.buffer((positions + n, -1, c))
+        p.emit(f"{buf} = torch.cat([{s_name}, {x.name}], 0, out={out})[{n}:]")  # (P + n, B, C) -> (P, B, C)
+        p.emit(f"{pooled} = torch.mean({buf}, 0, out={p.buffer((-1, c))})")  # (B, C)
         p.new_state.append(buf)
         return _Value(pooled, m.stream_step(x.example, ex_state)[0], owned=True)
     if isinstance(m, TemporalModule):
@@ -394,7 +399,7 @@ def compile_stream_step(model: nn.Module, chunk: Tensor, *, trace: bool = True, 
     n_state = len(p.state_examples)
     if out.name not in p.fresh:
         p.emit(f"{out.name} = {out.name}.clone()")  # logits never alias a step buffer
-    header = ["def step(x, state, bufs):", "    x = x.transpose(1, 2)  # (B, C, hop) -> (B, hop, C)"]
+    header = ["def step(x, state, bufs):", "    x = x.permute(2, 0, 1)  # (B, C, hop) -> (hop, B, C)"]
     if n_state:
         header.append(f"    ({', '.join(f's{i}' for i in range(n_state))},) = state")
     if p.buffers:

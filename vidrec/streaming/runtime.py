@@ -233,8 +233,8 @@ class StreamingClassifier:
             fresh = [t.clone() for t in fresh]
             if self._compiled is not None:
                 fresh = self._compiled.to_compiled(fresh)
-            for new, old in zip(fresh, self._state):
-                new[: self.capacity] = old
+            for new, old, axis in zip(fresh, self._state, self._batch_axes()):
+                new.narrow(axis, 0, self.capacity).copy_(old)
         self._state = fresh
         self.samples_seen = np.concatenate([self.samples_seen, np.zeros(capacity - self.capacity, dtype=np.int64)])
         self.capacity = capacity
@@ -254,9 +254,13 @@ class StreamingClassifier:
                 self.samples_seen[:] = 0
                 return
             idx = torch.as_tensor(np.asarray(slots, dtype=np.int64))
-            for t in self._state:
-                t.index_fill_(0, idx, 0.0)
+            for t, axis in zip(self._state, self._batch_axes()):
+                t.index_fill_(axis, idx, 0.0)
         self.samples_seen[idx.numpy()] = 0
+
+    def _batch_axes(self) -> list[int]:
+        """The slot axis of each state tensor (the compiled step holds some time-first: ``(T, B, C)``)."""
+        return self._compiled.batch_axes if self._compiled is not None else [0] * len(self._state)
 
     def _torch_step(self, chunk: Tensor, state: State) -> tuple[Tensor, State]:
         return self.model.stream_step(chunk, state)  # type: ignore[operator]
@@ -291,10 +295,11 @@ class StreamingClassifier:
                 if full:
                     logits, self._state = self._step_fn(x, self._state)
                 else:
-                    sub = [t.index_select(0, idx) for t in self._state]  # (n, ...) per state tensor
+                    axes = self._batch_axes()
+                    sub = [t.index_select(a, idx) for t, a in zip(self._state, axes)]  # n slots per state tensor
                     logits, new = self._step_fn(x, sub)
-                    for t, u in zip(self._state, new):
-                        t.index_copy_(0, idx, u)
+                    for t, u, a in zip(self._state, new, axes):
+                        t.index_copy_(a, idx, u)
         self.samples_seen[slot_idx] += self.hop
         return StepResult(logits=logits, ready=self.samples_seen[slot_idx] >= self.warmup, slots=slot_idx)
 
