@@ -8,7 +8,9 @@ all of them alike), on ``16 x 112 x 112`` clips and the same input tensor for ev
   printed as its own table with the ratio to torchvision's ``r2plus1d_18``;
 
 for our ``r2plus1d_18`` (SAME, loaded with torchvision's weights, and VALID), ``p3d63`` (VALID), torchvision's
-``r2plus1d_18`` and ``r3d_18``; the max abs difference between our SAME model and torchvision's; and, for the VALID
+``r2plus1d_18`` and ``r3d_18``, plus (forward only) our SAME model with BatchNorm folded into its convolutions as
+deployed inference runs it (``vidrec.streaming.fold_batchnorm``); the max abs difference between our SAME models and
+torchvision's; and, for the VALID
 models, the time of one streaming step of one frame against recomputing a 16-frame window at batch 1.
 All figures are medians over ``--repeats`` rounds (training: ``--train-repeats``) after one warm-up call each.
 
@@ -31,6 +33,7 @@ from vidrec.layers.conv2plus1d import TemporalPadding
 from vidrec.models._base import StreamableClassifier
 from vidrec.models.p3d import p3d63
 from vidrec.models.r2plus1d import load_torchvision_r2plus1d, r2plus1d_18
+from vidrec.streaming.optimize import fold_batchnorm
 
 FRAMES, SIZE = 16, 112
 
@@ -94,23 +97,28 @@ def main() -> None:
     x1 = torch.randn(1, 3, FRAMES, SIZE, SIZE)
     for m in models.values():
         m.eval()
+    # inference only: BatchNorm folded into the convolutions (vidrec.streaming.fold_batchnorm), equal to rounding
+    folded_name = "ours SAME, BN folded"
+    inference = {**models, folded_name: fold_batchnorm(ours_same)}
     with torch.no_grad():
         diff = (ours_same(x1) - tv_r2p(x1)).abs().max().item()
+        diff_folded = (inference[folded_name](x1) - tv_r2p(x1)).abs().max().item()
     print(f"threads={args.threads} repeats={args.repeats} input 3x{FRAMES}x{SIZE}x{SIZE}; medians, round-robin")
     print(f"max |ours r2plus1d_18 SAME - torchvision r2plus1d_18| (eval, same weights): {diff:.2e}")
+    print(f"max |{folded_name} - torchvision r2plus1d_18|: {diff_folded:.2e}")
 
     forward: dict[tuple[str, int], float] = {}  # (model, batch) -> clips/s
     fwd_batches = sorted({1, args.batch})
     for batch in fwd_batches:
         x = torch.randn(batch, 3, FRAMES, SIZE, SIZE)  # (B, C, T, H, W), the same tensor for every model
-        for k, s in _round_robin({k: _forward(m, x) for k, m in models.items()}, args.repeats).items():
+        for k, s in _round_robin({k: _forward(m, x) for k, m in inference.items()}, args.repeats).items():
             forward[(k, batch)] = batch / s
     print("\nforward, eval, no grad (clips/s)")
     print(f"{'model':26s}" + "".join(f"{f'batch {b}':>11s}" for b in fwd_batches))
-    for k in models:
+    for k in inference:
         print(f"{k:26s}" + "".join(f"{forward[(k, b)]:11.2f}" for b in fwd_batches))
     base = forward[("torchvision r2plus1d_18", 1)]
-    for k in ("ours r2plus1d_18 SAME", "ours r2plus1d_18 VALID"):
+    for k in ("ours r2plus1d_18 SAME", folded_name, "ours r2plus1d_18 VALID"):
         print(f"forward speed-up at batch 1, {k} vs torchvision r2plus1d_18: {forward[(k, 1)] / base:.2f}x")
 
     if not args.skip_train:

@@ -128,6 +128,23 @@ def test_folding_removes_every_batchnorm_and_keeps_outputs(tiny_model: nn.Module
         torch.testing.assert_close(folded(x), tiny_model(x), atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("padding", ["same", "valid"])
+def test_folding_reaches_every_batchnorm_of_a_video_resnet(padding: str) -> None:
+    # BN after the temporal conv of a Conv2Plus1d (its last child) and inside named containers is folded too
+    from vidrec.models.r2plus1d import R2Plus1d, R2Plus1dStage
+
+    torch.manual_seed(0)
+    stages = [R2Plus1dStage(1, 8, 1, 1, (3, 3)), R2Plus1dStage(1, 16, 2, 2 if padding == "same" else 1, (3, 1))]
+    model = randomize_batchnorm(
+        R2Plus1d(stages=stages, num_classes=4, stem_channels=(8, 8), stem_temporal_kernel=3, temporal_padding=padding)
+    ).eval()
+    folded = fold_batchnorm(model)
+    assert count_batchnorm(model) > 0 and count_batchnorm(folded) == 0
+    x = torch.randn(2, 3, 12, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(folded(x), model(x), atol=1e-4, rtol=1e-4)
+
+
 def test_folding_the_linear_head_keeps_logits_and_shrinks_the_pool_state(tiny_model: nn.Module) -> None:
     folded = fold_batchnorm(tiny_model)
     k = tiny_model.classifier[-1].out_features

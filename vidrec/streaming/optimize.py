@@ -15,12 +15,14 @@ features. The pool buffer is the largest state of a 1D model (``positions x C``:
 from __future__ import annotations
 
 import copy
+from typing import cast
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from vidrec.layers.temporal import TemporalAvgPoolHead, TemporalSequential, TemporalWindowOp
+from vidrec.layers.conv2plus1d import NamedTemporalSequential
+from vidrec.layers.temporal import TemporalAvgPoolHead, TemporalSequential
 
 __all__ = ["fold_batchnorm", "count_batchnorm", "fold_linear_head"]
 
@@ -30,39 +32,70 @@ _DROPOUT = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d)
 
 
 def _conv_of(module: nn.Module) -> tuple[nn.Module, str] | None:
-    """``(owner, attribute)`` holding the convolution that ``module`` ends with, or None."""
-    if isinstance(module, TemporalWindowOp) and isinstance(module.op, _CONV):
+    """``(owner, attribute)`` holding the convolution that ``module``'s output comes from, or None.
+
+    Looks through wrappers with an ``op`` (``TemporalWindowOp``, ``SameTemporalConv``) and into the last child of
+    sequential containers (``TemporalSequential``, ``NamedTemporalSequential`` such as ``Conv2Plus1d``).
+    """
+    op = getattr(module, "op", None)
+    if isinstance(op, _CONV):
         return module, "op"
+    if isinstance(module, TemporalSequential):
+        module = module.layers
+    if isinstance(module, (NamedTemporalSequential, nn.Sequential, nn.ModuleList)):
+        children = list(module.named_children())
+        if not children:
+            return None
+        name, last = children[-1]
+        if isinstance(last, _CONV):
+            return module, name
+        return _conv_of(last)
     return None
 
 
-def _fold_in_sequence(children: nn.ModuleList | nn.Sequential) -> int:
-    """Fold ``conv, bn`` pairs among consecutive children in place; returns the number folded."""
+def _fuse(conv: nn.Module, bn: nn.Module) -> nn.Module:
+    """``fuse_conv_bn_eval`` keeping the convolution's class and the memory format of its weight."""
+    weight = cast(Tensor, conv.weight)
+    channels_last = weight.dim() == 5 and weight.is_contiguous(memory_format=torch.channels_last_3d)
+    fused = fuse_conv_bn_eval(conv, bn)  # type: ignore[arg-type,type-var]
+    fused_weight = cast(Tensor, fused.weight)
+    if channels_last and not fused_weight.is_contiguous(memory_format=torch.channels_last_3d):
+        fused_weight.data = fused_weight.data.contiguous(memory_format=torch.channels_last_3d)
+    return fused
+
+
+def _fold_in_sequence(container: nn.Module) -> int:
+    """Fold ``conv, bn`` pairs among consecutive children of ``container`` in place; returns the number folded."""
     folded = 0
-    for i in range(len(children) - 1):
-        bn = children[i + 1]
-        if not isinstance(bn, _BN) or not bn.track_running_stats:
+    children = list(container.named_children())
+    for (_, prev), (bn_name, bn) in zip(children, children[1:]):
+        if not isinstance(bn, _BN) or not bn.track_running_stats or bn.running_var is None:
             continue
-        prev = children[i]
         if isinstance(prev, _CONV):
-            children[i] = fuse_conv_bn_eval(prev, bn)
+            holder: tuple[nn.Module, str] | None = (container, _name_of(container, prev))
         else:
             holder = _conv_of(prev)
-            if holder is None:
-                continue
-            owner, attr = holder
-            setattr(owner, attr, fuse_conv_bn_eval(getattr(owner, attr), bn))
-        children[i + 1] = nn.Identity()
+        if holder is None:
+            continue
+        owner, attr = holder
+        setattr(owner, attr, _fuse(getattr(owner, attr), bn))
+        setattr(container, bn_name, nn.Identity())
         folded += 1
     return folded
+
+
+def _name_of(container: nn.Module, child: nn.Module) -> str:
+    return next(name for name, m in container.named_children() if m is child)
 
 
 def fold_batchnorm(model: nn.Module) -> nn.Module:
     """A copy of ``model`` (in eval mode) with BatchNorm folded into the preceding convolutions.
 
     Args:
-        model: Any module; only ``conv -> BatchNorm`` pairs that are consecutive children of an ``nn.Sequential``
-            or of a ``TemporalSequential`` are folded (others are left as they are, still correct).
+        model: Any module; ``conv -> BatchNorm`` pairs that are consecutive children of an ``nn.Sequential``, a
+            ``TemporalSequential`` or a ``NamedTemporalSequential`` are folded, also when the convolution is the
+            last layer of the preceding child (e.g. the temporal conv of a ``Conv2Plus1d``) or wrapped in a module
+            with an ``op`` (others are left as they are, still correct).
 
     Returns:
         The converted copy in eval mode; ``model`` itself is not modified.
@@ -71,7 +104,7 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
     for module in list(folded_model.modules()):
         if isinstance(module, TemporalSequential):
             _fold_in_sequence(module.layers)
-        elif isinstance(module, nn.Sequential):
+        elif isinstance(module, (nn.Sequential, NamedTemporalSequential)):  # sequential containers only
             _fold_in_sequence(module)
     for module in list(folded_model.modules()):
         for child_name, child in list(module.named_children()):
