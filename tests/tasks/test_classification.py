@@ -28,7 +28,7 @@ class _Clips(Dataset):
         return {"inputs": x, "target": torch.tensor(self.labels[i]), "group": torch.tensor(self.groups[i])}
 
 
-def _trainer(tmp_path: Path) -> L.Trainer:
+def _trainer(tmp_path: Path, **kwargs: object) -> L.Trainer:
     return L.Trainer(
         accelerator="cpu",
         logger=False,
@@ -36,6 +36,7 @@ def _trainer(tmp_path: Path) -> L.Trainer:
         enable_checkpointing=False,
         default_root_dir=tmp_path,
         enable_model_summary=False,
+        **kwargs,  # type: ignore[arg-type]
     )
 
 
@@ -113,15 +114,7 @@ def test_logged_validation_and_test_metrics_equal_their_definitions(tmp_path: Pa
         identity.weight.copy_(torch.eye(8))
         identity.bias.zero_()
     task = Classification(identity, optimizer=lambda params: torch.optim.SGD(params, lr=0.0), num_classes=8)
-    trainer = L.Trainer(
-        accelerator="cpu",
-        logger=False,
-        enable_progress_bar=False,
-        enable_checkpointing=False,
-        default_root_dir=tmp_path,
-        enable_model_summary=False,
-        max_epochs=3,
-    )
+    trainer = _trainer(tmp_path, max_epochs=3)
     trainer.fit(task, loader, loader)  # validation after each epoch (and the sanity check) must not mix metrics
     for name, value in expected.items():
         assert float(trainer.callback_metrics[f"val/{name}"]) == pytest.approx(value, abs=1e-6), name
