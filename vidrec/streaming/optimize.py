@@ -68,13 +68,10 @@ def _fold_in_sequence(container: nn.Module) -> int:
     """Fold ``conv, bn`` pairs among consecutive children of ``container`` in place; returns the number folded."""
     folded = 0
     children = list(container.named_children())
-    for (_, prev), (bn_name, bn) in zip(children, children[1:]):
+    for (prev_name, prev), (bn_name, bn) in zip(children, children[1:]):
         if not isinstance(bn, _BN) or not bn.track_running_stats or bn.running_var is None:
             continue
-        if isinstance(prev, _CONV):
-            holder: tuple[nn.Module, str] | None = (container, _name_of(container, prev))
-        else:
-            holder = _conv_of(prev)
+        holder = (container, prev_name) if isinstance(prev, _CONV) else _conv_of(prev)
         if holder is None:
             continue
         owner, attr = holder
@@ -82,10 +79,6 @@ def _fold_in_sequence(container: nn.Module) -> int:
         setattr(container, bn_name, nn.Identity())
         folded += 1
     return folded
-
-
-def _name_of(container: nn.Module, child: nn.Module) -> str:
-    return next(name for name, m in container.named_children() if m is child)
 
 
 def fold_batchnorm(model: nn.Module) -> nn.Module:

@@ -224,18 +224,16 @@ class StreamingClassifier:
             return
         if self._numpy is not None:
             self._numpy_slots += [self._numpy.fresh() for _ in range(capacity - self.capacity)]
-            self.samples_seen = np.concatenate([self.samples_seen, np.zeros(capacity - self.capacity, dtype=np.int64)])
-            self.capacity = capacity
-            return
-        with torch.inference_mode():
-            shape = (capacity, self.in_channels, self.hop, *self.frame_shape)
-            fresh = self.model.stream_state(torch.zeros(shape, dtype=self.dtype))  # type: ignore[operator]
-            fresh = [t.clone() for t in fresh]
-            if self._compiled is not None:
-                fresh = self._compiled.to_compiled(fresh)
-            for new, old, axis in zip(fresh, self._state, self._batch_axes()):
-                new.narrow(axis, 0, self.capacity).copy_(old)
-        self._state = fresh
+        else:
+            with torch.inference_mode():
+                shape = (capacity, self.in_channels, self.hop, *self.frame_shape)
+                fresh = self.model.stream_state(torch.zeros(shape, dtype=self.dtype))  # type: ignore[operator]
+                fresh = [t.clone() for t in fresh]
+                if self._compiled is not None:
+                    fresh = self._compiled.to_compiled(fresh)
+                for new, old, axis in zip(fresh, self._state, self._batch_axes()):
+                    new.narrow(axis, 0, self.capacity).copy_(old)
+            self._state = fresh
         self.samples_seen = np.concatenate([self.samples_seen, np.zeros(capacity - self.capacity, dtype=np.int64)])
         self.capacity = capacity
 
@@ -275,8 +273,6 @@ class StreamingClassifier:
         Returns:
             The logits of the windows ending at this hop and which of them are valid predictions.
         """
-        if self._numpy is not None:
-            return self._step_numpy(chunk, slots)
         x = torch.as_tensor(chunk, dtype=self.dtype)
         n = self.capacity if slots is None else len(slots)
         expected = (n, self.in_channels, self.hop, *self.frame_shape)
@@ -284,6 +280,8 @@ class StreamingClassifier:
             raise ValueError(f"chunk must be (n, C, hop, *frame_shape) = {expected}, got {tuple(x.shape)}")
         if self._mean is not None and self._std is not None:
             x = (x - self._mean) / self._std  # (n, C, hop, ...)
+        if self._numpy is not None:
+            return self._step_numpy(x.numpy(), slots)
         with torch.inference_mode():
             if slots is None:
                 logits, self._state = self._step_fn(x, self._state)
@@ -309,16 +307,9 @@ class StreamingClassifier:
             raise ValueError(f"slot indices must be in [0, {self.capacity}), got {idx.tolist()}")
         return idx
 
-    def _step_numpy(self, chunk: Tensor | np.ndarray, slots: Sequence[int] | np.ndarray | None) -> StepResult:
-        """``step`` of the numpy backend: normalise in NumPy, then one ``NumpyStreamStep`` per slot."""
-        x = chunk.detach().cpu().numpy() if isinstance(chunk, Tensor) else np.asarray(chunk)
-        x = x.astype(np.float32, copy=False)
+    def _step_numpy(self, x: np.ndarray, slots: Sequence[int] | np.ndarray | None) -> StepResult:
+        """``step`` of the numpy backend on the checked, normalised ``(n, C, hop)`` chunk: one step per slot."""
         slot_idx = np.arange(self.capacity) if slots is None else self._check_slots(slots)
-        expected = (len(slot_idx), self.in_channels, self.hop)
-        if x.shape != expected:
-            raise ValueError(f"chunk must be (n, C, hop, *frame_shape) = {expected}, got {x.shape}")
-        if self._mean is not None and self._std is not None:
-            x = (x - self._mean.numpy()) / self._std.numpy()  # (n, C, hop), same float32 ops as the torch path
         if len(slot_idx) == 1:
             logits = self._numpy_slots[int(slot_idx[0])].step(x[0])[None]  # (1, K)
         else:

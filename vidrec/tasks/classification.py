@@ -186,15 +186,22 @@ class Classification(LightningModule):
         self._group_scores = []
         self.test_per_class.reset()
 
-    def _group_metrics(self) -> dict[str, float]:
-        """Average softmax scores per group (video) and score the averaged prediction."""
+    def _gathered_group_scores(self) -> tuple[Tensor, Tensor, Tensor] | None:
+        """``(groups (N,), probs (N, K), targets (N,))`` of every test clip, from all processes; None without groups."""
         if not self._group_scores:
-            return {}
+            return None
         groups = torch.cat([g for g, _, _ in self._group_scores])
         probs = torch.cat([p for _, p, _ in self._group_scores])
         targets = torch.cat([t for _, _, t in self._group_scores])
         if self.trainer.world_size > 1:
             groups, probs, targets = (cast(Tensor, self.all_gather(t)).flatten(0, 1) for t in (groups, probs, targets))
+        return groups, probs, targets
+
+    def _group_metrics(self, scores: tuple[Tensor, Tensor, Tensor] | None) -> dict[str, float]:
+        """Average softmax scores per group (video) and score the averaged prediction."""
+        if scores is None:
+            return {}
+        groups, probs, targets = scores
         ids, inverse = torch.unique(groups, return_inverse=True)
         summed = probs.new_zeros(len(ids), probs.shape[1]).index_add_(0, inverse, probs)
         group_target = targets.new_zeros(len(ids)).scatter_(0, inverse, targets)
@@ -211,7 +218,7 @@ class Classification(LightningModule):
             metrics["test/group_acc_top5"] = float((top == group_target[:, None]).any(dim=1).float().mean())
         return metrics
 
-    def _per_subject(self) -> dict[str, dict[str, float]]:
+    def _per_subject(self, scores: tuple[Tensor, Tensor, Tensor] | None) -> dict[str, dict[str, float]]:
         """Window (clip) accuracy per subject, when the datamodule says which subject each group belongs to.
 
         Subject shift is the main error source of wearable HAR (a subject who wears the phone differently); this
@@ -219,12 +226,10 @@ class Classification(LightningModule):
         """
         datamodule = getattr(self.trainer, "datamodule", None)
         info_fn = getattr(datamodule, "group_info", None)
-        if not self._group_scores or not callable(info_fn):
+        if scores is None or not callable(info_fn):
             return {}
-        groups = torch.cat([g for g, _, _ in self._group_scores])
-        correct = torch.cat([(p.argmax(dim=1) == t) for _, p, t in self._group_scores])
-        if self.trainer.world_size > 1:
-            groups, correct = (cast(Tensor, self.all_gather(t)).flatten(0, 1) for t in (groups, correct))
+        groups, probs, targets = scores
+        correct = probs.argmax(dim=1) == targets
         info = info_fn()
         per: dict[str, list[int]] = {}
         for g, ok in zip(groups.tolist(), correct.tolist(), strict=True):
@@ -238,8 +243,9 @@ class Classification(LightningModule):
 
     def on_test_epoch_end(self) -> None:
         per_class = self.test_per_class.compute()
-        per_subject = self._per_subject()
-        group = self._group_metrics()
+        scores = self._gathered_group_scores()  # gathered once, from every process
+        per_subject = self._per_subject(scores)
+        group = self._group_metrics(scores)
         for key, value in group.items():
             self.log(key, value, rank_zero_only=True)
         scalars = {k: float(v) for k, v in self.test_metrics.compute().items()}
