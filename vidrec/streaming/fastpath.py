@@ -44,7 +44,7 @@ from vidrec.layers.temporal import (
     stream_step_of,
 )
 
-__all__ = ["CompiledStep", "compile_stream_step"]
+__all__ = ["CompiledStep", "compile_stream_step", "generate_step"]
 
 State = list[Tensor]
 StepFn = Callable[[Tensor, State], tuple[Tensor, State]]
@@ -75,6 +75,10 @@ class _Program:
     probe: tuple[int, int] | None = None  # (state index, buffer index) of a new state tensor living in a buffer
     counter: int = 0
     opaque: int = 0  # modules called through their own stream_step / forward
+    ring_phase: int | None = None  # ring-buffer variant for this phase (vidrec.streaming.rings), None: concatenation
+    ring_period: int = 0  # steps between wrap-arounds of the ring buffers
+    rings: dict[int, tuple[int, int]] = field(default_factory=dict)  # state index -> (history rows, new rows per step)
+    wraps: list[str] = field(default_factory=list)  # wrap-around copies, run after the step's last read
 
     def name(self, prefix: str) -> str:
         self.counter += 1
@@ -235,7 +239,9 @@ def _lower_conv1d(p: _Program, m: TemporalWindowOp, conv: nn.Conv1d, x: _Value) 
     length = keep + x.example.shape[2]
     c_in, c_out = conv.in_channels, conv.out_channels
     buf = p.name("b")
-    if keep:
+    if keep and p.ring_phase is not None:
+        p.emit(f"{buf} = {_ring_window(p, s_name, keep, x)}")  # (keep + n, B, C) view of the ring
+    elif keep:
         out = p.buffer((length, -1, c_in))
         if p.probe is None:
             p.probe = (len(p.state_examples) - 1, len(p.buffers) - 1)
@@ -274,6 +280,26 @@ def _lower_conv1d(p: _Program, m: TemporalWindowOp, conv: nn.Conv1d, x: _Value) 
         p.emit(f"{y} = {conv_call}.permute(2, 0, 1)")
     ex_out, _ = m.stream_step(x.example, ex_state)
     return _Value(y, ex_out, owned=True)
+
+
+def _ring_window(p: _Program, s_name: str, keep: int, x: _Value) -> str:
+    """Ring-buffer variant: write the new rows after the history; returns the ``(keep + n, B, C)`` window expression.
+
+    The state tensor ``s_name`` is a ring of ``keep + period * n`` rows. At phase ``t`` its history is rows
+    ``[t n, t n + keep)`` and the new rows go to ``[t n + keep, t n + keep + n)``, so the window is a contiguous slab
+    and nothing is moved; after the last phase the history is copied back to the front (``p.wraps``).
+    """
+    assert p.ring_phase is not None
+    n = x.example.shape[2]
+    base, index = p.ring_phase * n, int(s_name[1:])
+    p.rings[index] = (keep, n)
+    p.emit(f"{s_name}[{base + keep}:{base + keep + n}].copy_({x.name})")
+    p.new_state.append(s_name)
+    if p.ring_phase == p.ring_period - 1:
+        end = p.ring_period * n
+        src = f"{s_name}[{end}:{end + keep}]" + (".clone()" if keep > end else "")  # overlapping rows: copy first
+        p.wraps.append(f"{s_name}[0:{keep}].copy_({src})")
+    return f"{s_name}[{base}:{base + keep + n}]"
 
 
 def _lower_sum(p: _Program, a: _Value, b: _Value) -> _Value:
@@ -315,10 +341,13 @@ def _lower(p: _Program, m: nn.Module, x: _Value) -> _Value:
         n = x.example.shape[2]
         buf, pooled = p.name("b"), p.name("v")
         c, positions = x.example.shape[1], ex_state[0].shape[2]
-        out = p.buffer((positions + n, -1, c))
-        p.emit(f"{buf} = torch.cat([{s_name}, {x.name}], 0, out={out})[{n}:]")  # (P + n, B, C) -> (P, B, C)
+        if p.ring_phase is not None:
+            p.emit(f"{buf} = {_ring_window(p, s_name, positions, x)}[{n}:]")  # (P, B, C) view of the ring
+        else:
+            out = p.buffer((positions + n, -1, c))
+            p.emit(f"{buf} = torch.cat([{s_name}, {x.name}], 0, out={out})[{n}:]")  # (P + n, B, C) -> (P, B, C)
+            p.new_state.append(buf)
         p.emit(f"{pooled} = torch.mean({buf}, 0, out={p.buffer((-1, c))})")  # (B, C)
-        p.new_state.append(buf)
         return _Value(pooled, m.stream_step(x.example, ex_state)[0], owned=True)
     if isinstance(m, TemporalModule):
         return _lower_opaque(p, m, x)
@@ -390,7 +419,37 @@ def compile_stream_step(model: nn.Module, chunk: Tensor, *, trace: bool = True, 
         raise TypeError(
             f"compile_stream_step needs a StreamableClassifier with the stock stream_step, got {type(model).__name__}"
         )
-    p = _Program()
+    fn, source, p = generate_step(model, chunk)
+    compiled = CompiledStep(fn, source, p, p.probe, chunk.dtype)
+    _check_against_eager(model, compiled, chunk, atol)
+    if trace and compiled.num_opaque == 0:  # modules called as they are may hold parameters a trace cannot embed
+        with torch.no_grad():
+            state = compiled.to_compiled(model.stream_state(chunk))  # type: ignore[operator]
+        compiled.trace(chunk, state)
+        _check_against_eager(model, compiled, chunk, atol)
+    return compiled
+
+
+def generate_step(
+    model: nn.Module, chunk: Tensor, ring_phase: int | None = None, ring_period: int = 0
+) -> tuple[Callable[[Tensor, State, State], tuple[Tensor, State]], str, _Program]:
+    """Lower ``model`` (a checked, configured ``StreamableClassifier``) into a Python step function.
+
+    Args:
+        model: The model, as for ``compile_stream_step``.
+        chunk: An example chunk ``(B, C, hop)``.
+        ring_phase: None for the concatenating step of ``CompiledStep``; else the phase (``0 <= ring_phase <
+            ring_period``) of the ring-buffer variant of ``vidrec.streaming.rings``.
+        ring_period: Steps between wrap-arounds of the ring buffers.
+
+    Returns:
+        ``(step, source, program)``: ``step(x, state, bufs) -> (logits, new_state)``, its source and the program's
+        bookkeeping (state examples, buffer shapes, ring rows).
+    """
+    from vidrec.models._base import StreamableClassifier
+
+    assert isinstance(model, StreamableClassifier)
+    p = _Program(ring_phase=ring_phase, ring_period=ring_period)
     with torch.inference_mode():
         x = _Value("x", chunk, owned=False)
         feats = _lower(p, model.features, x)
@@ -404,7 +463,7 @@ def compile_stream_step(model: nn.Module, chunk: Tensor, *, trace: bool = True, 
         header.append(f"    ({', '.join(f's{i}' for i in range(n_state))},) = state")
     if p.buffers:
         header.append(f"    ({', '.join(f'o{i}' for i in range(len(p.buffers)))},) = bufs")
-    body = [f"    {line}" for line in p.lines]
+    body = [f"    {line}" for line in p.lines + p.wraps]
     footer = [f"    return {out.name}, ({', '.join(p.new_state)},)"]
     source = "\n".join(header + body + footer) + "\n"
     scope: dict[str, object] = {
@@ -415,14 +474,7 @@ def compile_stream_step(model: nn.Module, chunk: Tensor, *, trace: bool = True, 
         **p.consts,
     }
     exec(compile(source, "<vidrec.streaming.fastpath>", "exec"), scope)  # noqa: S102  # our own generated source
-    compiled = CompiledStep(scope["step"], source, p, p.probe, chunk.dtype)  # type: ignore[arg-type]
-    _check_against_eager(model, compiled, chunk, atol)
-    if trace and compiled.num_opaque == 0:  # modules called as they are may hold parameters a trace cannot embed
-        with torch.no_grad():
-            state = compiled.to_compiled(model.stream_state(chunk))  # type: ignore[operator]
-        compiled.trace(chunk, state)
-        _check_against_eager(model, compiled, chunk, atol)
-    return compiled
+    return scope["step"], source, p  # type: ignore[return-value]
 
 
 def _check_against_eager(model: nn.Module, compiled: CompiledStep, chunk: Tensor, atol: float) -> None:

@@ -40,6 +40,7 @@ from torch import Tensor, nn
 from vidrec.streaming.fastpath import CompiledStep, compile_stream_step
 from vidrec.streaming.numpy_step import NumpyStreamStep
 from vidrec.streaming.optimize import fold_batchnorm, fold_linear_head
+from vidrec.streaming.rings import RingStep
 
 __all__ = ["StepBackend", "StepResult", "StreamingClassifier", "to_streaming", "infer_in_channels"]
 
@@ -106,6 +107,9 @@ class StreamingClassifier:
         fold_bn: Fold BatchNorm into convolutions and, for time series, the linear classifier in front of the average
             pool (``optimize.fold_linear_head``); exact to float rounding, faster.
         backend: Execution backend of the step.
+        ring_buffers: With the compiled step (``StepBackend.TORCH``, time series), steps of all slots keep every
+            layer's history in ring buffers (``vidrec.streaming.rings``) instead of re-concatenating it: same results,
+            faster at small hops.
 
     Raises:
         TypeError: ``model`` is not streamable.
@@ -126,6 +130,7 @@ class StreamingClassifier:
         std: Sequence[float] | None = None,
         fold_bn: bool = True,
         backend: StepBackend = StepBackend.TORCH,
+        ring_buffers: bool = True,
     ) -> None:
         _check_streamable(model)
         if capacity < 1:
@@ -165,10 +170,14 @@ class StreamingClassifier:
         self.samples_seen = np.zeros(0, dtype=np.int64)
         self._step_fn: StepFn = self._torch_step
         self._compiled: CompiledStep | None = None
+        self._rings: RingStep | None = None  # full steps over ring buffers; self._state is then unused
         if backend is StepBackend.TORCH and not self.frame_shape:
             self._compiled = self._compile()
             if self._compiled is not None:
                 self._step_fn = self._compiled
+                if ring_buffers and self._compiled.num_opaque == 0:
+                    chunk = torch.zeros(1, self.in_channels, self.hop, dtype=self.dtype)
+                    self._rings = RingStep(self.model, self._compiled, chunk)
         self.grow(capacity)
         if backend is StepBackend.ONNXRUNTIME:
             from vidrec.streaming.export import OnnxStep
@@ -208,7 +217,7 @@ class StreamingClassifier:
     @property
     def num_state_tensors(self) -> int:
         """Number of state tensors of the step (inputs/outputs of the exported graph besides chunk/logits)."""
-        return len(self._state)
+        return len(self._history())
 
     def state(self) -> State:
         """The current state tensors in the layer protocol's layout, each ``(capacity, ...)`` (views, do not modify)."""
@@ -216,7 +225,12 @@ class StreamingClassifier:
             raise RuntimeError(
                 "the numpy backend keeps its state in NumpyStreamStep ring buffers, not protocol tensors"
             )
-        return self._compiled.to_protocol(self._state) if self._compiled is not None else self._state
+        history = self._history()
+        return self._compiled.to_protocol(history) if self._compiled is not None else history
+
+    def _history(self) -> State:
+        """The state in the step's layout: views of the ring buffers at their current phase, or the state tensors."""
+        return self._rings.history() if self._rings is not None else self._state
 
     def grow(self, capacity: int) -> None:
         """Raise the number of slots to ``capacity`` (new slots start reset); existing slots keep their state."""
@@ -231,9 +245,12 @@ class StreamingClassifier:
                 fresh = [t.clone() for t in fresh]
                 if self._compiled is not None:
                     fresh = self._compiled.to_compiled(fresh)
-                for new, old, axis in zip(fresh, self._state, self._batch_axes()):
+                for new, old, axis in zip(fresh, self._history(), self._batch_axes()):
                     new.narrow(axis, 0, self.capacity).copy_(old)
-            self._state = fresh
+                if self._rings is not None:
+                    self._rings.load(fresh)
+                else:
+                    self._state = fresh
         self.samples_seen = np.concatenate([self.samples_seen, np.zeros(capacity - self.capacity, dtype=np.int64)])
         self.capacity = capacity
 
@@ -247,18 +264,18 @@ class StreamingClassifier:
             return
         with torch.inference_mode():
             if slots is None:
-                for t in self._state:
+                for t in self._history():
                     t.zero_()
                 self.samples_seen[:] = 0
                 return
             idx = torch.as_tensor(np.asarray(slots, dtype=np.int64))
-            for t, axis in zip(self._state, self._batch_axes()):
+            for t, axis in zip(self._history(), self._batch_axes()):
                 t.index_fill_(axis, idx, 0.0)
         self.samples_seen[idx.numpy()] = 0
 
     def _batch_axes(self) -> list[int]:
         """The slot axis of each state tensor (the compiled step holds some time-first: ``(T, B, C)``)."""
-        return self._compiled.batch_axes if self._compiled is not None else [0] * len(self._state)
+        return self._compiled.batch_axes if self._compiled is not None else [0] * len(self._history())
 
     def _torch_step(self, chunk: Tensor, state: State) -> tuple[Tensor, State]:
         return self.model.stream_step(chunk, state)  # type: ignore[operator]
@@ -283,21 +300,19 @@ class StreamingClassifier:
         if self._numpy is not None:
             return self._step_numpy(x.numpy(), slots)
         with torch.inference_mode():
-            if slots is None:
+            slot_idx = np.arange(self.capacity) if slots is None else np.asarray(slots, dtype=np.int64)
+            full = len(slot_idx) == self.capacity and bool((slot_idx == np.arange(self.capacity)).all())
+            if full and self._rings is not None:
+                logits = self._rings(x)
+            elif full:
                 logits, self._state = self._step_fn(x, self._state)
-                slot_idx = np.arange(self.capacity)
-            else:
-                slot_idx = np.asarray(slots, dtype=np.int64)
+            else:  # a subset of slots: gather their state, step, write it back (rings: at the current phase)
                 idx = torch.from_numpy(slot_idx)
-                full = len(slot_idx) == self.capacity and bool((slot_idx == np.arange(self.capacity)).all())
-                if full:
-                    logits, self._state = self._step_fn(x, self._state)
-                else:
-                    axes = self._batch_axes()
-                    sub = [t.index_select(a, idx) for t, a in zip(self._state, axes)]  # n slots per state tensor
-                    logits, new = self._step_fn(x, sub)
-                    for t, u, a in zip(self._state, new, axes):
-                        t.index_copy_(a, idx, u)
+                axes, history = self._batch_axes(), self._history()
+                sub = [t.index_select(a, idx) for t, a in zip(history, axes)]  # n slots per state tensor
+                logits, new = self._step_fn(x, sub)
+                for t, u, a in zip(history, new, axes):
+                    t.index_copy_(a, idx, u)
         self.samples_seen[slot_idx] += self.hop
         return StepResult(logits=logits, ready=self.samples_seen[slot_idx] >= self.warmup, slots=slot_idx)
 
