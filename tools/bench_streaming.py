@@ -13,7 +13,9 @@ Prints, measured in one run with ``torch.set_num_threads(--threads)`` (default 2
   stepping its own shard of streams for ``--seconds``; the table sums their samples/s (how a server scales streams
   over cores: one process per core, streams sharded by id).
 
-The batched table compares the torch and ONNX Runtime backends only (the numpy backend loops over streams in Python).
+The batched table compares the compiled torch step over ring buffers (the default), the same step re-concatenating
+each layer's history (the previous default), ONNX Runtime, and the ring step in bfloat16 (opt-in, approximate; its
+streams are listed apart from the exact ones). The numpy backend loops over streams in Python and is left out.
 ``--width`` sets resnet1d_har's width (default 32: 32-64 channels; 64 is the 580k-parameter variant).
 
 Usage: ``python tools/bench_streaming.py [--model resnet1d_har] [--width 64] [--window 128] [--batches 64 256 1024]
@@ -49,10 +51,20 @@ def median_seconds(fn: object, repeats: int, warmup: int = 3) -> float:
 
 
 def stream_step_seconds(
-    model: torch.nn.Module, window: int, hop: int, batch: int, backend: StepBackend, repeats: int
+    model: torch.nn.Module,
+    window: int,
+    hop: int,
+    batch: int,
+    backend: StepBackend,
+    repeats: int,
+    *,
+    ring_buffers: bool = True,
+    dtype: torch.dtype | None = None,
 ) -> float:
     """Median seconds of one batched streaming step."""
-    rt = StreamingClassifier(model, window, hop, capacity=batch, backend=backend)
+    rt = StreamingClassifier(
+        model, window, hop, capacity=batch, backend=backend, ring_buffers=ring_buffers, dtype=dtype
+    )
     chunk = torch.randn(batch, rt.in_channels, hop)
     return median_seconds(lambda: rt.step(chunk), repeats)
 
@@ -65,12 +77,12 @@ def recompute_seconds(model: torch.nn.Module, window: int, batch: int, channels:
         return median_seconds(lambda: folded(x), repeats)
 
 
-def _shard_worker(args: tuple[str, dict[str, int], int, int, int, float], out: mp.Queue[float]) -> None:
+def _shard_worker(args: tuple[str, dict[str, int], int, int, int, float, str], out: mp.Queue[float]) -> None:
     """One worker: step ``batch`` streams of its own for ``seconds``; put its samples/s on ``out``."""
-    name, kwargs, window, hop, batch, seconds = args
+    name, kwargs, window, hop, batch, seconds, dtype = args
     torch.set_num_threads(1)
     model = build_model(name, **kwargs).eval()
-    rt = StreamingClassifier(model, window, hop, capacity=batch, backend=StepBackend.TORCH)
+    rt = StreamingClassifier(model, window, hop, capacity=batch, backend=StepBackend.TORCH, dtype=getattr(torch, dtype))
     chunk = torch.randn(batch, rt.in_channels, hop)
     for _ in range(3):
         rt.step(chunk)
@@ -82,13 +94,20 @@ def _shard_worker(args: tuple[str, dict[str, int], int, int, int, float], out: m
 
 
 def sharded_samples_per_second(
-    name: str, kwargs: dict[str, int], window: int, hop: int, batch: int, processes: int, seconds: float
+    name: str,
+    kwargs: dict[str, int],
+    window: int,
+    hop: int,
+    batch: int,
+    processes: int,
+    seconds: float,
+    dtype: str = "float32",
 ) -> list[float]:
     """Samples/s of each of ``processes`` concurrent single-threaded workers (``batch`` streams each)."""
     ctx = mp.get_context("spawn")
     out: mp.Queue[float] = ctx.Queue()
     workers = [
-        ctx.Process(target=_shard_worker, args=((name, kwargs, window, hop, batch, seconds), out))
+        ctx.Process(target=_shard_worker, args=((name, kwargs, window, hop, batch, seconds, dtype), out))
         for _ in range(processes)
     ]
     for w in workers:
@@ -109,6 +128,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--processes", type=int, default=1, help="> 1: also measure N single-thread worker processes")
     parser.add_argument("--seconds", type=float, default=5.0, help="--processes: seconds each worker steps")
+    parser.add_argument(
+        "--process-dtypes", nargs="+", default=["float32", "bfloat16"], help="--processes: step dtypes to measure"
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     kwargs = {"width": args.width} if args.width is not None else {}
@@ -130,39 +152,48 @@ def main() -> None:
         lat = [stream_step_seconds(model, w, hop, 1, b, 300) for b in single]
         print(f"{hop:>4} " + " ".join(f"{s * 1e6:>16.0f}" for s in lat) + f" {rec1 * 1e6:>14.0f}")
 
-    print("\n== batched streams: samples/s and 50 Hz streams served (best backend), recompute, speedup ==")
+    print("\n== batched streams: step ms per backend, 50 Hz streams served, recompute, speedup ==")
+    print(
+        "rings: compiled step over ring buffers (the default); concat: compiled step re-concatenating the history;\n"
+        "bf16: rings in bfloat16 (approximate, opt-in); streams and speedup from the best exact (float32) column"
+    )
     header = (
-        f"{'hop':>4} {'batch':>6} {'backend':>12} {'step ms':>9} {'samples/s':>11} {'streams':>9} "
-        f"{'recomp ms':>10} {'recomp streams':>15} {'speedup':>8} {'ideal W/h':>9}"
+        f"{'hop':>4} {'batch':>6} {'rings ms':>9} {'concat ms':>10} {'onnx ms':>9} {'bf16 ms':>9} {'samples/s':>11} "
+        f"{'streams':>8} {'bf16 str':>9} {'recomp ms':>10} {'recomp str':>11} {'speedup':>8} {'ideal W/h':>9}"
     )
     print(header)
     for hop in args.hops:
         for batch in args.batches:
             repeats = max(5, min(100, 20000 // batch))
-            best = None
-            for b in backends:
-                s = stream_step_seconds(model, w, hop, batch, b, repeats)
-                if best is None or s < best[1]:
-                    best = (b, s)
-            assert best is not None
-            backend, step = best
+            rings = stream_step_seconds(model, w, hop, batch, StepBackend.TORCH, repeats)
+            concat = stream_step_seconds(model, w, hop, batch, StepBackend.TORCH, repeats, ring_buffers=False)
+            onnx = stream_step_seconds(model, w, hop, batch, StepBackend.ONNXRUNTIME, repeats)
+            bf16 = stream_step_seconds(model, w, hop, batch, StepBackend.TORCH, repeats, dtype=torch.bfloat16)
+            step = min(rings, concat, onnx)
             rec = recompute_seconds(model, w, batch, channels, max(3, repeats // 4))
             samples = batch * hop / step
             # recomputation: one full window per stream per hop -> batch * hop new samples per `rec` seconds
             rec_samples = batch * hop / rec
             print(
-                f"{hop:>4} {batch:>6} {backend.value:>12} {step * 1e3:>9.2f} {samples:>11.0f} {samples / RATE:>9.0f} "
-                f"{rec * 1e3:>10.2f} {rec_samples / RATE:>15.0f} {rec / step:>8.1f} {w / hop:>9.0f}"
+                f"{hop:>4} {batch:>6} {rings * 1e3:>9.2f} {concat * 1e3:>10.2f} {onnx * 1e3:>9.2f} {bf16 * 1e3:>9.2f} "
+                f"{samples:>11.0f} {samples / RATE:>8.0f} {batch * hop / bf16 / RATE:>9.0f} {rec * 1e3:>10.2f} "
+                f"{rec_samples / RATE:>11.0f} {rec / step:>8.1f} {w / hop:>9.0f}"
             )
 
     if args.processes > 1:
         print(f"\n== {args.processes} single-thread worker processes at once, each with its own batch of streams ==")
-        print(f"{'hop':>4} {'batch/proc':>10} {'samples/s per process':>30} {'total samples/s':>16} {'streams':>9}")
+        print(
+            f"{'hop':>4} {'batch/proc':>10} {'dtype':>9} {'samples/s per process':>30} {'total samples/s':>16} "
+            f"{'streams':>9}"
+        )
         for hop in args.hops:
             for batch in args.batches:
-                rates = sharded_samples_per_second(args.model, kwargs, w, hop, batch, args.processes, args.seconds)
-                per = " ".join(f"{r:.0f}" for r in rates)
-                print(f"{hop:>4} {batch:>10} {per:>30} {sum(rates):>16.0f} {sum(rates) / RATE:>9.0f}")
+                for dtype in args.process_dtypes:
+                    rates = sharded_samples_per_second(
+                        args.model, kwargs, w, hop, batch, args.processes, args.seconds, dtype
+                    )
+                    per = " ".join(f"{r:.0f}" for r in rates)
+                    print(f"{hop:>4} {batch:>10} {dtype:>9} {per:>30} {sum(rates):>16.0f} {sum(rates) / RATE:>9.0f}")
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import torch
 from torch import nn
 
 from vidrec.streaming.evaluation import EvalRecording, evaluate_streaming, write_report
@@ -38,3 +39,13 @@ def test_evaluate_streaming_equals_offline_and_writes_outputs(tiny_model: nn.Mod
     saved = json.loads(js.read_text())
     assert saved["argmax_agreement"] == 1.0 and saved["timeline_recording"] == "rec0"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_bfloat16_streaming_reports_its_deviation(tiny_model: nn.Module) -> None:
+    result = evaluate_streaming(
+        tiny_model, _recordings(), 40, 4, ["a", "b", "c"], timing_repeats=3, dtype=torch.bfloat16
+    )
+    rep = result.report
+    assert rep["streaming_dtype"] == "bfloat16"
+    assert 0.0 < rep["max_abs_logit_delta"] < 0.25  # rounded, not exact, and not broken
+    assert rep["argmax_agreement"] >= 0.9

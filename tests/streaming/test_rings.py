@@ -91,4 +91,4 @@ def test_runtime_mixing_full_and_subset_steps_matches_runtime_without_rings(tiny
 
 
 def test_default_period_bounds() -> None:
-    assert default_period(1) == 16 and default_period(4) == 8 and default_period(16) == 2 and default_period(64) == 2
+    assert default_period(1) == 8 and default_period(4) == 4 and default_period(16) == 2 and default_period(64) == 2

@@ -215,3 +215,22 @@ def test_onnxruntime_backend_matches_torch(tiny_model: nn.Module) -> None:
     t_logits, ready = StreamingClassifier(tiny_model, 40, 4, capacity=3).run(x)
     o_logits, _ = StreamingClassifier(tiny_model, 40, 4, capacity=3, backend=StepBackend.ONNXRUNTIME).run(x)
     torch.testing.assert_close(o_logits[:, ready[0]], t_logits[:, ready[0]], atol=ATOL, rtol=0)
+
+
+def test_bfloat16_runtime_is_close_to_float32_and_returns_float32(tiny_model: nn.Module) -> None:
+    x = torch.randn(3, 3, 80)
+    ref, ready = StreamingClassifier(tiny_model, 40, 4, capacity=3).run(x)
+    low = StreamingClassifier(tiny_model, 40, 4, capacity=3, dtype=torch.bfloat16)
+    assert low.dtype == torch.bfloat16 and low.compiled
+    got, ready_low = low.run(x)
+    assert got.dtype == torch.float32
+    np.testing.assert_array_equal(ready, ready_low)
+    scale = float(ref[ready].abs().max())
+    assert 0.0 < float((got - ref)[ready].abs().max()) <= 0.05 * max(1.0, scale)
+
+
+def test_reduced_precision_is_refused_where_it_cannot_run(tiny_model: nn.Module) -> None:
+    with pytest.raises(ValueError, match="float32 only"):
+        StreamingClassifier(tiny_model, 40, 4, dtype=torch.bfloat16, backend=StepBackend.NUMPY)
+    with pytest.raises(ValueError, match="dtype must be one of"):
+        StreamingClassifier(tiny_model, 40, 4, dtype=torch.int8)

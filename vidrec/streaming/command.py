@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import Any, TextIO
 
 import numpy as np
+import torch
 
 from vidrec.streaming.runtime import StepBackend, StreamingClassifier
 from vidrec.streaming.server import Prediction, StreamMultiplexer, serve
@@ -58,7 +59,10 @@ def _window(loaded: Any) -> int:
     return int(_data(loaded, "window")) + int(_data(loaded, "context", 0) or 0)
 
 
-def _runtime(loaded: Any, hop: int, backend: str, capacity: int = 1) -> StreamingClassifier:
+PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16}
+
+
+def _runtime(loaded: Any, hop: int, backend: str, capacity: int = 1, precision: str = "fp32") -> StreamingClassifier:
     mean, std = _data(loaded, "mean", []), _data(loaded, "std", [])
     return StreamingClassifier(
         loaded.model,
@@ -68,7 +72,11 @@ def _runtime(loaded: Any, hop: int, backend: str, capacity: int = 1) -> Streamin
         mean=mean if len(mean) else None,
         std=std if len(std) else None,
         backend=StepBackend(backend),
+        dtype=PRECISIONS[precision],
     )
+
+
+_PRECISION_HELP = "streaming step precision: fp32 (exact) or bf16 (approximate, faster at hops >= 8 on AMX CPUs)"
 
 
 def _make_source(args: argparse.Namespace, channels: int) -> Source:
@@ -101,7 +109,7 @@ def run_stream(args: argparse.Namespace, out: TextIO | None = None) -> dict[str,
     out = out or sys.stdout
     loaded = load_classifier(args.checkpoint)
     hop = args.hop or int(_data(loaded, "hop"))
-    runtime = _runtime(loaded, hop, args.backend, capacity=min(64, args.max_streams))
+    runtime = _runtime(loaded, hop, args.backend, capacity=min(64, args.max_streams), precision=args.precision)
     mux = StreamMultiplexer(
         runtime,
         list(loaded.class_names),
@@ -138,7 +146,13 @@ def run_evaluate_streaming(args: argparse.Namespace) -> dict[str, Any]:
     recs = [EvalRecording(r.id, ((r.samples.T - mean) / std).astype(np.float32), r.labels) for r in recordings]
     hop = args.hop or int(_data(loaded, "hop"))
     result = evaluate_streaming(
-        loaded.model, recs, _window(loaded), hop, list(loaded.class_names), sampling_rate=info.sampling_rate
+        loaded.model,
+        recs,
+        _window(loaded),
+        hop,
+        list(loaded.class_names),
+        sampling_rate=info.sampling_rate,
+        dtype=PRECISIONS[args.precision],
     )
     js, png = write_report(result, args.out)
     print(json.dumps(result.report, indent=2))
@@ -181,6 +195,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--max-seconds", type=float, default=None, help="stop after this many seconds")
     p.add_argument("--max-samples", type=int, default=None, help="stop after this many samples")
     p.add_argument("--backend", choices=[b.value for b in StepBackend], default="torch", help="step execution")
+    p.add_argument("--precision", choices=list(PRECISIONS), default="fp32", help=_PRECISION_HELP)
     p.set_defaults(func=run_stream)
 
     e = subparsers.add_parser(
@@ -194,6 +209,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     e.add_argument("--data", help="vidrec.timeseries/1 HDF5 file (test split used when the file marks one)")
     e.add_argument("--hop", type=int, default=None, help="hop in samples (default: the checkpoint's hop)")
     e.add_argument("--out", required=True, help="output directory")
+    e.add_argument("--precision", choices=list(PRECISIONS), default="fp32", help=_PRECISION_HELP)
     e.set_defaults(func=run_evaluate_streaming)
 
     x = subparsers.add_parser("export-stream", help="export the streaming step to ONNX")

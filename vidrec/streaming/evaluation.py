@@ -129,6 +129,7 @@ def evaluate_streaming(
     fold_bn: bool = True,
     batch_size: int = 256,
     timing_repeats: int = 50,
+    dtype: torch.dtype | None = None,
 ) -> StreamingEvalResult:
     """Evaluate ``model`` offline and streaming on the same windows of normalised recordings.
 
@@ -142,6 +143,8 @@ def evaluate_streaming(
         fold_bn: Fold BatchNorm in the streaming runtime.
         batch_size: Offline windows per forward.
         timing_repeats: Repetitions of the batch-1 timings.
+        dtype: Run the streaming step in this dtype (e.g. ``torch.bfloat16``); offline stays in the model's dtype, so
+            the report measures the deviation of the reduced precision.
 
     Returns:
         The report (accuracy, macro-F1, agreement, logit deltas, timings, FLOPs, decision latency) and predictions.
@@ -151,7 +154,9 @@ def evaluate_streaming(
         raise ValueError(f"no recording has at least window={window} samples")
     model = model.eval()
     channels = recs[0].samples.shape[0]
-    runtime = StreamingClassifier(model, window, hop, capacity=len(recs), in_channels=channels, fold_bn=fold_bn)
+    runtime = StreamingClassifier(
+        model, window, hop, capacity=len(recs), in_channels=channels, fold_bn=fold_bn, dtype=dtype
+    )
     longest = max(r.samples.shape[1] for r in recs)
     n_hops = longest // hop
     padded = np.zeros((len(recs), channels, n_hops * hop), dtype=np.float32)  # (N, C, T_max)
@@ -200,7 +205,7 @@ def evaluate_streaming(
     acc_str = float(np.mean(p_str == y)) if y.size else float("nan")
 
     # batch-1 timings and FLOPs of one window (offline) and one hop (streaming)
-    one = StreamingClassifier(model, window, hop, capacity=1, in_channels=channels, fold_bn=fold_bn)
+    one = StreamingClassifier(model, window, hop, capacity=1, in_channels=channels, fold_bn=fold_bn, dtype=dtype)
     chunk = torch.from_numpy(padded[:1, :, :hop].copy())
     win = torch.from_numpy(padded[:1, :, :window].copy())
     for _ in range(5):
@@ -209,7 +214,7 @@ def evaluate_streaming(
     with torch.inference_mode():
         ms_window = _median_ms(lambda: model(win), max(5, timing_repeats // 5))
     flops_window = _flops(lambda: model(win))
-    flops_hop = _flops(lambda: one.model.stream_step(chunk, [t[:1] for t in one.state()]))  # type: ignore[operator]
+    flops_hop = _flops(lambda: one.model.stream_step(chunk.to(one.dtype), [t[:1] for t in one.state()]))  # type: ignore[operator]
 
     def _lat(name: str) -> dict[str, Any]:
         s, h, m = lat[name]
@@ -223,6 +228,7 @@ def evaluate_streaming(
     result.report = {
         "window": window,
         "hop": hop,
+        "streaming_dtype": str(runtime.dtype).replace("torch.", ""),
         "sampling_rate": sampling_rate,
         "recordings": len(recs),
         "windows": int(n_windows),

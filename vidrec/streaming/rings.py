@@ -33,8 +33,8 @@ StepFn = Callable[[Tensor, State, State], tuple[Tensor, State]]
 
 
 def default_period(hop: int) -> int:
-    """Phases per wrap-around: about 32 rows of new samples between wraps, between 2 and 16 phases."""
-    return max(2, min(16, math.ceil(32 / hop)))
+    """Phases per wrap-around: about 16 rows of new samples between wraps, between 2 and 8 phases."""
+    return max(2, min(8, math.ceil(16 / hop)))
 
 
 class RingStep:
@@ -67,6 +67,7 @@ class RingStep:
             raise ValueError(f"ring period must be >= 1, got {self.period}")
         self.compiled = compiled
         self._dtype = chunk.dtype
+        self._chunk_shape = tuple(chunk.shape[1:])  # (C, hop)
         fns: list[StepFn] = []
         rings: dict[int, tuple[int, int]] = {}
         self._buffer_shapes: list[tuple[int, ...]] = []
@@ -77,11 +78,12 @@ class RingStep:
         # per state tensor: (history rows, new rows per step), (0, 0) where it is not a ring
         self.geometry = [rings.get(i, (0, 0)) for i in range(len(compiled.time_first))]
         self._fns = fns
-        self._trace = trace
-        self._traced: list[bool] = [False] * self.period
         self.phase = 0
         self.rings: State = []
         self._bufs: State = []
+        self.traced = False
+        if trace:
+            self._trace_all(model, chunk)
 
     @property
     def capacity(self) -> int:
@@ -89,21 +91,30 @@ class RingStep:
         return int(self.rings[0].shape[self.compiled.batch_axes[0]]) if self.rings else 0
 
     def load(self, state: State) -> None:
-        """Take over ``state`` (compiled layout, ``(keep, B, C)`` per ring): rings are allocated, phase reset to 0."""
+        """Take over ``state`` (compiled layout, ``(keep, B, C)`` per ring): rings are allocated, phase reset to 0.
+
+        Traced phases are first run twice each on the new rings (TorchScript profiles a graph on its first call and
+        optimises it on the second), so no step after ``load`` pays for that.
+        """
         rings = []
         for t, (keep, n) in zip(state, self.geometry, strict=True):
-            if n:
-                if t.shape[0] != keep:
-                    raise ValueError(f"state tensor of {t.shape[0]} rows where the ring keeps {keep}")
-                ring = torch.zeros((keep + self.period * n, *t.shape[1:]), dtype=t.dtype)  # (keep + period n, B, C)
-                ring[: t.shape[0]].copy_(t)
-                rings.append(ring)
-            else:
-                rings.append(t)
-        self.rings, self.phase = rings, 0
+            if n and t.shape[0] != keep:
+                raise ValueError(f"state tensor of {t.shape[0]} rows where the ring keeps {keep}")
+            # (keep + period n, B, C) rings; other state tensors as they are
+            rings.append(torch.zeros((keep + self.period * n, *t.shape[1:]), dtype=t.dtype) if n else t)
+        self.rings = rings
         batch = self.capacity
         shapes = [tuple(batch if v == -1 else v for v in shape) for shape in self._buffer_shapes]
         self._bufs = [torch.empty(shape, dtype=self._dtype) for shape in shapes]
+        if self.traced:
+            x = torch.zeros((batch, *self._chunk_shape), dtype=self._dtype)
+            for fn in self._fns:
+                for _ in range(2):
+                    fn(x, self.rings, self._bufs)
+        for ring, t, (keep, n) in zip(self.rings, state, self.geometry):
+            if n:
+                ring[:keep].copy_(t)
+        self.phase = 0
 
     def history(self) -> State:
         """Views of the rings at the current phase in the compiled step's layout (writes go to the rings)."""
@@ -113,19 +124,19 @@ class RingStep:
     def __call__(self, x: Tensor) -> Tensor:
         """One step of every slot: ``x`` is ``(capacity, C, hop)``; returns ``(capacity, K)`` logits."""
         phase = self.phase
-        fn = self._fns[phase]
-        if self._trace and not self._traced[phase]:
-            fn = self._trace_phase(phase, x)
-        logits, _ = fn(x, self.rings, self._bufs)
+        logits, _ = self._fns[phase](x, self.rings, self._bufs)
         self.phase = (phase + 1) % self.period
         return logits
 
-    def _trace_phase(self, phase: int, x: Tensor) -> StepFn:
-        """Trace phase ``phase`` on copies of the rings (tracing runs the step once)."""
+    def _trace_all(self, model: nn.Module, chunk: Tensor) -> None:
+        """Replace every phase's function by its TorchScript trace, traced on batch-1 rings (any batch runs)."""
+        with torch.inference_mode():
+            state = self.compiled.to_compiled(model.stream_state(chunk))  # type: ignore[operator]
+        self.load(state)  # batch-1 rings to trace on (not warmed: self.traced is still False)
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=r".*torch\.jit\.trace.* is deprecated", category=FutureWarning)
             with torch.inference_mode(False), torch.no_grad():
                 rings, bufs = [r.clone() for r in self.rings], [b.clone() for b in self._bufs]  # normal tensors
-                traced = torch.jit.trace(self._fns[phase], (x.clone(), rings, bufs), check_trace=False)
-        self._fns[phase], self._traced[phase] = traced, True
-        return traced
+                x = chunk.clone()
+                self._fns = [torch.jit.trace(fn, (x, rings, bufs), check_trace=False) for fn in self._fns]
+        self.rings, self._bufs, self.traced = [], [], True
