@@ -108,3 +108,13 @@ def test_unknown_class_fails_at_start(workdir: Path, capsys: pytest.CaptureFixtu
 def test_missing_data_file_names_the_command(tmp_path: Path) -> None:
     with pytest.raises(Exception, match="vidrec data"):
         main(["fit", "-c", CONFIG, "--data.init_args.path", str(tmp_path / "missing.h5")])
+
+
+@pytest.mark.parametrize("config", sorted(p.relative_to(ROOT).as_posix() for p in (ROOT / "configs").rglob("*.yaml")))
+def test_every_shipped_config_parses(config: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """Every YAML under configs/ names only known keys and classes (checked without building or reading data)."""
+    with pytest.raises(SystemExit) as done:
+        main(["fit", "-c", str(ROOT / config), "--print_config"])
+    assert done.value.code in (0, None)
+    printed = capsys.readouterr().out
+    assert "class_path" in printed and "trainer:" in printed
