@@ -1,25 +1,30 @@
 """Decoder benchmark: random contiguous clips from 320x240 h264 videos, scaled to a short side, per CPU core.
 
 Measures, single process with ``torch.set_num_threads(1)`` and one decoder thread, clips per wall second and clips per
-CPU second of the process (the per-core figure, robust to other load on the machine) of:
+CPU second of the process (the per-core figure, robust to other load on the machine), runs interleaved, of:
 
 * ``decord``            decord 0.6 ``VideoReader(width, height)``: scaling inside the decoder (swscale)
 * ``decord+resize``     decord at native size, then ``torchvision.transforms.v2.functional.resize`` (antialias)
-* ``vidrec-reader``     the datamodule's path: ``RobustVideoReader`` (decode thread, time bound, timestamp check,
-                        decord) + torch resize
-* ``pyav``              PyAV seek + decode + ``frame.reformat`` scaling
+* ``vidrec-reader``     the datamodule's default path: ``RobustVideoReader`` (decode thread, time bound, timestamp
+                        check) with PyAV, fast probe and skipped non-reference frames outside the clip, + torch resize
+* ``vidrec-pyav-noskip`` the same without skipping non-reference frames (``skip_nonref=False``)
+* ``vidrec-pyav-plain`` the same with the full probe too (``fast_probe=False``; the decoder drain stays on)
+* ``vidrec-decord``     ``RobustVideoReader`` with decord (the default before PyAV's fast path) + torch resize
+* ``pyav``              PyAV seek + decode + ``frame.reformat`` scaling (no reader, full probe, no skipping)
 * ``torchcodec``        if importable (it needs system FFmpeg libraries)
 
 Each reading opens the file (as the dataset does per item). Figures are medians over ``--runs`` runs of ``--clips``
 clips. decord2 (the maintained fork) installs as the same ``decord`` module, so it cannot be measured beside decord
 0.6 in one environment; point ``--python`` of a separate venv at this script to measure it there.
 
-Then a correctness check: on a lossless video (libx264rgb, qp 0) every frame from decord and from PyAV is compared
-with the frames written (max abs difference, expected 0).
+Then correctness checks: on a lossless video (libx264rgb, qp 0) every frame from decord, PyAV and the reader is
+compared with the frames written (max abs difference, expected 0); on the benchmark videos (lossy, with B-frames) 200
+random clips from the reader's default path are compared with a plain sequential PyAV decode of the whole video
+(clips that differ, expected 0), and the frames the decoder output per clip are counted with and without skipping.
 
 Usage::
 
-    python tools/bench_video_decoding.py [--videos DIR] [--clips 40] [--runs 5] [--gop 50]
+    python tools/bench_video_decoding.py [--videos DIR] [--clips 40] [--runs 7] [--gop 50]
 """
 
 from __future__ import annotations
@@ -39,7 +44,7 @@ from torchvision.transforms.v2 import functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from datamodules.video.decoding import DecoderBackend, DecodeSettings, RobustVideoReader  # noqa: E402
+from datamodules.video.decoding import DecoderBackend, DecodeSettings, RobustVideoReader, open_video  # noqa: E402
 from datamodules.video.synthetic import write_video  # noqa: E402
 
 ClipReader = Callable[[Path, int], np.ndarray]  # (path, start frame) -> frames (T, h, w, 3)
@@ -95,8 +100,8 @@ def decord_then_resize(frames: int, short_side: int) -> ClipReader:
     return read
 
 
-def vidrec_reader(frames: int, short_side: int) -> ClipReader:
-    reader = RobustVideoReader(DecodeSettings(backend=DecoderBackend.DECORD))
+def vidrec_reader(frames: int, short_side: int, settings: DecodeSettings | None = None) -> ClipReader:
+    reader = RobustVideoReader(settings or DecodeSettings())
 
     def read(path: Path, start: int) -> np.ndarray:
         clip = reader.read(path, lambda n, fps: list(range(start, start + frames)))
@@ -106,6 +111,19 @@ def vidrec_reader(frames: int, short_side: int) -> ClipReader:
         return F.resize(video, [short_side], antialias=True).numpy()
 
     return read
+
+
+def vidrec_pyav_noskip(frames: int, short_side: int) -> ClipReader:
+    return vidrec_reader(frames, short_side, DecodeSettings(backend=DecoderBackend.PYAV, skip_nonref=False))
+
+
+def vidrec_pyav_plain(frames: int, short_side: int) -> ClipReader:
+    settings = DecodeSettings(backend=DecoderBackend.PYAV, fast_probe=False, skip_nonref=False)
+    return vidrec_reader(frames, short_side, settings)
+
+
+def vidrec_decord(frames: int, short_side: int) -> ClipReader:
+    return vidrec_reader(frames, short_side, DecodeSettings(backend=DecoderBackend.DECORD))
 
 
 def pyav_scaled(frames: int, short_side: int) -> ClipReader:
@@ -146,25 +164,31 @@ def torchcodec_scaled(frames: int, short_side: int) -> ClipReader:
 
 
 def measure(
-    read: ClipReader, videos: list[Path], num_frames: list[int], frames: int, clips: int, runs: int
-) -> tuple[float, float]:
-    """Median clips per wall second and per CPU second (all threads of this process) over ``runs`` runs.
+    readers: dict[str, ClipReader], videos: list[Path], num_frames: list[int], frames: int, clips: int, runs: int
+) -> dict[str, tuple[float, float]]:
+    """Per reader, median clips per wall second and per CPU second (all threads of this process) over ``runs`` runs.
 
-    The CPU-second figure is the per-core cost even when other processes compete for the cores.
+    Runs are interleaved (every reader reads the same ``clips`` clips in each run, in a rotating order), so a change
+    of load on the machine hits all readers alike. The CPU-second figure is the per-core cost even when other
+    processes compete for the cores.
     """
     rng = np.random.default_rng(0)
-    read(videos[0], 0)  # warm-up (imports, first open)
-    rates, cpu_rates = [], []
-    for _ in range(runs):
+    for read in readers.values():
+        read(videos[0], 0)  # warm-up (imports, first open)
+    rates: dict[str, list[float]] = {name: [] for name in readers}
+    cpu_rates: dict[str, list[float]] = {name: [] for name in readers}
+    names = list(readers)
+    for run in range(runs):
         jobs = [int(v) for v in rng.integers(0, len(videos), size=clips)]
         starts = [int(rng.integers(0, num_frames[v] - frames + 1)) for v in jobs]
-        begin, cpu_begin = time.perf_counter(), time.process_time()
-        for v, s in zip(jobs, starts):
-            clip = read(videos[v], s)
-            assert len(clip) == frames, (videos[v], s, clip.shape)
-        rates.append(clips / (time.perf_counter() - begin))
-        cpu_rates.append(clips / (time.process_time() - cpu_begin))
-    return statistics.median(rates), statistics.median(cpu_rates)
+        for name in names[run % len(names) :] + names[: run % len(names)]:
+            begin, cpu_begin = time.perf_counter(), time.process_time()
+            for v, s in zip(jobs, starts):
+                clip = readers[name](videos[v], s)
+                assert len(clip) == frames, (name, videos[v], s, clip.shape)
+            rates[name].append(clips / (time.perf_counter() - begin))
+            cpu_rates[name].append(clips / (time.process_time() - cpu_begin))
+    return {name: (statistics.median(rates[name]), statistics.median(cpu_rates[name])) for name in names}
 
 
 def correctness(folder: Path) -> dict[str, int]:
@@ -178,12 +202,46 @@ def correctness(folder: Path) -> dict[str, int]:
     decoded = {"decord": reader.get_batch(list(range(30))).asnumpy()}
     with av.open(str(path)) as container:
         decoded["pyav"] = np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])
-    vidrec = RobustVideoReader().read(path, lambda n, fps: list(range(30)))
-    assert vidrec is not None
-    decoded["vidrec-reader"] = vidrec.frames
+    for name, settings in (
+        ("vidrec-reader", DecodeSettings()),
+        ("vidrec-decord", DecodeSettings(DecoderBackend.DECORD)),
+    ):
+        vidrec = RobustVideoReader(settings).read(path, lambda n, fps: list(range(30)))
+        assert vidrec is not None, f"{name} could not read {path}"
+        decoded[name] = vidrec.frames
     diffs = {name: int(np.abs(frames.astype(np.int16) - truth).max()) for name, frames in decoded.items()}
     diffs["decord-vs-pyav"] = int(np.abs(decoded["decord"].astype(np.int16) - decoded["pyav"]).max())
     return diffs
+
+
+def fixed_clip(indices: list[int]) -> Callable[[int, float], list[int]]:
+    """A clip chooser that always answers ``indices``."""
+    return lambda num_frames, fps: indices
+
+
+def bframe_correctness(videos: list[Path], frames: int, clips: int = 200) -> tuple[int, float, float]:
+    """Clips of the default reader differing from a full decode; mean decoder frames a clip (skip, no skip)."""
+    import av
+
+    truth = []
+    for path in videos:
+        with av.open(str(path)) as container:
+            truth.append(np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)]))  # (N, H, W, 3)
+    reader = RobustVideoReader()
+    rng = np.random.default_rng(1)
+    differing = 0
+    decoded = {True: 0, False: 0}
+    for _ in range(clips):
+        v = int(rng.integers(0, len(videos)))
+        indices = list(range(start := int(rng.integers(0, len(truth[v]) - frames + 1)), start + frames))
+        clip = reader.read(videos[v], fixed_clip(indices))
+        if clip is None or not np.array_equal(clip.frames, truth[v][indices]):
+            differing += 1
+        for skip in (True, False):
+            video = open_video(videos[v], DecoderBackend.PYAV, settings=DecodeSettings(skip_nonref=skip))
+            video.read(indices)
+            decoded[skip] += video.decoded_frames  # type: ignore[attr-defined]
+    return differing, decoded[True] / clips, decoded[False] / clips
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -195,7 +253,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--frames", type=int, default=16, help="frames per clip")
     parser.add_argument("--short-side", type=int, default=128)
     parser.add_argument("--clips", type=int, default=40, help="clips per run")
-    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--runs", type=int, default=7)
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     import decord
@@ -217,25 +275,33 @@ def main(argv: list[str] | None = None) -> None:
             "decord": decord_scaled,
             "decord+resize": decord_then_resize,
             "vidrec-reader": vidrec_reader,
+            "vidrec-pyav-noskip": vidrec_pyav_noskip,
+            "vidrec-pyav-plain": vidrec_pyav_plain,
+            "vidrec-decord": vidrec_decord,
             "pyav": pyav_scaled,
         }
         if importlib.util.find_spec("torchcodec") is not None:
             readers["torchcodec"] = torchcodec_scaled
         print(
             f"\nrandom contiguous {args.frames}-frame clips -> short side {args.short_side}, 1 thread, "
-            f"median of {args.runs} x {args.clips} clips (decord {decord.__version__})"
+            f"median of {args.runs} interleaved runs x {args.clips} clips (decord {decord.__version__})"
         )
-        print(f"{'decoder':<16}{'clips/wall s':>14}{'clips/CPU s':>13}{'CPU ms/clip':>13}")
-        for name, make in readers.items():
-            reader = make(args.frames, args.short_side)
-            rate, cpu_rate = measure(reader, videos, num_frames, args.frames, args.clips, args.runs)
-            print(f"{name:<16}{rate:>14.1f}{cpu_rate:>13.1f}{1000 / cpu_rate:>13.1f}")
+        print(f"{'decoder':<20}{'clips/wall s':>14}{'clips/CPU s':>13}{'CPU ms/clip':>13}")
+        made = {name: make(args.frames, args.short_side) for name, make in readers.items()}
+        for name, (rate, cpu_rate) in measure(made, videos, num_frames, args.frames, args.clips, args.runs).items():
+            print(f"{name:<20}{rate:>14.1f}{cpu_rate:>13.1f}{1000 / cpu_rate:>13.1f}")
         if "torchcodec" not in readers:
             print("torchcodec: not installed (its wheels need system FFmpeg libraries, absent here)")
         print("decord2: not measured (installs as the same 'decord' module; needs a separate venv)")
         print("\ncorrectness on a lossless (libx264rgb qp 0) 320x240 video, 30 frames: max abs diff")
         for name, diff in correctness(folder).items():
             print(f"  {name:<16}{diff}")
+        differing, skip_frames, full_frames = bframe_correctness(videos, args.frames)
+        print(
+            f"\nreader default path vs a full sequential PyAV decode, 200 random clips of the benchmark videos "
+            f"(B-frames): {differing} differ; decoder output {skip_frames:.1f} frames a clip skipping "
+            f"non-reference frames, {full_frames:.1f} without"
+        )
 
 
 if __name__ == "__main__":

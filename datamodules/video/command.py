@@ -43,7 +43,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
     check.add_argument("--fold", type=int, default=1, help="official split (UCF101, HMDB51)")
     check.add_argument("--split", choices=["train", "val", "test"], default="train")
     check.add_argument("--quarantine", type=Path, required=True, help="TSV receiving unreadable files")
-    check.add_argument("--backend", choices=["decord", "pyav", "torchcodec"], default="decord")
+    check.add_argument("--backend", choices=["decord", "pyav", "torchcodec"], default="pyav")
     check.add_argument("--timeout", type=float, default=20.0, help="seconds allowed per read")
     check.set_defaults(func=_check_videos)
 

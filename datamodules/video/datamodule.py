@@ -1,7 +1,7 @@
 """LightningDataModules of decoded video clips: UCF101, HMDB51, Kinetics and plain class folders.
 
 All share :class:`VideoClipDataModule`: official split parsing (``layouts.py``), clip sampling with pytorchvideo's
-samplers (``dataset.py``), torchvision v2 transforms (``transforms.py``) and the robust decord reader
+samplers (``dataset.py``), torchvision v2 transforms (``transforms.py``) and the robust clip reader
 (``decoding.py``). ``num_classes`` and ``class_names`` are read from the annotations in ``__init__``.
 
 Splits: ``fit`` trains on the train list and validates on the val list (UCF101 and HMDB51 have no official

@@ -1,4 +1,5 @@
-"""Robust reader: exact frames on lossless video, quarantine of bad files, frame-count clamp, time bound."""
+"""Robust reader: exact frames on lossless video, quarantine of bad files, frame-count clamp, time bound; the PyAV fast
+path (fast probe, skipped non-reference frames, decoder drain, cached facts) returns the frames of a full decode."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from datamodules.video import decoding
 from datamodules.video.decoding import (
@@ -14,7 +16,9 @@ from datamodules.video.decoding import (
     DecodeSettings,
     QuarantineLog,
     RobustVideoReader,
+    VideoFacts,
     find_decodable_frame_count,
+    open_video,
 )
 from datamodules.video.synthetic import write_video
 
@@ -127,10 +131,10 @@ def test_hanging_read_times_out_and_is_quarantined(
     hang.write_bytes(good.read_bytes())
     real_open = decoding.open_video
 
-    def open_or_hang(path, backend, num_threads=1):
+    def open_or_hang(path, backend, num_threads=1, **options):
         if Path(path) == hang:
             time.sleep(3)  # stands in for a decoder stuck in FFmpeg
-        return real_open(path, backend, num_threads)
+        return real_open(path, backend, num_threads, **options)
 
     monkeypatch.setattr(decoding, "open_video", open_or_hang)
     reader = RobustVideoReader(DecodeSettings(timeout_s=0.3), quarantine_path=tmp_path / "q.tsv")
@@ -158,3 +162,163 @@ def test_torchcodec_backend_needs_the_package() -> None:
         pytest.skip("torchcodec is installed")
     with pytest.raises(ImportError, match="torchcodec"):
         decoding.open_video("x.mp4", DecoderBackend.TORCHCODEC)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# PyAV fast path
+
+
+def _drifting_texture(num_frames: int, height: int = 48, width: int = 64) -> np.ndarray:
+    """Smooth texture panning 2 px a frame plus a moving block: x264 codes it with B-frames (lossy) or P-frames."""
+    yy, xx = np.mgrid[0:height, 0 : width + 2 * num_frames].astype(np.float32)
+    texture = np.stack([128 + 90 * np.sin(xx / (5 + 2 * c)) * np.cos(yy / (7 + c)) for c in range(3)], axis=-1)
+    frames = np.empty((num_frames, height, width, 3), np.uint8)
+    for t in range(num_frames):
+        frames[t] = np.clip(texture[:, 2 * t : 2 * t + width], 0, 255)
+        frames[t, 10:20, t % (width - 10) : t % (width - 10) + 10] = (250, 30, 30)
+    return frames
+
+
+def _full_decode(path: Path) -> tuple[np.ndarray, str]:
+    """Every frame (T, H, W, 3) of a plain sequential PyAV decode, and the picture types ("I", "P", "B")."""
+    import av
+
+    with av.open(str(path)) as container:
+        frames = list(container.decode(video=0))
+    types = "".join(av.video.frame.PictureType(f.pict_type).name for f in frames)
+    return np.stack([f.to_ndarray(format="rgb24") for f in frames]), types
+
+
+def _nonref_frame_count(path: Path) -> tuple[int, int]:
+    """(frames decoded with skip_frame NONREF, all frames): fewer when the stream has non-reference frames."""
+    import av
+
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        stream.codec_context.skip_frame = "NONREF"
+        kept = sum(1 for _ in container.decode(stream))
+    with av.open(str(path)) as container:
+        return kept, sum(1 for _ in container.decode(video=0))
+
+
+@pytest.fixture(scope="module")
+def bframe_video(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, np.ndarray]:
+    """A lossy x264 (veryfast, gop 12) mp4 with non-reference B-frames, and its frames from a full decode."""
+    path = write_video(tmp_path_factory.mktemp("bframes") / "b.mp4", _drifting_texture(60), gop=12)
+    frames, types = _full_decode(path)
+    kept, total = _nonref_frame_count(path)
+    assert "B" in types and kept < total == 60, (types, kept)  # the premise of the skip tests
+    return path, frames
+
+
+CLIPS = [
+    list(range(0, 16)),  # from a key frame
+    list(range(5, 21)),  # starts mid-GOP, on a B-frame
+    list(range(30, 46)),
+    list(range(44, 60)),  # to the last frame (decoder drained at the end of the stream)
+    list(range(7, 39, 2)),  # strided: non-reference frames between clip frames are skipped too
+    [50, 55, 59, 59, 59],  # repeated last frame, as short videos give
+]
+
+
+@pytest.mark.parametrize("indices", CLIPS, ids=[f"clip{i}" for i in range(len(CLIPS))])
+def test_fast_pyav_path_matches_full_decode_on_bframes(bframe_video: tuple[Path, np.ndarray], indices) -> None:
+    path, truth = bframe_video
+    for settings in (
+        DecodeSettings(),
+        DecodeSettings(backend=DecoderBackend.PYAV, fast_probe=False, skip_nonref=False),
+    ):
+        reader = RobustVideoReader(settings)
+        clip = reader.read(path, _fixed(indices))
+        assert clip is not None
+        np.testing.assert_array_equal(clip.frames, truth[indices])
+        np.testing.assert_allclose(clip.timestamps, np.asarray(indices) / 25.0, atol=1e-6)
+        assert reader.timestamp_mismatches == 0
+
+
+def test_economical_decode_skips_nonref_preroll_and_stops_at_the_clip(bframe_video: tuple[Path, np.ndarray]) -> None:
+    path, truth = bframe_video
+    indices = list(range(44, 48))  # key frames every 12: a 8-frame pre-roll from frame 36, B-frames among it
+    economical = open_video(path, DecoderBackend.PYAV)
+    plain = open_video(path, DecoderBackend.PYAV, settings=DecodeSettings(skip_nonref=False))
+    assert economical._skip_nonref and not plain._skip_nonref  # type: ignore[attr-defined]
+    np.testing.assert_array_equal(economical.read(indices)[0], truth[indices])
+    np.testing.assert_array_equal(plain.read(indices)[0], truth[indices])
+    assert plain.decoded_frames == 12  # type: ignore[attr-defined]  # frames 36..47: drained at 47, nothing past it
+    assert economical.decoded_frames < plain.decoded_frames  # type: ignore[attr-defined]
+    undrained = open_video(path, DecoderBackend.PYAV, settings=DecodeSettings(skip_nonref=False))
+    found = undrained._decode(set(indices), economical=False)  # type: ignore[attr-defined]
+    np.testing.assert_array_equal(np.stack([found[i][0] for i in indices]), truth[indices])
+    assert undrained.sent_packets > plain.sent_packets  # type: ignore[attr-defined]  # later packets push frames out
+
+
+def test_pyav_default_is_exact_on_lossless_video_with_preroll(tmp_path: Path) -> None:
+    truth = _drifting_texture(40)
+    path = write_video(tmp_path / "lossless_gop12.mp4", truth, lossless=True, gop=12)
+    assert "P" in _full_decode(path)[1]  # key frames every 12: clips mid-GOP need a pre-roll
+    reader = RobustVideoReader()
+    assert reader.settings.backend is DecoderBackend.PYAV
+    for indices in ([9, 10, 11, 12, 13], list(range(23, 39))):
+        clip = reader.read(path, _fixed(indices))
+        assert clip is not None
+        np.testing.assert_array_equal(clip.frames, truth[indices])
+
+
+def test_fast_probe_gives_the_full_probe_facts(bframe_video: tuple[Path, np.ndarray], tmp_path: Path) -> None:
+    path, _ = bframe_video
+    fast = open_video(path, DecoderBackend.PYAV, settings=DecodeSettings(fast_probe=True))
+    full = open_video(path, DecoderBackend.PYAV, settings=DecodeSettings(fast_probe=False))
+    assert fast.facts == VideoFacts(60, 25.0, 0.0, fast_probe=True)  # type: ignore[attr-defined]
+    assert full.facts == VideoFacts(60, 25.0, 0.0, fast_probe=False)  # type: ignore[attr-defined]
+    mkv = write_video(tmp_path / "clip.mkv", _drifting_texture(20), lossless=True)  # not mp4: full probe
+    video = open_video(mkv, DecoderBackend.PYAV)
+    assert not video.facts.fast_probe and video.fps == pytest.approx(25.0)  # type: ignore[attr-defined]
+    np.testing.assert_array_equal(video.read([3, 4])[0], _drifting_texture(20)[3:5])
+
+
+def test_metadata_cache_serves_the_second_read(bframe_video: tuple[Path, np.ndarray]) -> None:
+    path, truth = bframe_video
+    reader = RobustVideoReader()
+    seen: list[tuple[int, float]] = []
+
+    def choose(num_frames: int, fps: float) -> list[int]:
+        seen.append((num_frames, fps))
+        return list(range(20, 36))
+
+    first = reader.read(path, choose)
+    assert reader._facts[str(path)] == VideoFacts(60, 25.0, 0.0, fast_probe=True)
+    second = reader.read(path, choose)
+    assert first is not None and second is not None
+    np.testing.assert_array_equal(second.frames, first.frames)
+    np.testing.assert_array_equal(second.frames, truth[20:36])
+    reader._facts[str(path)] = VideoFacts(50, 25.0, 0.0, fast_probe=True)  # the cache, not the header, is used
+    assert reader.read(path, choose) is not None
+    assert seen == [(60, 25.0), (60, 25.0), (50, 25.0)]
+
+
+class _ClipsOf(torch.utils.data.Dataset):
+    """Clip [0, 1] of each video through one shared reader (as the video dataset does)."""
+
+    def __init__(self, reader: RobustVideoReader, paths: list[Path]) -> None:
+        self.reader, self.paths = reader, paths
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> np.ndarray:
+        clip = self.reader.read(self.paths[index], _fixed([0, 1]))
+        assert clip is not None
+        return clip.frames
+
+
+def test_forked_workers_read_after_the_main_process_did(bframe_video: tuple[Path, np.ndarray]) -> None:
+    # The main process reads first (its decode thread holds PyAV objects), then DataLoader workers fork. A swscale
+    # context with a thread pool surviving into a child hung there when freed; a hang fails here via the timeout.
+    path, truth = bframe_video
+    reader = RobustVideoReader()
+    assert reader.read(path, _fixed([0, 1])) is not None
+    loader = torch.utils.data.DataLoader(_ClipsOf(reader, [path] * 4), batch_size=2, num_workers=2, timeout=60)
+    batches = list(loader)
+    assert len(batches) == 2
+    for batch in batches:
+        np.testing.assert_array_equal(batch.numpy(), np.stack([truth[:2]] * 2))
