@@ -19,7 +19,8 @@ Speed: the runtime works on a converted copy (BatchNorm folded into convolutions
 time series the linear classifier moved in front of the average pool so the pool buffers logits) and runs
 under ``torch.inference_mode``. For time series, ``StepBackend.TORCH`` lowers that copy once into a flat compiled step
 (``vidrec.streaming.fastpath``: one matmul per convolution at a hop of one sample, preallocated buffers, TorchScript
-trace), checked against the eager step when built; ``StepBackend.TORCH_EAGER`` steps module by module and
+trace), checked against the eager step when built, and steps of all slots keep each layer's history in ring buffers
+(``vidrec.streaming.rings``: only new rows are written); ``StepBackend.TORCH_EAGER`` steps module by module and
 ``StepBackend.ONNXRUNTIME`` runs the exported step graph in ONNX Runtime. ``StepBackend.NUMPY`` runs each slot as its
 own ``vidrec.streaming.numpy_step.NumpyStreamStep`` (ring buffers, one NumPy call per op): the lowest latency for a
 single stream at a small hop, a Python loop over slots for several.
