@@ -44,7 +44,7 @@ from vidrec.layers.temporal import (
     stream_step_of,
 )
 
-__all__ = ["CompiledStep", "compile_stream_step", "generate_step"]
+__all__ = ["CompiledStep", "compile_stream_step", "generate_step", "trace_step"]
 
 State = list[Tensor]
 StepFn = Callable[[Tensor, State], tuple[Tensor, State]]
@@ -169,14 +169,7 @@ class CompiledStep:
 
     def trace(self, chunk: Tensor, state: State) -> None:
         """Replace the Python function by its TorchScript trace (less per-op overhead); ``state`` in compiled layout."""
-        with torch.inference_mode(False), torch.no_grad():
-            bufs = self._allocate(chunk.shape[0])
-            st = [t.clone() for t in state]
-            with warnings.catch_warnings():  # the deprecation notice of torch.jit.trace, emitted on every call
-                warnings.filterwarnings(
-                    "ignore", message=r".*torch\.jit\.trace.* is deprecated", category=FutureWarning
-                )
-                self._fn = torch.jit.trace(self._fn, (chunk.clone(), st, bufs), check_trace=False)
+        self._fn = trace_step(self._fn, chunk, state, self._allocate(chunk.shape[0]))
         self.traced = True
 
     def __call__(self, x: Tensor, state: State) -> tuple[Tensor, State]:
@@ -190,6 +183,21 @@ class CompiledStep:
     def to_protocol(self, state: State) -> State:
         """The compiled step's state -> protocol layout (views)."""
         return [t.permute(1, 2, 0) if tf else t for t, tf in zip(state, self.time_first, strict=True)]
+
+
+def trace_step(
+    fn: Callable[[Tensor, State, State], tuple[Tensor, State]], chunk: Tensor, state: State, bufs: State
+) -> Callable[[Tensor, State, State], tuple[Tensor, State]]:
+    """TorchScript trace of a generated step ``fn(chunk, state, bufs)``, run once on copies of its inputs.
+
+    The copies are made outside inference mode (a trace cannot write into inference tensors); the trace accepts any
+    batch size.
+    """
+    with torch.inference_mode(False), torch.no_grad():
+        args = (chunk.clone(), [t.clone() for t in state], [b.clone() for b in bufs])
+        with warnings.catch_warnings():  # the deprecation notice of torch.jit.trace, emitted on every call
+            warnings.filterwarnings("ignore", message=r".*torch\.jit\.trace.* is deprecated", category=FutureWarning)
+            return torch.jit.trace(fn, args, check_trace=False)  # type: ignore[no-any-return]
 
 
 def _to_protocol(x: _Value) -> str:

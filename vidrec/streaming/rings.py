@@ -18,13 +18,12 @@ all slots and moves only with full steps. Results are identical either way: the 
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
 
-from vidrec.streaming.fastpath import CompiledStep, generate_step
+from vidrec.streaming.fastpath import CompiledStep, generate_step, trace_step
 
 __all__ = ["RingStep", "default_period"]
 
@@ -133,10 +132,5 @@ class RingStep:
         with torch.inference_mode():
             state = self.compiled.to_compiled(model.stream_state(chunk))  # type: ignore[operator]
         self.load(state)  # batch-1 rings to trace on (not warmed: self.traced is still False)
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=r".*torch\.jit\.trace.* is deprecated", category=FutureWarning)
-            with torch.inference_mode(False), torch.no_grad():
-                rings, bufs = [r.clone() for r in self.rings], [b.clone() for b in self._bufs]  # normal tensors
-                x = chunk.clone()
-                self._fns = [torch.jit.trace(fn, (x, rings, bufs), check_trace=False) for fn in self._fns]
+        self._fns = [trace_step(fn, chunk, self.rings, self._bufs) for fn in self._fns]
         self.rings, self._bufs, self.traced = [], [], True
