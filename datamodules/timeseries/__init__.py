@@ -22,7 +22,7 @@ from datamodules.timeseries.schema import (
 
 if TYPE_CHECKING:
     from datamodules.timeseries.datamodule import HDF5WindowDataModule, SplitMode, SubjectSplit, TestRecording
-    from datamodules.timeseries.dataset import ChannelNormalization, LabelPolicy, WindowDataset
+    from datamodules.timeseries.dataset import ChannelNormalization, ContextPadding, LabelPolicy, WindowDataset
 
 _LAZY = {
     "HDF5WindowDataModule": "datamodules.timeseries.datamodule",
@@ -30,6 +30,7 @@ _LAZY = {
     "SubjectSplit": "datamodules.timeseries.datamodule",
     "TestRecording": "datamodules.timeseries.datamodule",
     "ChannelNormalization": "datamodules.timeseries.dataset",
+    "ContextPadding": "datamodules.timeseries.dataset",
     "LabelPolicy": "datamodules.timeseries.dataset",
     "WindowDataset": "datamodules.timeseries.dataset",
 }
@@ -37,6 +38,7 @@ _LAZY = {
 __all__ = [
     "SCHEMA",
     "ChannelNormalization",
+    "ContextPadding",
     "HDF5WindowDataModule",
     "LabelPolicy",
     "Recording",

@@ -27,6 +27,7 @@ from torch.utils.data import DataLoader, WeightedRandomSampler
 
 from datamodules.timeseries.dataset import (
     ChannelNormalization,
+    ContextPadding,
     LabelPolicy,
     WindowDataset,
     WindowTable,
@@ -178,7 +179,12 @@ class HDF5WindowDataModule(L.LightningDataModule):
         path: HDF5 file (``vidrec data ...`` creates it).
         window: Samples per window (the labelled target region).
         hop: Hop between training windows, in samples.
-        context: Extra real samples before each window (input length = context + window).
+        context: Extra samples of left context before each window (input length = context + window).
+        context_padding: DROP (default): windows whose context would start before their recording do not exist.
+            EDGE: the missing context is copies of the recording's first sample, so every window of ``context = 0`` is
+            kept (streaming: ``first_output = window``; see :mod:`datamodules.timeseries.dataset`).
+        context_truncation: Training only: probability that a window's context is cut at a random point and
+            edge-filled before it, so the model learns the short histories that EDGE padding produces.
         eval_hop: Hop for val / test / predict windows (default: ``hop``).
         split_mode: How subjects are split (SUBJECTS, OFFICIAL, KFOLD, LOSO).
         train_subjects: SUBJECTS mode: train subjects (default: all not in val / test).
@@ -204,6 +210,8 @@ class HDF5WindowDataModule(L.LightningDataModule):
         window: int = 128,
         hop: int = 64,
         context: int = 0,
+        context_padding: ContextPadding = ContextPadding.DROP,
+        context_truncation: float = 0.0,
         eval_hop: int | None = None,
         split_mode: SplitMode = SplitMode.OFFICIAL,
         train_subjects: list[int] | None = None,
@@ -229,7 +237,13 @@ class HDF5WindowDataModule(L.LightningDataModule):
         if context < 0 or (eval_hop is not None and eval_hop < 1):
             raise ValueError(f"context must be >= 0 and eval_hop >= 1, got context={context}, eval_hop={eval_hop}")
         self.path = str(path)
+        if not 0.0 <= context_truncation <= 1.0:
+            raise ValueError(f"context_truncation must be a probability in [0, 1], got {context_truncation}")
+        if context_truncation > 0 and context == 0:
+            raise ValueError("context_truncation > 0 needs context > 0")
         self.window, self.hop, self.context = window, hop, context
+        self.context_padding = ContextPadding(context_padding)
+        self.context_truncation = float(context_truncation)
         self.eval_hop = hop if eval_hop is None else eval_hop
         self.split_mode = SplitMode(split_mode)
         self.train_subjects, self.val_subjects, self.test_subjects = train_subjects, val_subjects, test_subjects
@@ -277,9 +291,13 @@ class HDF5WindowDataModule(L.LightningDataModule):
         if info.channel_names != self.channel_names or info.class_names != self.class_names:
             raise ValueError(f"{self.path}: channel_names / class_names changed since the datamodule was created")
         self._recordings = recordings
-        lengths = np.array([len(r.labels) for r in recordings], dtype=np.int64)
+        # EDGE: `context` copies of the first sample (unlabelled) in front of each recording in the window array
+        pad = self.context if self.context_padding is ContextPadding.EDGE and self.context > 0 else 0
+        samples = [np.concatenate([np.repeat(r.samples[:1], pad, axis=0), r.samples]) for r in recordings]
+        labels = [np.concatenate([np.full(pad, -1, dtype=r.labels.dtype), r.labels]) for r in recordings]
+        lengths = np.array([len(x) for x in labels], dtype=np.int64)
         self._offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
-        self._data = np.ascontiguousarray(np.concatenate([r.samples for r in recordings]).T)  # (C, N)
+        self._data = np.ascontiguousarray(np.concatenate(samples).T)  # (C, N)
 
         official: dict[int, str | None] = {}
         for r in recordings:
@@ -303,7 +321,6 @@ class HDF5WindowDataModule(L.LightningDataModule):
         train_recs = [i for i, r in enumerate(recordings) if r.subject in split.train]
         if not self._normalization_loaded:
             self._normalization = self._compute_normalization(train_recs)
-        labels = [r.labels for r in recordings]
         for name, subjects, hop in (
             ("train", split.train, self.hop),
             ("val", split.val, self.eval_hop),
@@ -327,7 +344,14 @@ class HDF5WindowDataModule(L.LightningDataModule):
                     f"{self.path}: {name} split (subjects {subjects}) has no windows of {self.input_length} samples"
                     f" under label_policy {self.label_policy.name}"
                 )
-            self.datasets[name] = WindowDataset(self._data, table, self.input_length, self.normalization)
+            self.datasets[name] = WindowDataset(
+                self._data,
+                table,
+                self.input_length,
+                self.normalization,
+                context_truncation=self.context_truncation if name == "train" else 0.0,
+                context=self.context,
+            )
 
     def _compute_normalization(self, train_recs: list[int]) -> ChannelNormalization:
         if not self.normalize:
@@ -444,6 +468,7 @@ class HDF5WindowDataModule(L.LightningDataModule):
             "hop": self.hop,
             "eval_hop": self.eval_hop,
             "context": self.context,
+            "context_padding": self.context_padding.name,
             "sampling_rate": self.sampling_rate,
             "channel_names": list(self.channel_names),
             "class_names": list(self.class_names),

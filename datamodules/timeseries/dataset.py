@@ -6,6 +6,11 @@ so the ``context`` samples before it are real signal (windows whose context woul
 do not exist on this grid). A stream that starts at sample 0 emits an output every ``hop`` samples once ``L``
 samples have arrived, i.e. exactly at the ends of these windows.
 
+Context padding (:class:`ContextPadding`): with ``EDGE`` the data module puts ``context`` copies of each recording's
+first sample in front of it, so windows near the start read that copy instead of missing history. Their target grid is
+then the one of ``context = 0`` (every window of the recording is kept), and a streaming runtime built with
+``first_output = window`` fills a new stream's history the same way.
+
 All recordings are concatenated into one (C, N) float32 array; a batch is gathered with one fancy-indexing op by
 :meth:`WindowDataset.__getitems__`, which torch's DataLoader calls with a whole batch of indices (use
 :func:`collate_window_batch` as ``collate_fn``). The gather indexes a (N - L + 1, C, L) strided view of the data, so
@@ -24,6 +29,13 @@ from numpy.lib.stride_tricks import sliding_window_view
 from torch.utils.data import Dataset
 
 from datamodules.timeseries.schema import UNLABELLED
+
+
+class ContextPadding(enum.Enum):
+    """What happens to windows whose left context would start before their recording."""
+
+    DROP = "drop"  # no such windows: the first target window of a recording starts at sample `context`
+    EDGE = "edge"  # the missing context is copies of the recording's first sample (what a starting stream sees)
 
 
 class LabelPolicy(enum.Enum):
@@ -197,14 +209,32 @@ class WindowDataset(Dataset):
         table: Windows of this split.
         length: L = context + window samples per input.
         normalization: Applied on the fly; replace with :meth:`set_normalization`.
+        context_truncation: Training augmentation: the probability that a window's left context is cut at a random
+            point and filled with copies of the sample there, as at the start of a stream (see :class:`ContextPadding`).
+            The cut falls in the first ``context`` samples, never in the labelled ``window``. 0 = off.
+        context: Samples of left context in each window (``length - window``); needed when ``context_truncation > 0``.
     """
 
-    def __init__(self, data: np.ndarray, table: WindowTable, length: int, normalization: ChannelNormalization):
+    def __init__(
+        self,
+        data: np.ndarray,
+        table: WindowTable,
+        length: int,
+        normalization: ChannelNormalization,
+        *,
+        context_truncation: float = 0.0,
+        context: int = 0,
+    ):
         if data.shape[1] < length and len(table):
             raise ValueError(f"{len(table)} windows of {length} samples over only {data.shape[1]} samples")
+        if not 0.0 <= context_truncation <= 1.0:
+            raise ValueError(f"context_truncation must be a probability in [0, 1], got {context_truncation}")
+        if context_truncation > 0 and not 0 < context < length:
+            raise ValueError(f"context_truncation needs 0 < context < length, got context={context}, length={length}")
         self.data = data
         self.table = table
         self.length = length
+        self.context_truncation, self.context = float(context_truncation), int(context)
         # (N - L + 1, C, L) strided view: row s is the window starting at sample s; indexing rows copies B windows
         self._windows = (
             sliding_window_view(data, length, axis=1).transpose(1, 0, 2) if data.shape[1] >= length else None
@@ -227,6 +257,19 @@ class WindowDataset(Dataset):
         x = self._windows[self.table.starts[indices]]  # (B, C, L), a contiguous copy
         x *= self._scale  # x * (1/std) - mean/std == (x - mean) / std
         x -= self._shift
+        if self.context_truncation > 0 and len(x):
+            x = self._truncate_context(x)
+        return x
+
+    def _truncate_context(self, x: np.ndarray) -> np.ndarray:
+        """Edge-fill the context of a random share of the rows before a random cut in ``[1, context]``."""
+        # torch's generator: seeded by Lightning's seed_everything and per DataLoader worker
+        rows = torch.rand(len(x)).numpy() < self.context_truncation
+        if not rows.any():
+            return x
+        cuts = torch.randint(1, self.context + 1, (int(rows.sum()),)).numpy()  # first real sample of each row
+        index = np.maximum(np.arange(self.length)[None, :], cuts[:, None])  # (b, L): t < cut reads the cut sample
+        x[rows] = np.take_along_axis(x[rows], index[:, None, :], axis=2)
         return x
 
     def __getitems__(self, indices: Sequence[int]) -> dict[str, torch.Tensor]:

@@ -49,3 +49,18 @@ def test_bfloat16_streaming_reports_its_deviation(tiny_model: nn.Module) -> None
     assert rep["streaming_dtype"] == "bfloat16"
     assert 0.0 < rep["max_abs_logit_delta"] < 0.25  # rounded, not exact, and not broken
     assert rep["argmax_agreement"] >= 0.9
+
+
+def test_edge_filled_start_is_evaluated_from_the_first_output_on_both_sides(tiny_model: nn.Module) -> None:
+    recs = _recordings()
+    result = evaluate_streaming(tiny_model, recs, 40, 4, ["a", "b", "c"], timing_repeats=3, first_output=16)
+    rep = result.report
+    assert rep["first_output"] == 16
+    assert rep["windows"] == len(range(16, 151, 4)) + len(range(16, 119, 4))
+    assert rep["argmax_agreement"] == 1.0 and rep["max_abs_logit_delta"] <= 1e-4
+    assert result.ends["rec0"][0] == 16
+    # offline side: the window ending at 16 is 24 copies of sample 0 followed by samples [0, 16)
+    x = torch.from_numpy(recs[0].samples).float()
+    window = torch.cat([x[:, :1].expand(-1, 24), x[:, :16]], dim=1)[None]
+    with torch.no_grad():
+        assert int(result.offline_pred["rec0"][0]) == int(tiny_model(window).argmax())

@@ -234,3 +234,49 @@ def test_reduced_precision_is_refused_where_it_cannot_run(tiny_model: nn.Module)
         StreamingClassifier(tiny_model, 40, 4, dtype=torch.bfloat16, backend=StepBackend.NUMPY)
     with pytest.raises(ValueError, match="dtype must be one of"):
         StreamingClassifier(tiny_model, 40, 4, dtype=torch.int8)
+
+
+def _edge_filled_reference(model: nn.Module, x: torch.Tensor, window: int, first: int, hop: int) -> torch.Tensor:
+    """Offline logits (N, n, K) of the windows ending at first, first + hop, ... with edge-filled history."""
+    lead = window - first
+    padded = torch.cat([x[:, :, :1].expand(-1, -1, lead), x], dim=2)
+    ends = range(first, x.shape[2] + 1, hop)
+    with torch.no_grad():
+        return torch.stack([model(padded[:, :, e + lead - window : e + lead]) for e in ends], dim=1)
+
+
+@pytest.mark.parametrize("backend", [StepBackend.TORCH, StepBackend.TORCH_EAGER, StepBackend.NUMPY])
+@pytest.mark.parametrize("first", [32, 36])  # lead-in 24 (6 hops) and 20 (5 hops)
+def test_edge_filled_start_reports_early_and_matches_offline(tiny_model: nn.Module, backend, first: int) -> None:
+    window, hop = 56, 4
+    rt = StreamingClassifier(tiny_model, window, hop, capacity=2, backend=backend, first_output=first)
+    x = torch.randn(2, 3, 96)
+    logits, ready = rt.run(x)
+    np.testing.assert_array_equal(ready[0], np.arange(1, 25) * hop >= first)
+    ref = _edge_filled_reference(tiny_model, x, window, first, hop)
+    torch.testing.assert_close(logits[:, ready[0]], ref, atol=ATOL, rtol=0)
+
+
+def test_edge_filled_start_applies_per_slot_after_reset_and_in_subset_steps(tiny_model: nn.Module) -> None:
+    window, hop, first = 48, 4, 16
+    rt = StreamingClassifier(tiny_model, window, hop, capacity=3, first_output=first)
+    x = torch.randn(3, 3, 64)
+    rt.run(x[:, :, :20])  # all slots 20 samples in; now slot 1 restarts and is stepped alone for a while
+    rt.reset([1])
+    y = torch.randn(1, 3, 32)
+    steps = [rt.step(y[:, :, k : k + hop], slots=[1]) for k in range(0, 32, hop)]
+    assert [bool(s.ready[0]) for s in steps] == [k + hop >= first for k in range(0, 32, hop)]
+    got = torch.cat([s.logits for s in steps if s.ready[0]])[None]  # windows ending at 16, 20, ..., 32
+    torch.testing.assert_close(got, _edge_filled_reference(tiny_model, y, window, first, hop), atol=ATOL, rtol=0)
+    # the other slots kept their streams: one more full step still matches their offline windows
+    res = rt.step(torch.cat([x[:1, :, 20:24], y[:, :, :4], x[2:, :, 20:24]]))
+    assert res.ready.tolist() == [True, True, True]
+    full = _edge_filled_reference(tiny_model, x[[0, 2], :, :24], window, 24, hop)[:, -1]
+    torch.testing.assert_close(res.logits[[0, 2]], full, atol=ATOL, rtol=0)
+
+
+def test_edge_filled_start_is_refused_where_it_is_undefined(tiny_model: nn.Module) -> None:
+    with pytest.raises(ValueError, match="first_output must be in"):
+        StreamingClassifier(tiny_model, 40, 4, first_output=0)
+    with pytest.raises(ValueError, match="first_output must be in"):
+        StreamingClassifier(tiny_model, 40, 4, first_output=44)

@@ -31,10 +31,12 @@ Input lines: CSV `[stream_id,]timestamp,ch1,...,chC` or JSON `{"stream": "a", "t
 unnormalised values; the checkpoint's mean/std are applied). Output: one line per stream and hop once a stream has
 seen a full window: stream id, timestamp, class, probability, latency (ms from the arrival of the hop's last sample).
 
-Policies: a stream predicts after `window` samples (warm-up). Timestamp jitter is ignored (samples are taken in
-arrival order); a jump of more than --gap-factor sample periods forwards or backwards resets that stream (state
-dropped, warm-up again). Streams silent for --idle-timeout seconds are evicted. Malformed lines/packets are counted and
-dropped with a rate-limited warning. Ctrl-C stops cleanly and prints a summary on stderr."""
+Policies: a stream predicts after `window` samples (warm-up); a model trained with edge-filled left context
+(context_padding EDGE) predicts after its labelled window alone, the history filled with the first sample. Timestamp
+jitter is ignored (samples are taken in arrival order); a jump of more than --gap-factor sample periods forwards or
+backwards resets that stream (state dropped, warm-up again). Streams silent for --idle-timeout seconds are evicted.
+Malformed lines/packets are counted and dropped with a rate-limited warning. Ctrl-C stops cleanly and prints a
+summary on stderr."""
 
 
 def load_classifier(path: str) -> Any:
@@ -59,6 +61,13 @@ def _window(loaded: Any) -> int:
     return int(_data(loaded, "window")) + int(_data(loaded, "context", 0) or 0)
 
 
+def _first_output(loaded: Any) -> int | None:
+    """First report of a stream: the window alone when the model was trained with edge-filled context, else None."""
+    if str(_data(loaded, "context_padding", "DROP")).upper() == "EDGE" and int(_data(loaded, "context", 0) or 0) > 0:
+        return int(_data(loaded, "window"))
+    return None
+
+
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 
@@ -73,6 +82,7 @@ def _runtime(loaded: Any, hop: int, backend: str, capacity: int = 1, precision: 
         std=std if len(std) else None,
         backend=StepBackend(backend),
         dtype=PRECISIONS[precision],
+        first_output=_first_output(loaded),
     )
 
 
@@ -153,6 +163,7 @@ def run_evaluate_streaming(args: argparse.Namespace) -> dict[str, Any]:
         list(loaded.class_names),
         sampling_rate=info.sampling_rate,
         dtype=PRECISIONS[args.precision],
+        first_output=_first_output(loaded),
     )
     js, png = write_report(result, args.out)
     print(json.dumps(result.report, indent=2))

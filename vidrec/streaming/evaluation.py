@@ -4,6 +4,8 @@ Both sides classify the same windows: every window of ``window`` samples that en
 (``e = hop, 2 hop, ...`` with ``e >= window``), i.e. exactly the windows the streaming runtime emits after its warm-up.
 Offline runs ``model(samples[:, e - window:e])`` window by window (batched); streaming feeds each recording hop by hop
 through ``StreamingClassifier`` (all recordings as parallel streams) and takes the logits emitted at ``e``.
+With ``first_output < window`` (models trained with edge-filled left context) the windows start at
+``e >= first_output``, and both sides fill the history before the recording with copies of its first sample.
 
 Label policy: a window is labelled with the class of its **last sample** (``labels[e - 1]``), what a live system must
 decide at that instant; windows whose last sample is unlabelled (-1) are left out of accuracy and F1 but kept in the
@@ -130,6 +132,7 @@ def evaluate_streaming(
     batch_size: int = 256,
     timing_repeats: int = 50,
     dtype: torch.dtype | None = None,
+    first_output: int | None = None,
 ) -> StreamingEvalResult:
     """Evaluate ``model`` offline and streaming on the same windows of normalised recordings.
 
@@ -145,17 +148,28 @@ def evaluate_streaming(
         timing_repeats: Repetitions of the batch-1 timings.
         dtype: Run the streaming step in this dtype (e.g. ``torch.bfloat16``); offline stays in the model's dtype, so
             the report measures the deviation of the reduced precision.
+        first_output: First window end when less than ``window``: earlier history is edge-filled on both sides
+            (``StreamingClassifier(first_output=...)``). Default: ``window``.
 
     Returns:
         The report (accuracy, macro-F1, agreement, logit deltas, timings, FLOPs, decision latency) and predictions.
     """
-    recs = [r for r in as_eval_recordings(recordings) if r.samples.shape[1] >= window]
+    first = window if first_output is None else int(first_output)
+    lead_in = window - first  # samples of edge-filled history before each recording (offline side)
+    recs = [r for r in as_eval_recordings(recordings) if r.samples.shape[1] >= first]
     if not recs:
-        raise ValueError(f"no recording has at least window={window} samples")
+        raise ValueError(f"no recording has at least {first} samples (the first window end)")
     model = model.eval()
     channels = recs[0].samples.shape[0]
     runtime = StreamingClassifier(
-        model, window, hop, capacity=len(recs), in_channels=channels, fold_bn=fold_bn, dtype=dtype
+        model,
+        window,
+        hop,
+        capacity=len(recs),
+        in_channels=channels,
+        fold_bn=fold_bn,
+        dtype=dtype,
+        first_output=first_output,
     )
     longest = max(r.samples.shape[1] for r in recs)
     n_hops = longest // hop
@@ -174,13 +188,14 @@ def evaluate_streaming(
     with torch.inference_mode():
         for i, r in enumerate(recs):
             ends = np.arange(hop, r.samples.shape[1] + 1, hop)
-            ends = ends[ends >= window]  # (n,) exclusive window ends
+            ends = ends[ends >= first]  # (n,) exclusive window ends
             x = torch.from_numpy(np.ascontiguousarray(r.samples, dtype=np.float32))
+            x = torch.cat([x[:, :1].expand(-1, lead_in), x], dim=1)  # edge-filled history; sample t at t + lead_in
             off_chunks = []
             t0 = time.perf_counter()
             for b in range(0, len(ends), batch_size):
                 # (n_b, C, window) windows ending at ends[b:b + batch_size]
-                batch = torch.stack([x[:, e - window : e] for e in ends[b : b + batch_size]])
+                batch = torch.stack([x[:, e + lead_in - window : e + lead_in] for e in ends[b : b + batch_size]])
                 off_chunks.append(model(batch))
             offline_seconds += time.perf_counter() - t0
             n_windows += len(ends)
@@ -207,7 +222,8 @@ def evaluate_streaming(
     # batch-1 timings and FLOPs of one window (offline) and one hop (streaming)
     one = StreamingClassifier(model, window, hop, capacity=1, in_channels=channels, fold_bn=fold_bn, dtype=dtype)
     chunk = torch.from_numpy(padded[:1, :, :hop].copy())
-    win = torch.from_numpy(padded[:1, :, :window].copy())
+    win = torch.zeros(1, channels, window)
+    win[..., : min(window, padded.shape[2])] = torch.from_numpy(padded[:1, :, :window])
     for _ in range(5):
         one.step(chunk)
     ms_hop = _median_ms(lambda: one.step(chunk), timing_repeats)
@@ -227,6 +243,7 @@ def evaluate_streaming(
 
     result.report = {
         "window": window,
+        "first_output": first,
         "hop": hop,
         "streaming_dtype": str(runtime.dtype).replace("torch.", ""),
         "sampling_rate": sampling_rate,

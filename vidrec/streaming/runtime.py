@@ -11,6 +11,10 @@ Semantics (exact):
 * Warm-up: a slot that has seen fewer than ``window`` samples since its last reset has no prediction (``ready`` is
   False). The state starts at zero; the zeros never reach a window that is reported, so the first reported window is
   already exact.
+* Edge-filled start (``first_output < window``, for models trained on windows with left context): before a slot's
+  first chunk the runtime feeds copies of that chunk's first sample until ``window - first_output`` samples of history
+  exist, so the slot reports from its ``first_output``-th sample on. Each report equals the offline model on the window
+  with that edge-filled history (the data module's ``context_padding=EDGE``).
 * ``reset(slots)`` zeroes those slots' slice of every state tensor and their sample counters (a restarted stream).
 * Inputs are normalised in the runtime with ``(x - mean) / std`` per channel when ``mean``/``std`` are given, the same
   normalisation the data module applies offline.
@@ -116,6 +120,8 @@ class StreamingClassifier:
         dtype: Run the step in this floating dtype instead of the model's (``torch.bfloat16``: approximate, about
             2x the throughput of float32 at hops of 8 and more on CPUs with AMX/AVX512-BF16; measure the deviation
             with ``vidrec evaluate-streaming --precision bf16``). 16-bit steps return float32 logits.
+        first_output: Samples a slot must see before it reports, when less than ``window``: the missing history is
+            filled with copies of the slot's first sample (see the module docstring). Default: ``window``.
 
     Raises:
         TypeError: ``model`` is not streamable.
@@ -138,6 +144,7 @@ class StreamingClassifier:
         backend: StepBackend = StepBackend.TORCH,
         ring_buffers: bool = True,
         dtype: torch.dtype | None = None,
+        first_output: int | None = None,
     ) -> None:
         _check_streamable(model)
         if capacity < 1:
@@ -156,6 +163,18 @@ class StreamingClassifier:
         # samples before the first reported window: `window`, or more for approximate models (see approximate.py)
         warmup = getattr(self.model, "stream_warmup", None)
         self.warmup = int(warmup(self.window)) if callable(warmup) else self.window
+        self._lead_in = 0  # samples of edge-filled history fed before a slot's first chunk
+        if first_output is not None and first_output != self.window:
+            if callable(warmup):
+                raise ValueError(
+                    f"first_output={first_output}: an approximate streaming model reports after its own warm-up "
+                    f"({self.warmup} samples); edge-filled starts need an exact model"
+                )
+            if not 1 <= first_output < self.window:
+                raise ValueError(f"first_output must be in [1, window={self.window}], got {first_output}")
+            lead_in = self.window - int(first_output)
+            self._lead_in = -(-lead_in // self.hop) * self.hop  # whole hops; extra copies leave every window alike
+            self.warmup = int(first_output)
         self.in_channels = in_channels if in_channels is not None else infer_in_channels(model)
         self.frame_shape = tuple(int(v) for v in frame_shape)
         self.dtype = next(self.model.parameters()).dtype
@@ -317,25 +336,50 @@ class StreamingClassifier:
             x = (x - self._mean) / self._std  # (n, C, hop, ...)
         x = x.to(self.dtype)
         if self._numpy is not None:
-            return self._step_numpy(x.numpy(), slots)
-        with torch.inference_mode():
+            slot_idx = np.arange(self.capacity) if slots is None else self._check_slots(slots)
+            self._lead_in_slots(x, slot_idx)
+            logits = torch.from_numpy(self._advance_numpy(x.numpy(), slot_idx))
+        else:
             slot_idx = np.arange(self.capacity) if slots is None else np.asarray(slots, dtype=np.int64)
-            full = len(slot_idx) == self.capacity and bool((slot_idx == np.arange(self.capacity)).all())
-            if full and self._rings is not None:
-                logits = self._rings(x)
-            elif full:
-                logits, self._state = self._step_fn(x, self._state)
-            else:  # a subset of slots: gather their state, step, write it back (rings: at the current phase)
-                idx = torch.from_numpy(slot_idx)
-                axes, history = self._batch_axes(), self._history()
-                sub = [t.index_select(a, idx) for t, a in zip(history, axes)]  # n slots per state tensor
-                logits, new = self._step_fn(x, sub)
-                for t, u, a in zip(history, new, axes):
-                    t.index_copy_(a, idx, u)
+            self._lead_in_slots(x, slot_idx)
+            logits = self._advance(x, slot_idx)
         self.samples_seen[slot_idx] += self.hop
         if logits.dtype in (torch.bfloat16, torch.float16):
             logits = logits.float()  # 16-bit steps report float32 logits
         return StepResult(logits=logits, ready=self.samples_seen[slot_idx] >= self.warmup, slots=slot_idx)
+
+    def _lead_in_slots(self, x: Tensor, slot_idx: np.ndarray) -> None:
+        """Edge-filled start: feed the fresh slots among ``slot_idx`` copies of their first sample (no counters)."""
+        if not self._lead_in:
+            return
+        fresh = np.flatnonzero(self.samples_seen[slot_idx] == 0)
+        if not len(fresh):
+            return
+        first = x[torch.from_numpy(fresh)].narrow(2, 0, 1)  # (f, C, 1, ...)
+        copies = first.expand(-1, -1, self.hop, *self.frame_shape).contiguous()
+        for _ in range(self._lead_in // self.hop):
+            if self._numpy is not None:
+                self._advance_numpy(copies.numpy(), slot_idx[fresh])
+            else:
+                self._advance(copies, slot_idx[fresh])
+
+    def _advance(self, x: Tensor, slot_idx: np.ndarray) -> Tensor:
+        """One torch step of the normalised ``(n, C, hop, ...)`` chunk for ``slot_idx``; the state moves on."""
+        with torch.inference_mode():
+            full = len(slot_idx) == self.capacity and bool((slot_idx == np.arange(self.capacity)).all())
+            if full and self._rings is not None:
+                return self._rings(x)
+            if full:
+                logits, self._state = self._step_fn(x, self._state)
+                return logits
+            # a subset of slots: gather their state, step, write it back (rings: at the current phase)
+            idx = torch.from_numpy(slot_idx)
+            axes, history = self._batch_axes(), self._history()
+            sub = [t.index_select(a, idx) for t, a in zip(history, axes)]  # n slots per state tensor
+            logits, new = self._step_fn(x, sub)
+            for t, u, a in zip(history, new, axes):
+                t.index_copy_(a, idx, u)
+            return logits
 
     def _check_slots(self, slots: Sequence[int] | np.ndarray) -> np.ndarray:
         idx = np.asarray(slots, dtype=np.int64).reshape(-1)
@@ -343,17 +387,11 @@ class StreamingClassifier:
             raise ValueError(f"slot indices must be in [0, {self.capacity}), got {idx.tolist()}")
         return idx
 
-    def _step_numpy(self, x: np.ndarray, slots: Sequence[int] | np.ndarray | None) -> StepResult:
-        """``step`` of the numpy backend on the checked, normalised ``(n, C, hop)`` chunk: one step per slot."""
-        slot_idx = np.arange(self.capacity) if slots is None else self._check_slots(slots)
+    def _advance_numpy(self, x: np.ndarray, slot_idx: np.ndarray) -> np.ndarray:
+        """One numpy-backend step of the normalised ``(n, C, hop)`` chunk: one ``NumpyStreamStep`` per slot."""
         if len(slot_idx) == 1:
-            logits = self._numpy_slots[int(slot_idx[0])].step(x[0])[None]  # (1, K)
-        else:
-            logits = np.stack([self._numpy_slots[s].step(row) for s, row in zip(slot_idx.tolist(), x)])  # (n, K)
-        self.samples_seen[slot_idx] += self.hop
-        return StepResult(
-            logits=torch.from_numpy(logits), ready=self.samples_seen[slot_idx] >= self.warmup, slots=slot_idx
-        )
+            return self._numpy_slots[int(slot_idx[0])].step(x[0])[None]  # (1, K)
+        return np.stack([self._numpy_slots[s].step(row) for s, row in zip(slot_idx.tolist(), x)])  # (n, K)
 
     def run(self, x: Tensor | np.ndarray) -> tuple[Tensor, np.ndarray]:
         """Stream whole sequences through all slots from their current state, hop by hop.

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from datamodules.timeseries.datamodule import HDF5WindowDataModule, SplitMode
-from datamodules.timeseries.dataset import LabelPolicy, window_labels
+from datamodules.timeseries.dataset import ContextPadding, LabelPolicy, window_labels
 from datamodules.timeseries.schema import Recording, write_recordings
 
 
@@ -289,3 +289,64 @@ def test_normalization_travels_with_lightning_checkpoint(tmp_path: Path) -> None
     L.Trainer(default_root_dir=str(tmp_path), **quiet).test(Probe(), restored, ckpt_path=ckpt, verbose=False)
     np.testing.assert_allclose(restored.normalization.mean, dm.normalization.mean)
     torch.testing.assert_close(restored.datasets["test"][3]["inputs"], dm.datasets["test"][3]["inputs"])
+
+
+def test_edge_context_padding_keeps_every_window_and_fills_history_with_the_first_sample(tmp_path: Path) -> None:
+    path = _file(tmp_path, {1: [100, 37], 2: [64]})
+    common: dict[str, Any] = dict(
+        window=10, hop=6, split_mode=SplitMode.SUBJECTS, train_subjects=[1, 2], normalize=False
+    )
+    plain = HDF5WindowDataModule(str(path), context=0, **common)
+    edge = HDF5WindowDataModule(str(path), context=16, context_padding=ContextPadding.EDGE, **common)
+    drop = HDF5WindowDataModule(str(path), context=16, **common)
+    for dm in (plain, edge, drop):
+        dm.setup("fit")
+    t_plain, t_edge = plain.datasets["train"].table, edge.datasets["train"].table
+    # EDGE keeps the windows (targets, recordings) of context 0; DROP loses those without 16 samples of history
+    np.testing.assert_array_equal(t_edge.targets, t_plain.targets)
+    np.testing.assert_array_equal(t_edge.groups, t_plain.groups)
+    assert len(drop.datasets["train"]) < len(t_edge)
+    recs = {r.id: r.samples.T for r in edge._recordings or []}  # (C, T)
+    ds = edge.datasets["train"]
+    assert ds[0]["inputs"].shape == (2, 26)
+    first = ds[0]["inputs"].numpy()  # window 0 of s1_0: 16 copies of sample 0, then samples [0, 10)
+    np.testing.assert_array_equal(first[:, :16], np.repeat(recs["s1_0"][:, :1], 16, axis=1))
+    np.testing.assert_array_equal(first[:, 16:], recs["s1_0"][:, :10])
+    # window 3 (target [18, 28)) has 16 samples of real history
+    np.testing.assert_array_equal(ds[3]["inputs"].numpy(), recs["s1_0"][:, 2:28])
+    # window 1 (target [6, 16)): 10 copies, then samples [0, 16)
+    np.testing.assert_array_equal(ds[1]["inputs"].numpy()[:, :10], np.repeat(recs["s1_0"][:, :1], 10, axis=1))
+    np.testing.assert_array_equal(ds[1]["inputs"].numpy()[:, 10:], recs["s1_0"][:, :16])
+    # the first window of the second recording does not read the end of the first one
+    k = int(np.flatnonzero(t_edge.groups == 1)[0])
+    np.testing.assert_array_equal(ds[k]["inputs"].numpy()[:, :16], np.repeat(recs["s1_1"][:, :1], 16, axis=1))
+    assert edge.export_metadata()["context_padding"] == "EDGE"
+
+
+def test_context_truncation_edge_fills_a_random_prefix_of_the_context_only(tmp_path: Path) -> None:
+    path = _file(tmp_path, {1: [200], 2: [200]}, test={2})
+    common: dict[str, Any] = dict(window=10, hop=2, context=20, split_mode=SplitMode.OFFICIAL, normalize=False)
+    always = HDF5WindowDataModule(str(path), context_truncation=1.0, **common)
+    never = HDF5WindowDataModule(str(path), **common)
+    for dm in (always, never):
+        dm.setup("fit")
+    idx = list(range(len(never.datasets["train"])))
+    torch.manual_seed(0)
+    cut = always.datasets["train"].__getitems__(idx)["inputs"].numpy()  # (N, C, 30)
+    real = never.datasets["train"].__getitems__(idx)["inputs"].numpy()
+    np.testing.assert_array_equal(cut[:, :, 20:], real[:, :, 20:])  # the labelled window is never touched
+    cuts = []
+    for row_cut, row_real in zip(cut, real):
+        same = np.all(row_cut == row_real, axis=0)  # (30,) samples left as they were
+        c = int(np.argmax(same))  # the first real sample; everything before it is a copy of it
+        assert same[c:].all() and 1 <= c <= 20
+        np.testing.assert_array_equal(row_cut[:, :c], np.repeat(row_real[:, c : c + 1], c, axis=1))
+        cuts.append(c)
+    assert len(set(cuts)) > 10  # the cut points vary
+    # only training windows are truncated
+    np.testing.assert_array_equal(
+        always.datasets["test"].__getitems__([0, 1])["inputs"].numpy(),
+        never.datasets["test"].__getitems__([0, 1])["inputs"].numpy(),
+    )
+    with pytest.raises(ValueError, match="context_truncation"):
+        HDF5WindowDataModule(str(path), window=10, context_truncation=0.5)
