@@ -233,3 +233,27 @@ def test_stream_command_on_stdin_file(tiny_model: nn.Module, tmp_path: Path, mon
     assert [r["class"] for r in rows] == [CLASSES[k] for k in expected]
     assert {"stream", "t", "class", "prob", "latency_ms"} <= set(rows[0])
     assert summary["median_latency_ms"] is not None
+
+
+def test_stream_command_reports_early_for_a_model_trained_with_edge_filled_context(
+    tiny_model: nn.Module, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the checkpoint's data settings: a 12-sample labelled window after 24 samples of context, EDGE padding
+    data = dict(window=12, hop=HOP, context=WINDOW - 12, context_padding="EDGE", sampling_rate=RATE, mean=[], std=[])
+    monkeypatch.setattr(stream_command, "load_classifier", lambda path: _Loaded(tiny_model, CLASSES, data))
+    raw = np.random.default_rng(6).standard_normal((3, 40)).astype(np.float32)
+    path = tmp_path / "stdin.txt"
+    path.write_text(
+        "".join(json.dumps({"stream": "e", "t": t / RATE, "x": raw[:, t].tolist()}) + "\n" for t in range(40))
+    )
+    parser = argparse.ArgumentParser()
+    stream_command.add_parser(parser.add_subparsers())
+    args = parser.parse_args(["stream", "--checkpoint", "x.ckpt", "--source", "stdin", "--input", str(path)])
+    out = io.StringIO()
+    summary = args.func(args, out=out)
+    rows = [json.loads(line) for line in out.getvalue().splitlines()]
+    ends = list(range(12, 41, HOP))  # from the 12th sample on, not the 36th
+    assert summary["predictions"] == len(ends) == 8
+    padded = np.concatenate([np.repeat(raw[:, :1], WINDOW - 12, axis=1), raw], axis=1)  # sample t at t + 24
+    expected = _offline_classes(tiny_model, padded, [e + WINDOW - 12 for e in ends])
+    assert [r["class"] for r in rows] == [CLASSES[k] for k in expected]
