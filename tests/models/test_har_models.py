@@ -69,3 +69,44 @@ def test_fusionactnet_fuses_probabilities_and_joint_loss() -> None:
     loss.backward()
     with pytest.raises(ValueError, match="proper subset"):
         FusionActNet(in_channels=6, num_classes=3, static_classes=[0, 1, 2], stages=[])
+
+
+def _randomise_batchnorm(model: torch.nn.Module) -> None:
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm1d):
+            m.running_mean.normal_(0, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+
+
+@pytest.mark.parametrize("name", ["resnet1d_har", "resnet1d_tiny"])
+@pytest.mark.parametrize(("length", "hop"), [(128, 1), (128, 16), (200, 7)])
+def test_forward_windows_equals_forward_on_each_window(name: str, length: int, hop: int) -> None:
+    torch.manual_seed(0)
+    model = build_model(name, in_channels=6, num_classes=5).eval()
+    _randomise_batchnorm(model)
+    n = 9
+    x = torch.randn(3, 6, length + (n - 1) * hop)
+    with torch.no_grad():
+        dense = model.forward_windows(x, length, hop)  # (3, n, 5)
+        windows = torch.stack([model(x[:, :, k * hop : k * hop + length]) for k in range(n)], dim=1)
+    assert dense.shape == (3, n, 5)
+    torch.testing.assert_close(dense, windows, atol=1e-5, rtol=1e-5)
+
+
+def test_forward_windows_with_a_strided_stage_and_its_errors() -> None:
+    from vidrec.models.resnet1d import ResNet1D, Stage1d
+
+    torch.manual_seed(0)
+    model = ResNet1D(in_channels=3, num_classes=4, stages=[Stage1d(8, 1, 3, stride=2), Stage1d(8, 1, 3)]).eval()
+    assert model.stride == 2
+    x = torch.randn(2, 3, 64 + 5 * 4)
+    with torch.no_grad():
+        dense = model.forward_windows(x, 64, 4)
+        windows = torch.stack([model(x[:, :, 4 * k : 4 * k + 64]) for k in range(6)], dim=1)
+    torch.testing.assert_close(dense, windows, atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="not a multiple of the model's total temporal stride 2"):
+        model.forward_windows(x, 64, 3)
+    with pytest.raises(ValueError, match="shorter than one window"):
+        model.forward_windows(x[:, :, :40], 64, 4)
+    with pytest.raises(TypeError, match="FusionActNet defines its own forward"):
+        build_model("fusionactnet", in_channels=6, num_classes=6).forward_windows(torch.randn(1, 6, 200), 128, 8)

@@ -124,3 +124,42 @@ def test_logged_validation_and_test_metrics_equal_their_definitions(tmp_path: Pa
     trainer.test(task, loader, verbose=False)
     for name, value in expected.items():
         assert task.test_results[f"test/{name}"] == pytest.approx(value, abs=1e-6), name
+
+
+def test_dense_segment_loss_equals_the_loss_of_its_windows() -> None:
+    from vidrec.models.resnet1d import resnet1d_tiny
+
+    torch.manual_seed(0)
+    model = resnet1d_tiny(in_channels=2, num_classes=3, dropout=0.0)
+    task = Classification(model, num_classes=3, label_smoothing=0.1)
+    task.eval()  # BatchNorm on running statistics: every window is computed exactly as on its own
+    n, hop, length = 6, 4, 40
+    inputs = torch.randn(3, 2, length + (n - 1) * hop)
+    target = torch.randint(0, 3, (3, n))
+    target[0, 2] = target[2, :] = -1  # windows without a label do not count
+    batch = {"inputs": inputs, "target": target, "window_hop": torch.full((3,), hop)}
+    loss, logits, kept = task._segment_loss(batch)
+    windows = torch.stack([inputs[:, :, k * hop : k * hop + length] for k in range(n)], dim=1).flatten(0, 1)
+    labels = target.flatten()
+    expected_logits = model(windows)[labels >= 0]
+    torch.testing.assert_close(logits, expected_logits, atol=1e-5, rtol=1e-5)
+    assert kept.tolist() == labels[labels >= 0].tolist() and len(kept) == 11
+    expected = torch.nn.functional.cross_entropy(expected_logits, labels[labels >= 0], label_smoothing=0.1)
+    torch.testing.assert_close(loss, expected)
+    # a batch without any labelled window gives a zero loss that still backpropagates
+    empty = {**batch, "target": torch.full((3, n), -1)}
+    zero, _, none = task._segment_loss(empty)
+    assert float(zero.detach()) == 0.0 and len(none) == 0 and zero.requires_grad
+
+
+def test_dense_training_refuses_models_with_their_own_loss() -> None:
+    from vidrec.models.fusionactnet import fusionactnet
+
+    task = Classification(fusionactnet(in_channels=6, num_classes=6), num_classes=6)
+    batch = {
+        "inputs": torch.randn(1, 6, 300),
+        "target": torch.zeros(1, 3, dtype=torch.long),
+        "window_hop": torch.ones(1),
+    }
+    with pytest.raises(TypeError, match="dense training .* FusionActNet"):
+        task._segment_loss(batch)

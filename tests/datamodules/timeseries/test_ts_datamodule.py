@@ -350,3 +350,68 @@ def test_context_truncation_edge_fills_a_random_prefix_of_the_context_only(tmp_p
     )
     with pytest.raises(ValueError, match="context_truncation"):
         HDF5WindowDataModule(str(path), window=10, context_truncation=0.5)
+
+
+def _activity_file(tmp_path: Path) -> Path:
+    """Two training subjects whose recordings switch activity (with unlabelled gaps) and one test subject."""
+    rng = np.random.default_rng(3)
+    recordings = []
+    for subject, length in ((1, 150), (2, 97), (3, 60)):
+        labels = (np.arange(length) // 23 % 3).astype(np.int64)
+        labels[40:44] = -1
+        samples = rng.normal(size=(length, 2)).astype(np.float32)
+        split = "test" if subject == 3 else "train"
+        recordings.append(Recording(f"s{subject}", samples, labels, subject=subject, split=split))
+    path = tmp_path / "activities.h5"
+    write_recordings(path, recordings, sampling_rate=50.0, channel_names=["a", "b"], class_names=["c0", "c1", "c2"])
+    return path
+
+
+@pytest.mark.parametrize("padding", [ContextPadding.DROP, ContextPadding.EDGE])
+def test_dense_segments_hold_the_windows_and_labels_of_the_window_table(
+    tmp_path: Path, padding: ContextPadding
+) -> None:
+    from datamodules.timeseries.dataset import DenseTraining, SegmentDataset
+
+    path = _activity_file(tmp_path)
+    common: dict[str, Any] = dict(window=10, context=6, context_padding=padding, split_mode=SplitMode.OFFICIAL)
+    dense = HDF5WindowDataModule(str(path), hop=3, dense=DenseTraining(windows=5, batch_size=2), **common)
+    every = HDF5WindowDataModule(str(path), hop=1, **common)  # every labelled window, hop 1
+    dense.setup("fit")
+    every.setup("fit")
+    segments, windows = dense.datasets["train"], every.datasets["train"]
+    assert isinstance(segments, SegmentDataset) and segments.segment_length == 16 + 4 * 3
+    label_of = dict(zip(windows.table.starts.tolist(), windows.table.targets.tolist(), strict=True))
+    all_starts = np.arange(windows.data.shape[1] - 16 + 1)
+    every_window = windows.gather_at(all_starts)  # (N - 15, C, 16) normalised, identical statistics
+    np.testing.assert_array_equal(dense.normalization.mean, every.normalization.mean)
+    torch.manual_seed(0)
+    seen_starts = set()
+    for _ in range(20):
+        batch = segments.__getitems__(list(range(len(segments))))
+        assert batch["inputs"].shape == (len(segments), 2, 28) and batch["target"].shape == (len(segments), 5)
+        assert batch["window_hop"].tolist() == [3] * len(segments)
+        for b in range(len(segments)):
+            x = batch["inputs"][b].numpy()
+            (start,) = np.flatnonzero((every_window == x[:, :16]).all(axis=(1, 2)))
+            seen_starts.add(int(start))
+            for k in range(5):
+                np.testing.assert_array_equal(x[:, 3 * k : 3 * k + 16], every_window[start + 3 * k])
+                assert int(batch["target"][b, k]) == label_of.get(int(start) + 3 * k, -1)
+    assert len(seen_starts) > 2 * len(segments)  # the jitter moves segments over the recordings
+    labelled = sum(int((segments.window_targets(np.array([s])) >= 0).sum()) for s in seen_starts)
+    assert labelled > 0
+    # validation / test stay separate windows; the loader batches `dense.batch_size` segments
+    assert not isinstance(dense.datasets["test"], SegmentDataset)
+    assert next(iter(dense.train_dataloader()))["inputs"].shape == (2, 2, 28)
+
+
+def test_dense_training_errors_name_the_problem(tmp_path: Path) -> None:
+    from datamodules.timeseries.dataset import DenseTraining
+
+    path = _activity_file(tmp_path)
+    with pytest.raises(ValueError, match="balanced=True"):
+        HDF5WindowDataModule(str(path), window=10, dense=DenseTraining(), balanced=True)
+    too_long = HDF5WindowDataModule(str(path), window=10, hop=8, dense=DenseTraining(windows=40))
+    with pytest.raises(ValueError, match=r"activities\.h5: dense training: no training recording holds a segment"):
+        too_long.setup("fit")
