@@ -1,6 +1,7 @@
 """`vidrec fit / test` end to end on the embedded BasicMotions data: logs, checkpoints, resume, reports, errors."""
 
 import json
+import warnings
 from pathlib import Path
 
 import pytest
@@ -133,3 +134,15 @@ def test_dense_training_fits_through_the_cli(workdir: Path, monkeypatch: pytest.
     with open(run / "metrics.csv") as f:
         header = f.readline()
     assert "train/acc" in header and "val/acc" in header
+
+
+def test_a_run_without_validation_keeps_the_last_epoch(workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # a final model on every training subject: no val/acc to monitor, so the last epoch is the checkpoint
+    (workdir / "final").mkdir()
+    monkeypatch.chdir(workdir / "final")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        _fit(workdir, "--trainer.max_epochs", "2", "--data.init_args.val_fraction", "0")
+    assert not [w for w in caught if "val/acc" in str(w.message)]  # no missing-monitor warning
+    (run,) = sorted((workdir / "final" / "runs" / "basicmotions_resnet1d").iterdir())
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["epoch001.ckpt", "last.ckpt"]

@@ -12,6 +12,7 @@ key or class fails at start and names the key path. The other subcommands are pl
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 import time
 import warnings
@@ -24,7 +25,9 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from vidrec.tasks.classification import Classification
 
-__all__ = ["VidrecCLI", "main"]
+__all__ = ["RunCheckpoint", "VidrecCLI", "main"]
+
+log = logging.getLogger(__name__)
 
 LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
 
@@ -34,13 +37,29 @@ def trainer_defaults() -> dict[str, Any]:
     return {"callbacks": [LearningRateMonitor(logging_interval="epoch")]}
 
 
+class RunCheckpoint(ModelCheckpoint):
+    """``ModelCheckpoint`` that keeps the last epoch when the run has no validation split.
+
+    A final model trained on every training subject (``val_fraction: 0``, no ``val_subjects``) has no ``val/acc``
+    to pick a best epoch by, so the monitor is dropped for that run: the checkpoint of the last epoch is kept as
+    ``epochNNN.ckpt`` (and ``last.ckpt``), with no missing-metric warning. A data module says so with
+    ``has_validation`` (read after its ``setup``); others keep the configured monitor.
+    """
+
+    def setup(self, trainer: Trainer, pl_module: Any, stage: str) -> None:
+        if self.monitor is not None and getattr(getattr(trainer, "datamodule", None), "has_validation", True) is False:
+            log.info("no validation split: checkpointing the last epoch instead of the best %s", self.monitor)
+            self.monitor, self.filename = None, "epoch{epoch:03d}"
+        super().setup(trainer, pl_module, stage)
+
+
 class VidrecCLI(LightningCLI):
     """LightningCLI with vidrec's defaults: TensorBoard + CSV logs in one run folder, rich progress, checkpoints."""
 
     version = ""
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
-        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.add_lightning_class_args(RunCheckpoint, "checkpoint")
         parser.set_defaults(
             {
                 "checkpoint.monitor": "val/acc",

@@ -290,6 +290,13 @@ class HDF5WindowDataModule(L.LightningDataModule):
         return self.context + self.window
 
     @property
+    def has_validation(self) -> bool:
+        """Whether the split has validation subjects (known after ``setup``; the CLI's checkpoint reads it)."""
+        if self.subject_split is None:
+            return bool(self.val_subjects) or self.val_fraction > 0
+        return bool(self.subject_split.val)
+
+    @property
     def normalization(self) -> ChannelNormalization:
         """Per-channel (mean, std) applied to inputs; computed at setup or loaded with ``load_state_dict``."""
         if self._normalization is None:
