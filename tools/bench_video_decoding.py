@@ -1,26 +1,36 @@
 """Decoder benchmark: random contiguous clips from 320x240 h264 videos, scaled to a short side, per CPU core.
 
-Measures, single process with ``torch.set_num_threads(1)`` and one decoder thread, clips per wall second and clips per
-CPU second of the process (the per-core figure, robust to other load on the machine), runs interleaved, of:
+Measures, with ``torch.set_num_threads(1)`` and one decoder thread, clips per wall second and clips per CPU second
+(the per-core figure, robust to other load on the machine), runs interleaved, of:
 
-* ``decord``            decord 0.6 ``VideoReader(width, height)``: scaling inside the decoder (swscale)
-* ``decord+resize``     decord at native size, then ``torchvision.transforms.v2.functional.resize`` (antialias)
-* ``vidrec-reader``     the datamodule's default path: ``RobustVideoReader`` (decode thread, time bound, timestamp
-                        check) with PyAV, fast probe and skipped non-reference frames outside the clip, + torch resize
+* ``decord``             decord 0.6 ``VideoReader(width, height)``: scaling inside the decoder (swscale)
+* ``decord+resize``      decord at native size, then ``torchvision.transforms.v2.functional.resize`` (antialias)
+* ``vidrec-prev``        the previous default: ``RobustVideoReader`` (decode thread, time bound, timestamp check) with
+                         PyAV, fast probe, skipped non-reference frames, + torch resize; glibc malloc untouched
 * ``vidrec-pyav-noskip`` the same without skipping non-reference frames (``skip_nonref=False``)
-* ``vidrec-pyav-plain`` the same with the full probe too (``fast_probe=False``; the decoder drain stays on)
-* ``vidrec-decord``     ``RobustVideoReader`` with decord (the default before PyAV's fast path) + torch resize
-* ``pyav``              PyAV seek + decode + ``frame.reformat`` scaling (no reader, full probe, no skipping)
-* ``torchcodec``        if importable (it needs system FFmpeg libraries)
+* ``vidrec-pyav-plain``  the same with the full probe too (``fast_probe=False``; the decoder drain stays on)
+* ``vidrec-decord``      ``RobustVideoReader`` with decord + torch resize
+* ``pyav``               PyAV seek + decode + ``frame.reformat`` scaling (no reader, full probe, no skipping)
+* ``torchcodec``         if importable (it needs system FFmpeg libraries)
+* ``vidrec-default``     the default now, as the datamodule reads: ``read(..., short_side=128)``, exact frames
+                         resized by torch in the reader, glibc malloc thresholds fixed (``retain_freed_mb=64``)
+* ``vidrec-sws``         the same with ``scale_in_decoder=True``: one swscale call converts and scales each frame
+* ``decord@retain``, ``pyav@retain``, ``vidrec-prev@retain``: those rows with the malloc thresholds fixed
 
-Each reading opens the file (as the dataset does per item). Figures are medians over ``--runs`` runs of ``--clips``
-clips. decord2 (the maintained fork) installs as the same ``decord`` module, so it cannot be measured beside decord
-0.6 in one environment; point ``--python`` of a separate venv at this script to measure it there.
+Every row runs in a process of its own (spawned, as a DataLoader worker holds one reader): glibc's dynamic malloc
+thresholds depend on what the process allocated before, and the reader's fixed thresholds are process-wide. Rows
+marked ``@retain`` and the new default fix them; the others leave glibc's defaults. The parent sends every
+measurement to one process in turn, so runs stay interleaved. Each reading opens the file (as the dataset does per
+item). Figures are medians over ``--runs`` runs of ``--clips`` clips, with the lowest and highest run. decord2 (the
+maintained fork) installs as the same ``decord`` module, so it cannot be measured beside decord 0.6 in one
+environment; point a separate venv's python at this script to measure it there.
 
 Then correctness checks: on a lossless video (libx264rgb, qp 0) every frame from decord, PyAV and the reader is
-compared with the frames written (max abs difference, expected 0); on the benchmark videos (lossy, with B-frames) 200
-random clips from the reader's default path are compared with a plain sequential PyAV decode of the whole video
-(clips that differ, expected 0), and the frames the decoder output per clip are counted with and without skipping.
+compared with the frames written (max abs difference, expected 0), and the reader's swscale-scaled frames with
+torch's resize of the written frames (max and mean abs difference, not 0: a stated option); on the benchmark videos
+(lossy, with B-frames) 200 random clips from the reader's default path are compared with a plain sequential PyAV
+decode of the whole video (clips that differ, expected 0), the swscale-scaled clips with torch's resize of those
+frames, and the frames the decoder output per clip are counted with and without skipping.
 
 Usage::
 
@@ -31,12 +41,16 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import multiprocessing
+import resource
 import statistics
 import sys
 import tempfile
 import time
 from collections.abc import Callable
+from multiprocessing.connection import Connection
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -44,7 +58,13 @@ from torchvision.transforms.v2 import functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from datamodules.video.decoding import DecoderBackend, DecodeSettings, RobustVideoReader, open_video  # noqa: E402
+from datamodules.video.decoding import (  # noqa: E402
+    DecoderBackend,
+    DecodeSettings,
+    RobustVideoReader,
+    open_video,
+    short_side_size,
+)
 from datamodules.video.synthetic import write_video  # noqa: E402
 
 ClipReader = Callable[[Path, int], np.ndarray]  # (path, start frame) -> frames (T, h, w, 3)
@@ -73,8 +93,8 @@ def make_test_videos(folder: Path, count: int, seconds: float, gop: int, seed: i
 
 
 def target_size(short_side: int) -> tuple[int, int]:
-    """(height, width) of a 320x240 frame scaled to ``short_side``."""
-    return short_side, int(round(320 * short_side / 240))
+    """(height, width) of a 320x240 frame scaled to ``short_side``, as torchvision's resize computes it."""
+    return short_side_size(240, 320, short_side)
 
 
 def decord_scaled(frames: int, short_side: int) -> ClipReader:
@@ -100,8 +120,12 @@ def decord_then_resize(frames: int, short_side: int) -> ClipReader:
     return read
 
 
+_PREVIOUS = DecodeSettings(retain_freed_mb=None)  # the default before the malloc thresholds were fixed
+
+
 def vidrec_reader(frames: int, short_side: int, settings: DecodeSettings | None = None) -> ClipReader:
-    reader = RobustVideoReader(settings or DecodeSettings())
+    """The reader at native size, then the transforms' torch resize (the previous datamodule path)."""
+    reader = RobustVideoReader(settings or _PREVIOUS)
 
     def read(path: Path, start: int) -> np.ndarray:
         clip = reader.read(path, lambda n, fps: list(range(start, start + frames)))
@@ -113,17 +137,34 @@ def vidrec_reader(frames: int, short_side: int, settings: DecodeSettings | None 
     return read
 
 
+def vidrec_short_side(frames: int, short_side: int, settings: DecodeSettings | None = None) -> ClipReader:
+    """The reader asked for the short side, as the datamodule reads now (the transform's resize is then a no-op)."""
+    reader = RobustVideoReader(settings or DecodeSettings())
+
+    def read(path: Path, start: int) -> np.ndarray:
+        clip = reader.read(path, lambda n, fps: list(range(start, start + frames)), short_side=short_side)
+        if clip is None:
+            raise RuntimeError(f"vidrec reader could not read {path}")
+        return clip.frames  # (T, h, w, 3)
+
+    return read
+
+
+def vidrec_sws(frames: int, short_side: int) -> ClipReader:
+    return vidrec_short_side(frames, short_side, DecodeSettings(scale_in_decoder=True))
+
+
 def vidrec_pyav_noskip(frames: int, short_side: int) -> ClipReader:
-    return vidrec_reader(frames, short_side, DecodeSettings(backend=DecoderBackend.PYAV, skip_nonref=False))
+    return vidrec_reader(frames, short_side, DecodeSettings(skip_nonref=False, retain_freed_mb=None))
 
 
 def vidrec_pyav_plain(frames: int, short_side: int) -> ClipReader:
-    settings = DecodeSettings(backend=DecoderBackend.PYAV, fast_probe=False, skip_nonref=False)
+    settings = DecodeSettings(fast_probe=False, skip_nonref=False, retain_freed_mb=None)
     return vidrec_reader(frames, short_side, settings)
 
 
 def vidrec_decord(frames: int, short_side: int) -> ClipReader:
-    return vidrec_reader(frames, short_side, DecodeSettings(backend=DecoderBackend.DECORD))
+    return vidrec_reader(frames, short_side, DecodeSettings(backend=DecoderBackend.DECORD, retain_freed_mb=None))
 
 
 def pyav_scaled(frames: int, short_side: int) -> ClipReader:
@@ -163,36 +204,100 @@ def torchcodec_scaled(frames: int, short_side: int) -> ClipReader:
     return read
 
 
+# Row name -> (reader factory name, whether its process fixes the malloc thresholds as the reader does).
+ROWS: dict[str, tuple[str, bool]] = {
+    "decord": ("decord_scaled", False),
+    "decord+resize": ("decord_then_resize", False),
+    "vidrec-prev": ("vidrec_reader", False),
+    "vidrec-pyav-noskip": ("vidrec_pyav_noskip", False),
+    "vidrec-pyav-plain": ("vidrec_pyav_plain", False),
+    "vidrec-decord": ("vidrec_decord", False),
+    "pyav": ("pyav_scaled", False),
+    "torchcodec": ("torchcodec_scaled", False),
+    "vidrec-default": ("vidrec_short_side", True),
+    "vidrec-sws": ("vidrec_sws", True),
+    "vidrec-prev@retain": ("vidrec_reader", True),
+    "decord@retain": ("decord_scaled", True),
+    "pyav@retain": ("pyav_scaled", True),
+}
+
+
+def _measure_worker(connection: Connection, name: str, frames: int, short_side: int) -> None:
+    """Child process: build the reader of row ``name``, then time each list of ``(path, start)`` the parent sends."""
+    torch.set_num_threads(1)
+    import decord
+
+    decord.logging.set_level(decord.logging.QUIET)
+    factory, retain = ROWS[name]
+    if retain:
+        from datamodules.video.decoding import retain_freed_memory
+
+        retain_freed_memory(DecodeSettings().retain_freed_mb or 64)  # before anything allocates (the reader also would)
+    read = globals()[factory](frames, short_side)
+    while (jobs := connection.recv()) is not None:
+        faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        begin, cpu_begin = time.perf_counter(), time.process_time()
+        for path, start in jobs:
+            clip = read(path, start)
+            assert len(clip) == frames, (name, path, start, clip.shape)
+        wall, cpu = time.perf_counter() - begin, time.process_time() - cpu_begin
+        connection.send((wall, cpu, resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults))
+
+
 def measure(
-    readers: dict[str, ClipReader], videos: list[Path], num_frames: list[int], frames: int, clips: int, runs: int
-) -> dict[str, tuple[float, float]]:
-    """Per reader, median clips per wall second and per CPU second (all threads of this process) over ``runs`` runs.
+    names: list[str], videos: list[Path], num_frames: list[int], frames: int, short_side: int, clips: int, runs: int
+) -> dict[str, tuple[float, float, float, float, float]]:
+    """Per row: median clips per wall second, median, lowest and highest clips per CPU second over ``runs`` runs,
+    and the median of page faults (minor) a clip.
 
-    Runs are interleaved (every reader reads the same ``clips`` clips in each run, in a rotating order), so a change
-    of load on the machine hits all readers alike. The CPU-second figure is the per-core cost even when other
-    processes compete for the cores.
+    Runs are interleaved (every row reads the same ``clips`` clips in each run, in a rotating order), so a change
+    of load on the machine hits all rows alike. The CPU-second figure (all threads of the measuring process) is the
+    per-core cost even when other processes compete for the cores.
     """
-    rng = np.random.default_rng(0)
-    for read in readers.values():
-        read(videos[0], 0)  # warm-up (imports, first open)
-    rates: dict[str, list[float]] = {name: [] for name in readers}
-    cpu_rates: dict[str, list[float]] = {name: [] for name in readers}
-    names = list(readers)
-    for run in range(runs):
-        jobs = [int(v) for v in rng.integers(0, len(videos), size=clips)]
-        starts = [int(rng.integers(0, num_frames[v] - frames + 1)) for v in jobs]
-        for name in names[run % len(names) :] + names[: run % len(names)]:
-            begin, cpu_begin = time.perf_counter(), time.process_time()
-            for v, s in zip(jobs, starts):
-                clip = readers[name](videos[v], s)
-                assert len(clip) == frames, (name, videos[v], s, clip.shape)
-            rates[name].append(clips / (time.perf_counter() - begin))
-            cpu_rates[name].append(clips / (time.process_time() - cpu_begin))
-    return {name: (statistics.median(rates[name]), statistics.median(cpu_rates[name])) for name in names}
+    context = multiprocessing.get_context("spawn")  # fresh processes: malloc as glibc starts it
+    workers: dict[str, tuple[Connection, Any]] = {}
+    for name in names:
+        parent, child = context.Pipe()
+        process = context.Process(target=_measure_worker, args=(child, name, frames, short_side))
+        process.start()
+        workers[name] = (parent, process)
+    try:
+        rng = np.random.default_rng(0)
+        for name in names:  # warm-up (imports, first open)
+            workers[name][0].send([(videos[0], 0)])
+            workers[name][0].recv()
+        rates: dict[str, list[float]] = {name: [] for name in names}
+        cpu_rates: dict[str, list[float]] = {name: [] for name in names}
+        faults: dict[str, list[float]] = {name: [] for name in names}
+        for run in range(runs):
+            picks = [int(v) for v in rng.integers(0, len(videos), size=clips)]
+            jobs = [(videos[v], int(rng.integers(0, num_frames[v] - frames + 1))) for v in picks]
+            for name in names[run % len(names) :] + names[: run % len(names)]:
+                connection = workers[name][0]
+                connection.send(jobs)
+                wall, cpu, run_faults = connection.recv()
+                rates[name].append(clips / wall)
+                cpu_rates[name].append(clips / cpu)
+                faults[name].append(run_faults / clips)
+    finally:
+        for connection, process in workers.values():
+            connection.send(None)
+            process.join(timeout=30)
+    return {
+        name: (
+            statistics.median(rates[name]),
+            statistics.median(cpu_rates[name]),
+            min(cpu_rates[name]),
+            max(cpu_rates[name]),
+            statistics.median(faults[name]),
+        )
+        for name in names
+    }
 
 
-def correctness(folder: Path) -> dict[str, int]:
-    """Max abs difference to the written frames on a lossless 320x240 video, per decoder."""
+def correctness(folder: Path, short_side: int) -> tuple[dict[str, int], tuple[int, float]]:
+    """Max abs difference to the written frames on a lossless 320x240 video, per decoder; and (max, mean) abs
+    difference of the reader's swscale-scaled frames to torch's resize of the written frames."""
     import av
     import decord
 
@@ -203,15 +308,25 @@ def correctness(folder: Path) -> dict[str, int]:
     with av.open(str(path)) as container:
         decoded["pyav"] = np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])
     for name, settings in (
-        ("vidrec-reader", DecodeSettings()),
+        ("vidrec-default", DecodeSettings()),
         ("vidrec-decord", DecodeSettings(DecoderBackend.DECORD)),
     ):
-        vidrec = RobustVideoReader(settings).read(path, lambda n, fps: list(range(30)))
+        vidrec = RobustVideoReader(settings).read(path, fixed_clip(list(range(30))))
         assert vidrec is not None, f"{name} could not read {path}"
         decoded[name] = vidrec.frames
     diffs = {name: int(np.abs(frames.astype(np.int16) - truth).max()) for name, frames in decoded.items()}
     diffs["decord-vs-pyav"] = int(np.abs(decoded["decord"].astype(np.int16) - decoded["pyav"]).max())
-    return diffs
+    sws = RobustVideoReader(DecodeSettings(scale_in_decoder=True))
+    scaled = sws.read(path, fixed_clip(list(range(30))), short_side)
+    assert scaled is not None, f"vidrec-sws could not read {path}"
+    difference = np.abs(scaled.frames.astype(np.int16) - torch_short_side(truth, short_side))
+    return diffs, (int(difference.max()), float(difference.mean()))
+
+
+def torch_short_side(frames: np.ndarray, short_side: int) -> np.ndarray:
+    """The transforms' resize: uint8 (T, H, W, 3) -> (T, h, w, 3), antialiased bilinear."""
+    video = torch.from_numpy(frames).permute(0, 3, 1, 2)  # (T, 3, H, W)
+    return F.resize(video, [short_side], antialias=True).permute(0, 2, 3, 1).numpy()  # (T, h, w, 3)
 
 
 def fixed_clip(indices: list[int]) -> Callable[[int, float], list[int]]:
@@ -219,8 +334,11 @@ def fixed_clip(indices: list[int]) -> Callable[[int, float], list[int]]:
     return lambda num_frames, fps: indices
 
 
-def bframe_correctness(videos: list[Path], frames: int, clips: int = 200) -> tuple[int, float, float]:
-    """Clips of the default reader differing from a full decode; mean decoder frames a clip (skip, no skip)."""
+def bframe_correctness(
+    videos: list[Path], frames: int, short_side: int, clips: int = 200
+) -> tuple[int, float, float, int, float]:
+    """Clips of the default reader differing from a full decode; mean decoder frames a clip (skip, no skip); max
+    and mean abs difference of the swscale-scaled clips to torch's resize of the full decode's frames."""
     import av
 
     truth = []
@@ -228,20 +346,27 @@ def bframe_correctness(videos: list[Path], frames: int, clips: int = 200) -> tup
         with av.open(str(path)) as container:
             truth.append(np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)]))  # (N, H, W, 3)
     reader = RobustVideoReader()
+    scaling = RobustVideoReader(DecodeSettings(scale_in_decoder=True))
     rng = np.random.default_rng(1)
     differing = 0
     decoded = {True: 0, False: 0}
+    scaled_max, scaled_sum, scaled_count = 0, 0.0, 0
     for _ in range(clips):
         v = int(rng.integers(0, len(videos)))
         indices = list(range(start := int(rng.integers(0, len(truth[v]) - frames + 1)), start + frames))
         clip = reader.read(videos[v], fixed_clip(indices))
         if clip is None or not np.array_equal(clip.frames, truth[v][indices]):
             differing += 1
+        scaled = scaling.read(videos[v], fixed_clip(indices), short_side)
+        assert scaled is not None, f"vidrec-sws could not read {videos[v]}"
+        difference = np.abs(scaled.frames.astype(np.int16) - torch_short_side(truth[v][indices], short_side))
+        scaled_max = max(scaled_max, int(difference.max()))
+        scaled_sum, scaled_count = scaled_sum + float(difference.sum()), scaled_count + difference.size
         for skip in (True, False):
             video = open_video(videos[v], DecoderBackend.PYAV, settings=DecodeSettings(skip_nonref=skip))
             video.read(indices)
             decoded[skip] += video.decoded_frames  # type: ignore[attr-defined]
-    return differing, decoded[True] / clips, decoded[False] / clips
+    return differing, decoded[True] / clips, decoded[False] / clips, scaled_max, scaled_sum / scaled_count
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -271,36 +396,35 @@ def main(argv: list[str] | None = None) -> None:
         else:
             videos = sorted(args.videos.glob("*.mp4"))
         num_frames = [len(decord.VideoReader(str(v), num_threads=1)) for v in videos]
-        readers: dict[str, Callable[[int, int], ClipReader]] = {
-            "decord": decord_scaled,
-            "decord+resize": decord_then_resize,
-            "vidrec-reader": vidrec_reader,
-            "vidrec-pyav-noskip": vidrec_pyav_noskip,
-            "vidrec-pyav-plain": vidrec_pyav_plain,
-            "vidrec-decord": vidrec_decord,
-            "pyav": pyav_scaled,
-        }
-        if importlib.util.find_spec("torchcodec") is not None:
-            readers["torchcodec"] = torchcodec_scaled
+        names = [name for name in ROWS if name != "torchcodec" or importlib.util.find_spec("torchcodec") is not None]
         print(
             f"\nrandom contiguous {args.frames}-frame clips -> short side {args.short_side}, 1 thread, "
             f"median of {args.runs} interleaved runs x {args.clips} clips (decord {decord.__version__})"
         )
-        print(f"{'decoder':<20}{'clips/wall s':>14}{'clips/CPU s':>13}{'CPU ms/clip':>13}")
-        made = {name: make(args.frames, args.short_side) for name, make in readers.items()}
-        for name, (rate, cpu_rate) in measure(made, videos, num_frames, args.frames, args.clips, args.runs).items():
-            print(f"{name:<20}{rate:>14.1f}{cpu_rate:>13.1f}{1000 / cpu_rate:>13.1f}")
-        if "torchcodec" not in readers:
+        header = f"{'decoder':<20}{'clips/wall s':>14}{'clips/CPU s':>13}{'lowest':>9}{'highest':>9}{'CPU ms/clip':>13}"
+        print(f"{header}{'faults/clip':>13}")
+        results = measure(names, videos, num_frames, args.frames, args.short_side, args.clips, args.runs)
+        for name, (rate, cpu_rate, lowest, highest, clip_faults) in results.items():
+            print(
+                f"{name:<20}{rate:>14.1f}{cpu_rate:>13.1f}{lowest:>9.1f}{highest:>9.1f}{1000 / cpu_rate:>13.1f}"
+                f"{clip_faults:>13.0f}"
+            )
+        if "torchcodec" not in names:
             print("torchcodec: not installed (its wheels need system FFmpeg libraries, absent here)")
         print("decord2: not measured (installs as the same 'decord' module; needs a separate venv)")
         print("\ncorrectness on a lossless (libx264rgb qp 0) 320x240 video, 30 frames: max abs diff")
-        for name, diff in correctness(folder).items():
+        diffs, (scaled_max, scaled_mean) = correctness(folder, args.short_side)
+        for name, diff in diffs.items():
             print(f"  {name:<16}{diff}")
-        differing, skip_frames, full_frames = bframe_correctness(videos, args.frames)
+        print(f"  vidrec-sws vs torch resize of the true frames: max {scaled_max}, mean {scaled_mean:.3f}")
+        differing, skip_frames, full_frames, bench_max, bench_mean = bframe_correctness(
+            videos, args.frames, args.short_side
+        )
         print(
             f"\nreader default path vs a full sequential PyAV decode, 200 random clips of the benchmark videos "
             f"(B-frames): {differing} differ; decoder output {skip_frames:.1f} frames a clip skipping "
-            f"non-reference frames, {full_frames:.1f} without"
+            f"non-reference frames, {full_frames:.1f} without; vidrec-sws vs torch resize of those frames: "
+            f"max {bench_max}, mean {bench_mean:.3f}"
         )
 
 

@@ -54,7 +54,8 @@ class VideoClipDataModule(LightningDataModule, abc.ABC):
         root: data root of the layout.
         clip: frames per clip and frame stride or target fps.
         transform: crop size, resize, augmentation, normalisation.
-        decode: backend, time bound and timestamp tolerance of the reader.
+        decode: backend, time bound and timestamp tolerance of the reader; clips are decoded to the transform's
+            short side (``train_short_side`` / ``test_short_side``), by swscale when ``decode.scale_in_decoder``.
         batch_size: clips per batch (per process under DDP).
         num_workers: DataLoader worker processes.
         val_clips: clips per video for validation.
@@ -123,7 +124,12 @@ class VideoClipDataModule(LightningDataModule, abc.ABC):
             raise ValueError(f"no {split.value} videos found for {type(self).__name__} under {self.root}")
         if split is Split.TRAIN:
             return VideoClipDataset(
-                index.items, self.clip, SamplingMode.TRAIN, TrainClipTransform(self.transform), self.reader
+                index.items,
+                self.clip,
+                SamplingMode.TRAIN,
+                TrainClipTransform(self.transform),
+                self.reader,
+                short_side=self.transform.train_short_side,
             )
         clips, crops = self.test_views if split is Split.TEST else self.val_views
         return VideoClipDataset(
@@ -134,6 +140,7 @@ class VideoClipDataModule(LightningDataModule, abc.ABC):
             self.reader,
             clips_per_video=clips,
             crops_per_clip=crops,
+            short_side=self.transform.test_short_side,
         )
 
     def setup(self, stage: str | None = None) -> None:

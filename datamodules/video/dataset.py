@@ -96,6 +96,8 @@ class VideoClipDataset(Dataset[dict[str, Any]]):
         clips_per_video: EVAL clips per video.
         crops_per_clip: EVAL spatial crops per clip (the transform's ``num_crops``).
         max_substitutes: how many other videos to try in place of an unreadable one before raising.
+        short_side: the reader returns frames resized to this short side (the transform's first resize, which
+            then has nothing left to do); how is ``reader.settings.scale_in_decoder``'s choice. None: native size.
     """
 
     def __init__(
@@ -108,6 +110,7 @@ class VideoClipDataset(Dataset[dict[str, Any]]):
         clips_per_video: int = 1,
         crops_per_clip: int = 1,
         max_substitutes: int = 20,
+        short_side: int | None = None,
     ) -> None:
         if clips_per_video < 1 or crops_per_clip < 1:
             raise ValueError(
@@ -121,6 +124,7 @@ class VideoClipDataset(Dataset[dict[str, Any]]):
         self.clips_per_video = clips_per_video if mode is SamplingMode.EVAL else 1
         self.crops_per_clip = crops_per_clip if mode is SamplingMode.EVAL else 1
         self.max_substitutes = max_substitutes
+        self.short_side = short_side
         labels = np.asarray([label for _, label in self.videos], dtype=np.int64)
         self._same_class = {int(c): np.flatnonzero(labels == c) for c in np.unique(labels)}
 
@@ -162,11 +166,11 @@ class VideoClipDataset(Dataset[dict[str, Any]]):
         clip_index, crop_index = divmod(view, self.crops_per_clip)
         for candidate in [video, *self.substitutes(video)]:
             path, label = self.videos[candidate]
-            decoded: DecodedClip | None = self.reader.read(path, self._choose(clip_index))
+            decoded: DecodedClip | None = self.reader.read(path, self._choose(clip_index), self.short_side)
             if decoded is None:
                 continue
             if self.mode is SamplingMode.TRAIN:
-                inputs = self.transform(decoded.frames)  # (C, T, H, W)
+                inputs = self.transform(decoded.frames)  # (T, H, W, 3) -> (C, T, H, W)
             else:
                 inputs = self.transform(decoded.frames, crop_index)  # (C, T, H, W)
             return {"inputs": inputs, "target": label, "group": candidate}

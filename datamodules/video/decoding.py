@@ -28,13 +28,27 @@ outside the clip ``skip_nonref`` has the h264 decoder skip non-reference frames 
 is bit-identical to a full decode; h264 only, its ``nal_ref_idc`` is exact). **Decoder delay**: a B-frame stream
 outputs a frame only after later packets; once the clip's packets are sent the decoder is drained instead.
 **Colour**: ``frame.to_ndarray`` builds a threaded swscale context per frame (~0.25 ms); one single-threaded context
-per video takes ~0.08 ms.
-Scaling stays with the transforms' torch resize (~0.17 ms a frame); one swscale pass to the target size measured no
-cheaper (~0.23 ms, bilinear), so frames stay full size.
+per video takes ~0.03-0.08 ms, and each frame is written straight into the clip array (no per-frame arrays stacked).
+**Memory**: the per-clip buffers (decoder frame pool, RGB frames, the clip) are allocated and freed on every read.
+glibc's dynamic thresholds follow what the process allocated before; in some histories the freed heap top is
+returned to the kernel after every read and faulted back in on the next: measured ~1700 page faults and ~5 ms of
+system time a clip (a quarter of its cost) in a loop that reads and resizes, 190-260 faults in the dataset path,
+0 in other processes (the spread of earlier measurements). ``retain_freed_mb`` fixes the thresholds once per
+process (:func:`retain_freed_memory`), so no history leads there: 0-50 faults a clip.
+**Hand-off** to the decode thread: ~30 us a read.
+**Scaling** (``short_side`` of :meth:`RobustVideoReader.read`): the exact frames are resized by torch
+(``torchvision.transforms.v2.functional.resize``, antialiased bilinear: the transforms' resize, identical pixels), or,
+with ``scale_in_decoder``, converted and scaled by one swscale call (bilinear, filter widened when shrinking, written
+as planar RGB: ~0.12 ms a frame against ~0.15 ms for RGB + torch resize at 320x240 -> 128x170; swscale's packed-RGB
+scaled output costs ~0.25 ms). Not bit-identical to the torch resize: on RGB sources (lossless libx264rgb) within
+2 levels on smooth content, mean 0.22 (max 15) on random noise; on yuv420p h264 mean ~1.6 levels, up to ~66 at
+saturated colour edges, because the exact conversion repeats each chroma sample over 2x2 pixels while swscale
+interpolates chroma.
 """
 
 from __future__ import annotations
 
+import ctypes
 import enum
 import importlib.util
 import os
@@ -61,6 +75,8 @@ __all__ = [
     "open_video",
     "find_decodable_frame_count",
     "available_backends",
+    "retain_freed_memory",
+    "short_side_size",
 ]
 
 
@@ -92,6 +108,14 @@ class DecodeSettings:
         fast_probe: PyAV only: open mp4/mov/m4v files without decoding frames to probe them (falls back to the
             full probe when the header lacks a fact).
         skip_nonref: PyAV only: skip h264 non-reference frames the clip does not contain (frames are unchanged).
+        scale_in_decoder: PyAV only: when a read asks for a short side (the datamodule passes the transforms'
+            resize), convert and scale each frame in one swscale call (bilinear, antialiased) instead of
+            converting at native size and resizing with torch. A little cheaper, not bit-identical to the torch
+            resize (mean ~1.6 levels on h264, see the module docstring); False keeps the exact frames, resized
+            by torch exactly as the transforms would.
+        retain_freed_mb: glibc only: fix malloc's trim threshold at this many MB (and its mmap threshold at half,
+            at most 32 MB) in every process that reads, so the per-clip buffers are reused instead of returned to
+            the kernel and faulted in again (~5 ms a clip at 320x240). Process-wide; None leaves malloc alone.
     """
 
     backend: DecoderBackend = DecoderBackend.PYAV
@@ -100,6 +124,12 @@ class DecodeSettings:
     num_threads: int = 1
     fast_probe: bool = True
     skip_nonref: bool = True
+    scale_in_decoder: bool = False
+    retain_freed_mb: int | None = 64
+
+    def __post_init__(self) -> None:
+        if self.retain_freed_mb is not None and self.retain_freed_mb < 1:
+            raise ValueError(f"DecodeSettings.retain_freed_mb must be >= 1 or None, got {self.retain_freed_mb}")
 
 
 @dataclass
@@ -107,7 +137,7 @@ class DecodedClip:
     """Frames of one clip.
 
     Attributes:
-        frames: uint8 array (T, H, W, 3), RGB.
+        frames: uint8 array (T, H, W, 3), RGB; (T, h, w, 3) when the read asked for a short side.
         indices: frame indices that were read, length T.
         timestamps: start time in seconds of each returned frame, length T.
         num_frames: decodable frame count of the video (after any clamp).
@@ -154,6 +184,65 @@ class DecodeTimeout(TimeoutError):
     """A read ran past ``DecodeSettings.timeout_s``."""
 
 
+def short_side_size(height: int, width: int, short_side: int) -> tuple[int, int]:
+    """(height, width) of a ``height x width`` frame resized to ``short_side``, as torchvision's resize computes it.
+
+    The long side is truncated, not rounded (``int(short_side * long / short)``), so frames scaled here are left
+    untouched by ``torchvision.transforms.v2.Resize(short_side)``.
+    """
+    if short_side < 1:
+        raise ValueError(f"short_side must be >= 1, got {short_side}")
+    if width <= height:
+        return int(short_side * height / width), short_side
+    return short_side, int(short_side * width / height)
+
+
+def _resize_short_side(frames: np.ndarray, short_side: int) -> np.ndarray:
+    """uint8 (T, H, W, 3) -> (T, h, w, 3) with torchvision's antialiased bilinear resize (the transforms' resize)."""
+    import torch
+    from torchvision.transforms.v2 import functional as F
+
+    height, width = frames.shape[1:3]
+    if short_side_size(height, width, short_side) == (height, width):
+        return frames
+    video = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2)  # (T, H, W, 3) -> (T, 3, H, W)
+    scaled = F.resize(video, [short_side], antialias=True)  # (T, 3, h, w)
+    return np.ascontiguousarray(scaled.permute(0, 2, 3, 1).numpy())  # (T, h, w, 3)
+
+
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # mallopt parameters (glibc malloc.h)
+_MAX_MMAP_THRESHOLD_MB = 32  # glibc's ceiling on 64-bit (HEAP_MAX_SIZE / 2)
+_malloc_tuned: dict[int, int] = {}  # process id -> retain_freed_mb applied in that process
+
+
+def retain_freed_memory(megabytes: int) -> bool:
+    """Have glibc keep up to ``megabytes`` MB of freed heap in this process instead of returning it to the kernel.
+
+    Sets ``M_TRIM_THRESHOLD`` to ``megabytes`` and ``M_MMAP_THRESHOLD`` to half of it (at most 32 MB), which also
+    turns off glibc's dynamic thresholds: buffers up to that size come from the heap and are reused read after read.
+    Process-wide and applied once per process (the reader calls it in each DataLoader worker).
+
+    Returns:
+        True when applied (now or earlier in this process), False on a C library other than glibc.
+    """
+    pid = os.getpid()
+    if _malloc_tuned.get(pid) == megabytes:
+        return True
+    try:
+        if not os.confstr("CS_GNU_LIBC_VERSION"):
+            return False
+    except (ValueError, OSError):  # no such confstr name: not glibc
+        return False
+    libc = ctypes.CDLL("libc.so.6")
+    mmap_mb = min(max(megabytes // 2, 1), _MAX_MMAP_THRESHOLD_MB)
+    trim_ok = libc.mallopt(_M_TRIM_THRESHOLD, megabytes << 20)
+    mmap_ok = libc.mallopt(_M_MMAP_THRESHOLD, mmap_mb << 20)
+    if not (trim_ok and mmap_ok):
+        raise RuntimeError(f"glibc mallopt refused trim threshold {megabytes} MB / mmap threshold {mmap_mb} MB")
+    _malloc_tuned[pid] = megabytes
+    return True
+
+
 # --------------------------------------------------------------------------------------------------------------------
 # Backends
 
@@ -182,7 +271,8 @@ class _PyAVVideo:
     """Random access with PyAV: seek to the key frame before the first index, decode forward, pick by pts.
 
     ``fast_probe`` and ``skip_nonref`` as in :class:`DecodeSettings`; ``facts`` (from an earlier open of ``path``)
-    decide the probe and are not recomputed.
+    decide the probe and are not recomputed. ``short_side``: frames come out converted and scaled to it by swscale
+    (see ``DecodeSettings.scale_in_decoder``); None: native size, the exact frames.
     """
 
     def __init__(
@@ -193,6 +283,7 @@ class _PyAVVideo:
         fast_probe: bool = True,
         skip_nonref: bool = True,
         facts: VideoFacts | None = None,
+        short_side: int | None = None,
     ) -> None:
         import av
         from av.video.reformatter import VideoReformatter
@@ -237,6 +328,7 @@ class _PyAVVideo:
         # One swscale context for all frames of this video, single-threaded: frame.to_ndarray builds one per frame
         # with a slice-thread pool (~0.2 ms a frame), and a pool held across a DataLoader fork hangs when freed.
         self._reformatter = VideoReformatter()
+        self._short_side = short_side
         self.decoded_frames = 0  # frames the decoder output so far (skipped frames are not output)
         self.sent_packets = 0  # packets sent to the decoder so far
 
@@ -250,36 +342,38 @@ class _PyAVVideo:
         return int(round((pts * self._seconds_per_tick - self.start_time) * self.fps))
 
     def read(self, indices: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
-        wanted = set(indices)
-        found = self._decode(wanted, economical=True)
-        if len(found) < len(wanted):  # never seen on x264 streams; a plain decode is the reference behaviour
-            found = self._decode(wanted, economical=False)
-        absent = sorted(wanted - found.keys())
-        if absent:
-            raise ValueError(f"PyAV: frames {absent[:5]} of {self._path} did not decode (stream ended first)")
-        frames = np.stack([found[i][0] for i in indices])  # (T, H, W, 3)
-        stamps = np.asarray([found[i][1] for i in indices])
+        frames, stamps, missing = self._decode(indices, economical=True)
+        if missing:  # never seen on x264 streams; a plain decode is the reference behaviour
+            frames, stamps, missing = self._decode(indices, economical=False)
+        if missing or frames is None:
+            raise ValueError(f"PyAV: frames {sorted(missing)[:5]} of {self._path} did not decode (stream ended first)")
         return frames, stamps
 
-    def _decode(self, wanted: set[int], economical: bool) -> dict[int, tuple[np.ndarray, float]]:
-        """Frames (H, W, 3) and start seconds of the ``wanted`` indices that decode.
+    def _decode(self, indices: Sequence[int], economical: bool) -> tuple[np.ndarray | None, np.ndarray, set[int]]:
+        """Frames (T, H, W, 3) and start seconds (T,) of ``indices``, and the indices that did not decode.
 
-        ``economical``: skip non-reference frames outside ``wanted`` (h264) and drain the decoder once every
-        packet of ``wanted`` is sent instead of decoding later packets to push the last frames out.
+        Each wanted frame is converted straight into its row of the clip array (rows of a repeated index are
+        copied). ``economical``: skip non-reference frames outside ``indices`` (h264) and drain the decoder once
+        every packet of ``indices`` is sent instead of decoding later packets to push the last frames out.
         """
-        first, last = min(wanted), max(wanted)
+        rows: dict[int, list[int]] = {}  # frame index -> rows of the clip holding it
+        for row, wanted in enumerate(indices):
+            rows.setdefault(wanted, []).append(row)
+        first, last = min(rows), max(rows)
         seek_seconds = self.start_time + first / self.fps
         self._container.seek(int(Fraction(seek_seconds) / self._time_base), stream=self._stream, backward=True)
         codec = self._stream.codec_context
         skip = economical and self._skip_nonref
         mode: Literal["DEFAULT", "NONREF"] = "DEFAULT"
         codec.skip_frame = mode
-        unsent = set(wanted)  # indices whose packet is not yet sent to the decoder
-        found: dict[int, tuple[np.ndarray, float]] = {}
+        unsent = set(rows)  # indices whose packet is not yet sent to the decoder
+        missing = set(rows)  # indices not yet decoded
+        clip: np.ndarray | None = None  # (T, H, W, 3), allocated at the first wanted frame (its size decides)
+        stamps = np.zeros(len(indices), np.float64)  # (T,) start seconds
         for packet in self._container.demux(self._stream):
             index = self._index(packet.pts) if packet.pts is not None else None
             if skip:
-                wanted_mode: Literal["DEFAULT", "NONREF"] = "DEFAULT" if index is None or index in wanted else "NONREF"
+                wanted_mode: Literal["DEFAULT", "NONREF"] = "DEFAULT" if index is None or index in rows else "NONREF"
                 if wanted_mode != mode:
                     codec.skip_frame = mode = wanted_mode  # applies to the packets sent from now on
             frames = codec.decode(packet)
@@ -295,14 +389,37 @@ class _PyAVVideo:
                 if frame.pts is None:
                     continue
                 frame_index = self._index(frame.pts)
-                if frame_index in wanted and frame_index not in found:
-                    rgb = self._reformatter.reformat(frame, format="rgb24", threads=1).to_ndarray()  # (H, W, 3)
-                    found[frame_index] = (rgb, frame.pts * self._seconds_per_tick)
+                if frame_index in missing:
+                    if clip is None:
+                        height, width = frame.height, frame.width
+                        if self._short_side is not None:
+                            height, width = short_side_size(height, width, self._short_side)
+                        clip = np.empty((len(indices), height, width, 3), np.uint8)
+                    at = rows[frame_index]
+                    self._convert(frame, clip[at[0]])
+                    for row in at[1:]:
+                        clip[row] = clip[at[0]]
+                    stamps[at] = frame.pts * self._seconds_per_tick
+                    missing.discard(frame_index)
                 if frame_index >= last:
-                    return found
+                    return clip, stamps, missing
             if drained:
-                return found
-        return found
+                return clip, stamps, missing
+        return clip, stamps, missing
+
+    def _convert(self, frame: Any, out: np.ndarray) -> None:
+        """Write ``frame`` as RGB at the size of ``out`` (H, W, 3): plain conversion at native size, else scaled."""
+        height, width = out.shape[:2]
+        if (height, width) == (frame.height, frame.width):
+            out[...] = self._reformatter.reformat(frame, format="rgb24", threads=1).to_ndarray()  # (H, W, 3)
+            return
+        # Scaled packed-RGB output is swscale's slow path (~0.25 ms a frame here); planar RGB is ~0.1 ms.
+        planar = self._reformatter.reformat(
+            frame, width=width, height=height, format="gbrp", interpolation="BILINEAR", threads=1
+        )
+        for channel, plane in zip((1, 2, 0), planar.planes):  # gbrp stores the planes G, B, R
+            padded = np.frombuffer(memoryview(plane), np.uint8).reshape(height, plane.line_size)  # (h, line_size)
+            out[:, :, channel] = padded[:, :width]
 
     def __del__(self) -> None:
         container = getattr(self, "_container", None)
@@ -332,6 +449,7 @@ def open_video(
     num_threads: int = 1,
     settings: DecodeSettings | None = None,
     facts: VideoFacts | None = None,
+    short_side: int | None = None,
 ) -> OpenVideo:
     """Open ``path`` with ``backend``; raises whatever the library raises for unreadable files.
 
@@ -341,13 +459,20 @@ def open_video(
         num_threads: decoder threads.
         settings: PyAV only: ``fast_probe`` and ``skip_nonref`` (defaults: both on).
         facts: PyAV only: the path's cached :class:`VideoFacts` (the opened video's ``facts`` attribute).
+        short_side: PyAV only: ``read`` returns frames scaled to this short side by swscale (bilinear,
+            antialiased; not bit-identical to torch's resize); None: native size. Other backends ignore it.
     """
     if backend is DecoderBackend.DECORD:
         return _DecordVideo(str(path), num_threads)
     if backend is DecoderBackend.PYAV:
         settings = settings or DecodeSettings()
         return _PyAVVideo(
-            str(path), num_threads, fast_probe=settings.fast_probe, skip_nonref=settings.skip_nonref, facts=facts
+            str(path),
+            num_threads,
+            fast_probe=settings.fast_probe,
+            skip_nonref=settings.skip_nonref,
+            facts=facts,
+            short_side=short_side,
         )
     if backend is DecoderBackend.TORCHCODEC:
         if importlib.util.find_spec("torchcodec") is None:
@@ -496,15 +621,25 @@ class RobustVideoReader:
         """True when this process has given up on ``path``."""
         return str(path) in self._bad
 
-    def read(self, path: str | Path, choose: ChooseIndices) -> DecodedClip | None:
-        """Decode the clip ``choose(num_frames, fps)`` of ``path``; None (after quarantining it) when unreadable."""
+    def read(self, path: str | Path, choose: ChooseIndices, short_side: int | None = None) -> DecodedClip | None:
+        """Decode the clip ``choose(num_frames, fps)`` of ``path``; None (after quarantining it) when unreadable.
+
+        Args:
+            path: video file.
+            choose: frame indices of the clip from the decodable frame count and the frame rate.
+            short_side: return frames resized so their short side is this (size as torchvision's resize computes
+                it): by swscale while converting when ``settings.scale_in_decoder`` (PyAV), else by torch's
+                antialiased resize of the exact frames. None: native size.
+        """
         key = str(path)
         if key in self._bad:
             return None
         if self._thread is None or self._pid != os.getpid():
+            if self.settings.retain_freed_mb is not None:
+                retain_freed_memory(self.settings.retain_freed_mb)  # once per process (each DataLoader worker)
             self._thread, self._pid = _DecodeThread(), os.getpid()
         try:
-            clip = self._thread.run(lambda: self._read_now(key, choose), self.settings.timeout_s)
+            clip = self._thread.run(lambda: self._read_now(key, choose, short_side), self.settings.timeout_s)
         except DecodeTimeout as error:
             self._thread = None  # the stuck thread is abandoned; the next read starts a fresh one
             self._give_up(key, f"timeout: {error}")
@@ -521,26 +656,30 @@ class RobustVideoReader:
         where = f" (listed in {self.quarantine.path})" if self.quarantine.path else ""
         warnings.warn(f"skipping unreadable video {path}: {reason}{where}", RuntimeWarning, stacklevel=3)
 
-    def _open(self, path: str, backend: DecoderBackend | None = None) -> OpenVideo:
+    def _open(self, path: str, backend: DecoderBackend | None = None, short_side: int | None = None) -> OpenVideo:
+        """Open ``path``; ``short_side`` reaches PyAV only with ``scale_in_decoder`` (else the frames are native)."""
         if os.path.getsize(path) == 0:
             raise ValueError("zero-byte file")
         backend = backend or self.settings.backend
         facts = self._facts.get(path) if backend is DecoderBackend.PYAV else None
-        video = open_video(path, backend, self.settings.num_threads, settings=self.settings, facts=facts)
+        scaled = short_side if self.settings.scale_in_decoder and backend is DecoderBackend.PYAV else None
+        video = open_video(
+            path, backend, self.settings.num_threads, settings=self.settings, facts=facts, short_side=scaled
+        )
         if facts is None and isinstance(getattr(video, "facts", None), VideoFacts):
             if len(self._facts) >= _MAX_FACTS:
                 del self._facts[next(iter(self._facts))]  # the oldest entry
             self._facts[path] = video.facts  # type: ignore[attr-defined]
         return video
 
-    def _read_now(self, path: str, choose: ChooseIndices) -> DecodedClip:
+    def _read_now(self, path: str, choose: ChooseIndices, short_side: int | None = None) -> DecodedClip:
         if path in self._damaged:  # known damaged: PyAV, inside the frames that decode
             count = self._damaged[path]
-            video = self._open(path, DecoderBackend.PYAV)
+            video = self._open(path, DecoderBackend.PYAV, short_side)
             indices = choose(count, video.fps)
             frames, stamps = video.read(indices)
         else:
-            video = self._open(path)
+            video = self._open(path, short_side=short_side)
             count = video.num_frames
             if count <= 0:
                 raise ValueError(f"header reports {video.num_frames} frames")
@@ -553,9 +692,11 @@ class RobustVideoReader:
                 count = self._clamp(path, video.num_frames)
                 if count == 0:
                     raise ValueError(f"no frame decodes ({type(first_error).__name__}: {first_error})") from None
-                video = self._open(path, DecoderBackend.PYAV)
+                video = self._open(path, DecoderBackend.PYAV, short_side)
                 indices = choose(count, video.fps)
                 frames, stamps = video.read(indices)
+        if short_side is not None:
+            frames = _resize_short_side(frames, short_side)  # no-op when swscale already scaled them
         frames = np.ascontiguousarray(frames)  # (T, H, W, 3) uint8
         stamps = stamps - video.start_time  # relative to frame 0
         return DecodedClip(frames=frames, indices=list(indices), timestamps=stamps, num_frames=count, fps=video.fps)

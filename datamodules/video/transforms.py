@@ -6,6 +6,10 @@ configured mean/std (defaults: the Kinetics-400 statistics used by torchvision's
 * train: short side to ``train_short_side`` -> ``RandomResizedCrop(crop_size, crop_scale)`` -> horizontal flip
 * test: short side to ``test_short_side`` -> crop ``crop_index`` of ``num_crops`` evenly spaced along the long side
   (1 = center crop, 3 = the left/center/right "three-crop" of multi-view testing)
+
+The datamodule has the reader return frames already at the short side (``VideoClipDataset(short_side=...)``); the
+resize here then leaves them untouched (torchvision returns a frame of the requested size as is), so the transforms
+also take native-size frames unchanged.
 """
 
 from __future__ import annotations

@@ -247,8 +247,9 @@ def test_economical_decode_skips_nonref_preroll_and_stops_at_the_clip(bframe_vid
     assert plain.decoded_frames == 12  # type: ignore[attr-defined]  # frames 36..47: drained at 47, nothing past it
     assert economical.decoded_frames < plain.decoded_frames  # type: ignore[attr-defined]
     undrained = open_video(path, DecoderBackend.PYAV, settings=DecodeSettings(skip_nonref=False))
-    found = undrained._decode(set(indices), economical=False)  # type: ignore[attr-defined]
-    np.testing.assert_array_equal(np.stack([found[i][0] for i in indices]), truth[indices])
+    frames, _, missing = undrained._decode(indices, economical=False)  # type: ignore[attr-defined]
+    assert not missing
+    np.testing.assert_array_equal(frames, truth[indices])
     assert undrained.sent_packets > plain.sent_packets  # type: ignore[attr-defined]  # later packets push frames out
 
 
@@ -322,3 +323,95 @@ def test_forked_workers_read_after_the_main_process_did(bframe_video: tuple[Path
     assert len(batches) == 2
     for batch in batches:
         np.testing.assert_array_equal(batch.numpy(), np.stack([truth[:2]] * 2))
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Frames at a short side (the transforms' resize) and the malloc thresholds
+
+
+def _torch_short_side(frames: np.ndarray, short_side: int) -> np.ndarray:
+    """The transforms' resize of exact frames: uint8 (T, H, W, 3) -> (T, h, w, 3), antialiased bilinear."""
+    from torchvision.transforms.v2 import functional as F
+
+    video = torch.from_numpy(frames).permute(0, 3, 1, 2)  # (T, 3, H, W)
+    return F.resize(video, [short_side], antialias=True).permute(0, 2, 3, 1).numpy()  # (T, h, w, 3)
+
+
+@pytest.mark.parametrize("height,width,short_side", [(240, 320, 128), (320, 240, 128), (48, 64, 32), (25, 31, 7)])
+def test_short_side_size_is_torchvisions(height: int, width: int, short_side: int) -> None:
+    resized = _torch_short_side(np.zeros((1, height, width, 3), np.uint8), short_side)
+    assert decoding.short_side_size(height, width, short_side) == resized.shape[1:3]
+
+
+# Tolerances of swscale's bilinear scaling against torch's antialiased resize of the exact frames. RGB source
+# (lossless libx264rgb) of this texture, measured: 48 -> 32 max 2, mean 0.16; 48 -> 24 (exactly 2x, where the two
+# filters differ most at the block's sharp edges) max 27, mean 0.49, 99th percentile 7; 48 -> 16 max 9, mean 0.43.
+# yuv420p h264 differs more at colour edges (the exact conversion repeats chroma samples, swscale interpolates them).
+@pytest.mark.parametrize("short_side,max_difference", [(32, 3), (24, 32), (16, 12)])
+def test_scaled_in_decoder_is_close_to_torch_resize_of_the_exact_frames_on_lossless_video(
+    tmp_path: Path, short_side: int, max_difference: int
+) -> None:
+    truth = _drifting_texture(40)  # (40, 48, 64, 3)
+    path = write_video(tmp_path / "lossless_gop12.mp4", truth, lossless=True, gop=12)
+    indices = list(range(23, 39))
+    reader = RobustVideoReader(DecodeSettings(scale_in_decoder=True))
+    clip = reader.read(path, _fixed(indices), short_side=short_side)
+    assert clip is not None and clip.frames.dtype == np.uint8 and clip.frames.flags.c_contiguous
+    expected = _torch_short_side(truth[indices], short_side)
+    assert clip.frames.shape == expected.shape == (16, short_side, short_side * 4 // 3, 3)
+    difference = np.abs(clip.frames.astype(np.int16) - expected)
+    assert difference.max() <= max_difference, difference.max()
+    assert difference.mean() <= 0.6 and np.percentile(difference, 99) <= 8, (difference.mean(), difference.max())
+    np.testing.assert_allclose(clip.timestamps, np.asarray(indices) / 25.0, atol=1e-6)
+    native = reader.read(path, _fixed(indices))  # the same reader, no short side: still the exact frames
+    assert native is not None
+    np.testing.assert_array_equal(native.frames, truth[indices])
+
+
+@pytest.mark.parametrize("indices", [CLIPS[1], CLIPS[5]], ids=["mid-gop", "repeated-last"])
+def test_scaled_in_decoder_on_bframe_h264(bframe_video: tuple[Path, np.ndarray], indices: list[int]) -> None:
+    path, truth = bframe_video  # yuv420p, 48 x 64: a 2x downscale of a fine texture, measured mean 3.0
+    clip = RobustVideoReader(DecodeSettings(scale_in_decoder=True)).read(path, _fixed(indices), short_side=24)
+    assert clip is not None
+    expected = _torch_short_side(truth[indices], 24)
+    assert clip.frames.shape == expected.shape == (len(indices), 24, 32, 3)
+    difference = np.abs(clip.frames.astype(np.int16) - expected)
+    assert difference.mean() <= 4.0, difference.mean()
+    for row, index in enumerate(indices):  # a repeated index gives the same pixels in every row
+        np.testing.assert_array_equal(clip.frames[row], clip.frames[indices.index(index)])
+
+
+@pytest.mark.parametrize("backend", [DecoderBackend.PYAV, DecoderBackend.DECORD])
+def test_short_side_without_decoder_scaling_is_the_torch_resize_exactly(
+    bframe_video: tuple[Path, np.ndarray], backend: DecoderBackend
+) -> None:
+    path, truth = bframe_video
+    indices = CLIPS[2]
+    reader = RobustVideoReader(DecodeSettings(backend=backend, scale_in_decoder=False))
+    clip = reader.read(path, _fixed(indices), short_side=24)
+    assert clip is not None
+    native = reader.read(path, _fixed(indices))
+    assert native is not None
+    np.testing.assert_array_equal(clip.frames, _torch_short_side(native.frames, 24))
+    if backend is DecoderBackend.PYAV:
+        np.testing.assert_array_equal(native.frames, truth[indices])
+
+
+def test_decord_with_decoder_scaling_still_returns_the_short_side(bframe_video: tuple[Path, np.ndarray]) -> None:
+    path, _ = bframe_video  # decord has no swscale pass here: the reader resizes with torch instead
+    clip = RobustVideoReader(DecodeSettings(backend=DecoderBackend.DECORD, scale_in_decoder=True)).read(
+        path, _fixed([1, 2, 3]), short_side=24
+    )
+    assert clip is not None and clip.frames.shape == (3, 24, 32, 3)
+
+
+def test_retain_freed_memory_applies_once_per_process() -> None:
+    import os
+
+    if not os.confstr("CS_GNU_LIBC_VERSION"):
+        pytest.skip("not glibc")
+    assert decoding.retain_freed_memory(64)
+    assert decoding._malloc_tuned[os.getpid()] == 64
+    assert decoding.retain_freed_memory(64)  # already applied: nothing to do
+    with pytest.raises(ValueError, match="retain_freed_mb"):
+        DecodeSettings(retain_freed_mb=0)
