@@ -121,21 +121,6 @@ def test_every_shipped_config_parses(config: str, capsys: pytest.CaptureFixture[
     assert "class_path" in printed and "trainer:" in printed
 
 
-def test_dense_training_fits_through_the_cli(workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    # BasicMotions recordings are 100 samples: segments of 5 windows of 64 samples, 4 apart (80 samples)
-    (workdir / "dense").mkdir()
-    monkeypatch.chdir(workdir / "dense")  # its own runs/ folder
-    _fit(workdir, "--trainer.max_epochs", "1", "--data.init_args.dense", "{windows: 5, batch_size: 4}")  # hop 4
-    (run,) = sorted((workdir / "dense" / "runs" / "basicmotions_resnet1d").iterdir())
-    ckpt = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
-    # 32 training recordings (8 of the 40 validate), segment slots at samples 0 and 20 of each, 4 segments per batch
-    assert ckpt["global_step"] == 32 * 2 // 4
-    assert ckpt["hyper_parameters"]  # the parsed config travels with the checkpoint
-    with open(run / "metrics.csv") as f:
-        header = f.readline()
-    assert "train/acc" in header and "val/acc" in header
-
-
 def test_a_run_without_validation_keeps_the_last_epoch(workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # a final model on every training subject: no val/acc to monitor, so the last epoch is the checkpoint
     (workdir / "final").mkdir()

@@ -28,12 +28,9 @@ from torch.utils.data import DataLoader, WeightedRandomSampler
 from datamodules.timeseries.dataset import (
     ChannelNormalization,
     ContextPadding,
-    DenseTraining,
     LabelPolicy,
-    SegmentDataset,
     WindowDataset,
     WindowTable,
-    build_segments,
     build_window_table,
     collate_window_batch,
 )
@@ -201,9 +198,6 @@ class HDF5WindowDataModule(L.LightningDataModule):
         max_unlabelled_fraction: MAJORITY: largest unlabelled share of a kept window.
         normalize: Apply per-channel training statistics (else identity).
         batch_size: Windows per batch.
-        dense: Train on segments of consecutive windows whose convolutions are shared (:class:`DenseTraining`:
-            ``windows`` per segment, ``hop`` apart, ``batch_size`` segments per batch); validation and test still
-            read separate windows. Much cheaper with long context; needs a model with ``forward_windows``.
         num_workers: DataLoader workers (0 is fastest here: the data are in memory).
         balanced: Train with a class-balanced WeightedRandomSampler (with replacement) instead of shuffling.
         drop_last: Drop the last incomplete training batch.
@@ -235,7 +229,6 @@ class HDF5WindowDataModule(L.LightningDataModule):
         balanced: bool = False,
         drop_last: bool = False,
         pin_memory: bool = False,
-        dense: DenseTraining | None = None,
     ) -> None:
         super().__init__()
         for name, value in (("window", window), ("hop", hop), ("batch_size", batch_size)):
@@ -260,13 +253,6 @@ class HDF5WindowDataModule(L.LightningDataModule):
         self.normalize = normalize
         self.batch_size, self.num_workers = batch_size, num_workers
         self.balanced, self.drop_last, self.pin_memory = balanced, drop_last, pin_memory
-        if dense is not None and (dense.windows < 1 or dense.batch_size < 1):
-            raise ValueError(f"dense: windows and batch_size must be >= 1, got {dense}")
-        if dense is not None and balanced:
-            raise ValueError(
-                "dense training samples whole segments; balanced=True (per-window sampling) is not supported"
-            )
-        self.dense = dense
 
         info = read_info(self.path, missing_hint=_CREATE_HINT)
         self.sampling_rate: float = info.sampling_rate
@@ -365,9 +351,6 @@ class HDF5WindowDataModule(L.LightningDataModule):
                     f"{self.path}: {name} split (subjects {subjects}) has no windows of {self.input_length} samples"
                     f" under label_policy {self.label_policy.name}"
                 )
-            if name == "train" and self.dense is not None:
-                self.datasets[name] = self._segment_dataset(labels, recs, self.dense)
-                continue
             self.datasets[name] = WindowDataset(
                 self._data,
                 table,
@@ -376,50 +359,6 @@ class HDF5WindowDataModule(L.LightningDataModule):
                 context_truncation=self.context_truncation if name == "train" else 0.0,
                 context=self.context,
             )
-
-    def _segment_dataset(self, labels: list[np.ndarray], recs: list[int], dense: DenseTraining) -> SegmentDataset:
-        assert self._data is not None and self._offsets is not None
-        label_at_offset, bases, last_starts, groups, too_short = build_segments(
-            labels,
-            self._offsets,
-            recs,
-            self._data.shape[1],
-            window=self.window,
-            context=self.context,
-            hop=self.hop,
-            windows=dense.windows,
-            policy=self.label_policy,
-            num_classes=self.num_classes,
-            max_unlabelled_fraction=self.max_unlabelled_fraction,
-        )
-        segment = self.input_length + (dense.windows - 1) * self.hop
-        if len(bases) == 0:
-            raise ValueError(
-                f"{self.path}: dense training: no training recording holds a segment of {segment} samples"
-                f" ({dense.windows} windows, hop {self.hop}) with a labelled window; lower dense.windows"
-            )
-        log.info(
-            "%s: dense training: %d segments of %d windows (%d samples, hop %d), %d recordings shorter than a segment",
-            self.path,
-            len(bases),
-            dense.windows,
-            segment,
-            self.hop,
-            too_short,
-        )
-        return SegmentDataset(
-            self._data,
-            label_at_offset,
-            bases,
-            last_starts,
-            groups,
-            window_length=self.input_length,
-            hop=self.hop,
-            windows=dense.windows,
-            normalization=self.normalization,
-            context_truncation=self.context_truncation,
-            context=self.context,
-        )
 
     def _compute_normalization(self, train_recs: list[int]) -> ChannelNormalization:
         if not self.normalize:
@@ -468,7 +407,7 @@ class HDF5WindowDataModule(L.LightningDataModule):
     def _loader(self, dataset: WindowDataset, **kwargs: Any) -> DataLoader:
         return DataLoader(
             dataset,
-            batch_size=self.dense.batch_size if isinstance(dataset, SegmentDataset) and self.dense else self.batch_size,
+            batch_size=self.batch_size,
             num_workers=self.num_workers,
             collate_fn=collate_window_batch,
             pin_memory=self.pin_memory,

@@ -252,13 +252,9 @@ class WindowDataset(Dataset):
 
     def gather(self, indices: np.ndarray) -> np.ndarray:
         """Normalised inputs (B, C, L) float32 for window indices (B,)."""
-        return self.gather_at(self.table.starts[indices])
-
-    def gather_at(self, starts: np.ndarray) -> np.ndarray:
-        """Normalised inputs (B, C, L) float32 that start at global sample indices (B,)."""
         if self._windows is None:
             return np.zeros((0, self.data.shape[0], self.length), dtype=np.float32)
-        x = self._windows[starts]  # (B, C, L), a contiguous copy
+        x = self._windows[self.table.starts[indices]]  # (B, C, L), a contiguous copy
         x *= self._scale  # x * (1/std) - mean/std == (x - mean) / std
         x -= self._shift
         if self.context_truncation > 0 and len(x):
@@ -289,147 +285,6 @@ class WindowDataset(Dataset):
             raise IndexError(f"window index {index} out of range for {len(self)} windows")
         batch = self.__getitems__([index])
         return {key: value[0] for key, value in batch.items()}  # (C, L), (), ()
-
-
-@dataclass(frozen=True)
-class DenseTraining:
-    """Dense training: batches of segments, each ``windows`` consecutive training windows ``hop`` apart.
-
-    A segment is read as one input of ``context + window + (windows - 1) hop`` samples; the model computes its
-    features once and pools every window out of them (``StreamableClassifier.forward_windows``), which is the
-    streaming step at that hop batched over time. With context, windows overlap by far more than the hop, so this
-    costs a fraction of training on separate windows (HAPT, 640 samples of context: ~1/25 per window).
-    """
-
-    windows: int = 64  # windows per segment (their targets are a (B, windows) batch, -1 where a window is dropped)
-    batch_size: int = 8  # segments per training batch
-
-
-class SegmentDataset(WindowDataset):
-    """Training segments of consecutive windows for :class:`DenseTraining` (map-style, deterministic length).
-
-    Item ``i`` is a segment starting at ``base[i] + jitter``: the bases are ``windows * hop`` apart in each recording
-    and the jitter is drawn afresh for every read, uniform in ``[0, windows * hop)`` and clipped to the recording,
-    so over epochs windows start at every sample. ``__getitems__`` gives ``{"inputs": (B, C, S), "target": (B, n),
-    "group": (B,), "window_hop": (B,)}``, the target of window ``k`` being the label its window-table row would
-    have (``label_at_offset`` of its first input sample; -1 = no such window: mixed, unlabelled or padding).
-
-    Args:
-        data: (C, N) float32 concatenation of all recordings (not normalised).
-        label_at_offset: (N,) int64: label of the window whose input starts at each global sample, -1 where none.
-        bases: (M,) int64 global start of each segment slot.
-        last_starts: (M,) int64 last global start of a segment in the slot's recording.
-        groups: (M,) int64 recording index of each slot.
-        window_length: L = context + window samples per window.
-        hop: Samples between the windows of a segment.
-        windows: Windows per segment.
-        normalization, context_truncation, context: As :class:`WindowDataset`; a truncation edge-fills the segment
-            before a cut in its first ``context`` samples, so its first windows see shorter histories.
-    """
-
-    def __init__(
-        self,
-        data: np.ndarray,
-        label_at_offset: np.ndarray,
-        bases: np.ndarray,
-        last_starts: np.ndarray,
-        groups: np.ndarray,
-        *,
-        window_length: int,
-        hop: int,
-        windows: int,
-        normalization: ChannelNormalization,
-        context_truncation: float = 0.0,
-        context: int = 0,
-    ):
-        if windows < 1 or hop < 1:
-            raise ValueError(f"dense training needs windows >= 1 and hop >= 1, got windows={windows}, hop={hop}")
-        self.hop, self.windows, self.window_length = int(hop), int(windows), int(window_length)
-        self.label_at_offset = label_at_offset
-        self.last_starts = last_starts
-        # per slot: the label of its first window at jitter 0, for class counts in logs
-        first = label_at_offset[bases] if len(bases) else np.zeros(0, dtype=np.int64)
-        table = WindowTable(bases.astype(np.int64), first.astype(np.int64), groups.astype(np.int64))
-        super().__init__(
-            data,
-            table,
-            self.segment_length,
-            normalization,
-            context_truncation=context_truncation,
-            context=context,
-        )
-
-    @property
-    def segment_length(self) -> int:
-        """Samples per segment: ``window_length + (windows - 1) hop``."""
-        return self.window_length + (self.windows - 1) * self.hop
-
-    def window_targets(self, starts: np.ndarray) -> np.ndarray:
-        """(B, n) labels of the windows of segments starting at global samples (B,)."""
-        return self.label_at_offset[starts[:, None] + self.hop * np.arange(self.windows)[None, :]]
-
-    def __getitems__(self, indices: Sequence[int]) -> dict[str, torch.Tensor]:
-        idx = np.asarray(indices, dtype=np.int64)
-        jitter = torch.randint(0, self.windows * self.hop, (len(idx),)).numpy()
-        starts = np.minimum(self.table.starts[idx] + jitter, self.last_starts[idx])
-        return {
-            "inputs": torch.from_numpy(self.gather_at(starts)),
-            "target": torch.from_numpy(self.window_targets(starts)),
-            "group": torch.from_numpy(self.table.groups[idx]),
-            "window_hop": torch.full((len(idx),), self.hop, dtype=torch.int64),
-        }
-
-
-def build_segments(
-    labels: Sequence[np.ndarray],
-    recording_offsets: np.ndarray,
-    recording_indices: Sequence[int],
-    total_samples: int,
-    *,
-    window: int,
-    context: int,
-    hop: int,
-    windows: int,
-    policy: LabelPolicy,
-    num_classes: int,
-    max_unlabelled_fraction: float = 0.5,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]:
-    """Segment slots of :class:`SegmentDataset` over the given recordings.
-
-    Returns ``(label_at_offset (total_samples,), bases (M,), last_starts (M,), groups (M,), too_short)``; slots whose
-    span holds no labelled window are left out, and ``too_short`` counts recordings shorter than one segment.
-    """
-    length = context + window
-    segment = length + (windows - 1) * hop
-    label_at_offset = np.full(total_samples, -1, dtype=np.int64)
-    bases, last_starts, groups = [], [], []
-    too_short = 0
-    for r in recording_indices:
-        offsets, targets, _ = window_labels(
-            labels[r],
-            window=window,
-            context=context,
-            hop=1,
-            policy=policy,
-            num_classes=num_classes,
-            max_unlabelled_fraction=max_unlabelled_fraction,
-        )
-        start = int(recording_offsets[r])
-        label_at_offset[start + offsets] = targets
-        last = len(labels[r]) - segment  # last local start of a whole segment
-        if last < 0:
-            too_short += 1
-            continue
-        local = np.arange(0, last + 1, windows * hop, dtype=np.int64)
-        span = windows * hop + (windows - 1) * hop  # window starts a slot can reach with its jitter
-        valid = np.concatenate([[0], np.cumsum(targets >= 0)])  # labelled windows before each local offset
-        reach = np.minimum(local + span, len(targets))
-        keep = valid[reach] > valid[np.minimum(local, len(targets))]
-        bases.append(start + local[keep])
-        last_starts.append(np.full(int(keep.sum()), start + last, dtype=np.int64))
-        groups.append(np.full(int(keep.sum()), r, dtype=np.int64))
-    cat = lambda parts: np.concatenate(parts).astype(np.int64) if parts else np.zeros(0, dtype=np.int64)
-    return label_at_offset, cat(bases), cat(last_starts), cat(groups), too_short
 
 
 def collate_window_batch(batch: dict[str, torch.Tensor] | list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:

@@ -5,10 +5,6 @@ ones are built from vidrec temporal layers (``vidrec.layers.temporal``) and spli
 ``forward_features`` (``features``: a TemporalModule producing per-step features) and ``forward_head`` (``pool``, a
 TemporalAvgPoolHead, then ``classifier``, a time-free module on ``(B, C')``).
 
-Dense training: ``forward_windows(x, length, hop)`` gives the logits of every window of ``length`` steps, ``hop``
-apart, inside one longer input, computing the shared features once (the streaming step at ``hop``, batched over a
-segment); each equals ``forward`` on that window.
-
 Streaming: ``configure_stream(window, hop)`` checks the hop against the model's temporal stride and sizes the pooling
 buffer for the window; then ``stream_step`` turns each hop of new steps into the logits of the window that ends at
 that hop, equal to ``forward`` on that window (state batched over streams, see ``vidrec.layers.temporal``).
@@ -16,7 +12,6 @@ that hop, equal to ``forward`` on that window (state batched over streams, see `
 
 from __future__ import annotations
 
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from vidrec.layers.temporal import TemporalAvgPoolHead, TemporalModule
@@ -60,31 +55,6 @@ class StreamableClassifier(TemporalModule):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.forward_head(self.forward_features(x))
-
-    def forward_windows(self, x: Tensor, length: int, hop: int) -> Tensor:
-        """Logits of every window of ``length`` steps at ``hop`` inside ``x``: ``(B, C, S, ...) -> (B, n, K)``.
-
-        Window ``k`` reads steps ``[k hop, k hop + length)`` of ``x``, ``n = (S - length) // hop + 1``. The features of
-        the whole input are computed once and the head's average pool slides over them, so the windows share their
-        convolutions: a segment of ``n`` windows costs ``S`` steps instead of ``n length``. In eval mode each row equals
-        ``forward`` on its window (valid, shift-invariant layers); in training, dropout acts per window as in
-        ``forward`` and BatchNorm sees the segment's steps.
-        """
-        if type(self).forward is not StreamableClassifier.forward:
-            raise TypeError(
-                f"{type(self).__name__} defines its own forward, so forward_windows (dense training) cannot"
-                " reproduce it; train it on windows (no `dense` setting in the datamodule)"
-            )
-        check_stream_geometry(type(self).__name__, self.receptive_field, self.stride, length, hop)
-        if x.shape[2] < length:
-            raise ValueError(f"forward_windows: input of {x.shape[2]} steps is shorter than one window ({length})")
-        features = self.forward_features(x)  # (B, C', L', ...)
-        per_step = features if features.dim() == 3 else features.flatten(3).mean(dim=3)  # (B, C', L')
-        positions = self.features.output_length(length)  # feature steps of one window
-        pooled = F.avg_pool1d(per_step, positions, stride=hop // self.stride)  # (B, C', n)
-        b, c, n = pooled.shape
-        logits = self.classifier(pooled.transpose(1, 2).reshape(b * n, c))  # (B n, K)
-        return logits.reshape(b, n, -1)
 
     def configure_stream(self, window: int, hop: int) -> None:
         """Prepare streaming of windows of ``window`` steps emitted every ``hop`` steps."""

@@ -9,8 +9,7 @@ group-level top-1/top-5 beside clip-level metrics.
 Metrics (torchmetrics): top-1 accuracy, top-5 where there are more than 5 classes, macro-F1, per-class accuracy and
 F1, confusion matrix. After ``test`` it writes ``test_metrics.json`` and ``confusion_matrix.png`` into the run's log
 directory. A model may define ``training_loss(inputs, target) -> (loss, logits)`` (FusionActNet's joint loss);
-otherwise the loss is cross-entropy on ``model(inputs)``. Training batches of segments (``target (B, n)``, from a
-datamodule's dense training) are scored window by window through ``model.forward_windows``.
+otherwise the loss is cross-entropy on ``model(inputs)``.
 """
 
 from __future__ import annotations
@@ -152,37 +151,10 @@ class Classification(LightningModule):
             raise ValueError(f"model returned logits of shape {tuple(logits.shape)}, expected (B, {self.num_classes})")
         return F.cross_entropy(logits, target, label_smoothing=self.label_smoothing), logits
 
-    def _segment_loss(self, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor, Tensor]:
-        """Dense training: cross-entropy over every labelled window of a batch of segments.
-
-        ``inputs (B, C, S, ...)`` hold ``n`` windows ``window_hop`` apart, ``target (B, n)`` their labels (-1: none).
-        Returns the loss and the logits (M, K) and targets (M,) of the M labelled windows.
-        """
-        forward_windows = getattr(self.model, "forward_windows", None)
-        if not callable(forward_windows) or callable(getattr(self.model, "training_loss", None)):
-            raise TypeError(
-                f"dense training (segment batches) needs a model with forward_windows and the plain cross-entropy"
-                f" loss; {type(self.model).__name__} has none: train it on windows"
-            )
-        inputs, target = batch["inputs"], batch["target"]
-        hop, n = int(batch["window_hop"][0]), target.shape[1]
-        logits = forward_windows(inputs, inputs.shape[2] - (n - 1) * hop, hop)  # (B, n, K)
-        if logits.shape[:2] != target.shape:
-            raise ValueError(f"forward_windows gave logits {tuple(logits.shape)} for targets {tuple(target.shape)}")
-        keep = target.reshape(-1) >= 0
-        logits, target = logits.reshape(-1, logits.shape[2])[keep], target.reshape(-1)[keep]
-        if not len(target):  # no labelled window in the batch: a zero loss that keeps the graph
-            return logits.sum() * 0.0, logits, target
-        return F.cross_entropy(logits, target, label_smoothing=self.label_smoothing), logits, target
-
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
-        if batch["target"].dim() == 2:
-            loss, logits, target = self._segment_loss(batch)
-        else:
-            (loss, logits), target = self._loss_and_logits(batch), batch["target"]
-        if len(target):
-            self.train_metrics.update(logits.detach(), target)
-        self.log("train/loss", loss, prog_bar=True, batch_size=max(len(target), 1))
+        loss, logits = self._loss_and_logits(batch)
+        self.train_metrics.update(logits.detach(), batch["target"])
+        self.log("train/loss", loss, prog_bar=True, batch_size=len(batch["target"]))
         self.log_dict(self.train_metrics, on_step=False, on_epoch=True, prog_bar=True)
         return loss
 
