@@ -56,7 +56,13 @@ def run_fold(config: str, overrides: list[str], val_subjects: list[int], out: Pa
 
     args = ["fit", "--config", config, "--data.init_args.split_mode", "OFFICIAL"]
     args += ["--data.init_args.val_subjects", json.dumps(val_subjects), "--data.init_args.val_fraction", "0"]
-    args += ["--trainer.logger.init_args.save_dir", str(out), "--trainer.enable_progress_bar", "false", *overrides]
+    # the whole logger list: a `--trainer.logger.init_args...` override would reach only its last entry, and the
+    # checkpoints follow the first logger's folder
+    loggers = [
+        {"class_path": f"lightning.pytorch.loggers.{kind}", "init_args": {"save_dir": str(out), "name": "fold"}}
+        for kind in ("TensorBoardLogger", "CSVLogger")
+    ]
+    args += ["--trainer.logger", json.dumps(loggers), "--trainer.enable_progress_bar", "false", *overrides]
     cli = _lightning_main(args)
     metrics = {k: float(v) for k, v in cli.trainer.callback_metrics.items() if k.startswith("val/")}
     if "val/acc" not in metrics:

@@ -58,4 +58,6 @@ def test_one_fold_runs_vidrec_fit_and_reports_validation_metrics(
     finally:
         sys.argv = argv
     assert 0.0 <= metrics["val/acc"] <= 1.0 and "val/f1_macro" in metrics
-    assert list((tmp_path / "cv").rglob("metrics.csv"))
+    # logs and checkpoints of the fold sit in its folder, not in the config's runs/
+    assert list((tmp_path / "cv").rglob("metrics.csv")) and list((tmp_path / "cv").rglob("events.out.tfevents.*"))
+    assert list((tmp_path / "cv").rglob("*.ckpt")) and not (tmp_path / "runs").exists()
