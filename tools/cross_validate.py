@@ -84,7 +84,11 @@ def main() -> int:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    path = args.data or yaml.safe_load(Path(args.config).read_text())["data"]["init_args"]["path"]
+    path = args.data or (yaml.safe_load(Path(args.config).read_text()) or {}).get("data", {}).get("init_args", {}).get(
+        "path"
+    )
+    if not path:
+        parser.error(f"{args.config} has no key data.init_args.path (expected the schema file); pass --data PATH")
     folds = training_subject_folds(path, args.folds, args.seed)
     variants = [parse_variant(v) for v in args.variant or ["config:"]]
     out = Path(args.out)
@@ -116,10 +120,12 @@ def main() -> int:
     for name, per in results.items():
         accs = [per[k]["val/acc"] for k in sorted(per)]
         f1s = [per[k].get("val/f1_macro", float("nan")) for k in sorted(per)]
+        if not accs:
+            print(f"{name:<24} -")
+            continue
         cells = " ".join(f"{per[k]['val/acc']:.4f}    " if k in per else "   -      " for k in range(len(folds)))
         sd = statistics.stdev(accs) if len(accs) > 1 else 0.0
-        mean = f"{statistics.mean(accs):.4f} ({sd:.4f})" if accs else "-"
-        print(f"{name:<24} {cells}  {mean}   {statistics.mean(f1s):.4f}" if accs else f"{name:<24} -")
+        print(f"{name:<24} {cells}  {statistics.mean(accs):.4f} ({sd:.4f})   {statistics.mean(f1s):.4f}")
     print(f"\nwrote {out / 'cross_validation.json'}")
     return 0
 
