@@ -131,6 +131,9 @@ def _data_parser(parser: argparse.ArgumentParser) -> None:
     from datamodules.video import command as video_command
 
     video_command.add_parser(sub)
+    from datamodules.skeleton import command as skeleton_command
+
+    skeleton_command.add_parser(sub)
 
 
 def build_extra_parser() -> argparse.ArgumentParser:
@@ -157,7 +160,7 @@ def _usage() -> str:
         "training (LightningCLI; `vidrec fit --help` lists every key):\n"
         "  fit | validate | test | predict   -c CONFIG.yaml [--key.path value ...]\n\n"
         "other commands (`vidrec COMMAND --help`):\n"
-        "  demo har                          prepare HAPT, train, test and print a report\n"
+        "  demo har | skeleton               prepare data, train, test and print a report\n"
         "  data DATASET ...                  convert or generate data sets (hapt, uci-har, uea, generic, ...)\n"
         "  stream | evaluate-streaming | export-stream   streaming inference from a checkpoint\n"
     )
