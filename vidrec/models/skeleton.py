@@ -53,6 +53,8 @@ from vidrec.layers.temporal import (
     TemporalResidual,
     TemporalSequential,
     TemporalWindowOp,
+    stream_state_of,
+    stream_step_of,
     temporal_conv1d,
 )
 from vidrec.models._base import StreamableClassifier, check_stream_geometry
