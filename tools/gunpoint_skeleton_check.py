@@ -88,8 +88,8 @@ def main() -> None:
             offline = model(xte_t[:1])
         deviation = float((streamed[0, -1] - offline[0]).abs().max())
         print(
-            f"{name:26s} GunPoint test accuracy {acc:.2%} ({len(yte)} series), train {time.perf_counter() - start:.0f} s,"
-            f" streamed-vs-offline max |diff| {deviation:.1e}"
+            f"{name:26s} GunPoint test accuracy {acc:.2%} ({len(yte)} series), "
+            f"train {time.perf_counter() - start:.0f} s, streamed-vs-offline max |diff| {deviation:.1e}"
         )
 
 
