@@ -88,7 +88,8 @@ def test_fit_resume_test_and_load(workdir: Path, monkeypatch: pytest.MonkeyPatch
 
     loaded = load_checkpoint(second / "checkpoints" / "last.ckpt")
     assert sorted(loaded.class_names) == ["Badminton", "Running", "Standing", "Walking"]
-    assert loaded.data["window"] == 64 and len(loaded.data["mean"]) == 6
+    spec = loaded.require_spec()
+    assert spec.window == 64 and spec.normalization.num_channels == 6 and spec.split is not None
     x = torch.randn(2, 6, 64)
     with torch.no_grad():
         assert loaded.model(x).shape == (2, 4)

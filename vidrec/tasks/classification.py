@@ -279,12 +279,13 @@ class Classification(LightningModule):
 
     # ------------------------------------------------------------------------------------------ checkpoints
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # the deployment spec (vidrec.streaming.spec) as plain types: torch.load(weights_only=True) reads it
         dm = getattr(self._trainer, "datamodule", None)
-        export = getattr(dm, "export_metadata", None)
+        spec_fn = getattr(dm, "deployment_spec", None)
         checkpoint["vidrec"] = {
             "class_names": self.class_names,
             "num_classes": self.num_classes,
-            "data": export() if callable(export) else {},
+            "spec": spec_fn().to_dict() if callable(spec_fn) else None,
         }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
