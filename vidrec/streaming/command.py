@@ -28,7 +28,7 @@ __all__ = [
     "run_evaluate_streaming",
     "run_export_stream",
     "run_stream",
-    "test_recording_ids",
+    "recordings_of_test_split",
 ]
 
 _log = logging.getLogger("vidrec.streaming")
@@ -44,7 +44,10 @@ Policies: a stream predicts after `window` samples (warm-up); a model trained wi
 jitter is ignored (samples are taken in arrival order); a jump of more than --gap-factor sample periods forwards or
 backwards resets that stream (state dropped, warm-up again). Streams silent for --idle-timeout seconds are evicted.
 Malformed lines/packets are counted and dropped with a rate-limited warning. Ctrl-C stops cleanly and prints a
-summary on stderr."""
+summary on stderr.
+
+Video checkpoints read --input (a file, a camera or an RTSP/HTTP URL) frame by frame and print one line per clip
+frame once a clip is full: frame index, time, class, probability, latency."""
 
 
 def load_classifier(path: str) -> Any:
@@ -91,7 +94,7 @@ def build_runtime(
 _PRECISION_HELP = "streaming step precision: fp32 (exact) or bf16 (approximate, faster at hops >= 8 on AMX CPUs)"
 
 
-def test_recording_ids(spec: DeploymentSpec, path: str) -> list[str]:
+def recordings_of_test_split(spec: DeploymentSpec, path: str) -> list[str]:
     """Ids of the recordings of ``path`` that belong to the test subjects of the spec's split (file order)."""
     from datamodules.timeseries.schema import read_recordings
 
@@ -116,7 +119,9 @@ def _make_source(args: argparse.Namespace, channels: int, spec: DeploymentSpec) 
         path = args.data or spec.data_path
         if not path:
             raise ValueError("--source replay needs --data FILE.h5 (the checkpoint names no data file)")
-        ids = args.recording or test_recording_ids(spec, path)  # default: the test subjects of the checkpoint's split
+        ids = args.recording or recordings_of_test_split(
+            spec, path
+        )  # default: the test subjects of the checkpoint's split
         return ReplaySource(channels, path, ids, speed=args.speed)
     raise ValueError(f"unknown --source {args.source!r}; expected stdin, udp, tcp or replay")
 
@@ -234,7 +239,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--checkpoint", required=True, help="trained checkpoint (.ckpt)")
     p.add_argument("--source", choices=["stdin", "udp", "tcp", "replay"], default="stdin")
-    p.add_argument("--input", default="-", help="stdin source: read this file instead of standard input")
+    p.add_argument(
+        "--input",
+        default="-",
+        help="stdin source: read this file instead of standard input; video checkpoints: a video file, a camera "
+        "(/dev/video0) or an rtsp:// / http:// URL, read frame by frame with PyAV",
+    )
     p.add_argument("--host", default="127.0.0.1", help="udp/tcp: address to bind")
     p.add_argument("--port", type=int, default=9999, help="udp/tcp: port to bind")
     p.add_argument("--data", help="replay: vidrec.timeseries/1 HDF5 file (default: the checkpoint's)")
@@ -272,6 +282,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     e.add_argument("--data", help="HDF5 file or video root (default: the one the checkpoint names)")
     e.add_argument("--hop", type=int, default=None, help="hop in samples (default: the checkpoint's eval hop)")
     e.add_argument("--out", required=True, help="output directory")
+    e.add_argument("--max-videos", type=int, default=None, help="video checkpoints: evaluate the first N test videos")
     e.add_argument("--precision", choices=list(PRECISIONS), default="fp32", help=_PRECISION_HELP)
     e.set_defaults(func=run_evaluate_streaming)
 

@@ -222,6 +222,9 @@ class DeploymentSpec:
         frame_size: Video: ``(H, W)`` of the frames fed to the model (the crop); empty for time series.
         short_side: Video: short side the frames are resized to before the centre crop.
         frame_stride: Video: native frames between clip frames (when ``rate`` is 0).
+        data_source: Video: ``{"class_path": ..., "init_args": {...}}`` of the data module that lists the test
+            videos (root, annotations, official split), so ``evaluate-streaming`` reads the videos ``vidrec test``
+            read; empty for time series (:meth:`HDF5WindowDataModule.from_spec` rebuilds those from the split).
     """
 
     modality: Modality
@@ -241,6 +244,7 @@ class DeploymentSpec:
     frame_size: tuple[int, ...] = ()
     short_side: int = 0
     frame_stride: int = 1
+    data_source: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for name in ("window", "hop", "eval_hop"):
@@ -284,7 +288,8 @@ class DeploymentSpec:
             "first_output": self.first_output,
         }
         if self.modality is Modality.VIDEO:
-            kwargs["frame_shape"] = tuple(self.frame_size)
+            # frames arrive normalised by the frame transform (vidrec.streaming.video), as clips do offline
+            kwargs.update(frame_shape=tuple(self.frame_size), mean=None, std=None)
         return kwargs
 
     # ------------------------------------------------------------------------------------------ storage
@@ -309,6 +314,7 @@ class DeploymentSpec:
             "frame_size": [int(v) for v in self.frame_size],
             "short_side": int(self.short_side),
             "frame_stride": int(self.frame_stride),
+            "data_source": _plain(self.data_source),
         }
 
     @staticmethod
@@ -340,6 +346,7 @@ class DeploymentSpec:
             frame_size=tuple(int(v) for v in d.get("frame_size", ())),
             short_side=int(d.get("short_side", 0)),
             frame_stride=int(d.get("frame_stride", 1)),
+            data_source=dict(d.get("data_source") or {}),
         )
 
     @staticmethod
@@ -369,6 +376,17 @@ class DeploymentSpec:
 
 
 E = TypeVar("E", bound=enum.Enum)
+
+
+def _plain(value: Any) -> Any:
+    """``value`` with tuples as lists and paths as strings; raises for anything ``weights_only`` cannot load."""
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    raise TypeError(f"deployment spec: {type(value).__name__} is not a plain value ({value!r})")
 
 
 def _enum(kind: type[E], value: object, where: str) -> E:
