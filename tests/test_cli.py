@@ -1,6 +1,7 @@
 """`vidrec fit / test` end to end on the embedded BasicMotions data: logs, checkpoints, resume, reports, errors."""
 
 import json
+import re
 import warnings
 from pathlib import Path
 
@@ -120,6 +121,24 @@ def test_every_shipped_config_parses(config: str, capsys: pytest.CaptureFixture[
     assert done.value.code in (0, None)
     printed = capsys.readouterr().out
     assert "class_path" in printed and "trainer:" in printed
+
+
+def _documented_overrides() -> list[tuple[str, str, str]]:
+    """(config, --key.path, value) of every override a shipped config's comments tell the reader to use."""
+    found = []
+    for path in sorted((ROOT / "configs").rglob("*.yaml")):
+        for line in path.read_text().splitlines():
+            comment = line.partition("#")[2]
+            for key, value in re.findall(r"(--[a-z_]+(?:\.[a-z_]+)+)\s+([^\s(),]+)", comment):
+                found.append((path.relative_to(ROOT).as_posix(), key, value.split("|")[0]))
+    return found
+
+
+@pytest.mark.parametrize("config, key, value", _documented_overrides())
+def test_documented_override_keys_parse(config: str, key: str, value: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as done:
+        main(["fit", "-c", str(ROOT / config), key, value, "--print_config"])
+    assert done.value.code in (0, None), capsys.readouterr().err
 
 
 def test_a_run_without_validation_keeps_the_last_epoch(workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:

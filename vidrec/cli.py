@@ -98,20 +98,43 @@ class VidrecCLI(LightningCLI):
                 init.version = self.version
 
 
-def _lightning_main(args: Sequence[str], run: bool = True) -> VidrecCLI:
+class _DropTips(logging.Filter):
+    """Drops Lightning's advertising tips (``"💡 Tip: ... install litlogger"``) from a normal run's output."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("💡 Tip")
+
+
+def _quiet_run_output() -> None:
+    """Silence what greets every run without concerning it (each filter names its source)."""
     # TensorBoard and CSV share the run folder on purpose; the CSV logger warns that it is not empty.
     warnings.filterwarnings("ignore", message="Experiment logs directory .* exists and is not empty")
-    version = time.strftime("%Y%m%d-%H%M%S")
-    VidrecCLI.version = version
-    return VidrecCLI(
-        Classification,
-        LightningDataModule,
-        subclass_mode_data=True,
-        trainer_defaults=trainer_defaults(),
-        save_config_kwargs={"overwrite": True},
-        args=list(args),
-        run=run,
-    )
+    # Lightning's own pytree helper calls a torch API deprecated in torch 2.10 (lightning/pytorch/utilities/_pytree.py)
+    warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
+    rank_zero = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    if not any(isinstance(f, _DropTips) for f in rank_zero.filters):
+        rank_zero.addFilter(_DropTips())
+
+
+def _lightning_main(args: Sequence[str], run: bool = True) -> VidrecCLI:
+    """Run LightningCLI on ``args`` (a subcommand and its options)."""
+    _quiet_run_output()
+    VidrecCLI.version = time.strftime("%Y%m%d-%H%M%S")
+    # LightningCLI reads sys.argv[1:] when args is None; handing it `args` through sys.argv (restored after) instead
+    # of `args=` avoids its "args and command line arguments both given" warning when the two hold the same thing.
+    argv = sys.argv
+    sys.argv = [argv[0] if argv else "vidrec", *args]
+    try:
+        return VidrecCLI(
+            Classification,
+            LightningDataModule,
+            subclass_mode_data=True,
+            trainer_defaults=trainer_defaults(),
+            save_config_kwargs={"overwrite": True},
+            run=run,
+        )
+    finally:
+        sys.argv = argv
 
 
 def _extra_commands() -> dict[str, tuple[str, Callable[[argparse.ArgumentParser], None]]]:

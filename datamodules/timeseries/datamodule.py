@@ -35,7 +35,7 @@ from datamodules.timeseries.dataset import (
     collate_window_batch,
 )
 from datamodules.timeseries.schema import Recording, read_info, read_recordings
-from vidrec.streaming.spec import DeploymentSpec, Modality, SplitSpec, edge_fill
+from vidrec.spec import DeploymentSpec, Modality, SplitSpec, edge_fill
 
 log = logging.getLogger(__name__)
 

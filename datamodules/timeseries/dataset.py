@@ -29,7 +29,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 from torch.utils.data import Dataset
 
 from datamodules.timeseries.schema import UNLABELLED
-from vidrec.streaming.spec import ChannelNormalization, ContextPadding
+from vidrec.spec import ChannelNormalization, ContextPadding
 
 __all__ = [
     "ChannelNormalization",

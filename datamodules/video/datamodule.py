@@ -38,7 +38,7 @@ from datamodules.video.layouts import (
     parse_ucf101_classes,
 )
 from datamodules.video.transforms import EvalClipTransform, TrainClipTransform, TransformSettings
-from vidrec.streaming.spec import ChannelNormalization, DeploymentSpec, Modality, SplitSpec
+from vidrec.spec import ChannelNormalization, DeploymentSpec, Modality, SplitSpec
 
 __all__ = [
     "VideoClipDataModule",

@@ -23,7 +23,7 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
-from vidrec.streaming.spec import ChannelNormalization
+from vidrec.spec import ChannelNormalization
 
 __all__ = ["KINETICS_MEAN", "KINETICS_STD", "TransformSettings", "TrainClipTransform", "EvalClipTransform"]
 

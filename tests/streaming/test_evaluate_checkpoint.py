@@ -135,7 +135,7 @@ def test_offline_accuracy_of_evaluate_streaming_equals_vidrec_test(
 
 def test_a_checkpoint_without_a_split_is_refused_by_name(tmp_path: Path) -> None:
     from datamodules.timeseries.datamodule import HDF5WindowDataModule
-    from vidrec.streaming.spec import DeploymentSpec
+    from vidrec.spec import DeploymentSpec
 
     legacy = {"window": 32, "hop": 8, "sampling_rate": 50.0, "channel_names": ["x", "y", "z"], "mean": [0.0] * 3}
     legacy["std"] = [1.0] * 3

@@ -15,10 +15,10 @@ import pytest
 import torch
 from torch import nn
 
+from vidrec.spec import DeploymentSpec
 from vidrec.streaming import StreamingClassifier, StreamMultiplexer, serve
 from vidrec.streaming import command as stream_command
 from vidrec.streaming.sources import MalformedLine, TCPSource, TextSource, UDPSource, parse_line
-from vidrec.streaming.spec import DeploymentSpec
 
 WINDOW, HOP, RATE = 36, 4, 50.0
 CLASSES = ["a", "b", "c"]

@@ -17,7 +17,7 @@ from datamodules.video.dataset import ClipTiming, clip_frame_indices
 from datamodules.video.synthetic import SyntheticSettings, generate_synthetic_actions
 from datamodules.video.transforms import EvalClipTransform, TransformSettings
 from vidrec.cli import main
-from vidrec.streaming.spec import ChannelNormalization, DeploymentSpec, Modality
+from vidrec.spec import ChannelNormalization, DeploymentSpec, Modality
 from vidrec.streaming.video import FramePreprocessor, FrameSampler, read_frames, videos_of_test_split
 from vidrec.tasks import load_checkpoint
 

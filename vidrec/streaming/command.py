@@ -16,10 +16,10 @@ from typing import Any, TextIO
 
 import torch
 
+from vidrec.spec import DeploymentSpec, Modality
 from vidrec.streaming.runtime import StepBackend, StreamingClassifier
 from vidrec.streaming.server import Prediction, StreamMultiplexer, serve
 from vidrec.streaming.sources import ReplaySource, Source, TCPSource, TextSource, UDPSource
-from vidrec.streaming.spec import DeploymentSpec, Modality
 
 __all__ = [
     "add_parser",

@@ -34,8 +34,8 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from vidrec.spec import edge_fill
 from vidrec.streaming.runtime import StreamingClassifier
-from vidrec.streaming.spec import edge_fill
 
 __all__ = ["EvalRecording", "StreamingEvalResult", "as_eval_recordings", "evaluate_streaming", "write_report"]
 

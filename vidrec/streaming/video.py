@@ -32,7 +32,7 @@ from typing import Any, TextIO
 import numpy as np
 import torch
 
-from vidrec.streaming.spec import DeploymentSpec, Modality
+from vidrec.spec import DeploymentSpec, Modality
 
 __all__ = [
     "FramePreprocessor",

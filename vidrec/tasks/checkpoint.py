@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from vidrec.streaming.spec import DeploymentSpec
+from vidrec.spec import DeploymentSpec
 
 __all__ = ["LoadedClassifier", "load_checkpoint"]
 

@@ -127,6 +127,10 @@ class Classification(LightningModule):
             )
         self.class_names = list(getattr(dm, "class_names", None) or [str(i) for i in range(self.num_classes)])
         self._build_metrics(self.num_classes)
+        spec_fn = getattr(dm, "deployment_spec", None)
+        if self.example_input_array is None and callable(spec_fn):
+            # one input of the deployed shape: Lightning's model summary then reports real FLOPs and sizes
+            self.example_input_array = torch.zeros(1, *spec_fn().input_shape)
 
     def configure_optimizers(self) -> Any:
         optimizer = self.optimizer_factory(self.parameters())
@@ -239,7 +243,8 @@ class Classification(LightningModule):
             counts = per.setdefault(str(entry["subject"]), [0, 0])
             counts[0] += int(ok)
             counts[1] += 1
-        return {k: {"acc": c / n, "windows": float(n)} for k, (c, n) in sorted(per.items(), key=lambda kv: kv[0])}
+        ordered = sorted(per.items(), key=lambda kv: (not kv[0].lstrip("-").isdigit(), _numeric(kv[0]), kv[0]))
+        return {k: {"acc": c / n, "windows": float(n)} for k, (c, n) in ordered}
 
     def on_test_epoch_end(self) -> None:
         per_class = self.test_per_class.compute()
@@ -279,7 +284,7 @@ class Classification(LightningModule):
 
     # ------------------------------------------------------------------------------------------ checkpoints
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        # the deployment spec (vidrec.streaming.spec) as plain types: torch.load(weights_only=True) reads it
+        # the deployment spec (vidrec.spec) as plain types: torch.load(weights_only=True) reads it
         dm = getattr(self._trainer, "datamodule", None)
         spec_fn = getattr(dm, "deployment_spec", None)
         checkpoint["vidrec"] = {
@@ -294,6 +299,11 @@ class Classification(LightningModule):
             self.num_classes = meta["num_classes"]
             self._build_metrics(self.num_classes)
         self.class_names = meta.get("class_names")
+
+
+def _numeric(text: str) -> int:
+    """Sort key of a subject id: its integer value (2 before 10), 0 for names that are not integers."""
+    return int(text) if text.lstrip("-").isdigit() else 0
 
 
 def _finite(x: Tensor) -> float | None:

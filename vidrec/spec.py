@@ -279,6 +279,11 @@ class DeploymentSpec:
         """C."""
         return len(self.channels)
 
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """Shape of one model input without the batch axis: ``(C, T)`` or ``(3, T, H, W)``."""
+        return (self.in_channels, self.input_length, *self.frame_size)
+
     def runtime_kwargs(self) -> dict[str, Any]:
         """Keyword arguments of ``StreamingClassifier`` that follow from the spec (window given separately)."""
         kwargs: dict[str, Any] = {
