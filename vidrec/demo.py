@@ -14,13 +14,14 @@ from pathlib import Path
 
 from vidrec.tasks.reporting import format_test_report
 
-__all__ = ["add_arguments", "run_har_demo"]
+__all__ = ["add_parser", "run_har_demo"]
 
 log = logging.getLogger(__name__)
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Fill the ``vidrec demo`` parser."""
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``vidrec demo`` to the ``vidrec`` subcommands."""
+    parser = subparsers.add_parser("demo", help="run an end-to-end example job on real data")
     parser.add_argument("job", choices=["har"], help="har: HAPT smartphone HAR, 6 activities, UCI HAR test subjects")
     parser.add_argument("--config", default="configs/har/hapt_resnet1d.yaml", help="LightningCLI config to train")
     parser.add_argument(

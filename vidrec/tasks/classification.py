@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, cast
 
@@ -243,8 +244,7 @@ class Classification(LightningModule):
             counts = per.setdefault(str(entry["subject"]), [0, 0])
             counts[0] += int(ok)
             counts[1] += 1
-        ordered = sorted(per.items(), key=lambda kv: (not kv[0].lstrip("-").isdigit(), _numeric(kv[0]), kv[0]))
-        return {k: {"acc": c / n, "windows": float(n)} for k, (c, n) in ordered}
+        return {k: {"acc": per[k][0] / per[k][1], "windows": float(per[k][1])} for k in subject_order(per)}
 
     def on_test_epoch_end(self) -> None:
         per_class = self.test_per_class.compute()
@@ -301,9 +301,14 @@ class Classification(LightningModule):
         self.class_names = meta.get("class_names")
 
 
-def _numeric(text: str) -> int:
-    """Sort key of a subject id: its integer value (2 before 10), 0 for names that are not integers."""
-    return int(text) if text.lstrip("-").isdigit() else 0
+def subject_order(subjects: Iterable[str]) -> list[str]:
+    """Subject ids in numeric order (2 before 10), then ids that are not integers in text order."""
+
+    def key(text: str) -> tuple[bool, int, str]:
+        numeric = text.lstrip("-").isdigit()
+        return (not numeric, int(text) if numeric else 0, text)
+
+    return sorted(subjects, key=key)
 
 
 def _finite(x: Tensor) -> float | None:
