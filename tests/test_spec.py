@@ -1,4 +1,4 @@
-"""The deployment spec: plain-type storage (weights_only loads), one normalisation and one edge-fill for every caller."""
+"""The deployment spec: plain-type storage (weights_only loads), one normalisation and one edge fill for all."""
 
 from __future__ import annotations
 
