@@ -16,7 +16,7 @@ import torch
 
 from datamodules.timeseries.schema import Recording, write_recordings
 from vidrec.cli import main
-from vidrec.streaming.command import evaluate_checkpoint
+from vidrec.streaming.command import evaluate_checkpoint, recordings_of_test_split
 from vidrec.tasks import load_checkpoint
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -125,6 +125,11 @@ def test_offline_accuracy_of_evaluate_streaming_equals_vidrec_test(
     assert rep["max_abs_logit_delta"] < 1e-4 and rep["argmax_agreement"] == 1.0
     assert rep["split"]["test_subjects"] == spec["split"]["test_subjects"]
     assert rep["streaming"]["decision_latency"]["decided"] + rep["streaming"]["decision_latency"]["missed"] > 0
+
+    # `vidrec stream --source replay` replays the same test recordings by default
+    assert recordings_of_test_split(loaded.require_spec(), str(data)) == [
+        f"s{s}" for s in spec["split"]["test_subjects"]
+    ]
 
     # the command writes the same report and the timeline next to it
     main(["evaluate-streaming", "--checkpoint", str(ckpt), "--out", str(tmp_path / "eval")])
