@@ -195,8 +195,8 @@ def evaluate_checkpoint(
     dm = HDF5WindowDataModule.from_spec(spec, data)
     dm.setup("test")
     recordings = dm.test_recordings()
-    if spec.split is None:  # from_spec refused it already
-        raise AssertionError("unreachable")
+    split = spec.split
+    assert split is not None  # from_spec refuses a spec without one
     return evaluate_streaming(
         loaded.model,
         recordings,
@@ -211,7 +211,7 @@ def evaluate_checkpoint(
         extra={
             "checkpoint": str(getattr(loaded, "path", "")),
             "data": dm.path,
-            "split": spec.split.to_dict(),
+            "split": split.to_dict(),
         },
     )
 

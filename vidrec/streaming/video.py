@@ -288,7 +288,7 @@ def run_stream(args: argparse.Namespace, loaded: Any, out: TextIO) -> dict[str, 
     if source in (None, "-"):
         raise ValueError("a video checkpoint streams from --input VIDEO_FILE, /dev/videoN or an rtsp:// / http:// URL")
     hop = args.hop or 1
-    runtime = build_video_runtime(loaded, hop)
+    runtime = build_video_runtime(loaded, hop, getattr(args, "backend", "torch"), getattr(args, "precision", "fp32"))
     sampler = FrameSampler(spec, _native_fps(source) if spec.rate > 0 else None)
     prepare = FramePreprocessor(spec)
     names = list(loaded.class_names)
@@ -330,8 +330,8 @@ def run_stream(args: argparse.Namespace, loaded: Any, out: TextIO) -> dict[str, 
     return summary
 
 
-def build_video_runtime(loaded: Any, hop: int) -> Any:
+def build_video_runtime(loaded: Any, hop: int, backend: str = "torch", precision: str = "fp32") -> Any:
     """The streaming runtime of a video checkpoint (one slot, ``hop`` clip frames per step)."""
     from vidrec.streaming.command import build_runtime
 
-    return build_runtime(loaded, hop=hop)
+    return build_runtime(loaded, hop=hop, backend=backend, precision=precision)
