@@ -302,10 +302,12 @@ def _finite(x: Tensor) -> float | None:
 
 def load_pretrained_weights(model: nn.Module, path: str) -> None:
     """Load matching weights from a Lightning checkpoint or a plain state_dict file into ``model``."""
+    from vidrec.tasks.checkpoint import load_weights_only
+
     file = Path(path)
     if not file.is_file():
         raise FileNotFoundError(f"pretrained: {file} does not exist (expected a .ckpt or a state_dict .pth file)")
-    blob = torch.load(file, map_location="cpu", weights_only=False)
+    blob = load_weights_only(file, "pretrained weights file")  # tensors and plain containers only: runs no code
     state = blob.get("state_dict", blob) if isinstance(blob, dict) else blob
     if not isinstance(state, dict):
         raise ValueError(f"pretrained: {file} holds a {type(state).__name__}, expected a state_dict")
