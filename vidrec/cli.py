@@ -38,7 +38,7 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger  # noqa: E402
 
 from vidrec.tasks.checkpoint import load_weights_only  # noqa: E402
 from vidrec.tasks.classification import Classification  # noqa: E402
-from vidrec.tasks.resume import EpochSeeding, run_folder_of, truncate_metrics  # noqa: E402
+from vidrec.tasks.resume import EpochSeeding, metrics_before, run_folder_of, write_metrics  # noqa: E402
 
 __all__ = ["RunCheckpoint", "VidrecCLI", "main"]
 
@@ -159,7 +159,7 @@ class VidrecCLI(LightningCLI):
         run = run_folder_of(config.get("ckpt_path")) if self.subcommand == "fit" else None
         if run is not None:
             self.resume_step = int(load_weights_only(config.ckpt_path)["global_step"])
-            self.resume_header = truncate_metrics(run / "metrics.csv", self.resume_step)
+            self.resume_metrics = metrics_before(run / "metrics.csv", self.resume_step)
             log.info("resuming in %s from global step %d", run, self.resume_step)
         loggers = config.trainer.logger
         for entry in loggers if isinstance(loggers, list) else [loggers]:
@@ -167,7 +167,12 @@ class VidrecCLI(LightningCLI):
             if init is None or "version" not in init:
                 continue
             if run is not None and "save_dir" in init and "name" in init:
-                init.save_dir, init.name, init.version = str(run.parent.parent), run.parent.name, run.name
+                # the configured (often relative) folders when they lead to the run: the checkpoint callback's
+                # restored paths (best models, last.ckpt) then match and are reused, not versioned as last-v1.ckpt
+                same = Path(str(init.save_dir), str(init.name or ""), run.name).resolve() == run.resolve()
+                if not same:
+                    init.save_dir, init.name = str(run.parent.parent), run.parent.name
+                init.version = run.name
             elif init.version is None:
                 init.version = self.version
 
@@ -176,9 +181,12 @@ class VidrecCLI(LightningCLI):
         if getattr(self, "resume_step", None) is None:
             return
         for logger in self.trainer.loggers:
-            if isinstance(logger, CSVLogger) and self.resume_header:
-                # the kept rows' columns, so the writer's first save extends the header instead of dropping columns
-                logger.experiment.metrics_keys = sorted(self.resume_header)
+            header, rows = self.resume_metrics
+            if isinstance(logger, CSVLogger) and header:
+                writer = logger.experiment  # starting, it deletes the metrics.csv it finds: write the kept rows back
+                write_metrics(Path(writer.metrics_file_path), header, rows)
+                # the kept columns, so the writer's first save extends the header instead of dropping columns
+                writer.metrics_keys = sorted(header)
             elif isinstance(logger, TensorBoardLogger) and logger._experiment is None:
                 # TensorBoard discards the events of the interrupted epoch (steps >= the checkpoint's)
                 logger._kwargs["purge_step"] = self.resume_step

@@ -378,6 +378,15 @@ def serve(
         _log.info("interrupted; shutting down")
     finally:
         source.stop()
+        left = 0  # samples read but not served: counted, not silently lost
+        while True:
+            try:
+                event = events.get_nowait()
+            except queue.Empty:
+                break
+            left += len(event.records or []) if event.kind is EventKind.RECORDS else 0
+        if left:
+            mux.stats.count_drop(DropReason.UNPROCESSED_AT_STOP, left)
     if failure is not None:
         raise SourceFailed(failure)
     return mux.stats

@@ -92,6 +92,7 @@ class DropReason(enum.Enum):
     ACCEPT_FAILED = "accept_failures"  # accept() failed (EMFILE, ENFILE, ENOBUFS, ...)
     UDP_KERNEL_DROP = "udp_kernel_dropped_datagrams"  # datagrams lost in the kernel (receive buffer full)
     STREAM_TABLE_FULL = "stream_table_full_samples"  # samples of new streams refused (max_streams live)
+    UNPROCESSED_AT_STOP = "unprocessed_at_stop_samples"  # samples still queued when the server stopped
 
 
 @dataclass

@@ -34,6 +34,7 @@ from torchmetrics.classification import (
     MulticlassF1Score,
 )
 
+from vidrec.tasks.compatibility import check_model_fits_data
 from vidrec.tasks.reporting import plot_confusion_matrix
 
 __all__ = ["Classification"]
@@ -127,6 +128,8 @@ class Classification(LightningModule):
             )
         self.class_names = list(getattr(dm, "class_names", None) or [str(i) for i in range(self.num_classes)])
         self._build_metrics(self.num_classes)
+        if dm is not None:
+            check_model_fits_data(self.model, dm, self.num_classes)  # one clear error before the first batch
 
     def configure_optimizers(self) -> Any:
         optimizer = self.optimizer_factory(self.parameters())

@@ -5,13 +5,16 @@ never interrupted. Lightning restores weights, optimizer, scheduler and loop cou
 reproducible is randomness: the shuffling sampler and dropout draw from the global generators, whose state after a
 restart depends on everything drawn since the process started (sanity-check loaders, the restart itself).
 ``EpochSeeding`` therefore reseeds torch, NumPy and ``random`` at the start of every training epoch from the run's
-seed and the epoch index, so epoch ``e`` draws the same numbers whether or not the process was restarted before it
-(the sampler's permutation included: ``RandomSampler`` seeds itself from torch's generator when the epoch's loader
-iterator is made, after ``on_train_epoch_start``). The run seed and the generators' states are stored in every
-checkpoint (tensors, ints and lists only, so ``torch.load(weights_only=True)`` reads them).
+seed and the epoch index, so epoch ``e`` draws the same numbers (dropout, augmentation) whether or not the process
+was restarted before it. The shuffling order cannot rely on that hook (Lightning may make the epoch's iterator before
+it): the time-series training sampler is a ``datamodules.samplers.EpochRandomSampler``, reseeded in ``set_epoch``.
+The run seed and the generators' states are stored in every checkpoint (tensors, ints and lists only, so
+``torch.load(weights_only=True)`` reads them); loading one sets ``PL_GLOBAL_SEED`` to the stored seed, so the
+samplers of the resumed run follow the original seed even when ``seed_everything: true`` drew it at random.
 
-``run_folder_of`` and ``truncate_metrics`` let the CLI continue a resumed run in its own folder: rows of
-``metrics.csv`` logged after the checkpoint (the interrupted epoch) are removed before they are logged again.
+``run_folder_of``, ``metrics_before`` and ``write_metrics`` let the CLI continue a resumed run in its own folder:
+rows of ``metrics.csv`` logged after the checkpoint (the interrupted epoch) are removed before they are logged again
+(Lightning's CSV writer deletes a ``metrics.csv`` it finds, so the kept rows are written back after it starts).
 """
 
 from __future__ import annotations
@@ -26,12 +29,9 @@ import numpy as np
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 
-__all__ = ["EpochSeeding", "epoch_seed", "run_folder_of", "truncate_metrics"]
+from datamodules.samplers import epoch_seed
 
-
-def epoch_seed(run_seed: int, epoch: int) -> int:
-    """A 32-bit seed for ``epoch`` of a run seeded with ``run_seed`` (independent streams per epoch)."""
-    return int(np.random.SeedSequence([run_seed & 0xFFFFFFFF, epoch]).generate_state(1)[0])
+__all__ = ["EpochSeeding", "metrics_before", "run_folder_of", "write_metrics"]
 
 
 class EpochSeeding(Callback):
@@ -73,6 +73,7 @@ class EpochSeeding(Callback):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.seed = int(state_dict["seed"])
+        os.environ["PL_GLOBAL_SEED"] = str(self.seed)  # what seed_everything sets; the samplers read it
         torch.set_rng_state(state_dict["torch"])
         cuda = state_dict.get("cuda") or []
         if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
@@ -96,18 +97,22 @@ def run_folder_of(ckpt_path: str | os.PathLike[str] | None) -> Path | None:
     return run
 
 
-def truncate_metrics(path: Path, global_step: int) -> list[str]:
-    """Keep the rows of a CSVLogger ``metrics.csv`` logged before ``global_step``; returns its header (or [])."""
+def metrics_before(path: Path, global_step: int) -> tuple[list[str], list[dict[str, str]]]:
+    """Header and rows of a CSVLogger ``metrics.csv`` logged before ``global_step`` (([], []) without a file)."""
     if not path.is_file():
-        return []
+        return [], []
     with path.open(newline="") as f:
         reader = csv.DictReader(f)
         header = list(reader.fieldnames or [])
         rows = [r for r in reader if r.get("step") not in (None, "") and int(float(r["step"])) < global_step]
+    return header, rows
+
+
+def write_metrics(path: Path, header: list[str], rows: list[dict[str, str]]) -> None:
+    """Write ``rows`` under ``header`` as ``metrics.csv`` (atomically)."""
     tmp = path.with_suffix(".csv.tmp")
     with tmp.open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=header)
         writer.writeheader()
         writer.writerows(rows)
     tmp.replace(path)
-    return header
