@@ -5,6 +5,7 @@ Every network test binds to 127.0.0.1 and is bounded in time.
 
 from __future__ import annotations
 
+import io
 import json
 import queue
 import socket
@@ -20,7 +21,7 @@ import pytest
 from torch import nn
 
 from vidrec.streaming import StreamingClassifier, StreamMultiplexer, serve
-from vidrec.streaming.server import FullTablePolicy, Prediction
+from vidrec.streaming.server import FullTablePolicy, Prediction, SourceFailed
 from vidrec.streaming.sources import (
     DropReason,
     EventKind,
@@ -189,11 +190,16 @@ _LOW_FD_SERVER = textwrap.dedent(
     """
     import importlib.util, json, queue, resource, sys, time
 
-    # the sources module alone (numpy only): the child starts in a fraction of a second, without torch
-    spec = importlib.util.spec_from_file_location("sources", sys.argv[1])
-    sources = importlib.util.module_from_spec(spec)
-    sys.modules["sources"] = sources
-    spec.loader.exec_module(sources)
+    # the two source modules alone (numpy only): the child starts in a fraction of a second, without torch
+    def load(name, path):
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+        return module
+
+    load("vidrec.streaming.lines", sys.argv[1] + "/lines.py")
+    sources = load("vidrec.streaming.sources", sys.argv[1] + "/sources.py")
     DropReason, EventKind, TCPSource = sources.DropReason, sources.EventKind, sources.TCPSource
 
     resource.setrlimit(resource.RLIMIT_NOFILE, (40, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
@@ -221,7 +227,7 @@ _LOW_FD_SERVER = textwrap.dedent(
 
 def test_tcp_source_survives_running_out_of_file_descriptors(tmp_path: Path) -> None:
     child = subprocess.Popen(
-        [sys.executable, "-c", _LOW_FD_SERVER, str(ROOT / "vidrec/streaming/sources.py")],
+        [sys.executable, "-c", _LOW_FD_SERVER, str(ROOT / "vidrec/streaming")],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
@@ -334,3 +340,13 @@ def test_full_table_refuses_or_evicts_the_idlest(tiny_model: nn.Module) -> None:
     assert refuse.streams == ["old", "busy"] and refuse.stats.drops[DropReason.STREAM_TABLE_FULL] == 1
     assert refuse.stats.rejected_samples == 1
     assert evict.streams == ["busy", "new"] and evict.stats.evicted == 1
+
+
+def test_a_failing_source_thread_stops_the_server_with_its_error(tiny_model: nn.Module) -> None:
+    # before, a dead reader thread left a server that listened and served nothing (TCP) or exited with status 0 (UDP)
+    class Broken(TextSource):
+        def _run(self) -> None:
+            raise OSError("disk on fire")
+
+    with pytest.raises(SourceFailed, match="Broken failed: OSError: disk on fire"):
+        serve(Broken(3, stream=io.StringIO("")), _mux(tiny_model), lambda p: None, max_seconds=10)
