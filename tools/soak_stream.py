@@ -227,15 +227,16 @@ def _drive(args: argparse.Namespace) -> int:
         c.start()
     time.sleep(1.0)  # the good streams are live before the attack starts
     attackers = [
+        threading.Thread(target=_flood_ids, args=(tcp, stop, args.id_flood)),
+        threading.Thread(target=_flood_udp, args=(udp, stop, args.udp_flood)),
         threading.Thread(target=_malformed, args=(tcp, udp, stop)),
         threading.Thread(target=_oversized, args=(tcp, stop)),
         threading.Thread(target=_slow, args=(tcp, stop)),
-        threading.Thread(target=_idle, args=(tcp, stop, args.max_connections)),
-        threading.Thread(target=_flood_ids, args=(tcp, stop, args.id_flood)),
-        threading.Thread(target=_flood_udp, args=(udp, stop, args.udp_flood)),
+        threading.Thread(target=_idle, args=(tcp, stop, args.max_connections)),  # the last: fills the table
     ]
     for a in attackers if not args.no_attack else []:
         a.start()
+        time.sleep(0.05)  # connected in this order
     client_stop = served_from + args.seconds - args.drain  # the server has `drain` seconds to catch up
     while time.monotonic() < client_stop:
         time.sleep(0.1)
