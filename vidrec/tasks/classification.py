@@ -35,6 +35,7 @@ from torchmetrics.classification import (
     MulticlassF1Score,
 )
 
+from vidrec.tasks.compatibility import check_model_fits_data
 from vidrec.tasks.reporting import plot_confusion_matrix
 
 __all__ = ["Classification"]
@@ -128,6 +129,8 @@ class Classification(LightningModule):
             )
         self.class_names = list(getattr(dm, "class_names", None) or [str(i) for i in range(self.num_classes)])
         self._build_metrics(self.num_classes)
+        if dm is not None:
+            check_model_fits_data(self.model, dm, self.num_classes)  # one clear error before the first batch
         spec_fn = getattr(dm, "deployment_spec", None)
         if self.example_input_array is None and callable(spec_fn):
             # one input of the deployed shape: Lightning's model summary then reports real FLOPs and sizes
@@ -318,10 +321,12 @@ def _finite(x: Tensor) -> float | None:
 
 def load_pretrained_weights(model: nn.Module, path: str) -> None:
     """Load matching weights from a Lightning checkpoint or a plain state_dict file into ``model``."""
+    from vidrec.tasks.checkpoint import load_weights_only
+
     file = Path(path)
     if not file.is_file():
         raise FileNotFoundError(f"pretrained: {file} does not exist (expected a .ckpt or a state_dict .pth file)")
-    blob = torch.load(file, map_location="cpu", weights_only=False)
+    blob = load_weights_only(file, "pretrained weights file")  # tensors and plain containers only: runs no code
     state = blob.get("state_dict", blob) if isinstance(blob, dict) else blob
     if not isinstance(state, dict):
         raise ValueError(f"pretrained: {file} holds a {type(state).__name__}, expected a state_dict")
