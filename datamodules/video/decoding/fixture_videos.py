@@ -7,6 +7,8 @@
   user-data string ending in ``p`` tells FFmpeg's decoder to unpack it, as it does for real DivX files.
 * :func:`write_vfr_mkv`: h264 in Matroska with the timestamps given (duplicates and gaps allowed), nominal 25 fps.
 * :func:`set_latin1_title`: rewrite a written title in place so the file's metadata is not UTF-8.
+* :func:`corrupted_copies`: the damage real collections hold (truncation, zero bytes, random bytes in the middle,
+  a missing index, a text file renamed), each applied to a copy of a good file.
 * :func:`index_code_frames` / :func:`read_index_code`: frames that carry their own index as 8 black or white
   8x8 blocks (robust to lossy coding), over a panning texture that makes encoders use motion and B-frames.
 """
@@ -19,7 +21,15 @@ from pathlib import Path
 import av
 import numpy as np
 
-__all__ = ["index_code_frames", "read_index_code", "write_mpeg4_avi", "write_vfr_mkv", "set_latin1_title"]
+__all__ = [
+    "index_code_frames",
+    "read_index_code",
+    "write_mpeg4_avi",
+    "write_vfr_mkv",
+    "set_latin1_title",
+    "without_index",
+    "corrupted_copies",
+]
 
 _CODE_BITS, _BLOCK = 8, 8  # index code: 8 blocks of 8 x 8 pixels along the top rows (frames up to 255)
 _VOP_START = b"\x00\x00\x01\xb6"
@@ -174,3 +184,52 @@ def set_latin1_title(path: str | Path, title: str) -> Path:
         raise ValueError(f"{path}: the title {title!r} must occur once and contain a non-ASCII Latin-1 character")
     path.write_bytes(data.replace(utf8, latin1.ljust(len(utf8), b" ")))
     return path
+
+
+def without_index(data: bytes, suffix: str) -> bytes:
+    """The file without its index: the ``moov`` box of an mp4/mov, the ``idx1`` chunk of an AVI."""
+    if suffix.lower() in (".mp4", ".m4v", ".mov"):
+        out, at = b"", 0
+        while at + 8 <= len(data):
+            size, kind = int.from_bytes(data[at : at + 4], "big"), data[at + 4 : at + 8]
+            size = size or len(data) - at
+            if kind != b"moov":
+                out += data[at : at + size]
+            at += size
+        return out
+    if suffix.lower() == ".avi":
+        at = data.rfind(b"idx1")
+        if at < 0:
+            raise ValueError("no idx1 chunk in the AVI")
+        size = int.from_bytes(data[at + 4 : at + 8], "little")
+        out = data[:at] + data[at + 8 + size :]
+        return out[:4] + (len(out) - 8).to_bytes(4, "little") + out[8:]  # RIFF size
+    raise ValueError(f"no index to remove from a {suffix} file")
+
+
+def corrupted_copies(source: str | Path, folder: str | Path, seed: int = 0) -> dict[str, Path]:
+    """Damaged copies of ``source`` in ``folder``, by kind of damage (the names are the keys, suffix kept).
+
+    Kinds: ``truncated_50`` / ``truncated_5`` (the last 50 % / 5 % of the bytes cut), ``zero_byte``,
+    ``random_4k`` (4 KB of random bytes written over the middle), ``no_index`` (see :func:`without_index`),
+    ``text_renamed`` (a text file with the video's name).
+    """
+    source, folder = Path(source), Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    data = source.read_bytes()
+    noisy = bytearray(data)
+    middle = len(data) // 2 - 2048
+    noisy[middle : middle + 4096] = np.random.default_rng(seed).integers(0, 256, 4096, dtype=np.uint8).tobytes()
+    contents = {
+        "truncated_50": data[: len(data) // 2],
+        "truncated_5": data[: len(data) * 95 // 100],
+        "zero_byte": b"",
+        "random_4k": bytes(noisy),
+        "no_index": without_index(data, source.suffix),
+        "text_renamed": b"this is a text file, not a video\n" * 40,
+    }
+    copies = {}
+    for kind, content in contents.items():
+        copies[kind] = folder / f"{source.stem}_{kind}{source.suffix}"
+        copies[kind].write_bytes(content)
+    return copies

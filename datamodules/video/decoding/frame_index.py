@@ -74,8 +74,12 @@ class FrameIndex:
             mode (a variable-rate file whose header rate is nominal).
         origin: seconds of display index 0 (the first frame's pts; the header's start time may differ).
         header_frames: frame count the header claims.
-        decoded: True when the whole file was decoded to decide (then ``decode_errors`` is a real count).
-        decode_errors: packets the decoder rejected while deciding.
+        header_exact: True when ``header_frames`` is a count the container stores (AVI, mp4); False when it is the
+            duration times the nominal rate (Matroska, WebM), which variable-rate files overstate.
+        packets: non-empty packets of the stream.
+        decoded: True when the whole file was decoded to decide (then the two counts below are real).
+        decode_errors: packets the decoder rejected.
+        corrupt_frames: frames the decoder emitted flagged corrupt (concealed errors).
         keyframes: DECODE_ORDER: key frames in display order, at least frame 0's; PTS: empty.
         timestamps: DECODE_ORDER: seconds of each frame relative to ``origin`` as stamped (None when unstamped).
     """
@@ -86,8 +90,11 @@ class FrameIndex:
     fps: float
     origin: float
     header_frames: int
+    header_exact: bool = True
+    packets: int = 0
     decoded: bool = False
     decode_errors: int = 0
+    corrupt_frames: int = 0
     keyframes: tuple[Keyframe, ...] = ()
     timestamps: tuple[float | None, ...] = field(default=(), repr=False)
 
@@ -117,7 +124,9 @@ def _grid_fault(ticks: list[int], seconds_per_tick: float, fps: float, *, sort: 
     return None
 
 
-def build_frame_index(path: str | Path, *, decode: bool | None = None, num_threads: int = 1) -> FrameIndex:
+def build_frame_index(
+    path: str | Path, *, decode: bool | None = None, num_threads: int = 1, strict: bool = False
+) -> FrameIndex:
     """Decide how the frames of ``path`` are addressed (see the module docstring).
 
     Args:
@@ -125,6 +134,8 @@ def build_frame_index(path: str | Path, *, decode: bool | None = None, num_threa
         decode: True: always decode the whole file (``check-videos --full``); False: never (timestamps of the
             packets only); None: decode MPEG-4 Part 2 streams and files whose packet timestamps are off the grid.
         num_threads: decoder threads for the decode.
+        strict: have the decoder reject packets with bitstream errors it would otherwise conceal
+            (``err_detect``, for ``check-videos --full``).
 
     Raises:
         ValueError: no video stream, or no frame rate in the header. Whatever PyAV raises for unreadable files.
@@ -142,6 +153,7 @@ def build_frame_index(path: str | Path, *, decode: bool | None = None, num_threa
             raise ValueError(f"no frame rate in the header of {path}")
         header_fps = float(rate)
         header_frames = int(stream.frames or 0)
+        header_exact = header_frames > 0
         if not header_frames and stream.duration is not None:
             header_frames = int(round(float(stream.duration * time_base) * header_fps))
         if not header_frames and container.duration:  # Matroska: no stream duration, the file's in microseconds
@@ -151,6 +163,7 @@ def build_frame_index(path: str | Path, *, decode: bool | None = None, num_threa
         for packet in container.demux(stream):
             if packet.size > 0:
                 packets.append((packet.pts, packet.dts, packet.pos, bool(packet.is_keyframe)))
+    common: dict[str, Any] = {"header_frames": header_frames, "header_exact": header_exact, "packets": len(packets)}
     packet_ticks = [pts for pts, _, _, _ in packets if pts is not None]
     fault = "packets without timestamps" if len(packet_ticks) < len(packets) else None
     fault = fault or _grid_fault(packet_ticks, seconds_per_tick, header_fps, sort=True)
@@ -164,7 +177,7 @@ def build_frame_index(path: str | Path, *, decode: bool | None = None, num_threa
                 num_frames=len(packets),
                 fps=header_fps,
                 origin=min(packet_ticks) * seconds_per_tick,
-                header_frames=header_frames,
+                **common,
             )
         return FrameIndex(  # not decoded: frames counted as packets, addressed in decode order from frame 0
             IndexMode.DECODE_ORDER,
@@ -172,17 +185,19 @@ def build_frame_index(path: str | Path, *, decode: bool | None = None, num_threa
             num_frames=len(packets),
             fps=header_fps,
             origin=min(packet_ticks, default=0) * seconds_per_tick,
-            header_frames=header_frames,
+            **common,
             keyframes=(Keyframe(None, None, 0),),
         )
 
     output_ticks: list[int | None] = []
     output_keys: list[int] = []  # display indices of key frames, in output order
-    errors = 0
+    errors = corrupt = 0
     with open_container(path) as container:
         stream = container.streams.video[0]
         stream.thread_count = num_threads
         codec_context = stream.codec_context
+        if strict:
+            codec_context.options = {"err_detect": "crccheck+bitstream+buffer+explode"}
         for packet in container.demux(stream):
             try:
                 frames = codec_context.decode(packet)
@@ -190,6 +205,7 @@ def build_frame_index(path: str | Path, *, decode: bool | None = None, num_threa
                 errors += 1
                 continue
             for frame in frames:
+                corrupt += bool(frame.is_corrupt)
                 if frame.key_frame:
                     output_keys.append(len(output_ticks))
                 output_ticks.append(frame.pts)
@@ -204,9 +220,10 @@ def build_frame_index(path: str | Path, *, decode: bool | None = None, num_threa
             num_frames=len(output_ticks),
             fps=header_fps,
             origin=origin_tick * seconds_per_tick,
-            header_frames=header_frames,
+            **common,
             decoded=True,
             decode_errors=errors,
+            corrupt_frames=corrupt,
         )
     key_packets = [(dts, pos) for _, dts, pos, key in packets if key]
     if output_keys and len(key_packets) == len(output_keys) and output_keys[0] == 0:
@@ -221,9 +238,10 @@ def build_frame_index(path: str | Path, *, decode: bool | None = None, num_threa
         num_frames=len(output_ticks),
         fps=fps,
         origin=origin_tick * seconds_per_tick,
-        header_frames=header_frames,
+        **common,
         decoded=True,
         decode_errors=errors,
+        corrupt_frames=corrupt,
         keyframes=keyframes,
         timestamps=tuple(None if t is None else (t - origin_tick) * seconds_per_tick for t in output_ticks),
     )

@@ -112,6 +112,8 @@ class PyAVVideo:
         self._short_side = short_side
         self.decoded_frames = 0  # frames the decoder output so far (skipped frames are not output)
         self.sent_packets = 0  # packets sent to the decoder so far
+        self.decode_errors = 0  # packets the decoder rejected so far
+        self._invalid_data = av.error.InvalidDataError
 
     def _header_complete(self) -> bool:
         """Whether the cheap open found size, rate and frame count (or duration) of the first video stream."""
@@ -166,7 +168,7 @@ class PyAVVideo:
                 wanted_mode: Literal["DEFAULT", "NONREF"] = "DEFAULT" if index is None or index in rows else "NONREF"
                 if wanted_mode != mode:
                     codec.skip_frame = mode = wanted_mode  # applies to the packets sent from now on
-            frames = codec.decode(packet)
+            frames = self._decode_packet(packet)
             self.sent_packets += 1
             self.decoded_frames += len(frames)
             unsent.discard(index)  # type: ignore[arg-type]
@@ -196,6 +198,15 @@ class PyAVVideo:
             if drained:
                 return clip, stamps, missing
         return clip, stamps, missing
+
+    def _decode_packet(self, packet: Any) -> list[Any]:
+        """Frames the decoder emits for ``packet``; a packet it rejects (damage) is counted and skipped: its frames
+        are missing from the clip (the read then fails or is repeated inside the frames that decode)."""
+        try:
+            return list(self._stream.codec_context.decode(packet))
+        except self._invalid_data:
+            self.decode_errors += 1
+            return []
 
     def _decode_in_order(self, indices: Sequence[int]) -> tuple[np.ndarray | None, np.ndarray, set[int]]:
         """DECODE_ORDER mode: frames (T, H, W, 3), start seconds (T,) and the indices that did not decode.
@@ -229,7 +240,7 @@ class PyAVVideo:
                     anchor = keyframes[0] if from_start else by_pos.get(packet.pos)
                     if anchor is None or anchor.index > first:
                         break  # landed on an unknown key frame or after the clip: decode from the start
-                frames = codec.decode(packet)
+                frames = self._decode_packet(packet)
                 self.sent_packets += 1
                 self.decoded_frames += len(frames)
                 for frame in frames:
