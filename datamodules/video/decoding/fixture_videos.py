@@ -9,6 +9,7 @@
 * :func:`set_latin1_title`: rewrite a written title in place so the file's metadata is not UTF-8.
 * :func:`corrupted_copies`: the damage real collections hold (truncation, zero bytes, random bytes in the middle,
   a missing index, a text file renamed), each applied to a copy of a good file.
+* :func:`decode_every_frame`: the reference every reader is checked against (a plain sequential decode).
 * :func:`index_code_frames` / :func:`read_index_code`: frames that carry their own index as 8 black or white
   8x8 blocks (robust to lossy coding), over a panning texture that makes encoders use motion and B-frames.
 """
@@ -22,6 +23,7 @@ import av
 import numpy as np
 
 __all__ = [
+    "decode_every_frame",
     "index_code_frames",
     "read_index_code",
     "write_mpeg4_avi",
@@ -36,6 +38,22 @@ _VOP_START = b"\x00\x00\x01\xb6"
 _GOV_START = b"\x00\x00\x01\xb3"
 _USER_DATA_START = b"\x00\x00\x01\xb2"
 _B_VOP = 2  # vop_coding_type of a B-VOP (0 I, 1 P, 2 B, 3 S)
+
+
+def decode_every_frame(path: str | Path) -> np.ndarray:
+    """Every frame (T, H, W, 3) uint8 RGB of a plain sequential PyAV decode, in decoder output (display) order.
+
+    Packets the decoder rejects (damaged files) are skipped, as the readers skip them.
+    """
+    frames = []
+    with av.open(str(path), metadata_errors="ignore") as container:
+        stream = container.streams.video[0]
+        for packet in container.demux(stream):
+            try:
+                frames += [frame.to_ndarray(format="rgb24") for frame in stream.codec_context.decode(packet)]
+            except av.error.InvalidDataError:
+                continue
+    return np.stack(frames)
 
 
 def index_code_frames(num_frames: int, height: int = 48, width: int = 64) -> np.ndarray:

@@ -80,7 +80,7 @@ class FrameIndex:
         decoded: True when the whole file was decoded to decide (then the two counts below are real).
         decode_errors: packets the decoder rejected.
         corrupt_frames: frames the decoder emitted flagged corrupt (concealed errors).
-        keyframes: DECODE_ORDER: key frames in display order, at least frame 0's; PTS: empty.
+        keyframes: key frames in display order, at least frame 0's, when the file was decoded (empty otherwise).
         timestamps: DECODE_ORDER: seconds of each frame relative to ``origin`` as stamped (None when unstamped).
     """
 
@@ -213,6 +213,11 @@ def build_frame_index(
     origin_tick = stamped[0] if stamped else 0
     decode_fault = "frames without timestamps" if len(stamped) < len(output_ticks) else None
     decode_fault = decode_fault or _grid_fault(stamped, seconds_per_tick, header_fps, sort=False)
+    key_packets = [(dts, pos) for _, dts, pos, key in packets if key]
+    if output_keys and len(key_packets) == len(output_keys) and output_keys[0] == 0:
+        keyframes = tuple(Keyframe(dts, pos, index) for (dts, pos), index in zip(key_packets, output_keys))
+    else:  # key packets and key pictures do not pair up: every read decodes from the start
+        keyframes = (Keyframe(None, None, 0),)
     if decode_fault is None:
         return FrameIndex(
             IndexMode.PTS,
@@ -224,12 +229,8 @@ def build_frame_index(
             decoded=True,
             decode_errors=errors,
             corrupt_frames=corrupt,
+            keyframes=keyframes,
         )
-    key_packets = [(dts, pos) for _, dts, pos, key in packets if key]
-    if output_keys and len(key_packets) == len(output_keys) and output_keys[0] == 0:
-        keyframes = tuple(Keyframe(dts, pos, index) for (dts, pos), index in zip(key_packets, output_keys))
-    else:  # key packets and key pictures do not pair up: every read decodes from the start
-        keyframes = (Keyframe(None, None, 0),)
     span = (max(stamped) - min(stamped)) * seconds_per_tick if stamped else 0.0
     fps = (len(output_ticks) - 1) / span if span > 0 and len(output_ticks) > 1 else header_fps
     return FrameIndex(

@@ -137,23 +137,36 @@ class PyAVVideo:
         frames, stamps, missing = self._decode(indices, economical=True)
         if missing:  # never seen on x264 streams; a plain decode is the reference behaviour
             frames, stamps, missing = self._decode(indices, economical=False)
+        if missing:  # an open GOP whose seek by time landed on the key frame after the clip's references
+            frames, stamps, missing = self._decode(indices, economical=False, from_start=True)
         if missing or frames is None:
             raise ValueError(f"PyAV: frames {sorted(missing)[:5]} of {self._path} did not decode (stream ended first)")
         return frames, stamps
 
-    def _decode(self, indices: Sequence[int], economical: bool) -> tuple[np.ndarray | None, np.ndarray, set[int]]:
+    def _decode(
+        self, indices: Sequence[int], economical: bool, from_start: bool = False
+    ) -> tuple[np.ndarray | None, np.ndarray, set[int]]:
         """Frames (T, H, W, 3) and start seconds (T,) of ``indices``, and the indices that did not decode.
 
         Each wanted frame is converted straight into its row of the clip array (rows of a repeated index are
         copied). ``economical``: skip non-reference frames outside ``indices`` (h264) and drain the decoder once
         every packet of ``indices`` is sent instead of decoding later packets to push the last frames out.
+        The seek goes to the last key frame whose picture is at or before the first index when the index knows
+        the key frames (decoded files), else to the first index's time; ``from_start``: to the file's start.
         """
         rows: dict[int, list[int]] = {}  # frame index -> rows of the clip holding it
         for row, wanted in enumerate(indices):
             rows.setdefault(wanted, []).append(row)
         first, last = min(rows), max(rows)
-        seek_seconds = self.start_time + first / self.fps
-        self._container.seek(int(Fraction(seek_seconds) / self._time_base), stream=self._stream, backward=True)
+        keyframes = self.frame_index.keyframes if self.frame_index is not None else ()
+        before = [k for k in keyframes if k.index <= first and k.dts is not None]
+        if from_start:
+            self._container.seek(0, stream=self._stream, backward=True)
+        elif before:  # AVI seeks by decode time: the key frame whose picture precedes the clip, not the next one
+            self._container.seek(before[-1].dts, stream=self._stream, backward=True)  # type: ignore[arg-type]
+        else:
+            seek_seconds = self.start_time + first / self.fps
+            self._container.seek(int(Fraction(seek_seconds) / self._time_base), stream=self._stream, backward=True)
         codec = self._stream.codec_context
         skip = economical and self._skip_nonref
         mode: Literal["DEFAULT", "NONREF"] = "DEFAULT"

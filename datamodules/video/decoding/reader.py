@@ -195,6 +195,16 @@ class RobustVideoReader:
             raise ValueError(f"no frames (header reports {index.header_frames})")
         if index.fps <= 0:
             raise ValueError(f"frame rate {index.fps}")
+        lost = index.header_frames - index.num_frames if index.header_exact else 0
+        if lost > 0 and path not in self._damaged:  # the index found the damage: frames the header lists are absent
+            if self.settings.damaged is DamagedPolicy.SKIP:
+                raise ValueError(f"damaged: {lost} of the {index.header_frames} frames the header lists are absent")
+            self._warn_once(
+                path,
+                "clamp",
+                f"{path}: only {index.num_frames} of the {index.header_frames} frames the header lists are present; "
+                "clips are taken from those",
+            )
         backend = self._backend_for(path, index)
         indices = choose(count, index.fps)
         try:
