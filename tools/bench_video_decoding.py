@@ -458,6 +458,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--runs", type=int, default=7)
     parser.add_argument("--baseline", default=None, help="another checkout whose reader is measured beside this one")
     parser.add_argument("--no-avi", action="store_true", help="skip the B-frame AVI table")
+    parser.add_argument("--rows", nargs="+", default=None, help="measure only these rows of the h264 table")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     import decord
@@ -478,6 +479,7 @@ def main(argv: list[str] | None = None) -> None:
         num_frames = [len(decord.VideoReader(str(v), num_threads=1)) for v in videos]
         names = [name for name in ROWS if name != "torchcodec" or importlib.util.find_spec("torchcodec") is not None]
         names = [name for name in names if args.baseline is not None or not name.startswith("baseline:")]
+        names = [name for name in names if args.rows is None or name in args.rows]
         print(
             f"\nrandom contiguous {args.frames}-frame clips -> short side {args.short_side}, 1 thread, "
             f"median of {args.runs} interleaved runs x {args.clips} clips (decord {decord.__version__})"
