@@ -131,6 +131,9 @@ def _data_parser(parser: argparse.ArgumentParser) -> None:
     from datamodules.video import command as video_command
 
     video_command.add_parser(sub)
+    from datamodules.flow import command as flow_command
+
+    flow_command.add_parser(sub)
 
 
 def build_extra_parser() -> argparse.ArgumentParser:
@@ -158,7 +161,7 @@ def _usage() -> str:
         "  fit | validate | test | predict   -c CONFIG.yaml [--key.path value ...]\n\n"
         "other commands (`vidrec COMMAND --help`):\n"
         "  demo har                          prepare HAPT, train, test and print a report\n"
-        "  data DATASET ...                  convert or generate data sets (hapt, uci-har, uea, generic, ...)\n"
+        "  data DATASET ...                  convert or generate data sets (hapt, uci-har, uea, flow, ...)\n"
         "  stream | evaluate-streaming | export-stream   streaming inference from a checkpoint\n"
     )
 
