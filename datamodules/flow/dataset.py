@@ -42,7 +42,7 @@ from datamodules.flow.transforms import (
 )
 from datamodules.video.decoding import QuarantineLog, RobustVideoReader
 
-__all__ = ["StreamInput", "SegmentSampling", "TwoStreamDataset", "VideoEntry", "stack_field_range", "test_positions"]
+__all__ = ["StreamInput", "SegmentSampling", "TwoStreamDataset", "VideoEntry", "stack_field_range", "evaluation_positions"]
 
 
 class StreamInput(enum.Enum):
@@ -97,7 +97,7 @@ class VideoEntry:
     label: int
 
 
-def test_positions(num_frames: int, count: int) -> list[int]:
+def evaluation_positions(num_frames: int, count: int) -> list[int]:
     """``count`` frame indices evenly spaced over ``[0, num_frames)`` (the centres of ``count`` equal parts)."""
     return [min(int((j + 0.5) * num_frames / count), num_frames - 1) for j in range(count)]
 
@@ -210,7 +210,7 @@ class TwoStreamDataset(Dataset[dict[str, Any]]):
     def _positions(self, num_frames: int, view: int, rng: np.random.Generator) -> list[int]:
         if self.mode is Mode.TRAIN:
             return segment_positions(num_frames, self.sampling.segments, rng)
-        return [test_positions(num_frames, self.frames)[view // self.crops]]
+        return [evaluation_positions(num_frames, self.frames)[view // self.crops]]
 
     def _read_stacks(self, flow: FlowFile, positions: list[int]) -> np.ndarray:
         length = self.sampling.stack_length

@@ -117,7 +117,8 @@ class StreamResNet(nn.Module):
         dropout: float = 0.5,
     ) -> None:
         super().__init__()
-        self.arch = ResNetArch(arch)
+        # a stored config may hold the member's name ("RESNET18") as jsonargparse writes it, or its value
+        self.arch = ResNetArch[arch] if isinstance(arch, str) and arch in ResNetArch.__members__ else ResNetArch(arch)
         self.in_channels = in_channels
         backbone: torchvision.models.ResNet = getattr(torchvision.models, self.arch.value)(weights=None)
         if pretrained is not None:
