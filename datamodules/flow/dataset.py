@@ -42,7 +42,14 @@ from datamodules.flow.transforms import (
 )
 from datamodules.video.decoding import QuarantineLog, RobustVideoReader
 
-__all__ = ["StreamInput", "SegmentSampling", "TwoStreamDataset", "VideoEntry", "stack_field_range", "evaluation_positions"]
+__all__ = [
+    "SegmentSampling",
+    "StreamInput",
+    "TwoStreamDataset",
+    "VideoEntry",
+    "evaluation_positions",
+    "stack_field_range",
+]
 
 
 class StreamInput(enum.Enum):

@@ -4,12 +4,13 @@ It tests the claim of two-stream ConvNets (Simonyan & Zisserman, 2014) that the 
 spatial stream cannot: an RGB frame of any class is drawn from the same appearance distribution, so a spatial stream
 must stay near chance, a flow stream can be near perfect, and late fusion should be at least as good as flow.
 
-Every video: a smooth random background texture, and a disc of another smooth random texture (radius 15-25% of
-the frame) that either **translates** right/left/up/down at an integer speed (wrapping around the frame: torus
-motion, so the disc's position in any single frame is uniform over the frame whatever the class) or **rotates**
-clockwise/anticlockwise in place at a random position (the texture is isotropic noise, so a rotated disc looks like
-any other). Speed, texture, phase and position are drawn per video; every frame gets pixel noise. Generation is
-deterministic from ``seed`` (each video seeded by ``(seed, class, video)``).
+Every video: a random background texture, and a disc of another random texture (radius 15-25% of the frame; both
+isotropic sums of plane waves, :class:`WaveTexture`, evaluated exactly at every frame) that either **translates**
+right/left/up/down at 1-3 pixels a frame (wrapping around the frame: torus motion, so the disc's position in any
+single frame is uniform over the frame whatever the class) or **rotates** clockwise/anticlockwise in place at a
+random position (the texture is isotropic, so a rotated disc looks like any other). Speed, texture, phase and
+position are drawn per video; every frame gets pixel noise. Generation is deterministic from ``seed`` (each video
+seeded by ``(seed, class, video)``).
 
 Horizontal flips swap right/left and clockwise/anticlockwise: train on this set with ``horizontal_flip: false``.
 
@@ -28,7 +29,7 @@ import numpy as np
 
 from datamodules.video.synthetic import SyntheticSummary, write_video
 
-__all__ = ["MOTION_CLASSES", "MotionSettings", "generate_motion_set", "render_motion"]
+__all__ = ["MOTION_CLASSES", "MotionSettings", "WaveTexture", "generate_motion_set", "render_motion"]
 
 MOTION_CLASSES = (
     "DiscMovingRight",
@@ -74,54 +75,55 @@ class MotionSettings:
             raise ValueError(f"need videos_per_class >= 4 and frames >= 2, got {self.videos_per_class}, {self.frames}")
 
 
-def _smooth_texture(rng: np.random.Generator, size: int, sigma_px: float) -> np.ndarray:
-    """Isotropic random texture ``(size, size)`` in [0, 255]: white noise low-passed by a Gaussian (via FFT)."""
-    noise = rng.standard_normal((size, size))
-    freq = np.fft.fftfreq(size)
-    gain = np.exp(-2 * (np.pi * sigma_px) ** 2 * (freq[:, None] ** 2 + freq[None, :] ** 2))
-    smooth = np.real(np.fft.ifft2(np.fft.fft2(noise) * gain))
-    smooth = (smooth - smooth.mean()) / (smooth.std() + 1e-9)
-    return np.clip(128 + 50 * smooth, 0, 255)
+class WaveTexture:
+    """An isotropic random texture as a continuous function: a sum of plane waves with random directions.
 
+    Rotating or translating it is exact (the wave vectors rotate, the phases shift): no resampling, so no frame
+    of a moving texture is blurrier than a static one (bilinear resampling made rotated discs recognisable in single
+    frames: measured, a spatial stream reached 26% on six classes, chance 17%).
+    """
 
-def _bilinear(image: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Sample ``image (S, S)`` at float coordinates, wrapping around the borders."""
-    s = image.shape[0]
-    x0, y0 = np.floor(x).astype(np.int64), np.floor(y).astype(np.int64)
-    fx, fy = x - x0, y - y0
-    a = image[y0 % s, x0 % s] * (1 - fx) + image[y0 % s, (x0 + 1) % s] * fx
-    b = image[(y0 + 1) % s, x0 % s] * (1 - fx) + image[(y0 + 1) % s, (x0 + 1) % s] * fx
-    return a * (1 - fy) + b * fy
+    def __init__(
+        self, rng: np.random.Generator, waves: int = 48, wavelengths: tuple[float, float] = (4.0, 14.0)
+    ) -> None:
+        angle = rng.uniform(0, 2 * np.pi, waves)
+        k = 2 * np.pi / rng.uniform(*wavelengths, waves)
+        self.kx, self.ky = k * np.cos(angle), k * np.sin(angle)  # (M,) wave vectors
+        self.phase = rng.uniform(0, 2 * np.pi, waves)
+        self.gain = 50 * np.sqrt(2.0 / waves)  # standard deviation ~50 grey levels
+
+    def __call__(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """Grey levels at coordinates ``x``, ``y`` (any equal shapes)."""
+        arg = x[..., None] * self.kx + y[..., None] * self.ky + self.phase  # (..., M)
+        return 128 + self.gain * np.cos(arg).sum(axis=-1)
 
 
 def render_motion(class_name: str, rng: np.random.Generator, frames: int, size: int, noise: float) -> np.ndarray:
     """One video of ``class_name`` as uint8 ``(T, S, S, 3)`` (grey content, three equal channels)."""
     if class_name not in MOTION_CLASSES:
         raise KeyError(f"unknown motion class {class_name!r}; expected one of {MOTION_CLASSES}")
-    background = _smooth_texture(rng, size, rng.uniform(1.0, 2.0))
-    texture = _smooth_texture(rng, size, rng.uniform(1.0, 2.0))
-    radius = rng.uniform(0.15, 0.25) * size
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float64)
+    background = WaveTexture(rng)(xx, yy)
+    texture = WaveTexture(rng)
+    radius = rng.uniform(0.15, 0.25) * size
     cx, cy = rng.uniform(0, size, size=2)  # disc centre at t = 0 (uniform: any phase of the torus)
     video = np.empty((frames, size, size), dtype=np.float64)
     if class_name.startswith("DiscMoving"):
         dx, dy = _DIRECTIONS[class_name.removeprefix("DiscMoving")]
-        speed = int(rng.integers(1, 4))  # pixels a frame
+        speed = rng.uniform(1.0, 3.0)  # pixels a frame
         for t in range(frames):
             px, py = cx + dx * speed * t, cy + dy * speed * t
             ox = (xx - px + size / 2) % size - size / 2  # offset to the disc centre on the torus
             oy = (yy - py + size / 2) % size - size / 2
-            inside = ox**2 + oy**2 <= radius**2
-            video[t] = np.where(inside, _bilinear(texture, xx - dx * speed * t, yy - dy * speed * t), background)
+            video[t] = np.where(ox**2 + oy**2 <= radius**2, texture(ox, oy), background)  # texture moves with the disc
     else:
-        omega = rng.uniform(0.15, 0.25) * (1 if class_name == "DiscRotatingClockwise" else -1)
+        omega = rng.uniform(0.15, 0.25) * (1 if class_name == "DiscRotatingClockwise" else -1)  # radians a frame
         ox = (xx - cx + size / 2) % size - size / 2
         oy = (yy - cy + size / 2) % size - size / 2
         inside = ox**2 + oy**2 <= radius**2
         for t in range(frames):
             c, s = np.cos(-omega * t), np.sin(-omega * t)  # image y points down: +omega is clockwise on screen
-            sx, sy = cx + c * ox - s * oy, cy + s * ox + c * oy  # where the texture point came from
-            video[t] = np.where(inside, _bilinear(texture, sx, sy), background)
+            video[t] = np.where(inside, texture(c * ox - s * oy, s * ox + c * oy), background)
     video += rng.standard_normal(video.shape) * noise
     grey = np.clip(np.rint(video), 0, 255).astype(np.uint8)  # (T, S, S)
     return np.repeat(grey[..., None], 3, axis=-1)  # (T, S, S, 3)
