@@ -208,6 +208,7 @@ class _OpenCVEstimator:
         return self.cv2.calcOpticalFlowFarneback(a, b, None, 0.5, 3, 15, 3, 5, 1.2, 0)
 
     def __call__(self, previous: np.ndarray, current: np.ndarray) -> np.ndarray:
+        previous, current = np.ascontiguousarray(previous), np.ascontiguousarray(current)  # OpenCV asserts it
         scale = self.settings.compute_scale
         if scale >= 1:
             return np.asarray(self._compute(previous, current), dtype=np.float32)  # (H, W, 2)
