@@ -216,17 +216,3 @@ class TwoStreamDataModule(LightningDataModule):
     def predict_dataloader(self) -> DataLoader[dict[str, Any]]:
         """Same views as the test loader."""
         return self._loader(Split.TEST, train=False)
-
-    def export_metadata(self) -> dict[str, Any]:
-        """What a checkpoint records about its inputs (read by inference downstream)."""
-        return {
-            "input": self.input.value,
-            "stack_length": self.sampling.stack_length,
-            "crop_size": self.transform.crop_size,
-            "short_side": self.transform.short_side,
-            "mean": list(self.transform.mean),
-            "std": list(self.transform.std),
-            "flow_mean": self.transform.flow_mean.value,
-            "layout": self.layout.value,
-            "fold": self.fold,
-        }
