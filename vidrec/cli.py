@@ -245,6 +245,9 @@ def _add_data_parser(subparsers: argparse._SubParsersAction) -> None:
     datasets = parser.add_subparsers(dest="dataset", required=True, metavar="DATASET")
     timeseries_command.add_data_subcommands(datasets)
     video_command.add_parser(datasets)
+    from datamodules.flow import command as flow_command
+
+    flow_command.add_parser(datasets)
 
 
 def _command_registrars() -> list[Callable[[argparse._SubParsersAction], None]]:
@@ -272,7 +275,7 @@ def _usage() -> str:
         "  fit | validate | test | predict   -c CONFIG.yaml [--key.path value ...]\n\n"
         "other commands (`vidrec COMMAND --help`):\n"
         "  demo har                          prepare HAPT, train, test and print a report\n"
-        "  data DATASET ...                  convert or generate data sets (hapt, uci-har, uea, generic, ...)\n"
+        "  data DATASET ...                  convert or generate data sets (hapt, uci-har, uea, flow, ...)\n"
         "  stream | evaluate-streaming | export-stream   streaming inference from a checkpoint\n\n"
         "errors in data, files or settings print one line (exit status 2); VIDREC_TRACEBACK=1 shows the traceback\n"
     )
