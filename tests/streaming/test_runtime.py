@@ -280,3 +280,30 @@ def test_edge_filled_start_is_refused_where_it_is_undefined(tiny_model: nn.Modul
         StreamingClassifier(tiny_model, 40, 4, first_output=0)
     with pytest.raises(ValueError, match="first_output must be in"):
         StreamingClassifier(tiny_model, 40, 4, first_output=44)
+
+
+@pytest.mark.parametrize(
+    ("name", "engine"),
+    [
+        ("compiled", StepBackend.COMPILED),
+        ("eager", StepBackend.EAGER),
+        ("numpy", StepBackend.NUMPY),
+        ("onnxruntime", StepBackend.ONNXRUNTIME),
+        ("torch", StepBackend.COMPILED),
+        ("torch-eager", StepBackend.EAGER),
+        (StepBackend.NUMPY, StepBackend.NUMPY),
+    ],
+)
+def test_backend_accepts_strings_and_enums(name: object, engine: StepBackend) -> None:
+    assert StepBackend.parse(name) is engine  # type: ignore[arg-type]
+
+
+def test_backend_string_selects_the_engine(tiny_model: nn.Module) -> None:
+    rt = to_streaming(tiny_model, 40, 1, backend="numpy")
+    assert rt.backend is StepBackend.NUMPY and rt._numpy is not None
+
+
+@pytest.mark.parametrize("bad", ["nonsense", "", 3])
+def test_unknown_backend_is_an_error_listing_the_engines(tiny_model: nn.Module, bad: object) -> None:
+    with pytest.raises(ValueError, match="unknown streaming engine.*'compiled', 'eager', 'numpy', 'onnxruntime'"):
+        to_streaming(tiny_model, 40, 1, backend=bad)

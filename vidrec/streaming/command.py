@@ -80,7 +80,7 @@ def _runtime(loaded: Any, hop: int, backend: str, capacity: int = 1, precision: 
         capacity=capacity,
         mean=mean if len(mean) else None,
         std=std if len(std) else None,
-        backend=StepBackend(backend),
+        backend=StepBackend.parse(backend),
         dtype=PRECISIONS[precision],
         first_output=_first_output(loaded),
     )
@@ -205,7 +205,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--max-streams", type=int, default=4096, help="upper bound on concurrent streams")
     p.add_argument("--max-seconds", type=float, default=None, help="stop after this many seconds")
     p.add_argument("--max-samples", type=int, default=None, help="stop after this many samples")
-    p.add_argument("--backend", choices=[b.value for b in StepBackend], default="torch", help="step execution")
+    p.add_argument("--backend", choices=[b.value for b in StepBackend], default="compiled", help="streaming engine")
     p.add_argument("--precision", choices=list(PRECISIONS), default="fp32", help=_PRECISION_HELP)
     p.set_defaults(func=run_stream)
 

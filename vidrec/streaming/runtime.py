@@ -21,10 +21,11 @@ Semantics (exact):
 
 Speed: the runtime works on a converted copy (BatchNorm folded into convolutions, dropout removed, eval mode, and for
 time series the linear classifier moved in front of the average pool so the pool buffers logits) and runs
-under ``torch.inference_mode``. For time series, ``StepBackend.TORCH`` lowers that copy once into a flat compiled step
+under ``torch.inference_mode``. For time series, ``StepBackend.COMPILED``
+lowers that copy once into a flat compiled step
 (``vidrec.streaming.fastpath``: one matmul per convolution at a hop of one sample, preallocated buffers, TorchScript
 trace), checked against the eager step when built, and steps of all slots keep each layer's history in ring buffers
-(``vidrec.streaming.rings``: only new rows are written); ``StepBackend.TORCH_EAGER`` steps module by module and
+(``vidrec.streaming.rings``: only new rows are written); ``StepBackend.EAGER`` steps module by module and
 ``StepBackend.ONNXRUNTIME`` runs the exported step graph in ONNX Runtime. ``StepBackend.NUMPY`` runs each slot as its
 own ``vidrec.streaming.numpy_step.NumpyStreamStep`` (ring buffers, one NumPy call per op): the lowest latency for a
 single stream at a small hop, a Python loop over slots for several.
@@ -56,12 +57,45 @@ StepFn = Callable[[Tensor, State], tuple[Tensor, State]]
 
 
 class StepBackend(enum.Enum):
-    """How the streaming step is executed."""
+    """The engine that executes the streaming step (``vidrec.streaming.engines``).
 
-    TORCH = "torch"  # time series: the compiled flat step (vidrec.streaming.fastpath); video: eager PyTorch
-    TORCH_EAGER = "torch-eager"  # eager PyTorch under inference_mode, module by module
-    ONNXRUNTIME = "onnxruntime"  # the exported step graph (vidrec.streaming.export) in ONNX Runtime
+    ``StepBackend.parse`` accepts a member or its name as a string (``"compiled"``, ``"eager"``, ``"numpy"``,
+    ``"onnxruntime"``; the older spellings ``"torch"`` and ``"torch-eager"`` still mean compiled and eager).
+    """
+
+    COMPILED = "compiled"  # the flat generated step of vidrec.streaming.fastpath (time series); others run eagerly
+    EAGER = "eager"  # eager PyTorch under inference_mode, module by module
     NUMPY = "numpy"  # time series: one NumpyStreamStep per slot (vidrec.streaming.numpy_step), lowest batch-1 latency
+    ONNXRUNTIME = "onnxruntime"  # the exported step graph (vidrec.streaming.export) in ONNX Runtime
+    TORCH = "compiled"  # alias of COMPILED (the name before engines were named for what they are)
+    TORCH_EAGER = "eager"  # alias of EAGER
+
+    @classmethod
+    def _missing_(cls, value: object) -> StepBackend | None:
+        if isinstance(value, str):
+            key = value.strip().lower().replace("_", "-")
+            return _BACKEND_ALIASES.get(key)
+        return None
+
+    @classmethod
+    def parse(cls, value: StepBackend | str) -> StepBackend:
+        """The member for an enum or a string; an unknown name raises ``ValueError`` listing the engines."""
+        if isinstance(value, cls):
+            return value
+        if isinstance(value, str):
+            try:
+                return cls(value)
+            except ValueError:
+                pass
+        names = ", ".join(repr(b.value) for b in cls)
+        raise ValueError(f"unknown streaming engine {value!r}; expected a StepBackend or one of {names}")
+
+
+_BACKEND_ALIASES = {
+    "torch": StepBackend.COMPILED,
+    "torch-eager": StepBackend.EAGER,
+    "onnx": StepBackend.ONNXRUNTIME,
+}
 
 
 @dataclass
@@ -114,7 +148,7 @@ class StreamingClassifier:
         fold_bn: Fold BatchNorm into convolutions and, for time series, the linear classifier in front of the average
             pool (``optimize.fold_linear_head``); exact to float rounding, faster.
         backend: Execution backend of the step.
-        ring_buffers: With the compiled step (``StepBackend.TORCH``, time series), steps of all slots keep every
+        ring_buffers: With the compiled step (``StepBackend.COMPILED``, time series), steps of all slots keep every
             layer's history in ring buffers (``vidrec.streaming.rings``) instead of re-concatenating it: same results,
             faster at small hops.
         dtype: Run the step in this floating dtype instead of the model's (``torch.bfloat16``: approximate, about
@@ -141,12 +175,13 @@ class StreamingClassifier:
         mean: Sequence[float] | None = None,
         std: Sequence[float] | None = None,
         fold_bn: bool = True,
-        backend: StepBackend = StepBackend.TORCH,
+        backend: StepBackend | str = StepBackend.COMPILED,
         ring_buffers: bool = True,
         dtype: torch.dtype | None = None,
         first_output: int | None = None,
     ) -> None:
         _check_streamable(model)
+        backend = StepBackend.parse(backend)
         if capacity < 1:
             raise ValueError(f"capacity must be >= 1, got {capacity}")
         self.model: nn.Module = fold_batchnorm(model) if fold_bn else copy.deepcopy(model).eval()
@@ -196,7 +231,7 @@ class StreamingClassifier:
                 warnings.warn(
                     f"numpy backend unavailable for this model ({err}); using the torch backend", stacklevel=2
                 )
-                backend = StepBackend.TORCH
+                backend = StepBackend.COMPILED
         self.backend = backend
         self._mean, self._std = self._normalisation(mean, std)
         self.capacity = 0
@@ -205,7 +240,7 @@ class StreamingClassifier:
         self._step_fn: StepFn = self._torch_step
         self._compiled: CompiledStep | None = None
         self._rings: RingStep | None = None  # full steps over ring buffers; self._state is then unused
-        if backend is StepBackend.TORCH and not self.frame_shape:
+        if backend is StepBackend.COMPILED and not self.frame_shape:
             self._compiled = self._compile()
             if self._compiled is not None:
                 self._step_fn = self._compiled
