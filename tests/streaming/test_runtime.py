@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from tests.streaming.conftest import randomize_batchnorm
+from vidrec.layers import TemporalAvgPoolHead, TemporalSequential, TemporalWindowOp
 from vidrec.models import StreamableClassifier, build_model, get_model_builder, list_models
 from vidrec.models.resnet1d import ResNet1D, Stage1d
 from vidrec.streaming import StepBackend, StreamingClassifier, fold_batchnorm, to_streaming
@@ -300,10 +301,71 @@ def test_backend_accepts_strings_and_enums(name: object, engine: StepBackend) ->
 
 def test_backend_string_selects_the_engine(tiny_model: nn.Module) -> None:
     rt = to_streaming(tiny_model, 40, 1, backend="numpy")
-    assert rt.backend is StepBackend.NUMPY and rt._numpy is not None
+    assert rt.backend is StepBackend.NUMPY and rt.engine.name == "numpy"
 
 
 @pytest.mark.parametrize("bad", ["nonsense", "", 3])
 def test_unknown_backend_is_an_error_listing_the_engines(tiny_model: nn.Module, bad: object) -> None:
     with pytest.raises(ValueError, match="unknown streaming engine.*'compiled', 'eager', 'numpy', 'onnxruntime'"):
         to_streaming(tiny_model, 40, 1, backend=bad)
+
+
+def test_describe_names_the_engine_and_every_module_it_does_not_lower(
+    tiny_model: nn.Module, caplog: pytest.LogCaptureFixture
+) -> None:
+    plain = to_streaming(tiny_model, 40, 1, backend="compiled").describe()
+    assert plain.engine == "compiled" and plain.ring_buffers and plain.decisions == []
+    assert "every module runs in the compiled engine" in str(plain)
+    tiny_model.stem.layers[2] = nn.GELU()  # no compiled lowering: called as it is inside the compiled step
+    with caplog.at_level("INFO", logger="vidrec.streaming"):
+        rt = to_streaming(tiny_model, 40, 1, backend=StepBackend.COMPILED)
+    desc = rt.describe()
+    assert desc.engine == "compiled" and not desc.ring_buffers
+    assert [(d.part, d.module, d.engine) for d in desc.decisions] == [("stem.layers.2", "GELU", "eager")]
+    assert "stem.layers.2 (GELU): eager" in caplog.text
+
+
+class _TinyVideo(StreamableClassifier):
+    def __init__(self) -> None:
+        super().__init__()
+        self.features = TemporalSequential(
+            TemporalWindowOp(nn.Conv3d(3, 4, (3, 3, 3), padding=(0, 1, 1)), 3), nn.ReLU()
+        )
+        self.pool = TemporalAvgPoolHead()
+        self.classifier = nn.Linear(4, 2)
+        self._init_geometry()
+
+
+def test_video_on_the_compiled_engine_is_a_logged_decision_to_run_eagerly(caplog: pytest.LogCaptureFixture) -> None:
+    torch.manual_seed(0)
+    model = _TinyVideo().eval()
+    with caplog.at_level("INFO", logger="vidrec.streaming"):
+        rt = to_streaming(model, 6, 2, frame_shape=(8, 8))
+    desc = rt.describe()
+    assert desc.requested == "compiled" and desc.engine == "eager"
+    assert desc.decisions[0].part == "" and "time series" in desc.decisions[0].reason
+    assert "the compiled engine cannot run it" in caplog.text
+    x = torch.randn(1, 3, 8, 8, 8)
+    logits, ready = rt.run(x)
+    with torch.no_grad():
+        torch.testing.assert_close(logits[0, -1], model(x[:, :, 2:])[0], atol=1e-5, rtol=0)
+    assert ready[0].tolist() == [False, False, True, True]
+
+
+def test_numpy_and_onnx_engines_refuse_other_devices(tiny_model: nn.Module) -> None:
+    for engine in ("numpy", "onnxruntime"):
+        with pytest.raises(ValueError, match="runs on the CPU only"):
+            to_streaming(tiny_model, 40, 4, backend=engine, device="meta")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+@pytest.mark.parametrize("engine", ["compiled", "eager"])
+def test_cuda_engines_match_the_cpu(tiny_model: nn.Module, engine: str) -> None:
+    x = torch.randn(3, 3, 60)
+    cpu_logits, _ = to_streaming(tiny_model, 40, 4, capacity=3, backend=engine).run(x)
+    rt = to_streaming(tiny_model, 40, 4, capacity=3, backend=engine, device="cuda")
+    assert rt.describe().device.startswith("cuda")
+    cuda_logits, _ = rt.run(x)
+    sub = rt.step(torch.randn(1, 3, 4), [1])  # a subset of slots on the device
+    assert cuda_logits.device.type == "cpu" and sub.logits.shape == (1, 3)
+    torch.testing.assert_close(cuda_logits, cpu_logits, atol=1e-4, rtol=1e-4)

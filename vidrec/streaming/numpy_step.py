@@ -34,6 +34,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
+import torch
 from torch import Tensor, nn
 
 from vidrec.layers.temporal import (
@@ -328,24 +329,50 @@ class NumpyStreamStep:
         model: A converted, configured ``StreamableClassifier`` (e.g. ``StreamingClassifier(m, window, hop).model``:
             eval mode, BatchNorm folded, ``configure_stream`` called). Not modified; weights are copied.
         in_channels: Input channels C; inferred from the first ``nn.Conv1d`` when None.
+        check: Compare the lowered step with the model's eager ``stream_step`` on random hops when built (as the
+            compiled step is checked).
 
     Raises:
         TypeError: the model contains a module or geometry that is not lowered (strided or grouped convolutions,
             other layer types); use the torch backend for it.
         ValueError: ``configure_stream`` has not been called.
+        RuntimeError: the build-time check found the NumPy step differs from the eager one (a lowering bug).
 
     Attributes:
         num_classes: K, the length of the returned logits.
         source: The generated Python source (for inspection).
     """
 
-    def __init__(self, model: nn.Module, in_channels: int | None = None) -> None:
+    def __init__(self, model: nn.Module, in_channels: int | None = None, *, check: bool = True) -> None:
         if in_channels is None:
             conv = next((m for m in model.modules() if isinstance(m, nn.Conv1d)), None)
             if conv is None:
                 raise TypeError(f"numpy_step: {type(model).__name__} has no nn.Conv1d; pass in_channels")
             in_channels = int(conv.in_channels)
         self._init_state(_lower_model(model, in_channels))
+        if check:
+            self._check_against_eager(model)
+            self.reset()
+
+    def _check_against_eager(self, model: nn.Module, atol: float = 1e-4) -> None:
+        """Stream random hops through this step and the model's eager ``stream_step``; raise if logits differ.
+
+        Both start from zero state, so the comparison covers warm-up too (zero history is zero in both); three chunks
+        of two samples (every lowered model has stride 1, so any chunk length streams).
+        """
+        hop = 2
+        gen = torch.Generator().manual_seed(0)
+        with torch.inference_mode():
+            x = torch.randn(1, self.in_channels, hop, generator=gen)
+            state = model.stream_state(x)  # type: ignore[operator]
+            state = [t.zero_() for t in (s.clone() for s in state)]
+            for _ in range(3):
+                x = torch.randn(1, self.in_channels, hop, generator=gen)
+                ye, state = model.stream_step(x, state)  # type: ignore[operator]
+                yn = self.step(x[0].numpy())
+                diff = float(np.abs(ye[0].double().numpy() - yn).max())
+                if diff > atol:
+                    raise RuntimeError(f"numpy streaming step differs from the eager step by {diff:.3g} > {atol}")
 
     def _init_state(self, program: _Program) -> None:
         """Allocate this stream's rings and the per-phase views over them."""
