@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import typing
-
 import numpy as np
 import pytest
 import torch
@@ -11,7 +9,7 @@ from torch import nn
 
 from tests.streaming.conftest import randomize_batchnorm
 from vidrec.layers import TemporalAvgPoolHead, TemporalSequential, TemporalWindowOp
-from vidrec.models import StreamableClassifier, build_model, get_model_builder, list_models
+from vidrec.models import StreamableClassifier, StreamMode, build_model, list_models
 from vidrec.models.resnet1d import ResNet1D, Stage1d
 from vidrec.streaming import StepBackend, StreamingClassifier, fold_batchnorm, to_streaming
 from vidrec.streaming.optimize import count_batchnorm, fold_linear_head
@@ -23,21 +21,9 @@ def _is_video(model: nn.Module) -> bool:
     return any(isinstance(m, (nn.Conv2d, nn.Conv3d, nn.BatchNorm3d)) for m in model.modules())
 
 
-def _streamable_models() -> list[object]:
-    """Registered builders whose annotated return class is a StreamableClassifier (nothing is built here)."""
-    params: list[object] = []
-    for name in list_models():
-        builder = get_model_builder(name)
-        if getattr(builder, "streamable", True) is False or "non-streamable" in (builder.__doc__ or "").lower():
-            continue
-        try:
-            returned = typing.get_type_hints(builder).get("return")
-        except NameError:
-            returned = None
-        if isinstance(returned, type) and not issubclass(returned, StreamableClassifier):
-            continue  # e.g. video models with "same" temporal padding (see test_approximate.py)
-        params.append(name)
-    return params
+def _streamable_models() -> list[str]:
+    """Registered builders whose registry metadata says they stream exactly (nothing is built here)."""
+    return list_models(streams=StreamMode.EXACT)
 
 
 def _build(name: str) -> nn.Module:

@@ -27,7 +27,7 @@ from torch import Tensor, nn
 from vidrec.layers.residual1d import InvertedResidual1d, conv_bn_relu_1d
 from vidrec.layers.temporal import TemporalAvgPoolHead, TemporalSequential
 from vidrec.models._base import StreamableClassifier, check_stream_geometry
-from vidrec.models._registry import register_model
+from vidrec.models._registry import Modality, StreamMode, register_model
 from vidrec.models.resnet1d import ResNet1D, Stage1d
 
 __all__ = ["GuidanceNet1D", "FusionActNet", "fusionactnet"]
@@ -154,7 +154,7 @@ class FusionActNet(StreamableClassifier):
         return self._fuse(*outs), new_state
 
 
-@register_model
+@register_model(streams=StreamMode.EXACT, modality=Modality.TIME_SERIES)
 def fusionactnet(
     *, in_channels: int = 6, num_classes: int = 6, static_classes: list[int] | None = None, dropout: float = 0.2
 ) -> FusionActNet:
