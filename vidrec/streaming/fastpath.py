@@ -13,31 +13,29 @@ residual adds, preallocated outputs. The state tensors are those of the layer pr
 ``(T, B, C)``; ``CompiledStep.to_compiled`` / ``to_protocol`` convert, and ``batch_axes`` tells the runtime where the
 slots are for reset, grow and slot subsets.
 
-Lowered modules: ``TemporalSequential``, ``TemporalResidual``, ``TemporalParallelSum``, ``TemporalWindowOp`` over
-``nn.Conv1d``, ``TemporalAvgPoolHead`` on ``(B, C, T)``, ReLU/ReLU6/identity/dropout, ``nn.Linear``/``nn.Sequential``
-heads, and the 1D residual blocks of ``vidrec.layers.residual1d``. Any other module is called through its own
-``stream_step`` (or ``forward`` when time-free), so lowering never changes results; ``compile_stream_step`` checks the
+Lowered modules: every layer with a lowering registered beside it (``vidrec.layers.lowering``: the containers of
+``vidrec.layers.temporal``, the 1D residual blocks, ``TemporalConcat``, ``TemporalMaxPool1d``; they decompose into
+this target's primitives: ``add``, ``concat``, ``window_max``), and this target's own leaves: ``TemporalWindowOp``
+over ``nn.Conv1d``, ``TemporalAvgPoolHead`` on ``(B, C, T)``, ReLU/ReLU6/identity/dropout, ``nn.Linear``/
+``nn.Sequential`` heads. Any other module is called through its own ``stream_step`` (or ``forward`` when time-free)
+and recorded as a ``LoweringDecision``, so lowering never changes results; ``compile_stream_step`` checks the
 compiled step against the eager one on a random chunk before returning it.
 """
 
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from vidrec.layers.residual1d import InvertedResidual1d
+from vidrec.layers.lowering import lowering_for
 from vidrec.layers.temporal import (
-    ResidualReLU,
     TemporalAvgPoolHead,
     TemporalModule,
-    TemporalParallelSum,
-    TemporalResidual,
-    TemporalSequential,
     TemporalWindowOp,
     is_time_pointwise,
     stream_state_of,
@@ -322,6 +320,29 @@ def _ring_window(p: _Program, s_name: str, keep: int, x: _Value) -> str:
     return f"{s_name}[{base}:{base + keep + n}]"
 
 
+def _lower_window_max(p: _Program, m: nn.Module, x: _Value, kernel: int, stride: int) -> _Value:
+    """Maximum over the last ``kernel`` rows every ``stride`` rows: ``(keep + n, B, C) -> (n / stride, B, C)``."""
+    ex_state = stream_state_of(m, x.example)
+    (s_name,) = p.take_state(ex_state, [True])
+    keep = ex_state[0].shape[2]
+    length = keep + x.example.shape[2]
+    buf = p.name("b")
+    if keep and p.ring_phase is not None:
+        p.emit(f"{buf} = {_ring_window(p, s_name, keep, x)}")  # (keep + n, B, C) view of the ring
+    elif keep:
+        p.emit(f"{buf} = torch.cat([{s_name}, {x.name}], 0)")  # (keep + n, B, C), fresh
+        p.new_state.append(f"{buf}[{length - keep}:]")
+    else:
+        p.emit(f"{buf} = {x.name}")
+        p.new_state.append(s_name)
+    surplus = (length - kernel) % stride
+    y = p.name("v")
+    # (L, B, C) -> (n_out, B, C, kernel) windows -> max over the window
+    p.emit(f"{y} = {buf}[{surplus}:].unfold(0, {kernel}, {stride}).amax(-1)")
+    ex_out, _ = stream_step_of(m, x.example, ex_state)
+    return _Value(y, ex_out, owned=True)
+
+
 def _lower_sum(p: _Program, a: _Value, b: _Value) -> _Value:
     if a.owned:
         p.emit(f"{a.name}.add_({b.name})")
@@ -331,26 +352,38 @@ def _lower_sum(p: _Program, a: _Value, b: _Value) -> _Value:
     return _Value(y, a.example + b.example, owned=True)
 
 
+class _TorchBuilder:
+    """The compiled target of the shared lowering core (``vidrec.layers.lowering.LoweringBuilder``)."""
+
+    target = "compiled"
+
+    def __init__(self, p: _Program) -> None:
+        self.p = p
+
+    def lower(self, module: nn.Module, x: _Value) -> _Value:
+        return _lower(self.p, module, x)
+
+    def shared(self, x: _Value) -> _Value:
+        return _Value(x.name, x.example, owned=False)
+
+    def add(self, a: _Value, b: _Value) -> _Value:
+        return _lower_sum(self.p, a, b)
+
+    def concat(self, values: Sequence[_Value]) -> _Value:
+        p, y = self.p, self.p.name("v")
+        ex = torch.cat([v.example for v in values], dim=1)  # protocol layout (B, C, n)
+        p.emit(f"{y} = torch.cat([{', '.join(v.name for v in values)}], {2 if ex.dim() == 3 else 1})")
+        return _Value(y, ex, owned=True)
+
+    def window_max(self, module: nn.Module, x: _Value, kernel: int, stride: int) -> _Value:
+        return _lower_window_max(self.p, module, x, kernel, stride)
+
+
 def _lower(p: _Program, m: nn.Module, x: _Value) -> _Value:
     """Emit the streaming step of ``m`` on ``x``; returns the output value."""
-    if isinstance(m, TemporalSequential):
-        for child in m.layers:
-            x = _lower(p, child, x)
-        return x
-    if isinstance(m, TemporalResidual):
-        shared = _Value(x.name, x.example, owned=False)
-        y = _lower(p, m.branch, shared)
-        z = _lower(p, m.shortcut, shared)
-        return _lower_sum(p, y, z)
-    if isinstance(m, TemporalParallelSum):
-        shared = _Value(x.name, x.example, owned=False)
-        ya = _lower(p, m.a, shared)
-        yb = _lower(p, m.b, shared)
-        return _lower_sum(p, ya, yb)
-    if isinstance(m, ResidualReLU):
-        return _lower(p, m.relu, _lower(p, m.residual, x))
-    if isinstance(m, InvertedResidual1d):
-        return _lower(p, m.body, x)
+    lowering = lowering_for(m, "compiled")
+    if lowering is not None:
+        return lowering(_TorchBuilder(p), m, x)  # type: ignore[no-any-return]
     if isinstance(m, TemporalWindowOp) and isinstance(m.op, nn.Conv1d) and x.example.dim() == 3:
         conv = m.op
         if conv.padding_mode == "zeros" and conv.padding in (0, (0,), "valid"):

@@ -9,34 +9,14 @@ straight-line code. A module an engine does not lower is never skipped silently:
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 
 from torch import nn
+
+from vidrec.layers.lowering import LoweringDecision
 
 __all__ = ["LoweringDecision", "logger", "module_names"]
 
 logger = logging.getLogger("vidrec.streaming")
-
-
-@dataclass(frozen=True)
-class LoweringDecision:
-    """Which engine runs a part of the model, and why it is not the requested one.
-
-    Attributes:
-        part: Qualified name of the module in the converted model (``""``: the whole model).
-        module: Its class name.
-        engine: The engine that runs it (``"eager"`` for a module called through its own ``stream_step``).
-        reason: Why the requested engine does not run it.
-    """
-
-    part: str
-    module: str
-    engine: str
-    reason: str
-
-    def __str__(self) -> str:
-        where = self.part or "<model>"
-        return f"{where} ({self.module}): {self.engine} - {self.reason}"
 
 
 def module_names(model: nn.Module) -> dict[int, str]:
