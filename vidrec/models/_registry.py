@@ -7,8 +7,8 @@ Each builder also carries a ``ModelInfo`` (``model_info(name)``): whether the mo
 streams exactly, its modality and its named inputs. Give them in the keyword form,
 ``@register_model(streams=StreamMode.EXACT, modality=Modality.VIDEO, inputs=("rgb", "flow"))``; the plain form
 infers them without building anything: ``streams`` is ``EXACT`` when the builder's return annotation is a
-``StreamableClassifier`` (else ``NONE``), ``modality`` is ``None`` (unknown), ``inputs`` is ``("x",)``. Tests
-parametrise over this metadata (``list_models(streams=StreamMode.EXACT)``), not over docstrings.
+``StreamableClassifier`` or ``ParallelClassifiers`` (else ``NONE``), ``modality`` is ``None`` (unknown), ``inputs``
+is ``("x",)``. Tests parametrise over this metadata (``list_models(streams=StreamMode.EXACT)``), not over docstrings.
 """
 
 from __future__ import annotations
@@ -77,7 +77,7 @@ F = TypeVar("F", bound=Callable[..., nn.Module])
 
 
 def _inferred_streams(fn: Callable[..., nn.Module]) -> StreamMode:
-    from vidrec.models._base import StreamableClassifier
+    from vidrec.models._base import ParallelClassifiers, StreamableClassifier
 
     try:
         returned = typing.get_type_hints(fn).get("return")
@@ -85,7 +85,7 @@ def _inferred_streams(fn: Callable[..., nn.Module]) -> StreamMode:
         return StreamMode.NONE
     return (
         StreamMode.EXACT
-        if isinstance(returned, type) and issubclass(returned, StreamableClassifier)
+        if isinstance(returned, type) and issubclass(returned, (StreamableClassifier, ParallelClassifiers))
         else StreamMode.NONE
     )
 

@@ -39,7 +39,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from vidrec.streaming.engines import CompiledEngine, StepBackend, StepEngine, build_engine
+from vidrec.models._base import ParallelClassifiers
+from vidrec.streaming.engines import StepBackend, StepEngine, build_engine
 from vidrec.streaming.lowering import LoweringDecision
 from vidrec.streaming.optimize import fold_batchnorm, fold_linear_head
 
@@ -179,8 +180,9 @@ class StreamingClassifier:
             raise ValueError(f"capacity must be >= 1, got {capacity}")
         self.device = torch.device(device)
         self.model: nn.Module = fold_batchnorm(model) if fold_bn else copy.deepcopy(model).eval()
-        if fold_bn:
-            fold_linear_head(self.model)  # the pool buffers K logits per position instead of C features
+        if fold_bn:  # the pool buffers K logits per position instead of C features (each member of an ensemble)
+            for part in self.model.members() if isinstance(self.model, ParallelClassifiers) else [self.model]:
+                fold_linear_head(part)
         if dtype is not None:
             if dtype not in _FLOAT_DTYPES:
                 raise ValueError(f"dtype must be one of {sorted(str(d) for d in _FLOAT_DTYPES)}, got {dtype}")
@@ -242,7 +244,7 @@ class StreamingClassifier:
 
     def describe(self) -> EngineDescription:
         """Which engine runs the model, on which device, and every part it does not run itself (with the reason)."""
-        rings = isinstance(self.engine, CompiledEngine) and self.engine.rings is not None
+        rings = bool(getattr(self.engine, "uses_rings", False))
         return EngineDescription(
             requested=self.requested_backend.value,
             engine=self.engine.name,
@@ -255,7 +257,7 @@ class StreamingClassifier:
     @property
     def compiled(self) -> bool:
         """True when steps run through the compiled flat step."""
-        return isinstance(self.engine, CompiledEngine)
+        return self.engine.name == "compiled"
 
     @property
     def num_state_tensors(self) -> int:

@@ -22,13 +22,14 @@ from vidrec.streaming.engines.base import (
     TensorStateEngine,
     logger,
 )
-from vidrec.streaming.engines.compiled import CompiledEngine
+from vidrec.streaming.engines.compiled import CompiledEngine, CompiledParallelEngine
 from vidrec.streaming.engines.eager import EagerEngine
 from vidrec.streaming.engines.numpy import NumpyEngine
 from vidrec.streaming.engines.onnx import OnnxRuntimeEngine
 
 __all__ = [
     "CompiledEngine",
+    "CompiledParallelEngine",
     "EagerEngine",
     "EngineUnavailable",
     "LoweringDecision",
@@ -83,8 +84,14 @@ def build_engine(
     if kind is StepBackend.ONNXRUNTIME:
         return OnnxRuntimeEngine(model, window, chunk_shape, dtype, device)
     if kind is StepBackend.COMPILED:
+        from vidrec.models._base import ParallelClassifiers
+
         try:
-            engine = CompiledEngine(model, chunk_shape, dtype, device, ring_buffers=ring_buffers)
+            engine: CompiledEngine | CompiledParallelEngine
+            if isinstance(model, ParallelClassifiers):
+                engine = CompiledParallelEngine(model, chunk_shape, dtype, device, ring_buffers=ring_buffers)
+            else:
+                engine = CompiledEngine(model, chunk_shape, dtype, device, ring_buffers=ring_buffers)
             engine.decisions = decisions + engine.decisions
             return engine
         except EngineUnavailable as err:

@@ -11,14 +11,17 @@ it eagerly and says so).
 
 from __future__ import annotations
 
+from dataclasses import replace
+
+import numpy as np
 import torch
 from torch import Tensor, nn
 
-from vidrec.streaming.engines.base import EngineUnavailable, State, TensorStateEngine, logger
+from vidrec.streaming.engines.base import EngineUnavailable, LoweringDecision, State, TensorStateEngine, logger
 from vidrec.streaming.fastpath import CompiledStep, compile_stream_step
 from vidrec.streaming.rings import RingStep
 
-__all__ = ["CompiledEngine"]
+__all__ = ["CompiledEngine", "CompiledParallelEngine"]
 
 
 class CompiledEngine(TensorStateEngine):
@@ -65,6 +68,11 @@ class CompiledEngine(TensorStateEngine):
         if ring_buffers and self.compiled.num_opaque == 0:
             self.rings = RingStep(model, self.compiled, chunk)
 
+    @property
+    def uses_rings(self) -> bool:
+        """True when full steps keep layer histories in ring buffers."""
+        return self.rings is not None
+
     def _to_engine(self, state: State) -> State:
         return self.compiled.to_compiled(state)
 
@@ -87,3 +95,84 @@ class CompiledEngine(TensorStateEngine):
         if self.rings is not None:
             return self.rings(x)
         return super()._full_step(x)
+
+
+class CompiledParallelEngine:
+    """The compiled engine of a ``ParallelClassifiers``: one engine per member (compiled where it lowers), then fuse.
+
+    A member the fast path cannot take runs in an eager engine of its own, recorded as a ``LoweringDecision`` with
+    the member's name. State, slots and resets are each member's; ``state()`` concatenates them in member order,
+    the layout of ``ParallelClassifiers.stream_state``.
+
+    Args:
+        model: The converted, configured ``ParallelClassifiers``.
+        chunk_shape: ``(C, hop)``.
+        dtype: Step dtype.
+        device: Step device.
+        ring_buffers: Ring buffers for the full steps of each compiled member.
+    """
+
+    name = "compiled"
+
+    def __init__(
+        self,
+        model: nn.Module,
+        chunk_shape: tuple[int, ...],
+        dtype: torch.dtype,
+        device: torch.device,
+        *,
+        ring_buffers: bool = True,
+    ) -> None:
+        from vidrec.streaming.engines.eager import EagerEngine
+
+        if len(chunk_shape) != 2:
+            raise EngineUnavailable(
+                f"the compiled engine lowers time series chunks (C, hop); got frames of shape {chunk_shape[2:]}"
+            )
+        self.model = model
+        self.capacity = 0
+        self.decisions: list[LoweringDecision] = []
+        self.members: list[TensorStateEngine] = []
+        for name, member in zip(model.member_names, model.members()):  # type: ignore[operator,arg-type]
+            try:
+                engine: TensorStateEngine = CompiledEngine(
+                    member, chunk_shape, dtype, device, ring_buffers=ring_buffers
+                )
+                self.decisions += [replace(d, part=f"{name}.{d.part}" if d.part else name) for d in engine.decisions]
+            except EngineUnavailable as err:
+                decision = LoweringDecision(name, type(member).__name__, "eager", f"not lowered: {err}")
+                logger.info("compiled engine: %s", decision)
+                self.decisions.append(decision)
+                engine = EagerEngine(member, chunk_shape, dtype, device)
+            self.members.append(engine)
+
+    @property
+    def uses_rings(self) -> bool:
+        """True when every member steps over ring buffers."""
+        return all(getattr(e, "uses_rings", False) for e in self.members)
+
+    @property
+    def num_state_tensors(self) -> int:
+        """State tensors of all members."""
+        return sum(e.num_state_tensors for e in self.members)
+
+    def state(self) -> State:
+        """The members' protocol state, concatenated in member order."""
+        return [t for e in self.members for t in e.state()]
+
+    def grow(self, capacity: int) -> None:
+        """Grow every member's slots."""
+        for e in self.members:
+            e.grow(capacity)
+        self.capacity = max(self.capacity, capacity)
+
+    def reset(self, slots: np.ndarray | None) -> None:
+        """Reset ``slots`` in every member."""
+        for e in self.members:
+            e.reset(slots)
+
+    def step(self, x: Tensor, slots: np.ndarray | None) -> Tensor:
+        """Step every member on ``x`` and fuse their logits by the model's rule."""
+        outs = [e.step(x, slots) for e in self.members]
+        with torch.inference_mode():
+            return self.model.fuse(outs)  # type: ignore[operator,no-any-return]
