@@ -160,6 +160,7 @@ def compare_trees(args: argparse.Namespace) -> None:
             env = {**os.environ, "PYTHONPATH": os.path.abspath(tree)}
             out = subprocess.run(child, env=env, check=True, capture_output=True, text=True).stdout
             runs[tree].append(json.loads(out.strip().splitlines()[-1]))
+            print(f"# {tree}: {json.dumps(runs[tree][-1])}", flush=True)  # each run as it arrives
     keys = list(runs[args.compare[0]][0])
     medians = {t: {k: float(np.median([r[k] for r in rs])) for k in keys} for t, rs in runs.items()}
     base = args.compare[0]
