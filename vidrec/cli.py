@@ -116,10 +116,12 @@ def _lightning_main(args: Sequence[str], run: bool = True) -> VidrecCLI:
 
 def _extra_commands() -> dict[str, tuple[str, Callable[[argparse.ArgumentParser], None]]]:
     """Subcommands outside LightningCLI: name -> (help, function that fills the subcommand's parser)."""
+    from datamodules.features import command as features_command
     from vidrec import demo
 
     return {
         "demo": ("run an end-to-end example job on real data", demo.add_arguments),
+        "extract-features": ("per-frame features of every video of a data set", features_command.add_extract_parser),
     }
 
 
@@ -131,6 +133,9 @@ def _data_parser(parser: argparse.ArgumentParser) -> None:
     from datamodules.video import command as video_command
 
     video_command.add_parser(sub)
+    from datamodules.features import command as features_command
+
+    features_command.add_data_parsers(sub)
 
 
 def build_extra_parser() -> argparse.ArgumentParser:
@@ -159,6 +164,7 @@ def _usage() -> str:
         "other commands (`vidrec COMMAND --help`):\n"
         "  demo har                          prepare HAPT, train, test and print a report\n"
         "  data DATASET ...                  convert or generate data sets (hapt, uci-har, uea, generic, ...)\n"
+        "  extract-features LAYOUT ...       per-frame feature file of a video data set (TS-LSTM input)\n"
         "  stream | evaluate-streaming | export-stream   streaming inference from a checkpoint\n"
     )
 
