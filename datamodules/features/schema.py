@@ -116,11 +116,12 @@ class FeatureWriter:
         attrs = self._h5.attrs
         if "schema" in attrs:
             _check_schema(self._h5, self.path)
-            if attrs["extractor_hash"] != info.extractor_hash or int(attrs["feature_dim"]) != info.feature_dim:
+            theirs, their_dim = str(attrs["extractor_hash"]), int(attrs["feature_dim"])
+            if theirs != info.extractor_hash or their_dim != info.feature_dim:
                 self._h5.close()
                 raise FeatureFileError(
-                    f"{self.path}: written by another extractor (extractor_hash {attrs['extractor_hash'][:12]}, "
-                    f"feature_dim {attrs['feature_dim']}); expected {info.extractor_hash[:12]}, D={info.feature_dim}. "
+                    f"{self.path}: written by another extractor (extractor_hash {theirs[:12]}, feature_dim "
+                    f"{their_dim}); expected {info.extractor_hash[:12]}, D={info.feature_dim}. "
                     "Write to a new file or delete this one"
                 )
         else:
