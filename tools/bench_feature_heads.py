@@ -1,6 +1,6 @@
 """Figures of the feature-sequence heads (TS-LSTM, Temporal-Inception, mean pool, frame LSTM), one run each.
 
-    python tools/bench_feature_heads.py accuracy  [--workdir runs/bench_feature_heads]   ordered events, vidrec fit/test
+    python tools/bench_feature_heads.py accuracy  [--workdir runs/bench_feature_heads] [--heads ...]  vidrec fit/test
     python tools/bench_feature_heads.py train     [--dim 4096] [--batch 32] [--steps 20]  training samples/s per head
     python tools/bench_feature_heads.py stream    [--dim 4096] [--steps 50]               streaming cost and exactness
 
@@ -29,7 +29,7 @@ HEADS = ["mean_pool_linear", "frame_lstm", "ts_lstm", "temporal_inception"]
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def accuracy(workdir: Path) -> None:
+def accuracy(workdir: Path, heads: list[str]) -> None:
     """Ordered events: test accuracy of each head (vidrec fit + vidrec test with the shipped configs)."""
     import os
 
@@ -40,7 +40,7 @@ def accuracy(workdir: Path) -> None:
     data = generate_ordered_events(workdir / "ordered_events.h5", OrderedEventsSettings(events=3, feature_dim=64))
     os.chdir(workdir)
     rows = []
-    for head in HEADS:
+    for head in heads:
         config = str(ROOT / "configs" / "video" / f"ordered_events_{head}.yaml")
         common = ["-c", config, "--data.init_args.path", str(data), "--trainer.enable_progress_bar", "false"]
         start = time.perf_counter()
@@ -135,11 +135,12 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--heads", nargs="+", choices=HEADS, default=HEADS, help="accuracy: heads to train")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.figure == "accuracy":
-        accuracy(args.workdir.resolve())
+        accuracy(args.workdir.resolve(), args.heads)
     elif args.figure == "train":
         train(args.dim, args.batch, args.steps)
     else:
