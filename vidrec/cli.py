@@ -98,62 +98,79 @@ class VidrecCLI(LightningCLI):
                 init.version = self.version
 
 
-def _lightning_main(args: Sequence[str], run: bool = True) -> VidrecCLI:
+class _DropTips(logging.Filter):
+    """Drops Lightning's advertising tips (``"💡 Tip: ... install litlogger"``) from a normal run's output."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("💡 Tip")
+
+
+def _quiet_run_output() -> None:
+    """Silence what greets every run without concerning it (each filter names its source)."""
     # TensorBoard and CSV share the run folder on purpose; the CSV logger warns that it is not empty.
     warnings.filterwarnings("ignore", message="Experiment logs directory .* exists and is not empty")
-    version = time.strftime("%Y%m%d-%H%M%S")
-    VidrecCLI.version = version
-    return VidrecCLI(
-        Classification,
-        LightningDataModule,
-        subclass_mode_data=True,
-        trainer_defaults=trainer_defaults(),
-        save_config_kwargs={"overwrite": True},
-        args=list(args),
-        run=run,
-    )
+    # Lightning's own pytree helper calls a torch API deprecated in torch 2.10 (lightning/pytorch/utilities/_pytree.py)
+    warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
+    # every run writes a new version folder, so a checkpoint resumed or tested from another run's folder always has
+    # another dirpath; ModelCheckpoint's note about it says nothing the user did not ask for
+    warnings.filterwarnings("ignore", message="The dirpath has changed from")
+    rank_zero = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    if not any(isinstance(f, _DropTips) for f in rank_zero.filters):
+        rank_zero.addFilter(_DropTips())
 
 
-def _extra_commands() -> dict[str, tuple[str, Callable[[argparse.ArgumentParser], None]]]:
-    """Subcommands outside LightningCLI: name -> (help, function that fills the subcommand's parser)."""
-    from datamodules.features import command as features_command
-    from vidrec import demo
+def _lightning_main(args: Sequence[str], run: bool = True) -> VidrecCLI:
+    """Run LightningCLI on ``args`` (a subcommand and its options)."""
+    _quiet_run_output()
+    VidrecCLI.version = time.strftime("%Y%m%d-%H%M%S")
+    # LightningCLI reads sys.argv[1:] when args is None; handing it `args` through sys.argv (restored after) instead
+    # of `args=` avoids its "args and command line arguments both given" warning when the two hold the same thing.
+    argv = sys.argv
+    sys.argv = [argv[0] if argv else "vidrec", *args]
+    try:
+        return VidrecCLI(
+            Classification,
+            LightningDataModule,
+            subclass_mode_data=True,
+            trainer_defaults=trainer_defaults(),
+            save_config_kwargs={"overwrite": True},
+            run=run,
+        )
+    finally:
+        sys.argv = argv
 
-    return {
-        "demo": ("run an end-to-end example job on real data", demo.add_arguments),
-        "extract-features": ("per-frame features of every video of a data set", features_command.add_extract_parser),
-    }
 
-
-def _data_parser(parser: argparse.ArgumentParser) -> None:
-    sub = parser.add_subparsers(dest="dataset", required=True, metavar="DATASET")
+def _add_data_parser(subparsers: argparse._SubParsersAction) -> None:
+    """``vidrec data DATASET ...``: the converters and generators of both data packages."""
     from datamodules.timeseries.converters import command as timeseries_command
-
-    timeseries_command.add_data_subcommands(sub)
     from datamodules.video import command as video_command
 
-    video_command.add_parser(sub)
+    parser = subparsers.add_parser("data", help="convert or generate data sets")
+    datasets = parser.add_subparsers(dest="dataset", required=True, metavar="DATASET")
+    timeseries_command.add_data_subcommands(datasets)
+    video_command.add_parser(datasets)
     from datamodules.features import command as features_command
 
-    features_command.add_data_parsers(sub)
+    features_command.add_data_parsers(datasets)
+
+
+def _command_registrars() -> list[Callable[[argparse._SubParsersAction], None]]:
+    """The non-Lightning commands, one convention: ``add_parser(subparsers)`` adds the command's subcommand(s) to
+    the ``vidrec`` parser and sets ``func`` (called with the parsed namespace) on every leaf parser."""
+    from datamodules.features import command as features_command
+    from vidrec import demo
+    from vidrec.streaming import command as streaming_command
+
+    return [demo.add_parser, _add_data_parser, streaming_command.add_parser, features_command.add_parser]
 
 
 def build_extra_parser() -> argparse.ArgumentParser:
     """The argparse parser of the non-Lightning subcommands."""
     parser = argparse.ArgumentParser(prog="vidrec")
     sub = parser.add_subparsers(dest="command", required=True)
-    for name, (help_text, fill) in _extra_commands().items():
-        fill(sub.add_parser(name, help=help_text))
-    _data_parser(sub.add_parser("data", help="convert or generate data sets"))
-    for fill_streaming in _streaming_parsers():
-        fill_streaming(sub)
+    for register in _command_registrars():
+        register(sub)
     return parser
-
-
-def _streaming_parsers() -> list[Callable[[Any], None]]:
-    from vidrec.streaming import command as streaming_command
-
-    return [streaming_command.add_parser]
 
 
 def _usage() -> str:

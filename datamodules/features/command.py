@@ -14,9 +14,15 @@ import argparse
 import sys
 from pathlib import Path
 
-__all__ = ["add_extract_parser", "add_data_parsers"]
+__all__ = ["add_parser", "add_extract_parser", "add_data_parsers"]
 
 _LAYOUTS = ["ucf101", "hmdb51", "kinetics", "class-folders"]
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """Register ``vidrec extract-features`` on the ``vidrec`` subparsers."""
+    help_text = "per-frame features of every video of a data set"
+    add_extract_parser(subparsers.add_parser("extract-features", help=help_text))
 
 
 def add_extract_parser(parser: argparse.ArgumentParser) -> None:

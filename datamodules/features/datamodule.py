@@ -27,6 +27,7 @@ from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, Dataset
 
 from datamodules.features.schema import FeatureFileError, FeatureReader, VideoFeatures
+from vidrec.spec import ChannelNormalization, DeploymentSpec, Modality, SplitSpec
 
 __all__ = ["FeatureSequenceDataset", "FeatureDataModule", "segment_rows"]
 
@@ -181,14 +182,22 @@ class FeatureDataModule(LightningDataModule):
         """Same as the test loader."""
         return self._loader("test", False)
 
-    def export_metadata(self) -> dict[str, Any]:
-        """Written into checkpoints: where the features came from and how samples were taken."""
-        return {
-            "kind": "features",
-            "features": str(self.path),
-            "feature_dim": self.feature_dim,
-            "num_frames": self.num_frames,
-            "window": self.num_frames,
-            "extractor_hash": self.reader.info.extractor_hash,
-            "sampling": self.reader.info.sampling,
-        }
+    def deployment_spec(self) -> DeploymentSpec:
+        """How a head trained here is fed: ``(D, num_frames)`` feature sequences, no normalisation, official split.
+
+        ``data_path`` is the feature file; the extractor behind it is in the file's root attributes (its
+        ``extractor_hash`` names it). Streaming a head over a live feature stream uses every frame (``hop = 1``).
+        """
+        return DeploymentSpec(
+            modality=Modality.TIMESERIES,
+            window=self.num_frames,
+            hop=1,
+            eval_hop=1,
+            rate=0.0,
+            channels=[f"feature{i}" for i in range(self.feature_dim)],
+            normalization=ChannelNormalization.identity(self.feature_dim),
+            class_names=list(self.class_names),
+            label_policy="video",
+            split=SplitSpec(mode="official"),
+            data_path=str(self.path),
+        )

@@ -19,6 +19,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader
 
@@ -37,6 +38,7 @@ from datamodules.video.layouts import (
     parse_ucf101_classes,
 )
 from datamodules.video.transforms import EvalClipTransform, TrainClipTransform, TransformSettings
+from vidrec.spec import ChannelNormalization, DeploymentSpec, Modality, SplitSpec
 
 __all__ = [
     "VideoClipDataModule",
@@ -187,6 +189,36 @@ class VideoClipDataModule(LightningDataModule, abc.ABC):
         """Same views as the test loader."""
         return self._loader(Split.TEST, train=False)
 
+    def _source_args(self) -> dict[str, Any]:
+        """The constructor arguments that name the videos and their split (``deployment_spec().data_source``)."""
+        return {"root": str(self.root)}
+
+    def deployment_spec(self) -> DeploymentSpec:
+        """How a deployed model is fed: clip length and frame rate, frame size, normalisation, the test split.
+
+        Streams step one clip frame at a time (``hop = eval_hop = 1``); ``data_source`` rebuilds this data module's
+        test split for ``vidrec evaluate-streaming``.
+        """
+        cls = type(self)
+        fold = int(getattr(self, "fold", 0))
+        return DeploymentSpec(
+            modality=Modality.VIDEO,
+            window=self.clip.frames_per_clip,
+            hop=1,
+            eval_hop=1,
+            rate=float(self.clip.target_fps or 0.0),
+            channels=["R", "G", "B"],
+            normalization=ChannelNormalization(np.asarray(self.transform.mean), np.asarray(self.transform.std)),
+            class_names=list(self.class_names),
+            label_policy="video",
+            split=SplitSpec(mode="official", fold=fold),
+            data_path=str(self.root),
+            frame_size=(self.transform.crop_size, self.transform.crop_size),
+            short_side=self.transform.test_short_side,
+            frame_stride=self.clip.frame_stride,
+            data_source={"class_path": f"{cls.__module__}.{cls.__qualname__}", "init_args": self._source_args()},
+        )
+
 
 class UCF101DataModule(VideoClipDataModule):
     """UCF101 official splits (Soomro et al., 2012).
@@ -208,6 +240,9 @@ class UCF101DataModule(VideoClipDataModule):
 
     def _read_class_names(self) -> list[str]:
         return parse_ucf101_classes(self.annotation_dir)
+
+    def _source_args(self) -> dict[str, Any]:
+        return {"root": str(self.root), "annotation_dir": str(self.annotation_dir), "fold": self.fold}
 
     def _index(self, split: Split) -> VideoIndex:
         return parse_ucf101(self.root, self.annotation_dir, split, self.fold)
@@ -232,6 +267,9 @@ class HMDB51DataModule(VideoClipDataModule):
 
     def _read_class_names(self) -> list[str]:
         return parse_hmdb51_classes(self.annotation_dir, self.fold)
+
+    def _source_args(self) -> dict[str, Any]:
+        return {"root": str(self.root), "annotation_dir": str(self.annotation_dir), "fold": self.fold}
 
     def _index(self, split: Split) -> VideoIndex:
         return parse_hmdb51(self.root, self.annotation_dir, split, self.fold)
@@ -264,6 +302,9 @@ class KineticsDataModule(VideoClipDataModule):
 
     def _read_class_names(self) -> list[str]:
         return parse_kinetics_classes(self.annotation_dir)
+
+    def _source_args(self) -> dict[str, Any]:
+        return {"root": str(self.root), "annotation_dir": str(self.annotation_dir), "test_split": self.test_split.value}
 
     def _index(self, split: Split) -> VideoIndex:
         return parse_kinetics(self.root, self.annotation_dir, self.test_split if split is Split.TEST else split)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
+
+from vidrec.spec import DeploymentSpec
 
 __all__ = ["LoadedClassifier", "load_checkpoint"]
 
@@ -18,12 +20,25 @@ class LoadedClassifier:
 
     model: nn.Module  # the network (no Lightning), eval mode, on CPU
     class_names: list[str]  # label k -> name
-    data: dict[str, Any] = field(default_factory=dict)  # datamodule metadata: window, hop, context, mean, std, ...
+    spec: DeploymentSpec | None = None  # window, hop, rate, inputs, normalisation, label policy, split; None: unknown
     path: str = ""
+
+    def require_spec(self) -> DeploymentSpec:
+        """The deployment spec, or an error naming the checkpoint when it has none."""
+        if self.spec is None:
+            raise ValueError(
+                f"{self.path}: the checkpoint has no deployment spec (it was trained without a vidrec data module, "
+                "which writes one); retrain it with `vidrec fit -c CONFIG`"
+            )
+        return self.spec
 
 
 def load_checkpoint(path: str | Path) -> LoadedClassifier:
-    """Rebuild the model of a checkpoint written by ``vidrec fit`` (its config is stored inside).
+    """Rebuild the model of a ``vidrec fit`` checkpoint (its config is stored inside) and its deployment spec.
+
+    Checkpoints written before deployment specs existed stored the data settings (window, hop, context, rate,
+    channels, normalisation, label policy) but not the split: their spec is derived from those settings with
+    ``split=None``, enough to stream and export; ``evaluate-streaming`` refuses them with an error that says so.
 
     Raises:
         FileNotFoundError: the file does not exist.
@@ -44,4 +59,14 @@ def load_checkpoint(path: str | Path) -> LoadedClassifier:
     model = task.model.eval()
     k = meta.get("num_classes")
     names = meta.get("class_names") or [str(i) for i in range(k or 0)]
-    return LoadedClassifier(model=model, class_names=list(names), data=dict(meta.get("data") or {}), path=str(file))
+    return LoadedClassifier(
+        model=model, class_names=list(names), spec=_spec(meta, list(names), str(file)), path=str(file)
+    )
+
+
+def _spec(meta: dict[str, Any], class_names: list[str], where: str) -> DeploymentSpec | None:
+    if meta.get("spec") is not None:
+        return DeploymentSpec.from_dict(meta["spec"], where)
+    if meta.get("data"):  # written before specs existed: derived from the stored data settings, split unknown
+        return DeploymentSpec.from_legacy_metadata(meta["data"], class_names, where)
+    return None

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, cast
 
@@ -127,6 +128,10 @@ class Classification(LightningModule):
             )
         self.class_names = list(getattr(dm, "class_names", None) or [str(i) for i in range(self.num_classes)])
         self._build_metrics(self.num_classes)
+        spec_fn = getattr(dm, "deployment_spec", None)
+        if self.example_input_array is None and callable(spec_fn):
+            # one input of the deployed shape: Lightning's model summary then reports real FLOPs and sizes
+            self.example_input_array = torch.zeros(1, *spec_fn().input_shape)
 
     def configure_optimizers(self) -> Any:
         optimizer = self.optimizer_factory(self.parameters())
@@ -239,7 +244,7 @@ class Classification(LightningModule):
             counts = per.setdefault(str(entry["subject"]), [0, 0])
             counts[0] += int(ok)
             counts[1] += 1
-        return {k: {"acc": c / n, "windows": float(n)} for k, (c, n) in sorted(per.items(), key=lambda kv: kv[0])}
+        return {k: {"acc": per[k][0] / per[k][1], "windows": float(per[k][1])} for k in subject_order(per)}
 
     def on_test_epoch_end(self) -> None:
         per_class = self.test_per_class.compute()
@@ -279,12 +284,13 @@ class Classification(LightningModule):
 
     # ------------------------------------------------------------------------------------------ checkpoints
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # the deployment spec (vidrec.spec) as plain types: torch.load(weights_only=True) reads it
         dm = getattr(self._trainer, "datamodule", None)
-        export = getattr(dm, "export_metadata", None)
+        spec_fn = getattr(dm, "deployment_spec", None)
         checkpoint["vidrec"] = {
             "class_names": self.class_names,
             "num_classes": self.num_classes,
-            "data": export() if callable(export) else {},
+            "spec": spec_fn().to_dict() if callable(spec_fn) else None,
         }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -293,6 +299,16 @@ class Classification(LightningModule):
             self.num_classes = meta["num_classes"]
             self._build_metrics(self.num_classes)
         self.class_names = meta.get("class_names")
+
+
+def subject_order(subjects: Iterable[str]) -> list[str]:
+    """Subject ids in numeric order (2 before 10), then ids that are not integers in text order."""
+
+    def key(text: str) -> tuple[bool, int, str]:
+        numeric = text.lstrip("-").isdigit()
+        return (not numeric, int(text) if numeric else 0, text)
+
+    return sorted(subjects, key=key)
 
 
 def _finite(x: Tensor) -> float | None:

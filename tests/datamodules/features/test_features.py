@@ -133,7 +133,8 @@ def test_datamodule_splits_jitter_and_skips(tmp_path: Path) -> None:
     torch.testing.assert_close(first, dm.datasets["val"][0]["inputs"])  # deterministic evaluation
     draws = {tuple(dm.datasets["train"][0]["inputs"][0].tolist()) for _ in range(10)}
     assert len(draws) > 1  # jittered training rows
-    assert dm.export_metadata()["feature_dim"] == 8
+    spec = dm.deployment_spec()
+    assert (spec.window, spec.input_shape, spec.data_path) == (6, (8, 6), str(path))
 
 
 def test_render_mean_does_not_depend_on_the_order() -> None:
