@@ -108,9 +108,21 @@ def test_unknown_class_fails_at_start(workdir: Path, capsys: pytest.CaptureFixtu
     assert "NoSuchNet" in capsys.readouterr().err
 
 
-def test_missing_data_file_names_the_command(tmp_path: Path) -> None:
-    with pytest.raises(Exception, match="vidrec data"):
-        main(["fit", "-c", CONFIG, "--data.init_args.path", str(tmp_path / "missing.h5")])
+def test_missing_data_file_names_the_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    missing = tmp_path / "missing.h5"
+    assert main(["fit", "-c", CONFIG, "--data.init_args.path", str(missing)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [
+        f"{missing} not found, create it with `vidrec data hapt|basicmotions|uci-har|uea|generic ... --out {missing}`"
+    ]
+
+
+def test_a_fresh_clone_is_told_how_to_create_the_data(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert main(["fit", "-c", str(ROOT / "configs/har/hapt_resnet1d.yaml")]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == ["data/hapt.h5 not found, create it with `vidrec data hapt`"]
 
 
 @pytest.mark.parametrize("config", sorted(p.relative_to(ROOT).as_posix() for p in (ROOT / "configs").rglob("*.yaml")))

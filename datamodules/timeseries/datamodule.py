@@ -23,8 +23,9 @@ from typing import Any
 
 import lightning as L
 import numpy as np
-from torch.utils.data import DataLoader, WeightedRandomSampler
+from torch.utils.data import DataLoader
 
+from datamodules.samplers import EpochRandomSampler, EpochWeightedRandomSampler, loader_generator, run_seed
 from datamodules.timeseries.dataset import (
     ChannelNormalization,
     ContextPadding,
@@ -403,6 +404,15 @@ class HDF5WindowDataModule(L.LightningDataModule):
             self.input_length,
             dict(zip(self.class_names, counts.tolist())),
         )
+        if table.too_short:
+            log.warning(
+                "%s: %s split: %d of %d recordings are shorter than a window (%d samples) and were skipped",
+                self.path,
+                name,
+                table.too_short,
+                len(recs),
+                self.input_length,
+            )
 
     # ----------------------------------------------------------------------------------------- dataloaders
     def _dataset(self, name: str) -> WindowDataset:
@@ -422,14 +432,18 @@ class HDF5WindowDataModule(L.LightningDataModule):
         )
 
     def train_dataloader(self) -> DataLoader:
-        """Shuffled (or class-balanced) training windows."""
+        """Shuffled (or class-balanced) training windows; each epoch's order is a function of (run seed, epoch)."""
         dataset = self._dataset("train")
+        # exact resume (datamodules.samplers): the order of epoch e depends on (run seed, e) only
+        seed, epoch = run_seed(self.seed), int(getattr(self.trainer, "current_epoch", 0) or 0)
+        generator = loader_generator(seed)
         if self.balanced:
             counts = dataset.table.class_counts(self.num_classes).astype(np.float64)
             weights = 1.0 / counts[dataset.table.targets]
-            sampler = WeightedRandomSampler(weights.tolist(), num_samples=len(dataset), replacement=True)
-            return self._loader(dataset, sampler=sampler, drop_last=self.drop_last)
-        return self._loader(dataset, shuffle=True, drop_last=self.drop_last)
+            weighted = EpochWeightedRandomSampler(weights.tolist(), len(dataset), seed, epoch)
+            return self._loader(dataset, sampler=weighted, drop_last=self.drop_last, generator=generator)
+        sampler = EpochRandomSampler(dataset, seed, epoch)
+        return self._loader(dataset, sampler=sampler, drop_last=self.drop_last, generator=generator)
 
     def val_dataloader(self) -> DataLoader:
         """Validation windows in order (empty when no validation subjects are configured)."""

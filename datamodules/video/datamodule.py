@@ -8,8 +8,11 @@ Splits: ``fit`` trains on the train list and validates on the val list (UCF101 a
 validation split, so their test list serves, with ``val_clips x val_crops`` views, default one center clip);
 ``test`` uses ``test_clips x test_crops`` views per video (default 10 x 3) with ``"group"`` = video index.
 
-Unreadable files are quarantined to ``quarantine_path``; left unset, the file is ``<trainer.log_dir>/quarantine.tsv``
-once a trainer is attached (else kept in memory). Batches keep their size: the dataset substitutes another video.
+Unreadable files are quarantined to ``quarantine_path`` (each listed once, whatever the workers and epochs); left
+unset, the file is ``<trainer.log_dir>/quarantine.tsv`` once a trainer is attached (else kept in memory). Batches keep
+their size: the dataset substitutes another video. Files of which only some frames are readable (truncated) follow
+``decode.damaged``: ``readable_frames`` (default: clips from the readable frames, one warning per file) or ``skip``
+(quarantined). ``vidrec data check-videos --full`` finds damage in the middle of files before a run.
 """
 
 from __future__ import annotations

@@ -18,8 +18,8 @@ import torch
 
 from vidrec.spec import DeploymentSpec, Modality
 from vidrec.streaming.runtime import StepBackend, StreamingClassifier
-from vidrec.streaming.server import Prediction, StreamMultiplexer, serve
-from vidrec.streaming.sources import ReplaySource, Source, TCPSource, TextSource, UDPSource
+from vidrec.streaming.server import FullTablePolicy, Prediction, StreamMultiplexer, serve
+from vidrec.streaming.sources import MAX_ID_LENGTH, ReplaySource, Source, TCPSource, TextSource, UDPSource
 
 __all__ = [
     "add_parser",
@@ -43,8 +43,11 @@ Policies: a stream predicts after `window` samples (warm-up); a model trained wi
 (context_padding EDGE) predicts after its labelled window alone, the history filled with the first sample. Timestamp
 jitter is ignored (samples are taken in arrival order); a jump of more than --gap-factor sample periods forwards or
 backwards resets that stream (state dropped, warm-up again). Streams silent for --idle-timeout seconds are evicted.
-Malformed lines/packets are counted and dropped with a rate-limited warning. Ctrl-C stops cleanly and prints a
-summary on stderr.
+Limits: stream ids of at most --max-id-length characters, at most --max-streams live streams (a full table refuses
+new streams, or evicts the least recently active one with --full-table evict-idlest), TCP: at most --max-connections
+connections, each closed after --connection-idle-timeout seconds of silence, lines of at most 64 KiB. Everything
+dropped (malformed lines, long ids, refused or idle connections, UDP datagrams lost in the kernel) is counted by
+reason with a rate-limited warning. Ctrl-C stops cleanly and prints a summary on stderr.
 
 Video checkpoints read --input (a file, a camera or an RTSP/HTTP URL) frame by frame and print one line per clip
 frame once a clip is full: frame index, time, class, probability, latency."""
@@ -68,7 +71,7 @@ PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 
 def build_runtime(
-    loaded: Any, hop: int | None = None, backend: str = "torch", capacity: int = 1, precision: str = "fp32"
+    loaded: Any, hop: int | None = None, backend: str = "compiled", capacity: int = 1, precision: str = "fp32"
 ) -> StreamingClassifier:
     """The streaming runtime of a loaded checkpoint, configured from its deployment spec.
 
@@ -85,7 +88,7 @@ def build_runtime(
         spec.input_length,
         hop or spec.eval_hop,
         capacity=capacity,
-        backend=StepBackend(backend),
+        backend=StepBackend.parse(backend),
         dtype=PRECISIONS[precision],
         **spec.runtime_kwargs(),
     )
@@ -109,12 +112,20 @@ def recordings_of_test_split(spec: DeploymentSpec, path: str) -> list[str]:
 
 
 def _make_source(args: argparse.Namespace, channels: int, spec: DeploymentSpec) -> Source:
+    id_limit = getattr(args, "max_id_length", MAX_ID_LENGTH)
     if args.source == "stdin":
-        return TextSource(channels, path=None if args.input in (None, "-") else args.input)
+        return TextSource(channels, path=None if args.input in (None, "-") else args.input, max_id_length=id_limit)
     if args.source == "udp":
-        return UDPSource(channels, args.host, args.port)
+        return UDPSource(channels, args.host, args.port, max_id_length=id_limit)
     if args.source == "tcp":
-        return TCPSource(channels, args.host, args.port)
+        return TCPSource(
+            channels,
+            args.host,
+            args.port,
+            max_connections=getattr(args, "max_connections", 1024),
+            connection_idle_timeout=getattr(args, "connection_idle_timeout", 60.0),
+            max_id_length=id_limit,
+        )
     if args.source == "replay":
         path = args.data or spec.data_path
         if not path:
@@ -154,6 +165,7 @@ def run_stream(args: argparse.Namespace, out: TextIO | None = None) -> dict[str,
         idle_timeout=args.idle_timeout,
         smoothing=args.smooth,
         max_streams=args.max_streams,
+        full_table=FullTablePolicy(getattr(args, "full_table", FullTablePolicy.REFUSE.value)),
     )
     source = _make_source(args, runtime.in_channels, spec)
     where = f" on {args.host}:{args.port}" if args.source in ("udp", "tcp") else ""
@@ -262,9 +274,18 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--idle-timeout", type=float, default=30.0, help="seconds of silence before a stream is evicted")
     p.add_argument("--max-streams", type=int, default=4096, help="upper bound on concurrent streams")
+    p.add_argument(
+        "--full-table",
+        choices=[f.value for f in FullTablePolicy],
+        default=FullTablePolicy.REFUSE.value,
+        help="a new stream when --max-streams are live: refuse it (counted) or evict the least recently active",
+    )
+    p.add_argument("--max-id-length", type=int, default=MAX_ID_LENGTH, help="longest accepted stream id")
+    p.add_argument("--max-connections", type=int, default=1024, help="tcp: concurrent connections (more are refused)")
+    p.add_argument("--connection-idle-timeout", type=float, default=60.0, help="tcp: seconds of silence before a close")
     p.add_argument("--max-seconds", type=float, default=None, help="stop after this many seconds")
     p.add_argument("--max-samples", type=int, default=None, help="stop after this many samples")
-    p.add_argument("--backend", choices=[b.value for b in StepBackend], default="torch", help="step execution")
+    p.add_argument("--backend", choices=[b.value for b in StepBackend], default="compiled", help="streaming engine")
     p.add_argument("--precision", choices=list(PRECISIONS), default="fp32", help=_PRECISION_HELP)
     p.set_defaults(func=run_stream)
 

@@ -30,10 +30,10 @@ def videos(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-def _extract(root: Path, out: Path, *extra: str) -> None:
+def _extract(root: Path, out: Path, *extra: str, status: int = 0) -> None:
     args = ["extract-features", "ucf101", "--root", str(root), "--out", str(out), "--backbone", "resnet18"]
     args += ["--random-init", "--short-side", "32", "--crop-size", "32", "--no-progress", "--threads", "1", *extra]
-    assert main(args) == 0
+    assert main(args) == status
 
 
 def test_sampling_and_context() -> None:
@@ -69,11 +69,11 @@ def test_extract_writes_schema_quarantines_and_resumes(
     # resume: complete videos are skipped; another extractor is refused
     _extract(videos, out, "--frames", "5", "--batch-size", "3")
     assert "wrote 0 videos, skipped 8" in capsys.readouterr().out
-    with pytest.raises(ValueError, match="written by another extractor"):
-        _extract(videos, out, "--frames", "6")
+    _extract(videos, out, "--frames", "6", status=2)  # a user error: one line on stderr, status 2
+    assert "written by another extractor" in capsys.readouterr().err
 
 
-def test_every_frame_and_refusals(videos: Path, tmp_path: Path) -> None:
+def test_every_frame_and_refusals(videos: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "every.h5"
     with pytest.warns(RuntimeWarning):
         _extract(videos, out, "--every-frame", "--dtype", "float32")
@@ -82,7 +82,7 @@ def test_every_frame_and_refusals(videos: Path, tmp_path: Path) -> None:
     np.testing.assert_array_equal(first.frame_indices, np.arange(12))
     with pytest.raises(SystemExit, match="--backbone needs --weights"):
         main(["extract-features", "ucf101", "--root", str(videos), "--out", str(out), "--backbone", "resnet18"])
-    with pytest.raises(FileNotFoundError, match="does not exist"):
+    assert (
         main(
             [
                 "extract-features",
@@ -97,6 +97,9 @@ def test_every_frame_and_refusals(videos: Path, tmp_path: Path) -> None:
                 str(tmp_path / "missing.pth"),
             ]
         )
+        == 2
+    )
+    assert "missing.pth does not exist" in capsys.readouterr().err
 
 
 @pytest.mark.slow
