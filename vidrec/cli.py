@@ -248,15 +248,19 @@ def _add_data_parser(subparsers: argparse._SubParsersAction) -> None:
     from datamodules.flow import command as flow_command
 
     flow_command.add_parser(datasets)
+    from datamodules.features import command as features_command
+
+    features_command.add_data_parsers(datasets)
 
 
 def _command_registrars() -> list[Callable[[argparse._SubParsersAction], None]]:
     """The non-Lightning commands, one convention: ``add_parser(subparsers)`` adds the command's subcommand(s) to
     the ``vidrec`` parser and sets ``func`` (called with the parsed namespace) on every leaf parser."""
+    from datamodules.features import command as features_command
     from vidrec import demo
     from vidrec.streaming import command as streaming_command
 
-    return [demo.add_parser, _add_data_parser, streaming_command.add_parser]
+    return [demo.add_parser, _add_data_parser, streaming_command.add_parser, features_command.add_parser]
 
 
 def build_extra_parser() -> argparse.ArgumentParser:
@@ -276,6 +280,7 @@ def _usage() -> str:
         "other commands (`vidrec COMMAND --help`):\n"
         "  demo har                          prepare HAPT, train, test and print a report\n"
         "  data DATASET ...                  convert or generate data sets (hapt, uci-har, uea, flow, ...)\n"
+        "  extract-features LAYOUT ...       per-frame feature file of a video data set (TS-LSTM input)\n"
         "  stream | evaluate-streaming | export-stream   streaming inference from a checkpoint\n\n"
         "errors in data, files or settings print one line (exit status 2); VIDREC_TRACEBACK=1 shows the traceback\n"
     )

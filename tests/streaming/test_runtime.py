@@ -32,7 +32,9 @@ def _build(name: str) -> nn.Module:
 
 
 def _input_shape(model: nn.Module, batch: int, length: int) -> tuple[int, ...]:
-    first = next(m for m in model.modules() if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d)))
+    first = next((m for m in model.modules() if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d))), None)
+    if first is None:  # a head over per-frame features (no convolution): (B, D, T)
+        return (batch, int(model.feature_dim), length)
     if not _is_video(model):
         return (batch, first.in_channels, length)
     return (batch, first.in_channels, length, 32, 32)  # tiny video frames

@@ -1,6 +1,15 @@
 """Model families, one file each; importing this package registers every builder."""
 
-from vidrec.models import fusionactnet, p3d, r2plus1d, reference, resnet1d, two_stream  # noqa: F401  (registers builders)
+from vidrec.models import (  # noqa: F401  (registers builders)
+    fusionactnet,
+    p3d,
+    r2plus1d,
+    reference,
+    resnet1d,
+    temporal_inception,
+    ts_lstm,
+    two_stream,
+)
 from vidrec.models._base import StreamableClassifier
 from vidrec.models._registry import (
     Modality,
