@@ -1,7 +1,36 @@
 """Model families, one file each; importing this package registers every builder."""
 
-from vidrec.models import fusionactnet, p3d, r2plus1d, reference, resnet1d, skeleton  # noqa: F401  (registers builders)
+from vidrec.models import (  # noqa: F401  (registers builders)
+    fusionactnet,
+    p3d,
+    r2plus1d,
+    reference,
+    resnet1d,
+    skeleton,
+    temporal_inception,
+    ts_lstm,
+    two_stream,
+)
 from vidrec.models._base import StreamableClassifier
-from vidrec.models._registry import build_model, get_model_builder, list_models, register_model
+from vidrec.models._registry import (
+    Modality,
+    ModelInfo,
+    StreamMode,
+    build_model,
+    get_model_builder,
+    list_models,
+    model_info,
+    register_model,
+)
 
-__all__ = ["StreamableClassifier", "build_model", "get_model_builder", "list_models", "register_model"]
+__all__ = [
+    "Modality",
+    "ModelInfo",
+    "StreamMode",
+    "StreamableClassifier",
+    "build_model",
+    "get_model_builder",
+    "list_models",
+    "model_info",
+    "register_model",
+]

@@ -1,0 +1,151 @@
+"""Figures of the feature-sequence heads (TS-LSTM, Temporal-Inception, mean pool, frame LSTM), one run each.
+
+    python tools/bench_feature_heads.py accuracy  [--workdir runs/bench_feature_heads] [--heads ...]  vidrec fit/test
+    python tools/bench_feature_heads.py train     [--dim 4096] [--batch 32] [--steps 20]  training samples/s per head
+    python tools/bench_feature_heads.py stream    [--dim 4096] [--steps 50]               streaming cost and exactness
+
+``accuracy`` writes the ordered-events set (3 events, 6 orders, chance 1/6) and trains every head with its
+``configs/video/ordered_events_<head>.yaml`` through ``vidrec fit`` then ``vidrec test`` (same features, same split),
+printing each test accuracy. ``train`` times forward + backward + Adam on random ``(batch, D, 25)`` inputs.
+``stream`` runs ``vidrec.streaming.to_streaming`` over one long random feature stream and reports, per new frame, the
+streaming step's cost against recomputing the whole window offline at each hop, and the largest |streamed - offline|
+logit over every reported window. Figures on a shared 2-core machine are noisy: compare ratios within one run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from vidrec.models import build_model
+
+HEADS = ["mean_pool_linear", "frame_lstm", "ts_lstm", "temporal_inception"]
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def accuracy(workdir: Path, heads: list[str]) -> None:
+    """Ordered events: test accuracy of each head (vidrec fit + vidrec test with the shipped configs)."""
+    import os
+
+    from datamodules.features.ordered_events import OrderedEventsSettings, generate_ordered_events
+    from vidrec.cli import main
+
+    workdir.mkdir(parents=True, exist_ok=True)
+    data = generate_ordered_events(workdir / "ordered_events.h5", OrderedEventsSettings(events=3, feature_dim=64))
+    os.chdir(workdir)
+    rows = []
+    for head in heads:
+        config = str(ROOT / "configs" / "video" / f"ordered_events_{head}.yaml")
+        common = ["-c", config, "--data.init_args.path", str(data), "--trainer.enable_progress_bar", "false"]
+        start = time.perf_counter()
+        main(["fit", *common])
+        seconds = time.perf_counter() - start
+        last = max(Path("runs", f"ordered_events_{head}").rglob("last.ckpt"), key=lambda p: p.stat().st_mtime)
+        main(["test", *common, "--ckpt_path", str(last)])
+        report = max(Path("runs", f"ordered_events_{head}").rglob("test_metrics.json"), key=lambda p: p.stat().st_mtime)
+        metrics = json.loads(report.read_text())
+        rows.append((head, metrics["test/acc"], seconds))
+    print("\nordered events (3 events, 6 classes, chance 0.167), test accuracy of the last epoch:")
+    for head, acc, seconds in rows:
+        print(f"  {head:20s} {acc:.3f}   (fit {seconds:.0f} s)")
+
+
+def _head(name: str, dim: int, classes: int, **kwargs: object) -> nn.Module:
+    return build_model(name, feature_dim=dim, num_classes=classes, **kwargs)
+
+
+def train(dim: int, batch: int, steps: int) -> None:
+    """Training samples/s of each head on random features."""
+    torch.manual_seed(0)
+    x, y = torch.randn(batch, dim, 25), torch.randint(0, 101, (batch,))
+    print(f"training samples/s, batch {batch}, (D={dim}, T=25), {torch.get_num_threads()} threads:")
+    for name in HEADS:
+        model = _head(name, dim, 101).train()
+        opt = torch.optim.Adam(model.parameters(), lr=1e-4)
+        times = []
+        for i in range(steps + 3):
+            start = time.perf_counter()
+            loss = nn.functional.cross_entropy(model(x), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            if i >= 3:
+                times.append(time.perf_counter() - start)
+        params = sum(p.numel() for p in model.parameters())
+        print(f"  {name:20s} {batch / statistics.median(times):8.0f} samples/s   ({params / 1e6:.2f} M parameters)")
+
+
+def _stream_case(model: nn.Module, dim: int, window: int, hop: int, steps: int, **kwargs: object) -> str:
+    from vidrec.streaming import to_streaming
+
+    model = model.eval()
+    runtime = to_streaming(model, window, hop, in_channels=dim, **kwargs)
+    x = torch.randn(1, dim, window + steps * hop)
+    step_times, offline_times, worst = [], [], 0.0
+    with torch.inference_mode():
+        for k in range(x.shape[2] // hop):
+            chunk = x[:, :, k * hop : (k + 1) * hop]
+            start = time.perf_counter()
+            result = runtime.step(chunk)
+            step_times.append(time.perf_counter() - start)
+            end = (k + 1) * hop
+            if end >= window:
+                start = time.perf_counter()
+                offline = model(x[:, :, end - window : end])
+                offline_times.append(time.perf_counter() - start)
+                assert bool(result.ready[0])
+                worst = max(worst, float((result.logits - offline).abs().max()))
+    step = statistics.median(step_times[window // hop :]) / hop * 1e3
+    full = statistics.median(offline_times) / hop * 1e3
+    return (
+        f"window {window:3d} hop {hop:2d}: stream {step:7.3f} ms/frame, recompute window {full:7.3f} ms/frame "
+        f"({full / step:5.1f}x), max |stream - offline| {worst:.2e} over {len(offline_times)} windows"
+        f"{'' if not getattr(runtime, 'compiled', False) else ' (compiled step)'}"
+    )
+
+
+def stream(dim: int, steps: int) -> None:
+    """Streaming cost per frame of each streamable head against recomputing the window, and exactness."""
+    from vidrec.streaming.runtime import StepBackend
+
+    torch.manual_seed(0)
+    print(f"streaming one stream of (D={dim}) features, batch 1, {torch.get_num_threads()} threads:")
+    ts = _head("ts_lstm", dim, 101)
+    for hop in (8, 24):
+        print(f"  ts_lstm             {_stream_case(ts, dim, 24, hop, steps)}")
+    ti = _head("temporal_inception", dim, 101, padding="valid")
+    print(f"  temporal_inception  {_stream_case(ti, dim, 114, 24, steps // 4)}")
+    print(f"  temporal_inception  {_stream_case(ti, dim, 114, 24, steps // 4, backend=StepBackend.TORCH_EAGER)}")
+    mp = _head("mean_pool_linear", dim, 101)
+    for hop in (1, 8):
+        print(f"  mean_pool_linear    {_stream_case(mp, dim, 25, hop, steps)}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("figure", choices=["accuracy", "train", "stream"])
+    parser.add_argument("--workdir", type=Path, default=Path("runs/bench_feature_heads"))
+    parser.add_argument("--dim", type=int, default=4096, help="feature dimension (4096: two-stream ResNet-101)")
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--heads", nargs="+", choices=HEADS, default=HEADS, help="accuracy: heads to train")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.figure == "accuracy":
+        accuracy(args.workdir.resolve(), args.heads)
+    elif args.figure == "train":
+        train(args.dim, args.batch, args.steps)
+    else:
+        stream(args.dim, args.steps)
+
+
+if __name__ == "__main__":
+    main()
