@@ -251,6 +251,9 @@ def _add_data_parser(subparsers: argparse._SubParsersAction) -> None:
     from datamodules.features import command as features_command
 
     features_command.add_data_parsers(datasets)
+    from datamodules.skeleton import command as skeleton_command
+
+    skeleton_command.add_parser(datasets)
 
 
 def _command_registrars() -> list[Callable[[argparse._SubParsersAction], None]]:
@@ -278,7 +281,7 @@ def _usage() -> str:
         "training (LightningCLI; `vidrec fit --help` lists every key):\n"
         "  fit | validate | test | predict   -c CONFIG.yaml [--key.path value ...]\n\n"
         "other commands (`vidrec COMMAND --help`):\n"
-        "  demo har                          prepare HAPT, train, test and print a report\n"
+        "  demo har | skeleton               prepare data, train, test and print a report\n"
         "  data DATASET ...                  convert or generate data sets (hapt, uci-har, uea, flow, ...)\n"
         "  extract-features LAYOUT ...       per-frame feature file of a video data set (TS-LSTM input)\n"
         "  stream | evaluate-streaming | export-stream   streaming inference from a checkpoint\n\n"

@@ -22,13 +22,29 @@ log = logging.getLogger(__name__)
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """Add ``vidrec demo`` to the ``vidrec`` subcommands."""
     parser = subparsers.add_parser("demo", help="run an end-to-end example job on real data")
-    parser.add_argument("job", choices=["har"], help="har: HAPT smartphone HAR, 6 activities, UCI HAR test subjects")
-    parser.add_argument("--config", default="configs/har/hapt_resnet1d.yaml", help="LightningCLI config to train")
     parser.add_argument(
-        "--data", default="data/hapt.h5", help="HDF5 file to create from HAPT (if missing) and train on"
+        "job",
+        choices=["har", "skeleton"],
+        help="har: HAPT smartphone HAR, 6 activities, UCI HAR test subjects; "
+        "skeleton: synthetic NTU-format skeletons, the 1D-CNN ensemble, cross-subject and cross-view",
     )
+    parser.add_argument("--config", default=None, help="LightningCLI config to train (default: the job's own)")
+    parser.add_argument("--data", default=None, help="HDF5 file to create (if missing) and train on")
     parser.add_argument("--max-epochs", type=int, default=None, help="override trainer.max_epochs")
-    parser.set_defaults(func=run_har_demo)
+    parser.add_argument(
+        "--protocol", choices=["xsub", "xview", "both"], default="both", help="skeleton: NTU-60 protocols to run"
+    )
+    parser.set_defaults(func=_run_demo)
+
+
+def _run_demo(args: argparse.Namespace) -> int:
+    if args.job == "skeleton":
+        from vidrec.skeleton_demo import run_skeleton_demo
+
+        return run_skeleton_demo(args)
+    args.config = args.config or "configs/har/hapt_resnet1d.yaml"
+    args.data = args.data or "data/hapt.h5"
+    return run_har_demo(args)
 
 
 def run_har_demo(args: argparse.Namespace) -> int:

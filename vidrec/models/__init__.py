@@ -6,6 +6,7 @@ from vidrec.models import (  # noqa: F401  (registers builders)
     r2plus1d,
     reference,
     resnet1d,
+    skeleton,
     temporal_inception,
     ts_lstm,
     two_stream,

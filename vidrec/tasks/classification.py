@@ -11,7 +11,10 @@ F1, confusion matrix. After ``test`` it writes ``test_metrics.json`` and ``confu
 directory. A model may define ``training_loss(inputs, target) -> (loss, logits)`` (FusionActNet's joint loss);
 otherwise the loss is cross-entropy on ``model(inputs)``. A fusion model may define ``forward_streams(inputs) ->
 {name: logits, ..., "fused": logits}`` (two-stream ConvNets): the test then scores every stream as well and writes
-their clip- and video-level top-1/top-5 under ``"streams"`` in ``test_metrics.json``.
+their clip- and video-level top-1/top-5 under ``"streams"`` in ``test_metrics.json``. An ensemble that
+defines ``subnet_logits(inputs) -> {name: logits}`` and ``fuse(that dict) -> logits`` (the skeleton ensemble) is
+scored subnet by subnet on the same test samples: ``test_metrics.json`` then holds ``subnets`` and ``fusion_gain``
+(fused minus best subnet accuracy).
 """
 
 from __future__ import annotations
@@ -186,6 +189,8 @@ class Classification(LightningModule):
                     self._stream_scores.setdefault(name, []).append(
                         (batch["group"], stream_logits.softmax(dim=1).detach(), batch["target"])
                     )
+        elif callable(getattr(self.model, "subnet_logits", None)):
+            loss, logits = self._subnet_test_scores(batch)
         else:
             loss, logits = self._loss_and_logits(batch)
         self.test_metrics.update(logits, batch["target"])
@@ -194,6 +199,23 @@ class Classification(LightningModule):
         self.log_dict(self.test_metrics, on_step=False, on_epoch=True)
         if "group" in batch:
             self._group_scores.append((batch["group"], logits.softmax(dim=1).detach(), batch["target"]))
+
+    def _subnet_test_scores(self, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+        """Ensembles (``subnet_logits`` + ``fuse``, e.g. the skeleton ensemble): score each subnet on the batch."""
+        subnets = self.model.subnet_logits(batch["inputs"])  # type: ignore[operator]
+        logits = self.model.fuse(subnets)  # type: ignore[operator]
+        k = int(self.num_classes or logits.shape[1])
+        if not hasattr(self, "_subnet_metrics"):
+            self._subnet_metrics: dict[str, MetricCollection] = {}
+        for name, value in subnets.items():
+            if name not in self._subnet_metrics:
+                metrics: dict[str, Any] = {
+                    "acc": MulticlassAccuracy(k, average="micro"),
+                    "f1_macro": MulticlassF1Score(k, average="macro"),
+                }
+                self._subnet_metrics[name] = MetricCollection(metrics, compute_groups=False).to(logits.device)
+            self._subnet_metrics[name].update(value.detach(), batch["target"])
+        return F.cross_entropy(logits, batch["target"]), logits
 
     def predict_step(self, batch: dict[str, Tensor], batch_idx: int) -> dict[str, Tensor]:
         logits = self.model(batch["inputs"])
@@ -206,6 +228,7 @@ class Classification(LightningModule):
     # ------------------------------------------------------------------------------------------ test report
     def on_test_epoch_start(self) -> None:
         self._group_scores = []
+        self._subnet_metrics = {}
         self._stream_scores = {}
         self.test_per_class.reset()
 
@@ -284,6 +307,7 @@ class Classification(LightningModule):
                 for i, name in enumerate(names)
             },
             **({"per_subject": per_subject} if per_subject else {}),
+            **self._subnet_results(scalars),
             **({"streams": self._stream_metrics()} if self._stream_scores else {}),
             "confusion_matrix": per_class["confusion"].tolist(),
             "class_names": names,
@@ -333,6 +357,16 @@ class Classification(LightningModule):
             self.num_classes = meta["num_classes"]
             self._build_metrics(self.num_classes)
         self.class_names = meta.get("class_names")
+
+
+    def _subnet_results(self, scalars: dict[str, float]) -> dict[str, Any]:
+        """``{"subnets": {name: {"acc", "f1_macro"}}, "fusion_gain": fused acc - best subnet acc}`` for ensembles."""
+        metrics = getattr(self, "_subnet_metrics", {})
+        if not metrics:
+            return {}
+        subnets = {name: {k: float(v) for k, v in m.compute().items()} for name, m in metrics.items()}
+        best = max(v["acc"] for v in subnets.values())
+        return {"subnets": subnets, "fusion_gain": scalars.get("test/acc", float("nan")) - best}
 
 
 def subject_order(subjects: Iterable[str]) -> list[str]:
