@@ -353,6 +353,8 @@ def _lower(p: _Program, m: nn.Module, x: _Value) -> _Value:
             p.emit(f"{buf} = {_ring_window(p, s_name, positions, x)}[{n}:]")  # (P, B, C) view of the ring
         else:
             out = p.buffer((positions + n, -1, c))
+            if p.probe is None:  # a model whose only buffered state is the pool's (convolutions run opaque)
+                p.probe = (len(p.state_examples) - 1, len(p.buffers) - 1)
             p.emit(f"{buf} = torch.cat([{s_name}, {x.name}], 0, out={out})[{n}:]")  # (P + n, B, C) -> (P, B, C)
             p.new_state.append(buf)
         p.emit(f"{pooled} = torch.mean({buf}, 0, out={p.buffer((-1, c))})")  # (B, C)

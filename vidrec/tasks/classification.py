@@ -9,7 +9,9 @@ group-level top-1/top-5 beside clip-level metrics.
 Metrics (torchmetrics): top-1 accuracy, top-5 where there are more than 5 classes, macro-F1, per-class accuracy and
 F1, confusion matrix. After ``test`` it writes ``test_metrics.json`` and ``confusion_matrix.png`` into the run's log
 directory. A model may define ``training_loss(inputs, target) -> (loss, logits)`` (FusionActNet's joint loss);
-otherwise the loss is cross-entropy on ``model(inputs)``.
+otherwise the loss is cross-entropy on ``model(inputs)``. A model that defines ``fit_closed_form(inputs, target)``
+(MiniRocket's thresholds and ridge classifier) is fitted in closed form instead of by gradient descent: each
+training epoch gathers all its windows and calls it once, after the epoch's last batch (use ``max_epochs: 1``).
 """
 
 from __future__ import annotations
@@ -79,6 +81,11 @@ class Classification(LightningModule):
         self.class_names: list[str] | None = None
         self._group_scores: list[tuple[Tensor, Tensor, Tensor]] = []
         self.test_results: dict[str, Any] = {}
+        # closed-form models (no gradient steps): Lightning's manual optimisation, the epoch's windows kept on CPU
+        self.closed_form = callable(getattr(model, "fit_closed_form", None))
+        if self.closed_form:
+            self.automatic_optimization = False
+        self._gathered: list[tuple[Tensor, Tensor]] = []
         if pretrained:
             load_pretrained_weights(self.model, pretrained)
         if num_classes is not None:
@@ -151,12 +158,28 @@ class Classification(LightningModule):
             raise ValueError(f"model returned logits of shape {tuple(logits.shape)}, expected (B, {self.num_classes})")
         return F.cross_entropy(logits, target, label_smoothing=self.label_smoothing), logits
 
-    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor | None:
+        if self.closed_form:
+            self._closed_form_step(batch)
+            return None
         loss, logits = self._loss_and_logits(batch)
         self.train_metrics.update(logits.detach(), batch["target"])
         self.log("train/loss", loss, prog_bar=True, batch_size=len(batch["target"]))
         self.log_dict(self.train_metrics, on_step=False, on_epoch=True, prog_bar=True)
         return loss
+
+    def _closed_form_step(self, batch: dict[str, Tensor]) -> None:
+        """Gather the epoch's windows; after its last batch fit the model on all of them."""
+        self._gathered.append((batch["inputs"].detach().cpu(), batch["target"].detach().cpu()))
+        if not self.trainer.is_last_batch:
+            return
+        inputs = torch.cat([x for x, _ in self._gathered])
+        target = torch.cat([t for _, t in self._gathered])
+        self._gathered = []
+        fit = self.model.fit_closed_form(inputs.to(self.device), target.to(self.device))  # type: ignore[operator]
+        alpha = getattr(fit, "alpha", None)
+        if alpha is not None:
+            self.log("train/ridge_alpha", float(alpha), batch_size=len(target))
 
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
         loss, logits = self._loss_and_logits(batch)

@@ -1,0 +1,379 @@
+"""MiniRocket as a streamable vidrec window classifier.
+
+"MiniRocket: A Very Fast (Almost) Deterministic Transform for Time Series Classification", Dempster, Schmidt and
+Webb, KDD 2021. One layer of fixed dilated convolutions (84 kernels of length 9, weights -1 and 2), a bias
+threshold per feature fitted as quantiles of the convolution outputs of training windows, "proportion of positive
+values" (PPV) pooling, and a ridge classifier. The multivariate version sums each kernel over a random subset of
+the channels (at most 9).
+
+PPV is an average over time of a step function, and the ridge classifier is linear, so the classifier commutes with
+the pooling: vidrec applies it to every position (a 1x1 convolution over the F step features) and averages K logits
+over time. With valid convolutions this fits the streaming contract (``features -> TemporalAvgPoolHead ->
+classifier``) exactly, and each new sample costs one output per kernel and dilation, F comparisons and K x F MACs.
+
+::
+
+    x (B, C, L)
+      ├─► conv dilation d_1 (C -> 84, k 9, valid) ─► right-crop to P ─► repeat n_1 ─► (y > b_1) ─┐
+      ├─► ...                                                                                     ├─► concat (B, F, P)
+      └─► conv dilation d_J (C -> 84, k 9, valid) ─► right-crop to P ─► repeat n_J ─► (y > b_J) ─┘
+      ─► 1x1 conv F -> K (ridge weights, standardisation folded in) ─► mean over P ─► logits (B, K)
+
+``P = L - 8 d_J`` positions: the largest dilation's valid output. MiniRocket zero-pads half of its features (a
+centred "same" convolution) and pools each dilation over its own valid length otherwise; neither is streamable
+as it is. vidrec's way to keep ``P = window`` positions for every feature is real left context: with
+``context = 8 d_J`` (the datamodule's ``context``, edge-filled at recording starts) each feature is the PPV of
+the ``window`` outputs that end on the window's samples. :meth:`MiniRocketFeatures.ppv` also computes the offline
+per-dilation variant (MiniRocket's unpadded features), for comparisons.
+
+Fitting is closed-form, not gradient descent: :meth:`MiniRocket.fit_closed_form` fits the thresholds and a ridge
+classifier whose penalty is chosen by efficient leave-one-out error on the training windows (as scikit-learn's
+``RidgeClassifierCV``); ``vidrec fit`` calls it (see :class:`vidrec.tasks.Classification`).
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import math
+from dataclasses import dataclass
+from itertools import combinations
+from typing import cast
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from vidrec.layers.temporal import TemporalAvgPoolHead, TemporalModule, TemporalSequential, TemporalWindowOp
+from vidrec.models._base import StreamableClassifier
+from vidrec.models._registry import register_model
+
+__all__ = [
+    "KERNEL_INDICES",
+    "minirocket_dilations",
+    "PPVCrop",
+    "RidgeFit",
+    "fit_ridge",
+    "MiniRocketFeatures",
+    "MiniRocket",
+    "minirocket_har",
+]
+
+log = logging.getLogger(__name__)
+
+KERNEL_LENGTH = 9
+# the positions of the three weights 2 in each of the 84 kernels (the other six are -1), MiniRocket's order
+KERNEL_INDICES: list[tuple[int, int, int]] = list(combinations(range(KERNEL_LENGTH), 3))
+DEFAULT_ALPHAS: tuple[float, ...] = tuple(float(a) for a in np.logspace(-3, 3, 10))  # aeon's RidgeClassifierCV grid
+
+
+def minirocket_dilations(length: int, num_features: int, max_dilations_per_kernel: int) -> tuple[list[int], list[int]]:
+    """MiniRocket's dilations for series of ``length`` and the number of features (biases) per kernel at each.
+
+    Exponentially spaced dilations up to ``(length - 1) / 8`` (the kernel spans the series), as the reference code.
+    """
+    per_kernel = num_features // len(KERNEL_INDICES)
+    true_max = min(per_kernel, max_dilations_per_kernel)
+    multiplier = per_kernel / true_max
+    max_exponent = math.log2((length - 1) / (KERNEL_LENGTH - 1))
+    dilations, counts = np.unique(np.logspace(0, max_exponent, true_max, base=2).astype(np.int32), return_counts=True)
+    per_dilation = (counts * multiplier).astype(np.int32)
+    remainder = per_kernel - int(per_dilation.sum())
+    i = 0
+    while remainder > 0:
+        per_dilation[i] += 1
+        remainder -= 1
+        i = (i + 1) % len(per_dilation)
+    return [int(d) for d in dilations], [int(n) for n in per_dilation]
+
+
+def _quantiles(n: int) -> Tensor:
+    """MiniRocket's low-discrepancy quantiles: the fractional parts of ``i * golden ratio``, i = 1..n."""
+    golden = (math.sqrt(5) + 1) / 2
+    return torch.tensor([(i * golden) % 1 for i in range(1, n + 1)], dtype=torch.float32)
+
+
+class PPVCrop(enum.Enum):
+    """Which convolution outputs a PPV feature averages."""
+
+    COMMON = "common"  # the last P outputs of every dilation, P = the largest dilation's valid length (streamable)
+    PER_DILATION = "per_dilation"  # each dilation's whole valid output (MiniRocket's unpadded features; offline)
+
+
+class MiniRocketFeatures(TemporalModule):
+    """MiniRocket's convolutions and thresholds: ``(B, C, L) -> (B, F, P)`` step features (0. or 1.).
+
+    Buffers: ``kernels`` (84, 9), ``biases`` (F,) thresholds in feature order (dilation, kernel, quantile).
+
+    Args:
+        in_channels: Input channels C.
+        window: Series length the dilations are chosen for (the labelled window, not counting context).
+        num_features: Requested features; ``84 * (num_features // 84)`` are made.
+        max_dilations_per_kernel: MiniRocket's cap on the number of dilations.
+        seed: Seed of the channel subsets (the thresholds are fitted with :meth:`fit_biases`).
+    """
+
+    kernels: Tensor
+    biases: Tensor
+    repeat_index: Tensor
+
+    def __init__(
+        self,
+        in_channels: int,
+        window: int,
+        *,
+        num_features: int = 10_000,
+        max_dilations_per_kernel: int = 32,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        if in_channels < 1 or window < KERNEL_LENGTH or num_features < len(KERNEL_INDICES):
+            raise ValueError(
+                f"MiniRocketFeatures: need in_channels >= 1, window >= {KERNEL_LENGTH} and num_features >= 84, got "
+                f"{in_channels}, {window}, {num_features}"
+            )
+        self.in_channels = in_channels
+        self.dilations, self.features_per_dilation = minirocket_dilations(
+            window, num_features, max_dilations_per_kernel
+        )
+        k = len(KERNEL_INDICES)
+        self.num_features = k * sum(self.features_per_dilation)
+        base = torch.full((k, KERNEL_LENGTH), -1.0)
+        for i, idx in enumerate(KERNEL_INDICES):
+            base[i, list(idx)] = 2.0
+        self.register_buffer("kernels", base)  # (84, 9)
+        masks = self._channel_masks(in_channels, len(self.dilations) * k, seed)  # (J * 84, C)
+        self.convs = nn.ModuleList()
+        for d in self.dilations:
+            conv = nn.Conv1d(in_channels, k, KERNEL_LENGTH, dilation=d, bias=False)
+            conv.weight.requires_grad_(False)
+            self.convs.append(TemporalWindowOp(conv, receptive_field=d * (KERNEL_LENGTH - 1) + 1))
+        self.set_channel_masks(masks)
+        self.register_buffer("biases", torch.zeros(self.num_features))  # (F,), fitted by fit_biases
+        # feature f thresholds kernel repeat_index[f] of its dilation's conv output
+        self.register_buffer(
+            "repeat_index",
+            torch.cat([torch.arange(k).repeat_interleave(n) for n in self.features_per_dilation]),
+            persistent=False,
+        )
+        self.receptive_field = max(self.dilations) * (KERNEL_LENGTH - 1) + 1
+        self.stride = 1
+
+    @staticmethod
+    def _channel_masks(channels: int, combinations_: int, seed: int) -> Tensor:
+        """MiniRocket's random channel subsets: ``floor(2 ** U(0, log2(min(C, 9) + 1)))`` channels per kernel."""
+        rng = np.random.default_rng(seed)
+        counts = (2 ** rng.uniform(0, math.log2(min(channels, 9) + 1), combinations_)).astype(np.int64)
+        masks = torch.zeros(combinations_, channels)
+        for i, n in enumerate(counts):
+            masks[i, rng.choice(channels, int(n), replace=False)] = 1.0
+        return masks
+
+    def set_channel_masks(self, masks: Tensor) -> None:
+        """Set the channel subset of every (dilation, kernel): ``masks`` (J * 84, C) of 0/1, dilation-major."""
+        k = len(KERNEL_INDICES)
+        if masks.shape != (len(self.dilations) * k, self.in_channels):
+            raise ValueError(
+                f"channel masks of shape {tuple(masks.shape)}, expected {(len(self.dilations) * k, self.in_channels)}"
+            )
+        for j, op in enumerate(self._ops()):
+            # (84, C, 9): kernel i summed over the channels of its subset
+            conv = op.op
+            assert isinstance(conv, nn.Conv1d)
+            conv.weight.data.copy_(masks[j * k : (j + 1) * k, :, None] * self.kernels[:, None, :])
+
+    def _ops(self) -> list[TemporalWindowOp]:
+        return [op for op in self.convs if isinstance(op, TemporalWindowOp)]
+
+    # ---------------------------------------------------------------------------------------------- offline
+    def convolve(self, x: Tensor, crop: PPVCrop = PPVCrop.COMMON) -> list[Tensor]:
+        """Per dilation the convolution outputs ``(B, 84, T_j)``; COMMON crops all to the last P positions."""
+        outs = [op(x) for op in self._ops()]
+        if crop is PPVCrop.COMMON:
+            p = min(o.shape[2] for o in outs)
+            outs = [o[:, :, o.shape[2] - p :] for o in outs]
+        return outs
+
+    def _split_biases(self) -> list[Tensor]:
+        sizes = [len(KERNEL_INDICES) * n for n in self.features_per_dilation]
+        return list(torch.split(self.biases, sizes))
+
+    def _steps(self, outs: list[Tensor]) -> Tensor:
+        """Thresholded outputs ``(B, F, P)`` of per-dilation outputs of one length."""
+        steps = []
+        for out, n, b in zip(outs, self.features_per_dilation, self._split_biases(), strict=True):
+            rep = out.repeat_interleave(n, dim=1)  # (B, 84 n, P): kernel i's output for each of its n biases
+            steps.append((rep > b[None, :, None]).to(out.dtype))
+        return torch.cat(steps, dim=1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.shape[2] < self.receptive_field:
+            raise ValueError(f"MiniRocketFeatures needs at least {self.receptive_field} time steps, got {x.shape[2]}")
+        return self._steps(self.convolve(x))
+
+    def ppv(self, x: Tensor, crop: PPVCrop = PPVCrop.COMMON) -> Tensor:
+        """PPV features ``(B, F)``: the mean over time of the step features (PER_DILATION: each over its own length)."""
+        if crop is PPVCrop.COMMON:
+            return self(x).mean(dim=2)
+        feats = []
+        for out, n, b in zip(self.convolve(x, crop), self.features_per_dilation, self._split_biases(), strict=True):
+            feats.append((out.repeat_interleave(n, dim=1) > b[None, :, None]).to(out.dtype).mean(dim=2))
+        return torch.cat(feats, dim=1)
+
+    def fit_biases(self, x: Tensor, generator: torch.Generator | None = None, crop: PPVCrop = PPVCrop.COMMON) -> None:
+        """Thresholds as MiniRocket fits them: per (dilation, kernel) the quantiles of one random window's outputs.
+
+        ``x``: training windows ``(N, C, L)``; the quantiles are the golden-ratio sequence in feature order.
+        """
+        k = len(KERNEL_INDICES)
+        quantiles = _quantiles(self.num_features)
+        biases, start = [], 0
+        picks = torch.randint(len(x), (len(self.dilations) * k,), generator=generator)
+        for j, op in enumerate(self._ops()):
+            chosen = x[picks[j * k : (j + 1) * k]]  # (84, C, L): one window per kernel
+            out = op(chosen)  # (84 windows, 84 kernels, T_j)
+            if crop is PPVCrop.COMMON:
+                p = x.shape[2] - self.receptive_field + 1
+                out = out[:, :, out.shape[2] - p :]
+            own = out[torch.arange(k), torch.arange(k)]  # (84, T): kernel i on its window i
+            n = self.features_per_dilation[j]
+            for i in range(k):
+                q = quantiles[start : start + n]
+                biases.append(torch.quantile(own[i].double(), q.double()).float())
+                start += n
+        self.biases.copy_(torch.cat(biases))
+
+    # -------------------------------------------------------------------------------------------- streaming
+    def stream_state(self, x: Tensor) -> list[Tensor]:
+        return [s for op in self._ops() for s in op.stream_state(x)]
+
+    def stream_step(self, x: Tensor, state: list[Tensor]) -> tuple[Tensor, list[Tensor]]:
+        outs, new = [], []
+        for op, s in zip(self._ops(), state, strict=True):
+            y, (s2,) = op.stream_step(x, [s])
+            outs.append(y)
+            new.append(s2)
+        return self._steps(outs), new
+
+
+@dataclass(frozen=True)
+class RidgeFit:
+    """A ridge classifier on raw features: ``logits = features @ weight.T + bias``."""
+
+    weight: Tensor  # (K, F), standardisation folded in
+    bias: Tensor  # (K,)
+    alpha: float  # the penalty with the lowest leave-one-out error
+    loo_error: dict[float, float]  # mean squared leave-one-out residual per penalty
+
+
+def fit_ridge(
+    features: Tensor, target: Tensor, num_classes: int, alphas: tuple[float, ...] = DEFAULT_ALPHAS
+) -> RidgeFit:
+    """One-vs-all ridge regression on +-1 targets, features standardised, penalty by leave-one-out error.
+
+    The efficient leave-one-out residuals of ridge regression (``(y - H y) / (1 - diag H)``, with ``H`` the hat
+    matrix) from one eigendecomposition, as scikit-learn's ``RidgeClassifierCV`` (Rifkin and Lippert, "Notes on
+    regularized least squares", 2007). Computed in float64.
+    """
+    z = features.double()
+    n, f = z.shape
+    mean, std = z.mean(dim=0), z.std(dim=0, unbiased=False)
+    std = torch.where(std > 0, std, torch.ones_like(std))
+    zs = (z - mean) / std
+    y = -torch.ones(n, num_classes, dtype=torch.float64)
+    y[torch.arange(n), target.long()] = 1.0
+    y_mean = y.mean(dim=0)
+    yc = y - y_mean
+    if n <= f:
+        s, u = torch.linalg.eigh(zs @ zs.T)  # (N,), (N, N)
+        q, qty, scale = u, u.T @ yc, s  # hat = U diag(s / (s + a)) U^T
+    else:
+        s, v = torch.linalg.eigh(zs.T @ zs)  # (F,), (F, F)
+        q = zs @ v  # (N, F): hat = Q diag(1 / (s + a)) Q^T
+        qty, scale = q.T @ yc, torch.ones_like(s)
+    s = s.clamp(min=0)
+    errors: dict[float, float] = {}
+    for a in alphas:
+        g = scale / (s + a)  # (r,)
+        fitted = q @ (g[:, None] * qty)
+        hat_diag = (q * q) @ g + 1.0 / n  # + 1/n: the intercept (centred data)
+        loo = (yc - fitted) / (1.0 - hat_diag)[:, None]
+        errors[a] = float((loo * loo).mean())
+    alpha = min(errors, key=lambda a: errors[a])
+    if n <= f:
+        coef = zs.T @ (u @ ((1.0 / (s + alpha))[:, None] * qty))  # (F, K): Z^T (Z Z^T + a)^-1 Y
+    else:
+        coef = v @ ((1.0 / (s + alpha))[:, None] * qty)  # (F, K): (Z^T Z + a)^-1 Z^T Y
+    weight = (coef / std[:, None]).T  # (K, F) on raw features
+    bias = y_mean - (mean / std) @ coef
+    return RidgeFit(weight=weight.float(), bias=bias.float(), alpha=alpha, loo_error=errors)
+
+
+class MiniRocket(StreamableClassifier):
+    """MiniRocket features -> per-position ridge logits (1x1 conv) -> temporal mean: ``(B, C, L) -> (B, K)``."""
+
+    def __init__(
+        self,
+        *,
+        in_channels: int,
+        num_classes: int,
+        window: int,
+        num_features: int = 10_000,
+        max_dilations_per_kernel: int = 32,
+        seed: int = 0,
+        alphas: tuple[float, ...] = DEFAULT_ALPHAS,
+    ) -> None:
+        super().__init__()
+        self.rocket = MiniRocketFeatures(
+            in_channels,
+            window,
+            num_features=num_features,
+            max_dilations_per_kernel=max_dilations_per_kernel,
+            seed=seed,
+        )
+        self.linear = nn.Conv1d(self.rocket.num_features, num_classes, 1)  # time-pointwise: streams per position
+        nn.init.zeros_(self.linear.weight)
+        nn.init.zeros_(cast(Tensor, self.linear.bias))
+        self.features = TemporalSequential(self.rocket, self.linear)
+        self.pool = TemporalAvgPoolHead()
+        self.classifier = nn.Identity()
+        self.num_classes, self.seed, self.alphas = num_classes, seed, tuple(alphas)
+        self.num_features = num_classes  # what the pool averages: per-position logits
+        self.last_fit: RidgeFit | None = None
+        self._init_geometry()
+
+    @torch.no_grad()
+    def transform(self, x: Tensor, batch_size: int = 128, crop: PPVCrop = PPVCrop.COMMON) -> Tensor:
+        """PPV features ``(N, F)`` of windows ``(N, C, L)``, in batches."""
+        return torch.cat([self.rocket.ppv(x[i : i + batch_size], crop) for i in range(0, len(x), batch_size)])
+
+    @torch.no_grad()
+    def fit_closed_form(self, inputs: Tensor, target: Tensor) -> RidgeFit:
+        """Fit thresholds on ``inputs`` (N, C, L) and the ridge classifier on their PPV features; returns the fit."""
+        generator = torch.Generator().manual_seed(self.seed)
+        self.rocket.fit_biases(inputs, generator)
+        fit = fit_ridge(self.transform(inputs), target, self.num_classes, self.alphas)
+        self.linear.weight.copy_(fit.weight[:, :, None])
+        cast(Tensor, self.linear.bias).copy_(fit.bias)
+        self.last_fit = fit
+        log.info(
+            "MiniRocket: %d features, ridge alpha %.3g (leave-one-out over %d windows)",
+            self.rocket.num_features,
+            fit.alpha,
+            len(inputs),
+        )
+        return fit
+
+
+@register_model
+def minirocket_har(
+    *, in_channels: int = 6, num_classes: int = 6, window: int = 128, num_features: int = 10_000, seed: int = 0
+) -> MiniRocket:
+    """MiniRocket (Dempster et al. 2021) for IMU windows of ``window`` samples; dilations up to ``(window - 1) / 8``.
+
+    Receptive field ``8 d_max + 1`` (121 samples at ``window=128``); give the datamodule ``context: 120``
+    (``context_padding: EDGE``) so every feature pools ``window`` positions. Fitted in closed form by ``vidrec fit``.
+    """
+    return MiniRocket(
+        in_channels=in_channels, num_classes=num_classes, window=window, num_features=num_features, seed=seed
+    )
