@@ -14,7 +14,8 @@ Peers (the ``[bench]`` extra: ``pip install -e .[bench]``; aeon with ``--no-deps
 * ``rf``: scikit-learn's random forest (500 trees) on per-channel window statistics.
 * ``vidrec_minirocket``: vidrec's streamable MiniRocket (``vidrec.models.minirocket``), fitted in closed form, on the
   same windows with ``--context`` samples of edge-filled left context (default 120 = 8 x the largest dilation);
-  ``vidrec_minirocket_valid``: the same model's offline per-dilation PPV over the window alone (no context).
+  ``vidrec_minirocket_norm``: the same on per-channel standardised windows; ``vidrec_minirocket_valid``: the same
+  model's offline per-dilation PPV over the window alone (no context; MiniRocket's unpadded features, not streamable).
 * ``--vidrec-config CONFIG``: a vidrec training config run through the CLI on the same folds (``vidrec fit``; the
   official split also runs ``vidrec test``); its windows are the config's own (check that they match).
 
@@ -129,7 +130,9 @@ def _forest(train: Windows, test: Windows) -> np.ndarray:
     return clf.predict(window_statistics(test.x))  # type: ignore[no-any-return]
 
 
-def _vidrec_minirocket(valid_only: bool, context: int) -> Callable[[Windows, Windows], np.ndarray]:
+def _vidrec_minirocket(
+    valid_only: bool, context: int, normalize: bool = False
+) -> Callable[[Windows, Windows], np.ndarray]:
     def run(train: Windows, test: Windows) -> np.ndarray:
         from vidrec.models.minirocket import MiniRocket, PPVCrop, fit_ridge
 
@@ -137,6 +140,9 @@ def _vidrec_minirocket(valid_only: bool, context: int) -> Callable[[Windows, Win
         k = int(max(train.y.max(), test.y.max()) + 1)
         model = MiniRocket(in_channels=train.x.shape[1], num_classes=k, window=window).eval()
         x, xt = torch.from_numpy(train.x), torch.from_numpy(test.x)
+        if normalize:  # per-channel statistics of the training windows
+            mean, std = x.mean(dim=(0, 2), keepdim=True), x.std(dim=(0, 2), keepdim=True)
+            x, xt = (x - mean) / std, (xt - mean) / std
         if not valid_only:
             model.fit_closed_form(x, torch.from_numpy(train.y))
             with torch.no_grad():
@@ -152,11 +158,12 @@ def _vidrec_minirocket(valid_only: bool, context: int) -> Callable[[Windows, Win
 def make_peers(context: int) -> dict[str, Callable[[Windows, Windows], np.ndarray]]:
     """The methods by name; ``context``: the left context vidrec_minirocket's windows carry."""
     return {
-        "minirocket": _rocket("mini"),
-        "multirocket": _rocket("multi"),
-        "rf": _forest,
         "vidrec_minirocket": _vidrec_minirocket(valid_only=False, context=context),
+        "minirocket": _rocket("mini"),
+        "vidrec_minirocket_norm": _vidrec_minirocket(valid_only=False, context=context, normalize=True),
         "vidrec_minirocket_valid": _vidrec_minirocket(valid_only=True, context=0),
+        "rf": _forest,
+        "multirocket": _rocket("multi"),
     }
 
 
@@ -269,9 +276,11 @@ def main() -> int:
         args.window = args.hop = length
     else:
         path = args.data
-    splits: list[tuple[str, list[int] | None]] = [] if args.no_official else [("official", None)]
-    if args.folds:
+    splits: list[tuple[str, list[int] | None]] = []
+    if args.folds:  # the folds first: settings are chosen there, before the official test split is read
         splits += [(f"fold{k}", f) for k, f in enumerate(training_subject_folds(path, args.folds, args.seed))]
+    if not args.no_official:
+        splits.append(("official", None))
     results: dict[str, dict[str, dict[str, object]]] = {}
     for split, val_subjects in splits:
         plain = split_windows(path, args.window, args.hop, val_subjects)
@@ -279,7 +288,7 @@ def main() -> int:
         assert np.array_equal(plain[1].y, with_context[1].y), "context windows differ from the plain ones"
         print(f"[bench] {split}: {len(plain[0].y)} training, {len(plain[1].y)} evaluation windows", flush=True)
         for name in args.peers:
-            train, test = with_context if name == "vidrec_minirocket" else plain
+            train, test = with_context if name in ("vidrec_minirocket", "vidrec_minirocket_norm") else plain
             start = time.perf_counter()
             pred = peers[name](train, test)
             row = score(pred, test)

@@ -221,25 +221,28 @@ class Classification(LightningModule):
         return groups, probs, targets
 
     def _group_metrics(self, scores: tuple[Tensor, Tensor, Tensor] | None) -> dict[str, float]:
-        """Average softmax scores per group (video) and score the averaged prediction."""
+        """Score each group (video, recording) by its windows' mean softmax scores and by their majority vote.
+
+        Groups that hold several classes (a continuous recording with many activities) have no single label; then
+        the same is done for bouts: runs of consecutive windows of one group with one label (``test/bout_acc``,
+        one process only, as the windows arrive in file order there).
+        """
         if scores is None:
             return {}
         groups, probs, targets = scores
         ids, inverse = torch.unique(groups, return_inverse=True)
-        summed = probs.new_zeros(len(ids), probs.shape[1]).index_add_(0, inverse, probs)
         group_target = targets.new_zeros(len(ids)).scatter_(0, inverse, targets)
         lowest = targets.new_full((len(ids),), targets.max().item()).scatter_reduce(0, inverse, targets, "amin")
-        if not torch.equal(lowest, group_target):
-            # groups that hold several classes (a continuous recording with many activities) have no single label
+        if torch.equal(lowest, group_target):
+            return _unit_metrics("group", inverse, probs, group_target)
+        if self.trainer.world_size > 1:
             return {}
-        top = summed.topk(min(5, summed.shape[1]), dim=1).indices
-        metrics = {
-            "test/group_acc": float((top[:, 0] == group_target).float().mean()),
-            "test/groups": float(len(ids)),
-        }
-        if summed.shape[1] > 5:
-            metrics["test/group_acc_top5"] = float((top == group_target[:, None]).any(dim=1).float().mean())
-        return metrics
+        # (N,) bout index: a new bout where the group or the label changes
+        change = torch.ones_like(targets, dtype=torch.bool)
+        change[1:] = (groups[1:] != groups[:-1]) | (targets[1:] != targets[:-1])
+        bout = change.long().cumsum(0) - 1
+        bout_target = targets[change]
+        return _unit_metrics("bout", bout, probs, bout_target)
 
     def _per_subject(self, scores: tuple[Tensor, Tensor, Tensor] | None) -> dict[str, dict[str, float]]:
         """Window (clip) accuracy per subject, when the datamodule says which subject each group belongs to.
@@ -321,6 +324,26 @@ class Classification(LightningModule):
 def _finite(x: Tensor) -> float | None:
     v = float(x)
     return v if math.isfinite(v) else None
+
+
+def _unit_metrics(name: str, unit: Tensor, probs: Tensor, unit_target: Tensor) -> dict[str, float]:
+    """Accuracy of units (groups, bouts) of windows: ``unit`` (N,) index of each window's unit, ``unit_target`` (U,).
+
+    ``test/{name}_acc``: the argmax of the mean softmax scores; ``_acc_vote``: the most frequent window prediction
+    (ties: the lowest class index); ``_acc_top5`` where there are more than 5 classes.
+    """
+    u, k = len(unit_target), probs.shape[1]
+    summed = probs.new_zeros(u, k).index_add_(0, unit, probs)
+    votes = probs.new_zeros(u, k).index_add_(0, unit, F.one_hot(probs.argmax(dim=1), k).to(probs.dtype))
+    top = summed.topk(min(5, k), dim=1).indices
+    metrics = {
+        f"test/{name}_acc": float((top[:, 0] == unit_target).float().mean()),
+        f"test/{name}_acc_vote": float((votes.argmax(dim=1) == unit_target).float().mean()),
+        f"test/{name}s": float(u),
+    }
+    if k > 5:
+        metrics[f"test/{name}_acc_top5"] = float((top == unit_target[:, None]).any(dim=1).float().mean())
+    return metrics
 
 
 def load_pretrained_weights(model: nn.Module, path: str) -> None:
