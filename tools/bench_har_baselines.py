@@ -260,6 +260,7 @@ def main() -> int:
     parser.add_argument("--context", type=int, default=120, help="left context of vidrec_minirocket (edge-filled)")
     parser.add_argument("--folds", type=int, default=3, help="subject-wise folds over the training subjects (0: none)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the fold shuffle (as tools/cross_validate.py)")
+    parser.add_argument("--only-folds", type=int, nargs="*", default=None, help="run these fold indices only")
     parser.add_argument("--no-official", action="store_true", help="skip the official train -> test split")
     parser.add_argument("--peers", nargs="*", default=PEER_NAMES, choices=PEER_NAMES)
     parser.add_argument("--vidrec-config", action="append", default=[], help="a vidrec config to run alongside")
@@ -278,7 +279,8 @@ def main() -> int:
         path = args.data
     splits: list[tuple[str, list[int] | None]] = []
     if args.folds:  # the folds first: settings are chosen there, before the official test split is read
-        splits += [(f"fold{k}", f) for k, f in enumerate(training_subject_folds(path, args.folds, args.seed))]
+        folds = enumerate(training_subject_folds(path, args.folds, args.seed))
+        splits += [(f"fold{k}", f) for k, f in folds if args.only_folds is None or k in args.only_folds]
     if not args.no_official:
         splits.append(("official", None))
     results: dict[str, dict[str, dict[str, object]]] = {}
