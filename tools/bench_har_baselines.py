@@ -257,7 +257,9 @@ def main() -> int:
     source.add_argument("--uea", choices=UEA_SETS, help="a UEA/UCR set shipped with vidrec or aeon")
     parser.add_argument("--window", type=int, default=128)
     parser.add_argument("--hop", type=int, default=64)
-    parser.add_argument("--context", type=int, default=120, help="left context of vidrec_minirocket (edge-filled)")
+    parser.add_argument(
+        "--context", type=int, default=None, help="left context of vidrec_minirocket (default 8 x its largest dilation)"
+    )
     parser.add_argument("--folds", type=int, default=3, help="subject-wise folds over the training subjects (0: none)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the fold shuffle (as tools/cross_validate.py)")
     parser.add_argument("--only-folds", type=int, nargs="*", default=None, help="run these fold indices only")
@@ -267,7 +269,6 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", default="runs/bench_har")
     args = parser.parse_args()
-    peers = make_peers(args.context)
     torch.set_num_threads(args.threads)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -277,6 +278,11 @@ def main() -> int:
         args.window = args.hop = length
     else:
         path = args.data
+    if args.context is None:  # every feature then pools the window's positions
+        from vidrec.models.minirocket import minirocket_dilations
+
+        args.context = 8 * max(minirocket_dilations(args.window, 10_000, 32)[0])
+    peers = make_peers(args.context)
     splits: list[tuple[str, list[int] | None]] = []
     if args.folds:  # the folds first: settings are chosen there, before the official test split is read
         folds = enumerate(training_subject_folds(path, args.folds, args.seed))
