@@ -1,8 +1,11 @@
-"""LightningDataModules and datasets of vidrec: video clips, optical-flow stacks, HDF5 time series and features.
+"""LightningDataModules and datasets of vidrec: HDF5 time series and decoded video clips.
 
-Time series (``datamodules.timeseries``): the ``vidrec.timeseries/1`` HDF5 schema, converters and
-``HDF5WindowDataModule``. Its names are re-exported here and imported on first use, so ``import datamodules`` does not
-pull in torch / Lightning.
+* Time series (``datamodules.timeseries``): the ``vidrec.timeseries/1`` HDF5 schema, converters and
+  ``HDF5WindowDataModule``.
+* Video clips (``datamodules.video``): UCF101 / HMDB51 / Kinetics / class-folder data modules, robust decoding and
+  the synthetic action set.
+
+The names below are imported on first use (PEP 562), so ``import datamodules`` does not pull in torch or Lightning.
 """
 
 from __future__ import annotations
@@ -21,30 +24,6 @@ if TYPE_CHECKING:
         read_recordings,
         write_recordings,
     )
-
-__all__ = [
-    "ChannelNormalization",
-    "HDF5WindowDataModule",
-    "LabelPolicy",
-    "Recording",
-    "SplitMode",
-    "TestRecording",
-    "read_recordings",
-    "write_recordings",
-]
-_TIMESERIES = frozenset(__all__)
-
-
-def __getattr__(name: str) -> Any:
-    """Import re-exported names on first access (PEP 562)."""
-    if name in _TIMESERIES:
-        return getattr(importlib.import_module("datamodules.timeseries"), name)
-    raise AttributeError(f"module 'datamodules' has no attribute {name!r}")
-
-
-# Video clips (``datamodules.video``): UCF101 / HMDB51 / Kinetics / class-folder datamodules, robust decoding,
-# synthetic actions. Re-exported lazily like the time-series names (appended; the block above is unchanged).
-if TYPE_CHECKING:
     from datamodules.video import (
         ClassFolderDataModule,
         ClipTiming,
@@ -57,7 +36,17 @@ if TYPE_CHECKING:
         VideoClipDataModule,
     )
 
-__all__ += [
+__all__ = [
+    # time series
+    "ChannelNormalization",
+    "HDF5WindowDataModule",
+    "LabelPolicy",
+    "Recording",
+    "SplitMode",
+    "TestRecording",
+    "read_recordings",
+    "write_recordings",
+    # video clips
     "ClassFolderDataModule",
     "ClipTiming",
     "DecodeSettings",
@@ -68,12 +57,15 @@ __all__ += [
     "UCF101DataModule",
     "VideoClipDataModule",
 ]
-_VIDEO = frozenset(__all__) - _TIMESERIES
-_getattr_before_video = __getattr__
+_FIRST_VIDEO_NAME = __all__.index("ClassFolderDataModule")
+_MODULE_OF = {
+    name: "datamodules.timeseries" if i < _FIRST_VIDEO_NAME else "datamodules.video" for i, name in enumerate(__all__)
+}
 
 
-def __getattr__(name: str) -> Any:  # type: ignore[no-redef]  # noqa: F811
-    """Import re-exported video names on first access; other names as before."""
-    if name in _VIDEO:
-        return getattr(importlib.import_module("datamodules.video"), name)
-    return _getattr_before_video(name)
+def __getattr__(name: str) -> Any:
+    """Import a re-exported name from its subpackage on first access."""
+    module = _MODULE_OF.get(name)
+    if module is None:
+        raise AttributeError(f"module 'datamodules' has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)

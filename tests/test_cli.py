@@ -1,6 +1,7 @@
 """`vidrec fit / test` end to end on the embedded BasicMotions data: logs, checkpoints, resume, reports, errors."""
 
 import json
+import re
 import warnings
 from pathlib import Path
 
@@ -88,7 +89,8 @@ def test_fit_resume_test_and_load(workdir: Path, monkeypatch: pytest.MonkeyPatch
 
     loaded = load_checkpoint(second / "checkpoints" / "last.ckpt")
     assert sorted(loaded.class_names) == ["Badminton", "Running", "Standing", "Walking"]
-    assert loaded.data["window"] == 64 and len(loaded.data["mean"]) == 6
+    spec = loaded.require_spec()
+    assert spec.window == 64 and spec.normalization.num_channels == 6 and spec.split is not None
     x = torch.randn(2, 6, 64)
     with torch.no_grad():
         assert loaded.model(x).shape == (2, 4)
@@ -106,9 +108,21 @@ def test_unknown_class_fails_at_start(workdir: Path, capsys: pytest.CaptureFixtu
     assert "NoSuchNet" in capsys.readouterr().err
 
 
-def test_missing_data_file_names_the_command(tmp_path: Path) -> None:
-    with pytest.raises(Exception, match="vidrec data"):
-        main(["fit", "-c", CONFIG, "--data.init_args.path", str(tmp_path / "missing.h5")])
+def test_missing_data_file_names_the_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    missing = tmp_path / "missing.h5"
+    assert main(["fit", "-c", CONFIG, "--data.init_args.path", str(missing)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [
+        f"{missing} not found, create it with `vidrec data hapt|basicmotions|uci-har|uea|generic ... --out {missing}`"
+    ]
+
+
+def test_a_fresh_clone_is_told_how_to_create_the_data(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert main(["fit", "-c", str(ROOT / "configs/har/hapt_resnet1d.yaml")]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == ["data/hapt.h5 not found, create it with `vidrec data hapt`"]
 
 
 @pytest.mark.parametrize("config", sorted(p.relative_to(ROOT).as_posix() for p in (ROOT / "configs").rglob("*.yaml")))
@@ -121,6 +135,24 @@ def test_every_shipped_config_parses(config: str, capsys: pytest.CaptureFixture[
     assert "class_path" in printed and "trainer:" in printed
 
 
+def _documented_overrides() -> list[tuple[str, str, str]]:
+    """(config, --key.path, value) of every override a shipped config's comments tell the reader to use."""
+    found = []
+    for path in sorted((ROOT / "configs").rglob("*.yaml")):
+        for line in path.read_text().splitlines():
+            comment = line.partition("#")[2]
+            for key, value in re.findall(r"(--[a-z_]+(?:\.[a-z_]+)+)\s+([^\s(),]+)", comment):
+                found.append((path.relative_to(ROOT).as_posix(), key, value.split("|")[0]))
+    return found
+
+
+@pytest.mark.parametrize("config, key, value", _documented_overrides())
+def test_documented_override_keys_parse(config: str, key: str, value: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as done:
+        main(["fit", "-c", str(ROOT / config), key, value, "--print_config"])
+    assert done.value.code in (0, None), capsys.readouterr().err
+
+
 def test_a_run_without_validation_keeps_the_last_epoch(workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # a final model on every training subject: no val/acc to monitor, so the last epoch is the checkpoint
     (workdir / "final").mkdir()
@@ -129,5 +161,7 @@ def test_a_run_without_validation_keeps_the_last_epoch(workdir: Path, monkeypatc
         warnings.simplefilter("always")
         _fit(workdir, "--trainer.max_epochs", "2", "--data.init_args.val_fraction", "0")
     assert not [w for w in caught if "val/acc" in str(w.message)]  # no missing-monitor warning
+    # a normal run greets with no warning about how vidrec calls LightningCLI or Lightning's own deprecations
+    assert not [w for w in caught if "args parameter" in str(w.message) or "LeafSpec" in str(w.message)]
     (run,) = sorted((workdir / "final" / "runs" / "basicmotions_resnet1d").iterdir())
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["epoch001.ckpt", "last.ckpt"]

@@ -14,7 +14,7 @@ Prints, measured in one run with ``torch.set_num_threads(--threads)`` (default 2
   over cores: one process per core, streams sharded by id).
 
 The batched table compares the compiled torch step over ring buffers (the default), the same step re-concatenating
-each layer's history (the previous default), ONNX Runtime, and the ring step in bfloat16 (opt-in, approximate; its
+each layer's history (no ring buffers), ONNX Runtime, and the ring step in bfloat16 (opt-in, approximate; its
 streams are listed apart from the exact ones). The numpy backend loops over streams in Python and is left out.
 ``--width`` sets resnet1d_har's width (default 32: 32-64 channels; 64 is the 580k-parameter variant).
 

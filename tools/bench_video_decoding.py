@@ -1,29 +1,37 @@
-"""Decoder benchmark: random contiguous clips from 320x240 h264 videos, scaled to a short side, per CPU core.
+"""Decoder benchmark: random contiguous clips scaled to a short side, per CPU core, on h264 mp4s and on DivX AVIs.
 
 Measures, with ``torch.set_num_threads(1)`` and one decoder thread, clips per wall second and clips per CPU second
 (the per-core figure, robust to other load on the machine), runs interleaved, of:
 
 * ``decord``             decord 0.6 ``VideoReader(width, height)``: scaling inside the decoder (swscale)
 * ``decord+resize``      decord at native size, then ``torchvision.transforms.v2.functional.resize`` (antialias)
-* ``vidrec-prev``        the previous default: ``RobustVideoReader`` (decode thread, time bound, timestamp check) with
-                         PyAV, fast probe, skipped non-reference frames, + torch resize; glibc malloc untouched
+* ``vidrec-native``      ``RobustVideoReader`` (decode thread, time bound, frame index, timestamp check) with PyAV,
+                         fast probe, skipped non-reference frames, at native size + torch resize; malloc untouched
 * ``vidrec-pyav-noskip`` the same without skipping non-reference frames (``skip_nonref=False``)
 * ``vidrec-pyav-plain``  the same with the full probe too (``fast_probe=False``; the decoder drain stays on)
 * ``vidrec-decord``      ``RobustVideoReader`` with decord + torch resize
 * ``pyav``               PyAV seek + decode + ``frame.reformat`` scaling (no reader, full probe, no skipping)
 * ``torchcodec``         if importable (it needs system FFmpeg libraries)
-* ``vidrec-default``     the default now, as the datamodule reads: ``read(..., short_side=128)``, exact frames
-                         resized by torch in the reader, glibc malloc thresholds fixed (``retain_freed_mb=64``)
+* ``vidrec-default``     the datamodule's path: ``read(..., short_side=128)``, exact frames resized by torch in the
+                         reader, glibc malloc thresholds fixed (``retain_freed_mb=64``)
 * ``vidrec-sws``         the same with ``scale_in_decoder=True``: one swscale call converts and scales each frame
-* ``decord@retain``, ``pyav@retain``, ``vidrec-prev@retain``: those rows with the malloc thresholds fixed
+* ``decord@retain``, ``pyav@retain``, ``vidrec-native@retain``: those rows with the malloc thresholds fixed
+* ``baseline:vidrec-default``, ``baseline:vidrec-decord`` (with ``--baseline ROOT``): the reader of another
+  checkout (e.g. the main branch) on the same clips, interleaved with the rows above: a before/after in one run
 
 Every row runs in a process of its own (spawned, as a DataLoader worker holds one reader): glibc's dynamic malloc
 thresholds depend on what the process allocated before, and the reader's fixed thresholds are process-wide. Rows
-marked ``@retain`` and the new default fix them; the others leave glibc's defaults. The parent sends every
+marked ``@retain`` and ``vidrec-default`` fix them; the others leave glibc's defaults. The parent sends every
 measurement to one process in turn, so runs stay interleaved. Each reading opens the file (as the dataset does per
-item). Figures are medians over ``--runs`` runs of ``--clips`` clips, with the lowest and highest run. decord2 (the
-maintained fork) installs as the same ``decord`` module, so it cannot be measured beside decord 0.6 in one
-environment; point a separate venv's python at this script to measure it there.
+item); a reader caches each file's header facts and frame index after its first read. Figures are medians over
+``--runs`` runs of ``--clips`` clips, with the lowest and highest run. decord2 (the maintained fork) installs as the
+same ``decord`` module, so it cannot be measured beside decord 0.6 in one environment; point a separate venv's
+python at this script to measure it there.
+
+The B-frame AVI table reads MPEG-4 Part 2 AVIs in DivX packed bitstream (as HMDB51 ships; written by
+``fixture_videos.write_mpeg4_avi`` from the same frames) with the reader (frames addressed in decode order) and
+decord, and counts clips that differ from a full sequential decode (the reader must give 0; decord's own index is
+not trusted, which is why ``vidrec-decord`` reads these files with PyAV).
 
 Then correctness checks: on a lossless video (libx264rgb, qp 0) every frame from decord, PyAV and the reader is
 compared with the frames written (max abs difference, expected 0), and the reader's swscale-scaled frames with
@@ -34,7 +42,7 @@ frames, and the frames the decoder output per clip are counted with and without 
 
 Usage::
 
-    python tools/bench_video_decoding.py [--videos DIR] [--clips 40] [--runs 7] [--gop 50]
+    python tools/bench_video_decoding.py [--videos DIR] [--clips 40] [--runs 7] [--gop 50] [--baseline /work/main]
 """
 
 from __future__ import annotations
@@ -65,13 +73,17 @@ from datamodules.video.decoding import (  # noqa: E402
     open_video,
     short_side_size,
 )
+from datamodules.video.decoding.fixture_videos import decode_every_frame, write_mpeg4_avi  # noqa: E402
 from datamodules.video.synthetic import write_video  # noqa: E402
 
 ClipReader = Callable[[Path, int], np.ndarray]  # (path, start frame) -> frames (T, h, w, 3)
 
 
-def make_test_videos(folder: Path, count: int, seconds: float, gop: int, seed: int = 0) -> list[Path]:
-    """320x240 25 fps h264 videos: a drifting textured background with moving blocks and mild noise."""
+def make_test_videos(
+    folder: Path, count: int, seconds: float, gop: int, seed: int = 0, avi: bool = False
+) -> list[Path]:
+    """320x240 25 fps videos: a drifting textured background with moving blocks and mild noise; h264 mp4s, or
+    (``avi``) the same frames as MPEG-4 Part 2 with 2 B-frames in DivX packed-bitstream AVIs."""
     rng = np.random.default_rng(seed)
     frames_per_video = int(seconds * 25)
     pan = 2 * frames_per_video  # the texture drifts 2 px per frame
@@ -88,7 +100,10 @@ def make_test_videos(folder: Path, count: int, seconds: float, gop: int, seed: i
             frames[t] = np.clip(texture[:, 2 * t : 2 * t + 320] + noise, 0, 255)
             x0 = int(40 + 200 * (t / frames_per_video))
             frames[t, 80:140, x0 : x0 + 50] = (255, 40, 40)
-        paths.append(write_video(folder / f"bench_{v}.mp4", frames, fps=25, gop=gop))
+        if avi:
+            paths.append(write_mpeg4_avi(folder / f"bench_{v}.avi", frames, fps=25, gop=gop))
+        else:
+            paths.append(write_video(folder / f"bench_{v}.mp4", frames, fps=25, gop=gop))
     return paths
 
 
@@ -120,12 +135,12 @@ def decord_then_resize(frames: int, short_side: int) -> ClipReader:
     return read
 
 
-_PREVIOUS = DecodeSettings(retain_freed_mb=None)  # the default before the malloc thresholds were fixed
+_MALLOC_UNTOUCHED = DecodeSettings(retain_freed_mb=None)  # glibc's dynamic malloc thresholds left alone
 
 
 def vidrec_reader(frames: int, short_side: int, settings: DecodeSettings | None = None) -> ClipReader:
-    """The reader at native size, then the transforms' torch resize (the previous datamodule path)."""
-    reader = RobustVideoReader(settings or _PREVIOUS)
+    """The reader at native size, then the transforms' torch resize in the caller."""
+    reader = RobustVideoReader(settings or _MALLOC_UNTOUCHED)
 
     def read(path: Path, start: int) -> np.ndarray:
         clip = reader.read(path, lambda n, fps: list(range(start, start + frames)))
@@ -208,7 +223,7 @@ def torchcodec_scaled(frames: int, short_side: int) -> ClipReader:
 ROWS: dict[str, tuple[str, bool]] = {
     "decord": ("decord_scaled", False),
     "decord+resize": ("decord_then_resize", False),
-    "vidrec-prev": ("vidrec_reader", False),
+    "vidrec-native": ("vidrec_reader", False),
     "vidrec-pyav-noskip": ("vidrec_pyav_noskip", False),
     "vidrec-pyav-plain": ("vidrec_pyav_plain", False),
     "vidrec-decord": ("vidrec_decord", False),
@@ -216,15 +231,38 @@ ROWS: dict[str, tuple[str, bool]] = {
     "torchcodec": ("torchcodec_scaled", False),
     "vidrec-default": ("vidrec_short_side", True),
     "vidrec-sws": ("vidrec_sws", True),
-    "vidrec-prev@retain": ("vidrec_reader", True),
+    "vidrec-native@retain": ("vidrec_reader", True),
     "decord@retain": ("decord_scaled", True),
     "pyav@retain": ("pyav_scaled", True),
+    "baseline:vidrec-default": ("vidrec_short_side", True),
+    "baseline:vidrec-decord": ("vidrec_decord", False),
 }
+AVI_ROWS = ["decord", "vidrec-decord", "vidrec-default", "vidrec-sws"]  # rows of the B-frame AVI table
 
 
-def _measure_worker(connection: Connection, name: str, frames: int, short_side: int) -> None:
+def _import_baseline(root: str) -> None:
+    """Replace this process's ``datamodules`` and the factories' reader classes with those of checkout ``root``."""
+    for module in [m for m in sys.modules if m == "datamodules" or m.startswith("datamodules.")]:
+        del sys.modules[module]
+    sys.path.insert(0, root)
+    from datamodules.video import decoding
+
+    globals().update(
+        RobustVideoReader=decoding.RobustVideoReader,
+        DecodeSettings=decoding.DecodeSettings,
+        DecoderBackend=decoding.DecoderBackend,
+    )
+    globals()["_MALLOC_UNTOUCHED"] = decoding.DecodeSettings(retain_freed_mb=None)
+
+
+def _measure_worker(
+    connection: Connection, name: str, frames: int, short_side: int, baseline: str | None = None
+) -> None:
     """Child process: build the reader of row ``name``, then time each list of ``(path, start)`` the parent sends."""
     torch.set_num_threads(1)
+    if name.startswith("baseline:"):
+        assert baseline is not None, "baseline rows need --baseline"
+        _import_baseline(baseline)
     import decord
 
     decord.logging.set_level(decord.logging.QUIET)
@@ -245,7 +283,14 @@ def _measure_worker(connection: Connection, name: str, frames: int, short_side: 
 
 
 def measure(
-    names: list[str], videos: list[Path], num_frames: list[int], frames: int, short_side: int, clips: int, runs: int
+    names: list[str],
+    videos: list[Path],
+    num_frames: list[int],
+    frames: int,
+    short_side: int,
+    clips: int,
+    runs: int,
+    baseline: str | None = None,
 ) -> dict[str, tuple[float, float, float, float, float]]:
     """Per row: median clips per wall second, median, lowest and highest clips per CPU second over ``runs`` runs,
     and the median of page faults (minor) a clip.
@@ -258,7 +303,7 @@ def measure(
     workers: dict[str, tuple[Connection, Any]] = {}
     for name in names:
         parent, child = context.Pipe()
-        process = context.Process(target=_measure_worker, args=(child, name, frames, short_side))
+        process = context.Process(target=_measure_worker, args=(child, name, frames, short_side, baseline))
         process.start()
         workers[name] = (parent, process)
     try:
@@ -369,6 +414,38 @@ def bframe_correctness(
     return differing, decoded[True] / clips, decoded[False] / clips, scaled_max, scaled_sum / scaled_count
 
 
+def avi_correctness(videos: list[Path], frames: int, clips: int = 100) -> dict[str, int]:
+    """Random clips of the AVIs that differ from a full sequential decode: the reader (PyAV, decord) and raw decord."""
+    import decord
+
+    truth = [decode_every_frame(path) for path in videos]  # (N, H, W, 3) each
+    readers = {
+        "vidrec-default": RobustVideoReader(),
+        "vidrec-decord": RobustVideoReader(DecodeSettings(backend=DecoderBackend.DECORD)),
+    }
+    rng = np.random.default_rng(2)
+    differing = {"decord": 0, **dict.fromkeys(readers, 0)}
+    for _ in range(clips):
+        v = int(rng.integers(0, len(videos)))
+        indices = list(range(start := int(rng.integers(0, len(truth[v]) - frames + 1)), start + frames))
+        for name, reader in readers.items():
+            clip = reader.read(videos[v], fixed_clip(indices))
+            differing[name] += clip is None or not np.array_equal(clip.frames, truth[v][indices])
+        raw = decord.VideoReader(str(videos[v]), num_threads=1).get_batch(indices).asnumpy()
+        differing["decord"] += not np.array_equal(raw, truth[v][indices])  # decord's own conversion may differ
+    return differing
+
+
+def _print_rows(results: dict[str, tuple[float, float, float, float, float]]) -> None:
+    header = f"{'decoder':<26}{'clips/wall s':>14}{'clips/CPU s':>13}{'lowest':>9}{'highest':>9}{'CPU ms/clip':>13}"
+    print(f"{header}{'faults/clip':>13}")
+    for name, (rate, cpu_rate, lowest, highest, clip_faults) in results.items():
+        print(
+            f"{name:<26}{rate:>14.1f}{cpu_rate:>13.1f}{lowest:>9.1f}{highest:>9.1f}{1000 / cpu_rate:>13.1f}"
+            f"{clip_faults:>13.0f}"
+        )
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--videos", type=Path, default=None, help="folder of 320x240 mp4s (default: generate)")
@@ -379,6 +456,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--short-side", type=int, default=128)
     parser.add_argument("--clips", type=int, default=40, help="clips per run")
     parser.add_argument("--runs", type=int, default=7)
+    parser.add_argument("--baseline", default=None, help="another checkout whose reader is measured beside this one")
+    parser.add_argument("--no-avi", action="store_true", help="skip the B-frame AVI table")
+    parser.add_argument("--rows", nargs="+", default=None, help="measure only these rows of the h264 table")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     import decord
@@ -386,6 +466,7 @@ def main(argv: list[str] | None = None) -> None:
     decord.logging.set_level(decord.logging.QUIET)
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
+        (folder / "avi").mkdir()
         if args.videos is None:
             start = time.perf_counter()
             videos = make_test_videos(folder, args.num_videos, args.seconds, args.gop)
@@ -397,17 +478,27 @@ def main(argv: list[str] | None = None) -> None:
             videos = sorted(args.videos.glob("*.mp4"))
         num_frames = [len(decord.VideoReader(str(v), num_threads=1)) for v in videos]
         names = [name for name in ROWS if name != "torchcodec" or importlib.util.find_spec("torchcodec") is not None]
+        names = [name for name in names if args.baseline is not None or not name.startswith("baseline:")]
+        names = [name for name in names if args.rows is None or name in args.rows]
         print(
             f"\nrandom contiguous {args.frames}-frame clips -> short side {args.short_side}, 1 thread, "
             f"median of {args.runs} interleaved runs x {args.clips} clips (decord {decord.__version__})"
         )
-        header = f"{'decoder':<20}{'clips/wall s':>14}{'clips/CPU s':>13}{'lowest':>9}{'highest':>9}{'CPU ms/clip':>13}"
-        print(f"{header}{'faults/clip':>13}")
-        results = measure(names, videos, num_frames, args.frames, args.short_side, args.clips, args.runs)
-        for name, (rate, cpu_rate, lowest, highest, clip_faults) in results.items():
+        results = measure(names, videos, num_frames, args.frames, args.short_side, args.clips, args.runs, args.baseline)
+        _print_rows(results)
+        if not args.no_avi:
+            avis = make_test_videos(folder / "avi", args.num_videos, args.seconds, args.gop, avi=True)
+            avi_frames = [len(decode_every_frame(v)) for v in avis]
             print(
-                f"{name:<20}{rate:>14.1f}{cpu_rate:>13.1f}{lowest:>9.1f}{highest:>9.1f}{1000 / cpu_rate:>13.1f}"
-                f"{clip_faults:>13.0f}"
+                f"\nB-frame AVIs (MPEG-4 Part 2, 2 B-frames, DivX packed bitstream, gop {args.gop}), same frames and "
+                f"clips as above (a reader caches each file's frame index: decoded once, at its first read)"
+            )
+            _print_rows(measure(AVI_ROWS, avis, avi_frames, args.frames, args.short_side, args.clips, args.runs))
+            differing = avi_correctness(avis, args.frames)
+            print(
+                "clips of 100 differing from a full sequential decode: "
+                + ", ".join(f"{name} {count}" for name, count in differing.items())
+                + " (raw decord: its own frame index and colour conversion)"
             )
         if "torchcodec" not in names:
             print("torchcodec: not installed (its wheels need system FFmpeg libraries, absent here)")

@@ -9,19 +9,19 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
 import time
 from pathlib import Path
 
 from vidrec.tasks.reporting import format_test_report
 
-__all__ = ["add_arguments", "run_har_demo"]
+__all__ = ["add_parser", "run_har_demo"]
 
 log = logging.getLogger(__name__)
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Fill the ``vidrec demo`` parser."""
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``vidrec demo`` to the ``vidrec`` subcommands."""
+    parser = subparsers.add_parser("demo", help="run an end-to-end example job on real data")
     parser.add_argument("job", choices=["har"], help="har: HAPT smartphone HAR, 6 activities, UCI HAR test subjects")
     parser.add_argument("--config", default="configs/har/hapt_resnet1d.yaml", help="LightningCLI config to train")
     parser.add_argument(
@@ -44,11 +44,7 @@ def run_har_demo(args: argparse.Namespace) -> int:
     overrides = ["--data.init_args.path", str(data)]
     if args.max_epochs is not None:
         overrides += ["--trainer.max_epochs", str(args.max_epochs)]
-    argv, sys.argv = sys.argv, sys.argv[:1]  # LightningCLI parses `args` below, not `vidrec demo har`
-    try:
-        cli = _lightning_main(["fit", "--config", args.config, *overrides])
-    finally:
-        sys.argv = argv
+    cli = _lightning_main(["fit", "--config", args.config, *overrides])
     best = str(getattr(cli.trainer.checkpoint_callback, "best_model_path", "") or "")
     print(f"[vidrec demo] testing {best or 'the last weights'} ...", flush=True)
     cli.trainer.test(cli.model, datamodule=cli.datamodule, ckpt_path=best or None, verbose=False)

@@ -18,13 +18,14 @@ from __future__ import annotations
 
 import enum
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import lightning as L
 import numpy as np
-from torch.utils.data import DataLoader, WeightedRandomSampler
+from torch.utils.data import DataLoader
 
+from datamodules.samplers import EpochRandomSampler, EpochWeightedRandomSampler, loader_generator, run_seed
 from datamodules.timeseries.dataset import (
     ChannelNormalization,
     ContextPadding,
@@ -35,6 +36,7 @@ from datamodules.timeseries.dataset import (
     collate_window_batch,
 )
 from datamodules.timeseries.schema import Recording, read_info, read_recordings
+from vidrec.spec import DeploymentSpec, Modality, SplitSpec, edge_fill
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +74,9 @@ class TestRecording:
         subject: Subject id.
         samples: (C, T) float32, normalised with the training statistics.
         labels: (T,) int64 per-sample labels, -1 = unlabelled.
+        window_ends: (N,) int64 exclusive end, in this recording's samples, of each test window ``vidrec test``
+            scores in it (time order); an edge-filled window's context may start before sample 0.
+        window_targets: (N,) int64 label of each of those windows under the label policy.
     """
 
     id: str
@@ -79,6 +84,8 @@ class TestRecording:
     subject: int
     samples: np.ndarray
     labels: np.ndarray
+    window_ends: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    window_targets: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
 
 
 def resolve_subject_split(
@@ -300,7 +307,7 @@ class HDF5WindowDataModule(L.LightningDataModule):
         self._recordings = recordings
         # EDGE: `context` copies of the first sample (unlabelled) in front of each recording in the window array
         pad = self.context if self.context_padding is ContextPadding.EDGE and self.context > 0 else 0
-        samples = [np.concatenate([np.repeat(r.samples[:1], pad, axis=0), r.samples]) for r in recordings]
+        samples = [edge_fill(r.samples, pad, axis=0) for r in recordings]  # (pad + T, C) each
         labels = [np.concatenate([np.full(pad, -1, dtype=r.labels.dtype), r.labels]) for r in recordings]
         lengths = np.array([len(x) for x in labels], dtype=np.int64)
         self._offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
@@ -397,6 +404,15 @@ class HDF5WindowDataModule(L.LightningDataModule):
             self.input_length,
             dict(zip(self.class_names, counts.tolist())),
         )
+        if table.too_short:
+            log.warning(
+                "%s: %s split: %d of %d recordings are shorter than a window (%d samples) and were skipped",
+                self.path,
+                name,
+                table.too_short,
+                len(recs),
+                self.input_length,
+            )
 
     # ----------------------------------------------------------------------------------------- dataloaders
     def _dataset(self, name: str) -> WindowDataset:
@@ -416,14 +432,18 @@ class HDF5WindowDataModule(L.LightningDataModule):
         )
 
     def train_dataloader(self) -> DataLoader:
-        """Shuffled (or class-balanced) training windows."""
+        """Shuffled (or class-balanced) training windows; each epoch's order is a function of (run seed, epoch)."""
         dataset = self._dataset("train")
+        # exact resume (datamodules.samplers): the order of epoch e depends on (run seed, e) only
+        seed, epoch = run_seed(self.seed), int(getattr(self.trainer, "current_epoch", 0) or 0)
+        generator = loader_generator(seed)
         if self.balanced:
             counts = dataset.table.class_counts(self.num_classes).astype(np.float64)
             weights = 1.0 / counts[dataset.table.targets]
-            sampler = WeightedRandomSampler(weights.tolist(), num_samples=len(dataset), replacement=True)
-            return self._loader(dataset, sampler=sampler, drop_last=self.drop_last)
-        return self._loader(dataset, shuffle=True, drop_last=self.drop_last)
+            weighted = EpochWeightedRandomSampler(weights.tolist(), len(dataset), seed, epoch)
+            return self._loader(dataset, sampler=weighted, drop_last=self.drop_last, generator=generator)
+        sampler = EpochRandomSampler(dataset, seed, epoch)
+        return self._loader(dataset, sampler=sampler, drop_last=self.drop_last, generator=generator)
 
     def val_dataloader(self) -> DataLoader:
         """Validation windows in order (empty when no validation subjects are configured)."""
@@ -444,14 +464,21 @@ class HDF5WindowDataModule(L.LightningDataModule):
         return self.test_dataloader()
 
     def test_recordings(self) -> list[TestRecording]:
-        """The test recordings, normalised like the windows, for streaming evaluation (file order)."""
-        self._dataset("test")
-        assert self._recordings is not None and self.subject_split is not None
+        """The test recordings, normalised like the windows, with the windows ``vidrec test`` scores in each.
+
+        For streaming evaluation (file order): the offline model on ``samples[:, e - context - window:e]`` (edge-filled
+        before sample 0 under EDGE) sees exactly the test loader's input for the window ending at ``e``.
+        """
+        table = self._dataset("test").table
+        assert self._recordings is not None and self.subject_split is not None and self._offsets is not None
+        pad = self.context if self.context_padding is ContextPadding.EDGE and self.context > 0 else 0
         out = []
         for i, r in enumerate(self._recordings):
             if r.subject in self.subject_split.test:
                 samples = self.normalization.apply(r.samples.T)  # (T, C) -> (C, T)
-                out.append(TestRecording(r.id, i, r.subject, samples, r.labels))
+                rows = table.groups == i
+                ends = table.starts[rows] - self._offsets[i] - pad + self.input_length  # (N,) exclusive ends
+                out.append(TestRecording(r.id, i, r.subject, samples, r.labels, ends, table.targets[rows]))
         return out
 
     def group_info(self) -> dict[int, dict[str, Any]]:
@@ -465,24 +492,83 @@ class HDF5WindowDataModule(L.LightningDataModule):
         return {i: {"recording": r.id, "subject": int(r.subject)} for i, r in enumerate(self._recordings)}
 
     # ------------------------------------------------------------------------------------------ checkpoint
-    def export_metadata(self) -> dict[str, Any]:
-        """What a deployed model needs to be fed like in training (stored in checkpoints by the task)."""
-        norm = self._normalization
-        return {
-            "kind": "timeseries",
-            "path": self.path,
-            "window": self.window,
-            "hop": self.hop,
-            "eval_hop": self.eval_hop,
-            "context": self.context,
-            "context_padding": self.context_padding.name,
-            "sampling_rate": self.sampling_rate,
-            "channel_names": list(self.channel_names),
-            "class_names": list(self.class_names),
-            "label_policy": self.label_policy.name,
-            "mean": norm.mean.tolist() if norm is not None and self.normalize else [0.0] * self.in_channels,
-            "std": norm.std.tolist() if norm is not None and self.normalize else [1.0] * self.in_channels,
-        }
+    def deployment_spec(self) -> DeploymentSpec:
+        """How a deployed model is fed like in training and which split ``vidrec test`` scores (after ``setup``).
+
+        The classification task stores it in every checkpoint; :meth:`from_spec` rebuilds this data module's test
+        split from it.
+        """
+        if self.subject_split is None:
+            raise RuntimeError(f"{self.path}: the deployment spec is known after setup() (it names the split)")
+        split = self.subject_split
+        return DeploymentSpec(
+            modality=Modality.TIMESERIES,
+            window=self.window,
+            hop=self.hop,
+            eval_hop=self.eval_hop,
+            rate=self.sampling_rate,
+            channels=list(self.channel_names),
+            normalization=self.normalization,
+            class_names=list(self.class_names),
+            context=self.context,
+            context_padding=self.context_padding,
+            label_policy=self.label_policy.value,
+            max_unlabelled_fraction=self.max_unlabelled_fraction,
+            split=SplitSpec(
+                mode=self.split_mode.value,
+                fold=self.fold,
+                num_folds=self.num_folds if self.split_mode is SplitMode.KFOLD else 0,
+                seed=self.seed,
+                train_subjects=list(split.train),
+                val_subjects=list(split.val),
+                test_subjects=list(split.test),
+            ),
+            data_path=self.path,
+        )
+
+    @classmethod
+    def from_spec(cls, spec: DeploymentSpec, path: str | None = None, *, batch_size: int = 256) -> HDF5WindowDataModule:
+        """The data module of a checkpoint's spec: same windows, label policy, normalisation and subject split.
+
+        The split is rebuilt from the spec's resolved subject lists (mode SUBJECTS), so the test windows are those
+        ``vidrec test`` scored whatever mode drew them (official, k-fold, leave-one-subject-out).
+
+        Args:
+            spec: A time-series deployment spec with a split.
+            path: The HDF5 file (default: the one the spec names).
+            batch_size: Windows per batch of the loaders.
+        """
+        file = path or spec.data_path
+        if spec.modality is not Modality.TIMESERIES:
+            raise ValueError(f"{file}: a {spec.modality.value} deployment spec does not describe an HDF5 window file")
+        if spec.split is None:
+            raise ValueError(
+                f"{file}: the checkpoint's deployment spec names no split (written before vidrec stored one); "
+                "retrain it, or test it with `vidrec test -c CONFIG --ckpt_path ...`"
+            )
+        if not file:
+            raise ValueError("the deployment spec names no data file; pass its path")
+        dm = cls(
+            file,
+            window=spec.window,
+            hop=spec.hop,
+            context=spec.context,
+            context_padding=spec.context_padding,
+            eval_hop=spec.eval_hop,
+            split_mode=SplitMode.SUBJECTS,
+            train_subjects=list(spec.split.train_subjects),
+            val_subjects=list(spec.split.val_subjects),
+            test_subjects=list(spec.split.test_subjects),
+            label_policy=LabelPolicy(spec.label_policy),
+            max_unlabelled_fraction=spec.max_unlabelled_fraction,
+            batch_size=batch_size,
+        )
+        if dm.channel_names != spec.channels:
+            raise ValueError(f"{file}: channels {dm.channel_names} differ from the checkpoint's {spec.channels}")
+        if dm.class_names != spec.class_names:
+            raise ValueError(f"{file}: classes {dm.class_names} differ from the checkpoint's {spec.class_names}")
+        dm._normalization, dm._normalization_loaded = spec.normalization, True
+        return dm
 
     def state_dict(self) -> dict[str, Any]:
         """Normalisation statistics (saved in Lightning checkpoints)."""

@@ -29,13 +29,18 @@ from numpy.lib.stride_tricks import sliding_window_view
 from torch.utils.data import Dataset
 
 from datamodules.timeseries.schema import UNLABELLED
+from vidrec.spec import ChannelNormalization, ContextPadding
 
-
-class ContextPadding(enum.Enum):
-    """What happens to windows whose left context would start before their recording."""
-
-    DROP = "drop"  # no such windows: the first target window of a recording starts at sample `context`
-    EDGE = "edge"  # the missing context is copies of the recording's first sample (what a starting stream sees)
+__all__ = [
+    "ChannelNormalization",
+    "ContextPadding",
+    "LabelPolicy",
+    "WindowDataset",
+    "WindowTable",
+    "build_window_table",
+    "collate_window_batch",
+    "window_labels",
+]
 
 
 class LabelPolicy(enum.Enum):
@@ -47,28 +52,6 @@ class LabelPolicy(enum.Enum):
     PURE = "pure"  # keep only windows whose samples are all labelled with one class
     MAJORITY = "majority"  # most frequent labelled class (ties: lowest index); drop if unlabelled share > threshold
     CENTER = "center"  # label of the centre sample (index window // 2); drop if it is unlabelled
-
-
-@dataclass(frozen=True)
-class ChannelNormalization:
-    """Per-channel statistics applied as ``(x - mean) / std``.
-
-    Attributes:
-        mean: (C,) float64.
-        std: (C,) float64, > 0.
-    """
-
-    mean: np.ndarray
-    std: np.ndarray
-
-    def apply(self, x: np.ndarray) -> np.ndarray:
-        """Normalise a (..., C, T) array; returns float32."""
-        return ((x - self.mean[:, None]) / self.std[:, None]).astype(np.float32)
-
-    @staticmethod
-    def identity(num_channels: int) -> ChannelNormalization:
-        """Mean 0, std 1."""
-        return ChannelNormalization(np.zeros(num_channels), np.ones(num_channels))
 
 
 @dataclass
@@ -244,8 +227,6 @@ class WindowDataset(Dataset):
     def set_normalization(self, normalization: ChannelNormalization) -> None:
         """Use new per-channel statistics from now on."""
         self.normalization = normalization
-        self._scale = (1.0 / normalization.std).astype(np.float32)[:, None]  # (C, 1)
-        self._shift = (normalization.mean / normalization.std).astype(np.float32)[:, None]
 
     def __len__(self) -> int:
         return len(self.table)
@@ -255,8 +236,7 @@ class WindowDataset(Dataset):
         if self._windows is None:
             return np.zeros((0, self.data.shape[0], self.length), dtype=np.float32)
         x = self._windows[self.table.starts[indices]]  # (B, C, L), a contiguous copy
-        x *= self._scale  # x * (1/std) - mean/std == (x - mean) / std
-        x -= self._shift
+        self.normalization.apply(x, channel_axis=1, out=x)  # in place: (B, C, L)
         if self.context_truncation > 0 and len(x):
             x = self._truncate_context(x)
         return x

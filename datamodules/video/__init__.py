@@ -1,5 +1,6 @@
-"""Video clip data: official layouts (UCF101, HMDB51, Kinetics, class folders), robust decord decoding, clip sampling,
-transforms, LightningDataModules and a synthetic action set generator."""
+"""Video clip data: official layouts (UCF101, HMDB51, Kinetics, class folders), frame-accurate decoding (PyAV or
+decord, addressed through a per-file frame index), clip sampling, transforms, LightningDataModules and a synthetic
+action set generator."""
 
 from datamodules.video.datamodule import (
     ClassFolderDataModule,

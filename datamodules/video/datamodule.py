@@ -8,8 +8,11 @@ Splits: ``fit`` trains on the train list and validates on the val list (UCF101 a
 validation split, so their test list serves, with ``val_clips x val_crops`` views, default one center clip);
 ``test`` uses ``test_clips x test_crops`` views per video (default 10 x 3) with ``"group"`` = video index.
 
-Unreadable files are quarantined to ``quarantine_path``; left unset, the file is ``<trainer.log_dir>/quarantine.tsv``
-once a trainer is attached (else kept in memory). Batches keep their size: the dataset substitutes another video.
+Unreadable files are quarantined to ``quarantine_path`` (each listed once, whatever the workers and epochs); left
+unset, the file is ``<trainer.log_dir>/quarantine.tsv`` once a trainer is attached (else kept in memory). Batches keep
+their size: the dataset substitutes another video. Files of which only some frames are readable (truncated) follow
+``decode.damaged``: ``readable_frames`` (default: clips from the readable frames, one warning per file) or ``skip``
+(quarantined). ``vidrec data check-videos --full`` finds damage in the middle of files before a run.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader
 
@@ -37,6 +41,7 @@ from datamodules.video.layouts import (
     parse_ucf101_classes,
 )
 from datamodules.video.transforms import EvalClipTransform, TrainClipTransform, TransformSettings
+from vidrec.spec import ChannelNormalization, DeploymentSpec, Modality, SplitSpec
 
 __all__ = [
     "VideoClipDataModule",
@@ -187,6 +192,36 @@ class VideoClipDataModule(LightningDataModule, abc.ABC):
         """Same views as the test loader."""
         return self._loader(Split.TEST, train=False)
 
+    def _source_args(self) -> dict[str, Any]:
+        """The constructor arguments that name the videos and their split (``deployment_spec().data_source``)."""
+        return {"root": str(self.root)}
+
+    def deployment_spec(self) -> DeploymentSpec:
+        """How a deployed model is fed: clip length and frame rate, frame size, normalisation, the test split.
+
+        Streams step one clip frame at a time (``hop = eval_hop = 1``); ``data_source`` rebuilds this data module's
+        test split for ``vidrec evaluate-streaming``.
+        """
+        cls = type(self)
+        fold = int(getattr(self, "fold", 0))
+        return DeploymentSpec(
+            modality=Modality.VIDEO,
+            window=self.clip.frames_per_clip,
+            hop=1,
+            eval_hop=1,
+            rate=float(self.clip.target_fps or 0.0),
+            channels=["R", "G", "B"],
+            normalization=ChannelNormalization(np.asarray(self.transform.mean), np.asarray(self.transform.std)),
+            class_names=list(self.class_names),
+            label_policy="video",
+            split=SplitSpec(mode="official", fold=fold),
+            data_path=str(self.root),
+            frame_size=(self.transform.crop_size, self.transform.crop_size),
+            short_side=self.transform.test_short_side,
+            frame_stride=self.clip.frame_stride,
+            data_source={"class_path": f"{cls.__module__}.{cls.__qualname__}", "init_args": self._source_args()},
+        )
+
 
 class UCF101DataModule(VideoClipDataModule):
     """UCF101 official splits (Soomro et al., 2012).
@@ -208,6 +243,9 @@ class UCF101DataModule(VideoClipDataModule):
 
     def _read_class_names(self) -> list[str]:
         return parse_ucf101_classes(self.annotation_dir)
+
+    def _source_args(self) -> dict[str, Any]:
+        return {"root": str(self.root), "annotation_dir": str(self.annotation_dir), "fold": self.fold}
 
     def _index(self, split: Split) -> VideoIndex:
         return parse_ucf101(self.root, self.annotation_dir, split, self.fold)
@@ -232,6 +270,9 @@ class HMDB51DataModule(VideoClipDataModule):
 
     def _read_class_names(self) -> list[str]:
         return parse_hmdb51_classes(self.annotation_dir, self.fold)
+
+    def _source_args(self) -> dict[str, Any]:
+        return {"root": str(self.root), "annotation_dir": str(self.annotation_dir), "fold": self.fold}
 
     def _index(self, split: Split) -> VideoIndex:
         return parse_hmdb51(self.root, self.annotation_dir, split, self.fold)
@@ -264,6 +305,9 @@ class KineticsDataModule(VideoClipDataModule):
 
     def _read_class_names(self) -> list[str]:
         return parse_kinetics_classes(self.annotation_dir)
+
+    def _source_args(self) -> dict[str, Any]:
+        return {"root": str(self.root), "annotation_dir": str(self.annotation_dir), "test_split": self.test_split.value}
 
     def _index(self, split: Split) -> VideoIndex:
         return parse_kinetics(self.root, self.annotation_dir, self.test_split if split is Split.TEST else split)

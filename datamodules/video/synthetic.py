@@ -187,8 +187,8 @@ def render_action(class_name: str, rng: np.random.Generator, frames: int, size: 
     mask = _RENDERERS[class_name](rng, t, size)[..., None]  # (T, S, S, 1)
     background = rng.uniform(40, 215, size=3).astype(np.float32)
     # The shape differs from the background by one brightness offset on all channels (darker on a light background,
-    # lighter on a dark one): a clear luminance edge whatever the hue. Independent per-channel contrasts (the first
-    # version) made colour-invariant edge features hard to learn from a few hundred clips (measured, see the config).
+    # lighter on a dark one): a clear luminance edge whatever the hue. Independent per-channel contrasts make
+    # colour-invariant edge features hard to learn from a few hundred clips (measured, see the config).
     brightness = rng.uniform(80, 150) * (1.0 if background.mean() < 128 else -1.0)
     foreground = np.clip(background + np.float32(brightness), 0, 255)  # (3,)
     video = np.where(mask, foreground, background)  # (T, S, S, 3) float32

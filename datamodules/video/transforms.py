@@ -23,6 +23,8 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
+from vidrec.spec import ChannelNormalization
+
 __all__ = ["KINETICS_MEAN", "KINETICS_STD", "TransformSettings", "TrainClipTransform", "EvalClipTransform"]
 
 # Statistics of Kinetics-400 frames in [0, 1], as torchvision.models.video weights expect.
@@ -70,9 +72,9 @@ def _to_video(frames: np.ndarray | Tensor) -> tv_tensors.Video:
 
 
 def _finish(video: Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> Tensor:
-    video = F.to_dtype(video, torch.float32, scale=True)  # (T, 3, H, W) in [0, 1]
-    video = F.normalize(video, list(mean), list(std))
-    return video.as_subclass(Tensor).permute(1, 0, 2, 3).contiguous()  # (T, 3, H, W) -> (3, T, H, W)
+    video = F.to_dtype(video, torch.float32, scale=True).as_subclass(Tensor)  # (T, 3, H, W) in [0, 1]
+    video = ChannelNormalization(np.asarray(mean), np.asarray(std)).apply(video, channel_axis=1)
+    return video.permute(1, 0, 2, 3).contiguous()  # (T, 3, H, W) -> (3, T, H, W)
 
 
 class TrainClipTransform:

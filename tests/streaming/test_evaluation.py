@@ -26,7 +26,7 @@ def _recordings() -> list[EvalRecording]:
 def test_evaluate_streaming_equals_offline_and_writes_outputs(tiny_model: nn.Module, tmp_path: Path) -> None:
     result = evaluate_streaming(tiny_model, _recordings(), 40, 4, ["a", "b", "c"], sampling_rate=50.0, timing_repeats=5)
     rep = result.report
-    assert rep["windows"] == len(range(40, 151, 4)) + len(range(40, 119, 4))
+    assert rep["emitted_windows"] == len(range(40, 151, 4)) + len(range(40, 119, 4))
     assert rep["offline"]["accuracy"] == rep["streaming"]["accuracy"]
     assert rep["offline"]["macro_f1"] == rep["streaming"]["macro_f1"]
     assert rep["argmax_agreement"] == 1.0 and rep["accuracy_gap"] == 0.0
@@ -56,7 +56,7 @@ def test_edge_filled_start_is_evaluated_from_the_first_output_on_both_sides(tiny
     result = evaluate_streaming(tiny_model, recs, 40, 4, ["a", "b", "c"], timing_repeats=3, first_output=16)
     rep = result.report
     assert rep["first_output"] == 16
-    assert rep["windows"] == len(range(16, 151, 4)) + len(range(16, 119, 4))
+    assert rep["emitted_windows"] == len(range(16, 151, 4)) + len(range(16, 119, 4))
     assert rep["argmax_agreement"] == 1.0 and rep["max_abs_logit_delta"] <= 1e-4
     assert result.ends["rec0"][0] == 16
     # offline side: the window ending at 16 is 24 copies of sample 0 followed by samples [0, 16)

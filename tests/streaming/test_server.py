@@ -15,6 +15,7 @@ import pytest
 import torch
 from torch import nn
 
+from vidrec.spec import DeploymentSpec
 from vidrec.streaming import StreamingClassifier, StreamMultiplexer, serve
 from vidrec.streaming import command as stream_command
 from vidrec.streaming.sources import MalformedLine, TCPSource, TextSource, UDPSource, parse_line
@@ -204,7 +205,10 @@ def test_udp_datagrams_with_several_lines(tiny_model: nn.Module) -> None:
 class _Loaded:
     model: nn.Module
     class_names: list[str]
-    data: dict = field(default_factory=dict)
+    data: dict = field(default_factory=dict)  # the data settings of a checkpoint written before deployment specs
+
+    def require_spec(self) -> DeploymentSpec:
+        return DeploymentSpec.from_legacy_metadata(self.data, self.class_names, "x.ckpt")
 
 
 def test_stream_command_on_stdin_file(tiny_model: nn.Module, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -239,7 +243,8 @@ def test_stream_command_reports_early_for_a_model_trained_with_edge_filled_conte
     tiny_model: nn.Module, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # the checkpoint's data settings: a 12-sample labelled window after 24 samples of context, EDGE padding
-    data = dict(window=12, hop=HOP, context=WINDOW - 12, context_padding="EDGE", sampling_rate=RATE, mean=[], std=[])
+    data = dict(window=12, hop=HOP, context=WINDOW - 12, context_padding="EDGE", sampling_rate=RATE)
+    data.update(channel_names=["x", "y", "z"], mean=[0.0] * 3, std=[1.0] * 3)
     monkeypatch.setattr(stream_command, "load_classifier", lambda path: _Loaded(tiny_model, CLASSES, data))
     raw = np.random.default_rng(6).standard_normal((3, 40)).astype(np.float32)
     path = tmp_path / "stdin.txt"

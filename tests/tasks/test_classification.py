@@ -131,3 +131,9 @@ def test_logged_validation_and_test_metrics_equal_their_definitions(tmp_path: Pa
     trainer.test(task, loader, verbose=False)
     for name, value in expected.items():
         assert task.test_results[f"test/{name}"] == pytest.approx(value, abs=1e-6), name
+
+
+def test_subjects_are_reported_in_numeric_order() -> None:
+    from vidrec.tasks.classification import subject_order
+
+    assert subject_order(["10", "2", "13", "1", "x", "-1"]) == ["-1", "1", "2", "10", "13", "x"]

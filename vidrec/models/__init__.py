@@ -1,6 +1,14 @@
 """Model families, one file each; importing this package registers every builder."""
 
-from vidrec.models import fusionactnet, minirocket, p3d, r2plus1d, reference, resnet1d  # noqa: F401  (registers builders)
+from vidrec.models import (  # noqa: F401  (registers builders)
+    fusionactnet,
+    minirocket,
+    p3d,
+    r2plus1d,
+    reference,
+    resnet1d,
+    two_stream,
+)
 from vidrec.models._base import StreamableClassifier
 from vidrec.models._registry import build_model, get_model_builder, list_models, register_model
 

@@ -14,10 +14,16 @@ crop_size`` and cannot stream. Each is wrapped in :class:`PytorchvideoNet` for v
 
 from __future__ import annotations
 
-from pytorchvideo.models.r2plus1d import create_r2plus1d
-from pytorchvideo.models.resnet import create_resnet
-from pytorchvideo.models.x3d import create_x3d
+import warnings
+
 from torch import Tensor, nn
+
+with warnings.catch_warnings():
+    # pytorchvideo imports fvcore, which applies torch.jit.script at import time (deprecated in torch 2.10+)
+    warnings.filterwarnings("ignore", message=r"`torch\.jit\.script` is deprecated", category=FutureWarning)
+    from pytorchvideo.models.r2plus1d import create_r2plus1d
+    from pytorchvideo.models.resnet import create_resnet
+    from pytorchvideo.models.x3d import create_x3d
 
 from vidrec.models._registry import register_model
 

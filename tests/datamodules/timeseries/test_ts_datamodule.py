@@ -320,7 +320,8 @@ def test_edge_context_padding_keeps_every_window_and_fills_history_with_the_firs
     # the first window of the second recording does not read the end of the first one
     k = int(np.flatnonzero(t_edge.groups == 1)[0])
     np.testing.assert_array_equal(ds[k]["inputs"].numpy()[:, :16], np.repeat(recs["s1_1"][:, :1], 16, axis=1))
-    assert edge.export_metadata()["context_padding"] == "EDGE"
+    spec = edge.deployment_spec()
+    assert spec.context_padding is ContextPadding.EDGE and spec.first_output == 10 and spec.input_length == 26
 
 
 def test_context_truncation_edge_fills_a_random_prefix_of_the_context_only(tmp_path: Path) -> None:

@@ -3,6 +3,7 @@ path (fast probe, skipped non-reference frames, decoder drain, cached facts) ret
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from datamodules.video import decoding
 from datamodules.video.decoding import (
     DecoderBackend,
     DecodeSettings,
+    IndexMode,
     QuarantineLog,
     RobustVideoReader,
     VideoFacts,
@@ -115,7 +117,7 @@ def test_header_that_over_reports_frames_is_clamped(tmp_path: Path) -> None:
     data[cut:] = bytes(len(data) - cut)
     path.write_bytes(bytes(data))
     reader = RobustVideoReader(quarantine_path=tmp_path / "q.tsv")
-    with pytest.warns(RuntimeWarning, match="header reports 60 frames but only"):
+    with pytest.warns(RuntimeWarning, match="only the first [0-9]+ of 60 frames decode"):
         clip = reader.read(path, lambda n, fps: list(range(n - 4, n)))
     assert clip is not None
     assert 0 < clip.num_frames < 60
@@ -129,14 +131,14 @@ def test_hanging_read_times_out_and_is_quarantined(
     good, _ = lossless_video
     hang = tmp_path / "hang.mp4"
     hang.write_bytes(good.read_bytes())
-    real_open = decoding.open_video
+    real_open = decoding.backends.open_video
 
     def open_or_hang(path, backend, num_threads=1, **options):
         if Path(path) == hang:
             time.sleep(3)  # stands in for a decoder stuck in FFmpeg
         return real_open(path, backend, num_threads, **options)
 
-    monkeypatch.setattr(decoding, "open_video", open_or_hang)
+    monkeypatch.setattr(decoding.backends, "open_video", open_or_hang)
     reader = RobustVideoReader(DecodeSettings(timeout_s=0.3), quarantine_path=tmp_path / "q.tsv")
     start = time.perf_counter()
     with pytest.warns(RuntimeWarning, match="timeout"):
@@ -292,7 +294,9 @@ def test_metadata_cache_serves_the_second_read(bframe_video: tuple[Path, np.ndar
     assert first is not None and second is not None
     np.testing.assert_array_equal(second.frames, first.frames)
     np.testing.assert_array_equal(second.frames, truth[20:36])
-    reader._facts[str(path)] = VideoFacts(50, 25.0, 0.0, fast_probe=True)  # the cache, not the header, is used
+    index = reader.frame_index(path)
+    assert index.mode is IndexMode.PTS and index.num_frames == 60 and not index.decoded  # h264: packets only
+    reader._indexes[str(path)] = dataclasses.replace(index, num_frames=50)  # the cache, not the file, is used
     assert reader.read(path, choose) is not None
     assert seen == [(60, 25.0), (60, 25.0), (50, 25.0)]
 
@@ -411,7 +415,7 @@ def test_retain_freed_memory_applies_once_per_process() -> None:
     if not os.confstr("CS_GNU_LIBC_VERSION"):
         pytest.skip("not glibc")
     assert decoding.retain_freed_memory(64)
-    assert decoding._malloc_tuned[os.getpid()] == 64
+    assert decoding.memory._malloc_tuned[os.getpid()] == 64
     assert decoding.retain_freed_memory(64)  # already applied: nothing to do
     with pytest.raises(ValueError, match="retain_freed_mb"):
         DecodeSettings(retain_freed_mb=0)

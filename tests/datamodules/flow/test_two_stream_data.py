@@ -1,0 +1,169 @@
+"""Two-stream datasets: sampling positions, flow-correct transforms, BOTH joined by video id, bad input not fatal."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("cv2.optflow")
+
+from datamodules.flow.datamodule import TwoStreamDataModule
+from datamodules.flow.dataset import (
+    Mode,
+    SegmentSampling,
+    StreamInput,
+    TwoStreamDataset,
+    VideoEntry,
+    evaluation_positions,
+    segment_positions,
+    stack_field_range,
+)
+from datamodules.flow.extraction import extract_flow
+from datamodules.flow.methods import FlowSettings
+from datamodules.flow.schema import flow_path
+from datamodules.flow.synthetic_motion import MOTION_CLASSES, MotionSettings, generate_motion_set, render_motion
+from datamodules.flow.transforms import CropBox, FlowMean, FrameTransformSettings, crop_boxes, transform_flow
+from datamodules.video.decoding import QuarantineLog, RobustVideoReader
+
+
+def test_positions_and_stack_ranges() -> None:
+    assert evaluation_positions(100, 25) == [2 + 4 * j for j in range(25)]
+    assert evaluation_positions(3, 25) == sorted(evaluation_positions(3, 25)) and max(evaluation_positions(3, 25)) == 2
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        p = segment_positions(30, 3, rng)
+        assert 0 <= p[0] < 10 <= p[1] < 20 <= p[2] < 30
+    assert stack_field_range(50, 10, 99) == (45, 55)  # centred
+    assert stack_field_range(1, 10, 99) == (0, 10)  # runs past the start: shifted inside
+    assert stack_field_range(98, 10, 99) == (89, 99)  # runs past the end: shifted inside
+    assert stack_field_range(3, 10, 6) == (0, 6)  # fewer fields than L: the whole video (edge repeated later)
+
+
+def test_flip_negates_x_and_resizing_scales_displacements() -> None:
+    settings = FrameTransformSettings(crop_size=16, short_side=32)
+    stacks = np.full((1, 2, 2, 32, 64), 128, dtype=np.uint8)  # (K, L, 2, H, W)
+    stacks[:, :, 0] = 128 + 40  # x = +40 levels, y = 0
+    plain = transform_flow(stacks, CropBox(0, 0, 0.5, 0.5), settings)  # 32 x 32 crop -> 16 x 16: factor 0.5
+    flipped = transform_flow(stacks, CropBox(0, 0, 0.5, 0.5, flip=True), settings)
+    assert plain.shape == (1, 4, 16, 16)
+    x = (168 - 127.5) / 127.5 * 0.5
+    assert torch.allclose(plain[:, 0::2], torch.full_like(plain[:, 0::2], x), atol=1e-5)
+    assert torch.allclose(flipped[:, 0::2], -plain[:, 0::2]) and torch.allclose(flipped[:, 1::2], plain[:, 1::2])
+    wide = transform_flow(stacks, CropBox(0, 0, 0.5, 0.25), settings)  # 16 x 16 crop: x unscaled, aspect kept
+    assert torch.allclose(wide[:, 0::2], torch.full_like(wide[:, 0::2], x * 2), atol=1e-5)
+    subtracted = transform_flow(stacks, CropBox(0, 0, 1, 1), FrameTransformSettings(16, 32, flow_mean=FlowMean.FIELD))
+    assert subtracted.abs().max() < 1e-5  # uniform motion is all "camera motion"
+    assert len(crop_boxes(settings, 32, 64, 10)) == 10 and sum(b.flip for b in crop_boxes(settings, 32, 64, 10)) == 5
+
+
+@pytest.fixture(scope="module")
+def motion_data(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("motion")
+    generate_motion_set(root / "videos", MotionSettings(num_classes=4, videos_per_class=4, frames=8, size=32))
+    extract_flow(root / "videos", root / "flow", FlowSettings(short_side=None), progress=False)
+    return root / "videos", root / "flow"
+
+
+def test_motion_set_frames_share_appearance_and_flow_shows_the_class() -> None:
+    stats = {}
+    for label, name in enumerate(MOTION_CLASSES):
+        frames = np.concatenate(
+            [render_motion(name, np.random.default_rng([1, label, v]), 4, 64, 4.0)[..., 0] for v in range(30)]
+        ).astype(np.float64)
+        stats[name] = (frames.mean(), frames.std())
+    means = np.array([m for m, _ in stats.values()])
+    stds = np.array([s for _, s in stats.values()])
+    assert np.ptp(means) < 3 and np.ptp(stds) < 3  # one appearance distribution (grey level 0-255)
+    a = render_motion("DiscMovingRight", np.random.default_rng(0), 5, 64, 0.0)
+    b = render_motion("DiscMovingRight", np.random.default_rng(0), 5, 64, 0.0)
+    assert np.array_equal(a, b)  # deterministic from the seed
+
+
+def test_flow_of_the_motion_set_points_the_way_of_its_class(motion_data: tuple[Path, Path]) -> None:
+    videos, flow = motion_data
+    with h5py.File(flow_path(flow, "DiscMovingRight/v_DiscMovingRight_g01_c01")) as f:
+        x, y = (f["flow"][:, c].astype(np.float64) - 127.5 for c in (0, 1))
+    moving = np.abs(x) > 4  # 0.6 pixels
+    assert moving.mean() > 0.02 and np.median(x[moving]) > 0 and abs(np.median(y[moving])) < np.median(x[moving])
+
+
+def test_datamodule_shapes_and_the_25_frame_test_views(motion_data: tuple[Path, Path]) -> None:
+    videos, flow = motion_data
+    transform = FrameTransformSettings(crop_size=24, short_side=32, horizontal_flip=True)
+    sampling = SegmentSampling(stack_length=4, segments=3, test_frames=25, test_crops=3)
+    dm = TwoStreamDataModule(videos, input="both", flow_root=flow, sampling=sampling, transform=transform)
+    dm.setup("fit")
+    dm.setup("test")
+    train = dm.datasets[next(iter(dm.datasets))]
+    item = train[0]
+    assert item["inputs"]["rgb"].shape == (3, 3, 24, 24) and item["inputs"]["flow"].shape == (3, 8, 24, 24)
+    test = dm.datasets[max(dm.datasets, key=lambda s: s.value == "test")]
+    assert len(test) == 4 * 25 * 3 and test.views_per_video == 75
+    views = [test[i] for i in range(75)]
+    assert {v["group"] for v in views} == {0} and views[0]["inputs"]["flow"].shape == (8, 24, 24)
+    again = test[5]
+    assert torch.equal(again["inputs"]["flow"], views[5]["inputs"]["flow"])  # evaluation views are deterministic
+    assert dm.num_classes == 4 and dm.video_id(videos / "a" / "b.mp4") == "a/b"
+
+
+def test_bad_flow_files_are_quarantined_and_the_item_substituted(
+    motion_data: tuple[Path, Path], tmp_path: Path
+) -> None:
+    videos, flow = motion_data
+    entries = [
+        VideoEntry("DiscMovingRight/v_DiscMovingRight_g01_c01", videos / "x.mp4", 0),  # flow ok (video path unused)
+        VideoEntry("missing/none", videos / "none.mp4", 0),
+    ]
+    quarantine = tmp_path / "q.tsv"
+    settings = FrameTransformSettings(crop_size=24, short_side=32)
+    ds = TwoStreamDataset(
+        entries, StreamInput.FLOW, Mode.EVAL, SegmentSampling(stack_length=4), settings, None, flow, frames=2
+    )
+    ds.set_quarantine_path(quarantine)
+    with pytest.warns(RuntimeWarning, match="missing/none.h5: no flow file"):
+        item = ds[2]  # video 1, view 0: its flow is missing -> video 0 of the same class
+    assert item["group"] == 0
+    assert QuarantineLog.read(quarantine)[0][0] == str(videos / "none.mp4")
+
+
+def test_both_mode_refuses_a_flow_file_that_disagrees_with_its_video(
+    motion_data: tuple[Path, Path], tmp_path: Path
+) -> None:
+    videos, flow = motion_data
+    ids = ["DiscMovingRight/v_DiscMovingRight_g01_c01", "DiscMovingRight/v_DiscMovingRight_g02_c01"]
+    bad_root = tmp_path / "flow"
+    for vid in ids:
+        target = flow_path(bad_root, vid)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(flow_path(flow, vid).read_bytes())
+    with h5py.File(flow_path(bad_root, ids[0]), "r+") as f:  # claims one frame more than the video has
+        n = int(f.attrs["video_frames"])
+        f.attrs["video_frames"] = n + 1
+        data = f["flow"][:]
+        del f["flow"], f["frame_indices"]
+        f.create_dataset("flow", data=np.concatenate([data, data[-1:]]))
+        f.create_dataset("frame_indices", data=np.stack([np.arange(n), np.arange(1, n + 1)], 1))
+    entries = [VideoEntry(vid, videos / f"{vid}.mp4", 0) for vid in ids]
+    settings = FrameTransformSettings(crop_size=24, short_side=32)
+    reader = RobustVideoReader()
+    ds = TwoStreamDataset(
+        entries, StreamInput.BOTH, Mode.EVAL, SegmentSampling(stack_length=4), settings, reader, bad_root, frames=1
+    )
+    with pytest.warns(RuntimeWarning, match=f"made from {n + 1} frames but the video .* has {n} decodable"):
+        item = ds[0]
+    assert item["group"] == 1 and set(item["inputs"]) == {"rgb", "flow"}
+
+
+def test_a_video_shorter_than_the_stack_repeats_its_edge_with_a_warning(motion_data: tuple[Path, Path]) -> None:
+    videos, flow = motion_data
+    entry = VideoEntry("DiscMovingUp/v_DiscMovingUp_g01_c01", videos / "x.mp4", 0)  # 8 frames: 7 fields
+    settings = FrameTransformSettings(crop_size=24, short_side=32)
+    ds = TwoStreamDataset([entry], StreamInput.FLOW, Mode.EVAL, SegmentSampling(stack_length=10), settings, None, flow)
+    with pytest.warns(RuntimeWarning, match="7 flow fields, fewer than the stack length 10"):
+        item = ds[0]
+    assert item["inputs"].shape == (20, 24, 24)
+    assert torch.equal(item["inputs"][-2:], item["inputs"][12:14])  # fields 7..9 repeat field 6
