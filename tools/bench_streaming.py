@@ -18,14 +18,29 @@ each layer's history (no ring buffers), ONNX Runtime, and the ring step in bfloa
 streams are listed apart from the exact ones). The numpy backend loops over streams in Python and is left out.
 ``--width`` sets resnet1d_har's width (default 32: 32-64 channels; 64 is the 580k-parameter variant).
 
+Two more modes:
+
+* ``--compare TREE [TREE ...]``: no-regression figures of source trees (e.g. ``/work/main`` and a branch) in one run:
+  single-stream latency (compiled and numpy engines) and the batched compiled step at ``--batches``, for every hop,
+  each measured in a child process with ``PYTHONPATH=TREE``, the trees alternating for ``--rounds`` rounds; prints
+  the per-tree medians and each tree's ratio to the first (>1: faster than the first tree).
+* ``--exactness``: for every registered model whose registry metadata says it streams exactly, and every engine
+  that takes it, the largest ``|streamed - offline|`` logit over a few streamed windows (float32; video models on
+  tiny 32x32 frames, time series engines marked n/a for video).
+
 Usage: ``python tools/bench_streaming.py [--model resnet1d_har] [--width 64] [--window 128] [--batches 64 256 1024]
-[--threads 1]``
+[--threads 1]``; ``python tools/bench_streaming.py --compare /work/main $PWD --batches 256 --rounds 3``;
+``python tools/bench_streaming.py --exactness``
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import multiprocessing as mp
+import os
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -118,6 +133,77 @@ def sharded_samples_per_second(
     return rates
 
 
+def quick_figures(model: torch.nn.Module, window: int, hops: list[int], batches: list[int]) -> dict[str, float]:
+    """Microseconds of the headline steps: one stream (compiled, numpy) and batched compiled steps, per hop.
+
+    Uses only the API that every tree compared with ``--compare`` has (``StepBackend.TORCH``/``NUMPY``).
+    """
+    figures: dict[str, float] = {}
+    for hop in hops:
+        for name, backend in (("compiled", StepBackend.TORCH), ("numpy", StepBackend.NUMPY)):
+            figures[f"hop {hop:>2} batch    1 {name}"] = stream_step_seconds(model, window, hop, 1, backend, 300) * 1e6
+        for batch in batches:
+            repeats = max(5, min(100, 20000 // batch))
+            sec = stream_step_seconds(model, window, hop, batch, StepBackend.TORCH, repeats)
+            figures[f"hop {hop:>2} batch {batch:>4} compiled"] = sec * 1e6
+    return figures
+
+
+def compare_trees(args: argparse.Namespace) -> None:
+    """Run ``quick_figures`` under each tree in turn for ``args.rounds`` rounds; print medians and ratios."""
+    runs: dict[str, list[dict[str, float]]] = {tree: [] for tree in args.compare}
+    child = [sys.executable, os.path.abspath(__file__), "--quick-json", "--model", args.model, "--window"]
+    child += [str(args.window), "--threads", str(args.threads), "--hops", *map(str, args.hops), "--batches"]
+    child += [*map(str, args.batches)] + (["--width", str(args.width)] if args.width is not None else [])
+    for _ in range(args.rounds):
+        for tree in args.compare:
+            env = {**os.environ, "PYTHONPATH": os.path.abspath(tree)}
+            out = subprocess.run(child, env=env, check=True, capture_output=True, text=True).stdout
+            runs[tree].append(json.loads(out.strip().splitlines()[-1]))
+            print(f"# {tree}: {json.dumps(runs[tree][-1])}", flush=True)  # each run as it arrives
+    keys = list(runs[args.compare[0]][0])
+    medians = {t: {k: float(np.median([r[k] for r in rs])) for k in keys} for t, rs in runs.items()}
+    base = args.compare[0]
+    print(f"median step us over {args.rounds} alternating rounds; ratio = {base} / tree (>1: faster than {base})")
+    print(f"{'step':<30} " + " ".join(f"{os.path.basename(os.path.abspath(t))[:14]:>14} {'ratio':>6}" for t in runs))
+    for k in keys:
+        cells = [f"{medians[t][k]:>14.1f} {medians[base][k] / medians[t][k]:>6.2f}" for t in runs]
+        print(f"{k:<30} " + " ".join(cells))
+
+
+def exactness_table() -> None:
+    """Max |streamed - offline| logits for every exactly streaming registered model and every engine."""
+    from vidrec.models import StreamMode, list_models
+    from vidrec.streaming.runtime import to_streaming
+
+    engines = ["compiled", "eager", "numpy", "onnxruntime"]
+    print(f"{'model':<16} {'engine ran':<12} " + " ".join(f"{e:>12}" for e in engines))
+    for name in list_models(streams=StreamMode.EXACT):
+        torch.manual_seed(0)
+        model = build_model(name).eval()
+        video = any(isinstance(m, torch.nn.Conv3d) for m in model.modules())
+        first = next(m for m in model.modules() if isinstance(m, (torch.nn.Conv1d, torch.nn.Conv3d)))
+        stride, rf = model.stride, model.receptive_field
+        window, hop, hops = (rf + stride, stride, 2) if video else (rf + 3 * stride, stride, 6)
+        frame = (32, 32) if video else ()
+        x = torch.randn(1, first.in_channels, window + hops * hop, *frame)
+        cells, ran = [], set()
+        for engine in engines:
+            if video and engine in ("numpy", "onnxruntime"):
+                cells.append(f"{'n/a':>12}")
+                continue
+            rt = to_streaming(model, window, hop, backend=engine, frame_shape=frame, in_channels=first.in_channels)
+            ran.add(getattr(getattr(rt, "engine", None), "name", engine))
+            logits, ready = rt.run(x)
+            worst = 0.0
+            with torch.inference_mode():
+                for k in np.flatnonzero(ready[0]):
+                    end = (k + 1) * hop
+                    worst = max(worst, float((logits[0, k] - model(x[:, :, end - window : end])[0]).abs().max()))
+            cells.append(f"{worst:>12.2e}")
+        print(f"{name:<16} {','.join(sorted(ran)):<12} " + " ".join(cells), flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="resnet1d_har")
@@ -131,10 +217,23 @@ def main() -> None:
     parser.add_argument(
         "--process-dtypes", nargs="+", default=["float32", "bfloat16"], help="--processes: step dtypes to measure"
     )
+    parser.add_argument("--compare", nargs="+", metavar="TREE", help="source trees to compare in one run")
+    parser.add_argument("--rounds", type=int, default=3, help="--compare: alternating rounds per tree")
+    parser.add_argument("--quick-json", action="store_true", help=argparse.SUPPRESS)  # child of --compare
+    parser.add_argument("--exactness", action="store_true", help="max |streamed - offline| per model and engine")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    if args.compare:
+        compare_trees(args)
+        return
+    if args.exactness:
+        exactness_table()
+        return
     kwargs = {"width": args.width} if args.width is not None else {}
     model = build_model(args.model, **kwargs).eval()
+    if args.quick_json:
+        print(json.dumps(quick_figures(model, args.window, args.hops, args.batches)))
+        return
     channels = next(m for m in model.modules() if isinstance(m, torch.nn.Conv1d)).in_channels
     backends = [StepBackend.TORCH, StepBackend.TORCH_EAGER, StepBackend.ONNXRUNTIME]
     single = [*backends, StepBackend.NUMPY]  # batch 1 only

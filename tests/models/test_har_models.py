@@ -69,3 +69,32 @@ def test_fusionactnet_fuses_probabilities_and_joint_loss() -> None:
     loss.backward()
     with pytest.raises(ValueError, match="proper subset"):
         FusionActNet(in_channels=6, num_classes=3, static_classes=[0, 1, 2], stages=[])
+
+
+def test_registry_metadata_plain_and_keyword_forms() -> None:
+    from vidrec.models import Modality, StreamableClassifier, StreamMode, model_info
+    from vidrec.models._registry import _INFO, _MODELS
+
+    assert model_info("resnet1d_har").streams is StreamMode.EXACT
+    assert model_info("resnet1d_har").modality is Modality.TIME_SERIES
+    assert "resnet1d_har" in list_models(streams=StreamMode.EXACT, modality=Modality.TIME_SERIES)
+    assert "x3d_xs" not in list_models(streams=StreamMode.EXACT)
+
+    def _plain_test_model(*, num_classes: int = 2) -> StreamableClassifier:
+        raise NotImplementedError
+
+    def _two_input_test_model(*, num_classes: int = 2) -> torch.nn.Module:
+        raise NotImplementedError
+
+    try:
+        register_model(_plain_test_model)  # plain form: inferred from the return annotation
+        register_model(streams="approximate", modality=Modality.VIDEO, inputs=("rgb", "flow"))(_two_input_test_model)
+        plain, two = model_info("_plain_test_model"), model_info("_two_input_test_model")
+        assert (plain.streams, plain.modality, plain.inputs, plain.explicit) == (StreamMode.EXACT, None, ("x",), False)
+        assert (two.streams, two.modality, two.inputs) == (StreamMode.APPROXIMATE, Modality.VIDEO, ("rgb", "flow"))
+        with pytest.raises(ValueError, match="distinct names"):
+            register_model(inputs=("x", "x"))(lambda: None)  # type: ignore[arg-type,return-value]
+    finally:
+        for name in ("_plain_test_model", "_two_input_test_model"):
+            _MODELS.pop(name, None)
+            _INFO.pop(name, None)

@@ -55,7 +55,7 @@ def test_strided_model_in_rings_matches_offline() -> None:
     hop = 2
     window = model.receptive_field + 4 * hop
     rt = StreamingClassifier(model, window, hop, capacity=2)
-    assert rt._rings is not None
+    assert rt.describe().ring_buffers
     x = torch.randn(2, 3, 3 * window)
     logits, ready = rt.run(x)
     with torch.no_grad():
@@ -70,7 +70,7 @@ def test_runtime_mixing_full_and_subset_steps_matches_runtime_without_rings(tiny
     window, hop, slots = 40, 1, 5
     with_rings = StreamingClassifier(tiny_model, window, hop, capacity=slots)
     plain = StreamingClassifier(tiny_model, window, hop, capacity=slots, ring_buffers=False)
-    assert with_rings._rings is not None and plain._rings is None
+    assert with_rings.describe().ring_buffers and not plain.describe().ring_buffers
     rng = np.random.default_rng(0)
     for step in range(70):  # full steps through several wrap-arounds, subsets, a reset and a grow in between
         if step == 30:

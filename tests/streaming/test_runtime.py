@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import typing
-
 import numpy as np
 import pytest
 import torch
 from torch import nn
 
 from tests.streaming.conftest import randomize_batchnorm
-from vidrec.models import StreamableClassifier, build_model, get_model_builder, list_models
+from vidrec.layers import TemporalAvgPoolHead, TemporalSequential, TemporalWindowOp
+from vidrec.models import StreamableClassifier, StreamMode, build_model, list_models
 from vidrec.models.resnet1d import ResNet1D, Stage1d
 from vidrec.streaming import StepBackend, StreamingClassifier, fold_batchnorm, to_streaming
 from vidrec.streaming.optimize import count_batchnorm, fold_linear_head
@@ -22,21 +21,9 @@ def _is_video(model: nn.Module) -> bool:
     return any(isinstance(m, (nn.Conv2d, nn.Conv3d, nn.BatchNorm3d)) for m in model.modules())
 
 
-def _streamable_models() -> list[object]:
-    """Registered builders whose annotated return class is a StreamableClassifier (nothing is built here)."""
-    params: list[object] = []
-    for name in list_models():
-        builder = get_model_builder(name)
-        if getattr(builder, "streamable", True) is False or "non-streamable" in (builder.__doc__ or "").lower():
-            continue
-        try:
-            returned = typing.get_type_hints(builder).get("return")
-        except NameError:
-            returned = None
-        if isinstance(returned, type) and not issubclass(returned, StreamableClassifier):
-            continue  # e.g. video models with "same" temporal padding (see test_approximate.py)
-        params.append(name)
-    return params
+def _streamable_models() -> list[str]:
+    """Registered builders whose registry metadata says they stream exactly (nothing is built here)."""
+    return list_models(streams=StreamMode.EXACT)
 
 
 def _build(name: str) -> nn.Module:
@@ -93,8 +80,6 @@ def _check_exact(model: nn.Module, window: int, hop: int, fold_bn: bool, hops_pe
 @pytest.mark.parametrize("fold_bn", [False, True], ids=["plain", "bn_folded"])
 def test_every_registered_model_streams_exactly(name: str, fold_bn: bool) -> None:
     model = _build(name)
-    if not isinstance(model, StreamableClassifier):
-        pytest.skip(f"{name} is not a StreamableClassifier")
     if _is_video(model):
         pytest.skip("video models are covered by test_video_models_stream_exactly")
     stride = model.stride
@@ -107,7 +92,7 @@ def test_every_registered_model_streams_exactly(name: str, fold_bn: bool) -> Non
 @pytest.mark.parametrize("name", _streamable_models())
 def test_video_models_stream_exactly(name: str) -> None:
     model = _build(name)
-    if not isinstance(model, StreamableClassifier) or not _is_video(model):
+    if not _is_video(model):
         pytest.skip(f"{name} is not a streamable video model")
     window = model.receptive_field + model.stride
     # float64: in float32, 18+ layers of differently blocked oneDNN kernels (a window vs one frame) accumulate ~1e-3
@@ -280,3 +265,91 @@ def test_edge_filled_start_is_refused_where_it_is_undefined(tiny_model: nn.Modul
         StreamingClassifier(tiny_model, 40, 4, first_output=0)
     with pytest.raises(ValueError, match="first_output must be in"):
         StreamingClassifier(tiny_model, 40, 4, first_output=44)
+
+
+@pytest.mark.parametrize(
+    ("name", "engine"),
+    [
+        ("compiled", StepBackend.COMPILED),
+        ("eager", StepBackend.EAGER),
+        ("numpy", StepBackend.NUMPY),
+        ("onnxruntime", StepBackend.ONNXRUNTIME),
+        ("torch", StepBackend.COMPILED),
+        ("torch-eager", StepBackend.EAGER),
+        (StepBackend.NUMPY, StepBackend.NUMPY),
+    ],
+)
+def test_backend_accepts_strings_and_enums(name: object, engine: StepBackend) -> None:
+    assert StepBackend.parse(name) is engine  # type: ignore[arg-type]
+
+
+def test_backend_string_selects_the_engine(tiny_model: nn.Module) -> None:
+    rt = to_streaming(tiny_model, 40, 1, backend="numpy")
+    assert rt.backend is StepBackend.NUMPY and rt.engine.name == "numpy"
+
+
+@pytest.mark.parametrize("bad", ["nonsense", "", 3])
+def test_unknown_backend_is_an_error_listing_the_engines(tiny_model: nn.Module, bad: object) -> None:
+    with pytest.raises(ValueError, match="unknown streaming engine.*'compiled', 'eager', 'numpy', 'onnxruntime'"):
+        to_streaming(tiny_model, 40, 1, backend=bad)
+
+
+def test_describe_names_the_engine_and_every_module_it_does_not_lower(
+    tiny_model: nn.Module, caplog: pytest.LogCaptureFixture
+) -> None:
+    plain = to_streaming(tiny_model, 40, 1, backend="compiled").describe()
+    assert plain.engine == "compiled" and plain.ring_buffers and plain.decisions == []
+    assert "every module runs in the compiled engine" in str(plain)
+    tiny_model.stem.layers[2] = nn.GELU()  # no compiled lowering: called as it is inside the compiled step
+    with caplog.at_level("INFO", logger="vidrec.streaming"):
+        rt = to_streaming(tiny_model, 40, 1, backend=StepBackend.COMPILED)
+    desc = rt.describe()
+    assert desc.engine == "compiled" and not desc.ring_buffers
+    assert [(d.part, d.module, d.engine) for d in desc.decisions] == [("stem.layers.2", "GELU", "eager")]
+    assert "stem.layers.2 (GELU): eager" in caplog.text
+
+
+class _TinyVideo(StreamableClassifier):
+    def __init__(self) -> None:
+        super().__init__()
+        self.features = TemporalSequential(
+            TemporalWindowOp(nn.Conv3d(3, 4, (3, 3, 3), padding=(0, 1, 1)), 3), nn.ReLU()
+        )
+        self.pool = TemporalAvgPoolHead()
+        self.classifier = nn.Linear(4, 2)
+        self._init_geometry()
+
+
+def test_video_on_the_compiled_engine_is_a_logged_decision_to_run_eagerly(caplog: pytest.LogCaptureFixture) -> None:
+    torch.manual_seed(0)
+    model = _TinyVideo().eval()
+    with caplog.at_level("INFO", logger="vidrec.streaming"):
+        rt = to_streaming(model, 6, 2, frame_shape=(8, 8))
+    desc = rt.describe()
+    assert desc.requested == "compiled" and desc.engine == "eager"
+    assert desc.decisions[0].part == "" and "time series" in desc.decisions[0].reason
+    assert "the compiled engine cannot run it" in caplog.text
+    x = torch.randn(1, 3, 8, 8, 8)
+    logits, ready = rt.run(x)
+    with torch.no_grad():
+        torch.testing.assert_close(logits[0, -1], model(x[:, :, 2:])[0], atol=1e-5, rtol=0)
+    assert ready[0].tolist() == [False, False, True, True]
+
+
+def test_numpy_and_onnx_engines_refuse_other_devices(tiny_model: nn.Module) -> None:
+    for engine in ("numpy", "onnxruntime"):
+        with pytest.raises(ValueError, match="runs on the CPU only"):
+            to_streaming(tiny_model, 40, 4, backend=engine, device="meta")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+@pytest.mark.parametrize("engine", ["compiled", "eager"])
+def test_cuda_engines_match_the_cpu(tiny_model: nn.Module, engine: str) -> None:
+    x = torch.randn(3, 3, 60)
+    cpu_logits, _ = to_streaming(tiny_model, 40, 4, capacity=3, backend=engine).run(x)
+    rt = to_streaming(tiny_model, 40, 4, capacity=3, backend=engine, device="cuda")
+    assert rt.describe().device.startswith("cuda")
+    cuda_logits, _ = rt.run(x)
+    sub = rt.step(torch.randn(1, 3, 4), [1])  # a subset of slots on the device
+    assert cuda_logits.device.type == "cpu" and sub.logits.shape == (1, 3)
+    torch.testing.assert_close(cuda_logits, cpu_logits, atol=1e-4, rtol=1e-4)

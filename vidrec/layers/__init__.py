@@ -1,7 +1,9 @@
 """Temporal building blocks; every temporal layer here knows how to stream (see ``temporal.py``)."""
 
+from vidrec.layers.pooling import TemporalMaxPool1d
 from vidrec.layers.temporal import (
     TemporalAvgPoolHead,
+    TemporalConcat,
     TemporalModule,
     TemporalParallelSum,
     TemporalResidual,
@@ -18,6 +20,8 @@ from vidrec.layers.temporal import (
 
 __all__ = [
     "TemporalAvgPoolHead",
+    "TemporalConcat",
+    "TemporalMaxPool1d",
     "TemporalModule",
     "TemporalParallelSum",
     "TemporalResidual",

@@ -8,8 +8,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from torch import Tensor, nn
 
+from vidrec.layers.lowering import LoweringBuilder, register_lowering
 from vidrec.layers.temporal import (
     ResidualReLU,
     TemporalModule,
@@ -102,3 +105,9 @@ class InvertedResidual1d(TemporalModule):
 
     def stream_step(self, x: Tensor, state: list[Tensor]) -> tuple[Tensor, list[Tensor]]:
         return stream_step_of(self.body, x, state)
+
+
+@register_lowering(InvertedResidual1d)
+def _lower_inverted_residual(b: LoweringBuilder[Any], m: InvertedResidual1d, x: Any) -> Any:
+    """Every engine's code generator lowers the block as its body (vidrec.layers.lowering)."""
+    return b.lower(m.body, x)

@@ -21,9 +21,12 @@ activations, dropout, convolutions whose temporal kernel and stride are 1) strea
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 import torch
 from torch import Tensor, nn
+
+from vidrec.layers.lowering import LoweringBuilder, register_lowering
 
 __all__ = [
     "TemporalModule",
@@ -32,6 +35,7 @@ __all__ = [
     "TemporalResidual",
     "ResidualReLU",
     "TemporalParallelSum",
+    "TemporalConcat",
     "TemporalAvgPoolHead",
     "temporal_conv1d",
     "temporal_geometry",
@@ -367,6 +371,53 @@ class TemporalParallelSum(TemporalModule):
         return ya + yb, sa + sb
 
 
+class TemporalConcat(TemporalModule):
+    """Channel concatenation of parallel branches, each cropped on the left to the shortest (right alignment).
+
+    ::
+
+        x ─┬─► branch 0 ─► crop ─┐
+           ├─► branch 1 ─► crop ─┼─► cat over channels ─► y
+           └─► ...      ─► crop ─┘
+
+    The branches must share the temporal stride; the receptive field is the widest branch's (Temporal-Inception's
+    parallel convolutions of different kernels).
+    """
+
+    def __init__(self, *branches: nn.Module) -> None:
+        super().__init__()
+        if len(branches) < 2:
+            raise ValueError(f"TemporalConcat needs at least two branches, got {len(branches)}")
+        self.branches = nn.ModuleList(branches)
+        geometry = [temporal_geometry(b) for b in branches]
+        strides = sorted({s for _, s in geometry})
+        if len(strides) > 1:
+            raise ValueError(f"TemporalConcat branches have different strides {strides}")
+        self.receptive_field, self.stride = max(r for r, _ in geometry), strides[0]
+
+    def forward(self, x: Tensor) -> Tensor:
+        ys = [b(x) for b in self.branches]
+        n = min(y.shape[2] for y in ys)
+        return torch.cat([crop_left_to(y, n) for y in ys], dim=1)
+
+    def stream_state(self, x: Tensor) -> State:
+        states = [stream_state_of(b, x) for b in self.branches]
+        self._sizes = [len(s) for s in states]
+        return [t for s in states for t in s]
+
+    def stream_step(self, x: Tensor, state: State) -> tuple[Tensor, State]:
+        sizes = getattr(self, "_sizes", None)
+        if sizes is None:
+            raise RuntimeError("call stream_state() before stream_step()")
+        ys, new_state, i = [], [], 0
+        for b, n in zip(self.branches, sizes):
+            y, s = stream_step_of(b, x, state[i : i + n])  # every branch emits the same new steps
+            ys.append(y)
+            new_state.extend(s)
+            i += n
+        return torch.cat(ys, dim=1), new_state
+
+
 class TemporalAvgPoolHead(TemporalModule):
     """Global average over time (and space): ``(B, C, T, ...) -> (B, C)``.
 
@@ -392,3 +443,34 @@ class TemporalAvgPoolHead(TemporalModule):
         per_step = x if x.dim() == 3 else x.flatten(3).mean(dim=3)
         buf = torch.cat([state[0], per_step], dim=2)[:, :, -state[0].shape[2] :]
         return buf.mean(dim=2), [buf]
+
+
+# Lowerings for the code generators of the streaming engines (vidrec.layers.lowering): written once, every target.
+@register_lowering(TemporalSequential)
+def _lower_sequential(b: LoweringBuilder[Any], m: TemporalSequential, x: Any) -> Any:
+    for child in m.layers:
+        x = b.lower(child, x)
+    return x
+
+
+@register_lowering(TemporalResidual)
+def _lower_residual(b: LoweringBuilder[Any], m: TemporalResidual, x: Any) -> Any:
+    shared = b.shared(x)  # read by both paths: neither may modify it in place
+    return b.add(b.lower(m.branch, shared), b.lower(m.shortcut, shared))
+
+
+@register_lowering(TemporalParallelSum)
+def _lower_parallel_sum(b: LoweringBuilder[Any], m: TemporalParallelSum, x: Any) -> Any:
+    shared = b.shared(x)
+    return b.add(b.lower(m.a, shared), b.lower(m.b, shared))
+
+
+@register_lowering(ResidualReLU)
+def _lower_residual_relu(b: LoweringBuilder[Any], m: ResidualReLU, x: Any) -> Any:
+    return b.lower(m.relu, b.lower(m.residual, x))
+
+
+@register_lowering(TemporalConcat)
+def _lower_concat(b: LoweringBuilder[Any], m: TemporalConcat, x: Any) -> Any:
+    shared = b.shared(x)
+    return b.concat([b.lower(branch, shared) for branch in m.branches])

@@ -10,6 +10,25 @@ from vidrec.models import (  # noqa: F401  (registers builders)
     two_stream,
 )
 from vidrec.models._base import StreamableClassifier
-from vidrec.models._registry import build_model, get_model_builder, list_models, register_model
+from vidrec.models._registry import (
+    Modality,
+    ModelInfo,
+    StreamMode,
+    build_model,
+    get_model_builder,
+    list_models,
+    model_info,
+    register_model,
+)
 
-__all__ = ["StreamableClassifier", "build_model", "get_model_builder", "list_models", "register_model"]
+__all__ = [
+    "Modality",
+    "ModelInfo",
+    "StreamMode",
+    "StreamableClassifier",
+    "build_model",
+    "get_model_builder",
+    "list_models",
+    "model_info",
+    "register_model",
+]

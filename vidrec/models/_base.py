@@ -8,15 +8,22 @@ TemporalAvgPoolHead, then ``classifier``, a time-free module on ``(B, C')``).
 Streaming: ``configure_stream(window, hop)`` checks the hop against the model's temporal stride and sizes the pooling
 buffer for the window; then ``stream_step`` turns each hop of new steps into the logits of the window that ends at
 that hop, equal to ``forward`` on that window (state batched over streams, see ``vidrec.layers.temporal``).
+
+``ParallelClassifiers`` joins several such classifiers over the same window by a ``FusionRule`` (mean or product of
+probabilities, weighted logits) or a subclass's own ``fuse`` (FusionActNet's gate), inside one streamable model.
 """
 
 from __future__ import annotations
 
+import enum
+import math
+
+import torch
 from torch import Tensor, nn
 
 from vidrec.layers.temporal import TemporalAvgPoolHead, TemporalModule
 
-__all__ = ["StreamableClassifier", "check_stream_geometry"]
+__all__ = ["FusionRule", "ParallelClassifiers", "StreamableClassifier", "check_stream_geometry"]
 
 
 def check_stream_geometry(name: str, receptive_field: int, stride: int, window: int, hop: int) -> None:
@@ -71,3 +78,97 @@ class StreamableClassifier(TemporalModule):
         y, fs = self.features.stream_step(x, state[: self._n_feat])
         pooled, ps = self.pool.stream_step(y, state[self._n_feat :])
         return self.classifier(pooled), fs + ps
+
+
+class FusionRule(enum.Enum):
+    """How ``ParallelClassifiers`` joins its members' logits into one ``(B, K)`` output."""
+
+    MEAN_PROBABILITIES = "mean_probabilities"  # log of the (weighted) mean of the members' softmax
+    PRODUCT_PROBABILITIES = "product_probabilities"  # normalised product: log_softmax of the sum of log-probabilities
+    WEIGHTED_LOGITS = "weighted_logits"  # weighted sum of the members' logits
+
+
+class ParallelClassifiers(TemporalModule):
+    """Window classifiers over the same input joined by a fusion rule inside one model (ensembles, two experts).
+
+    ::
+
+        x ─┬─► member 0 (StreamableClassifier) ─► (B, K) ─┐
+           ├─► member 1                        ─► (B, K) ─┼─► fuse ─► (B, K)
+           └─► ...                                        ┘
+
+    Each member right-aligns the window itself, so members with smaller receptive fields see the same window. The
+    members are attributes under their given names (their parameters keep those prefixes in the state dict).
+    Subclasses with another fusion (FusionActNet's gate) override ``fuse``. Streaming steps every member and fuses;
+    the compiled engine compiles each member on its own (``vidrec.streaming.engines.compiled``).
+
+    Args:
+        members: Name -> streamable classifier, in fusion order.
+        rule: The fusion rule.
+        weights: One weight per member for the mean of probabilities and the weighted logits (default: equal).
+    """
+
+    def __init__(
+        self,
+        members: dict[str, nn.Module],
+        rule: FusionRule = FusionRule.MEAN_PROBABILITIES,
+        weights: list[float] | None = None,
+    ) -> None:
+        super().__init__()
+        if len(members) < 2:
+            raise ValueError(f"ParallelClassifiers needs at least two members, got {list(members)}")
+        for name, member in members.items():
+            missing = [a for a in ("configure_stream", "stream_state", "stream_step") if not hasattr(member, a)]
+            if missing:
+                raise TypeError(f"member {name!r} ({type(member).__name__}) is not streamable: lacks {missing}")
+            self.add_module(name, member)
+        self.member_names = list(members)
+        self.rule = FusionRule(rule)
+        w = [1.0 / len(members)] * len(members) if weights is None else [float(v) for v in weights]
+        if len(w) != len(members):
+            raise ValueError(f"{len(w)} fusion weights for {len(members)} members")
+        self.register_buffer("weights", torch.tensor(w), persistent=False)
+        geometry = [(int(getattr(m, "receptive_field")), int(getattr(m, "stride"))) for m in members.values()]  # noqa: B009
+        self.receptive_field = max(r for r, _ in geometry)
+        self.stride = math.lcm(*(s for _, s in geometry))
+
+    weights: Tensor  # (M,) fusion weights
+
+    def members(self) -> list[nn.Module]:
+        """The members in fusion order."""
+        return [getattr(self, n) for n in self.member_names]
+
+    def fuse(self, outputs: list[Tensor]) -> Tensor:
+        """``[(B, K_i)] -> (B, K)`` by ``rule`` (log-probabilities for the probability rules)."""
+        if self.rule is FusionRule.WEIGHTED_LOGITS:
+            return sum(w * y for w, y in zip(self.weights, outputs))  # type: ignore[return-value]
+        logp = torch.stack([y.log_softmax(dim=1) for y in outputs])  # (M, B, K)
+        if self.rule is FusionRule.PRODUCT_PROBABILITIES:
+            return logp.sum(dim=0).log_softmax(dim=1)
+        return torch.logsumexp(logp + self.weights.log()[:, None, None], dim=0)  # log sum_i w_i p_i
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fuse([m(x) for m in self.members()])
+
+    def configure_stream(self, window: int, hop: int) -> None:
+        """Check the hop against every member's stride and configure each member."""
+        check_stream_geometry(type(self).__name__, self.receptive_field, self.stride, window, hop)
+        for m in self.members():
+            m.configure_stream(window, hop)  # type: ignore[operator]
+
+    def stream_state(self, x: Tensor) -> list[Tensor]:
+        states = [m.stream_state(x) for m in self.members()]  # type: ignore[operator]
+        self._sizes = [len(s) for s in states]
+        return [t for s in states for t in s]
+
+    def stream_step(self, x: Tensor, state: list[Tensor]) -> tuple[Tensor, list[Tensor]]:
+        sizes = getattr(self, "_sizes", None)
+        if sizes is None:
+            raise RuntimeError("call stream_state() before stream_step()")
+        outs, new_state, i = [], [], 0
+        for m, n in zip(self.members(), sizes):
+            y, s = m.stream_step(x, state[i : i + n])  # type: ignore[operator]
+            outs.append(y)
+            new_state += s
+            i += n
+        return self.fuse(outs), new_state

@@ -13,12 +13,11 @@ with each expert's class probabilities placed in its own classes' slots::
 The paper trains in two stages (experts on their own subsets first, then the guidance module). vidrec trains all
 three jointly with the same supervision in one run: ``training_loss`` adds each expert's cross-entropy on the
 samples of its own superclass and a binary static/dynamic loss on the gate to the fused negative log-likelihood.
-All parts are valid in time, so the whole ensemble streams exactly.
+All parts are valid in time, so the whole ensemble streams exactly; it is a ``ParallelClassifiers`` (the three
+networks as members, the gate as its fusion), so the compiled engine compiles each member.
 """
 
 from __future__ import annotations
-
-import math
 
 import torch
 import torch.nn.functional as F
@@ -26,8 +25,8 @@ from torch import Tensor, nn
 
 from vidrec.layers.residual1d import InvertedResidual1d, conv_bn_relu_1d
 from vidrec.layers.temporal import TemporalAvgPoolHead, TemporalSequential
-from vidrec.models._base import StreamableClassifier, check_stream_geometry
-from vidrec.models._registry import register_model
+from vidrec.models._base import ParallelClassifiers, StreamableClassifier
+from vidrec.models._registry import Modality, StreamMode, register_model
 from vidrec.models.resnet1d import ResNet1D, Stage1d
 
 __all__ = ["GuidanceNet1D", "FusionActNet", "fusionactnet"]
@@ -46,8 +45,12 @@ class GuidanceNet1D(StreamableClassifier):
         self._init_geometry()
 
 
-class FusionActNet(StreamableClassifier):
-    """Static and dynamic ``ResNet1D`` experts fused by a ``GuidanceNet1D`` gate; returns log-probabilities."""
+class FusionActNet(ParallelClassifiers):
+    """Static and dynamic ``ResNet1D`` experts fused by a ``GuidanceNet1D`` gate; returns log-probabilities.
+
+    A ``ParallelClassifiers`` whose fusion is the gate: streaming and the compiled engine (each member compiled on
+    its own) come from the combinator.
+    """
 
     static_index: Tensor  # (K_s,) class indices of the static expert
     dynamic_index: Tensor  # (K_d,) class indices of the dynamic expert
@@ -65,24 +68,30 @@ class FusionActNet(StreamableClassifier):
         guidance_blocks: int = 4,
         dropout: float = 0.2,
     ) -> None:
-        super().__init__()
         static = sorted(set(static_classes))
         if not static or any(not 0 <= c < num_classes for c in static) or len(static) == num_classes:
             raise ValueError(
                 f"static_classes={static_classes} must be a non-empty proper subset of range({num_classes})"
             )
         dynamic = [c for c in range(num_classes) if c not in static]
+        common = dict(in_channels=in_channels, stages=stages, stem_width=stem_width, dropout=dropout)
+        members: dict[str, nn.Module] = {
+            "static_expert": ResNet1D(num_classes=len(static), **common),  # type: ignore[arg-type]
+            "dynamic_expert": ResNet1D(num_classes=len(dynamic), **common),  # type: ignore[arg-type]
+            "guidance": GuidanceNet1D(in_channels=in_channels, width=guidance_width, blocks=guidance_blocks),
+        }
+        super().__init__(members)
+        self.static_expert: ResNet1D
+        self.dynamic_expert: ResNet1D
+        self.guidance: GuidanceNet1D
+        self.num_classes = num_classes
         self.register_buffer("static_index", torch.tensor(static), persistent=False)
         self.register_buffer("dynamic_index", torch.tensor(dynamic), persistent=False)
         self.register_buffer("is_static", torch.isin(torch.arange(num_classes), torch.tensor(static)), persistent=False)
-        self.num_classes = num_classes
-        common = dict(in_channels=in_channels, stages=stages, stem_width=stem_width, dropout=dropout)
-        self.static_expert = ResNet1D(num_classes=len(static), **common)  # type: ignore[arg-type]
-        self.dynamic_expert = ResNet1D(num_classes=len(dynamic), **common)  # type: ignore[arg-type]
-        self.guidance = GuidanceNet1D(in_channels=in_channels, width=guidance_width, blocks=guidance_blocks)
-        self._parts: list[StreamableClassifier] = [self.static_expert, self.dynamic_expert, self.guidance]
-        self.receptive_field = max(p.receptive_field for p in self._parts)
-        self.stride = math.lcm(*(p.stride for p in self._parts))
+
+    def fuse(self, outputs: list[Tensor]) -> Tensor:
+        """The gate's fusion of ``[static logits, dynamic logits, gate logit]`` (log-probabilities)."""
+        return self._fuse(*outputs)
 
     def _fuse(self, static_logits: Tensor, dynamic_logits: Tensor, gate_logit: Tensor) -> Tensor:
         # (B, K_s), (B, K_d), (B, 1) -> (B, K) log-probabilities, exact in log space:
@@ -95,9 +104,6 @@ class FusionActNet(StreamableClassifier):
     def _parts_forward(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         # each part right-aligns the window itself, so parts with smaller receptive fields see the same window
         return self.static_expert(x), self.dynamic_expert(x), self.guidance(x)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self._fuse(*self._parts_forward(x))
 
     def forward_features(self, x: Tensor) -> Tensor:
         """Concatenated pooled features of both experts, ``(B, 2 C')``."""
@@ -134,27 +140,8 @@ class FusionActNet(StreamableClassifier):
         loss = loss + F.binary_cross_entropy_with_logits(gate.squeeze(1), is_static.float())
         return loss, fused
 
-    def configure_stream(self, window: int, hop: int) -> None:
-        check_stream_geometry(type(self).__name__, self.receptive_field, self.stride, window, hop)
-        for part in self._parts:
-            part.configure_stream(window, hop)
 
-    def stream_state(self, x: Tensor) -> list[Tensor]:
-        states = [part.stream_state(x) for part in self._parts]
-        self._sizes = [len(s) for s in states]
-        return [t for s in states for t in s]
-
-    def stream_step(self, x: Tensor, state: list[Tensor]) -> tuple[Tensor, list[Tensor]]:
-        outs, new_state, i = [], [], 0
-        for part, n in zip(self._parts, self._sizes):
-            y, s = part.stream_step(x, state[i : i + n])
-            outs.append(y)
-            new_state += s
-            i += n
-        return self._fuse(*outs), new_state
-
-
-@register_model
+@register_model(streams=StreamMode.EXACT, modality=Modality.TIME_SERIES)
 def fusionactnet(
     *, in_channels: int = 6, num_classes: int = 6, static_classes: list[int] | None = None, dropout: float = 0.2
 ) -> FusionActNet:

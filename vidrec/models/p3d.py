@@ -31,7 +31,7 @@ from vidrec.layers.conv2plus1d import NamedTemporalSequential, SpatialConv3d, Te
 from vidrec.layers.p3d_blocks import EXPANSION, P3DBlockType, p3d_block
 from vidrec.layers.temporal import TemporalAvgPoolHead, TemporalWindowOp
 from vidrec.models._base import StreamableClassifier
-from vidrec.models._registry import register_model
+from vidrec.models._registry import Modality, StreamMode, register_model
 from vidrec.models.r2plus1d import init_video_resnet_weights
 
 __all__ = ["P3DStage", "P3D", "p3d63", "p3d131", "p3d199"]
@@ -179,7 +179,7 @@ def _build(
     )
 
 
-@register_model
+@register_model(streams=StreamMode.EXACT, modality=Modality.VIDEO)
 def p3d63(
     *,
     num_classes: int = 400,
@@ -208,7 +208,7 @@ def p3d63(
     )
 
 
-@register_model
+@register_model(streams=StreamMode.EXACT, modality=Modality.VIDEO)
 def p3d131(
     *,
     num_classes: int = 400,
@@ -228,7 +228,7 @@ def p3d131(
     )
 
 
-@register_model
+@register_model(streams=StreamMode.EXACT, modality=Modality.VIDEO)
 def p3d199(
     *,
     num_classes: int = 400,

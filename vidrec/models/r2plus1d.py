@@ -42,7 +42,7 @@ from vidrec.layers.conv2plus1d import (
 )
 from vidrec.layers.temporal import ResidualReLU, TemporalAvgPoolHead, TemporalResidual
 from vidrec.models._base import StreamableClassifier
-from vidrec.models._registry import register_model
+from vidrec.models._registry import Modality, StreamMode, register_model
 
 __all__ = [
     "R2Plus1dStage",
@@ -269,7 +269,7 @@ def _build(
     return model
 
 
-@register_model
+@register_model(streams=StreamMode.EXACT, modality=Modality.VIDEO)
 def r2plus1d_18(
     *,
     num_classes: int = 400,
@@ -303,7 +303,7 @@ def r2plus1d_18(
     )
 
 
-@register_model
+@register_model(streams=StreamMode.EXACT, modality=Modality.VIDEO)
 def r2plus1d_34(
     *,
     num_classes: int = 400,

@@ -25,7 +25,7 @@ with warnings.catch_warnings():
     from pytorchvideo.models.resnet import create_resnet
     from pytorchvideo.models.x3d import create_x3d
 
-from vidrec.models._registry import register_model
+from vidrec.models._registry import Modality, StreamMode, register_model
 
 __all__ = ["PytorchvideoNet", "x3d_xs", "x3d_s", "slow_r50", "r2plus1d_r50"]
 
@@ -94,7 +94,7 @@ def _x3d(
     return PytorchvideoNet(net, clip_length=clip_length, crop_size=crop_size)
 
 
-@register_model
+@register_model(streams=StreamMode.NONE, modality=Modality.VIDEO)
 def x3d_xs(
     *, num_classes: int = 400, in_channels: int = 3, clip_length: int = 4, crop_size: int = 160, dropout: float = 0.5
 ) -> PytorchvideoNet:
@@ -109,7 +109,7 @@ def x3d_xs(
     )
 
 
-@register_model
+@register_model(streams=StreamMode.NONE, modality=Modality.VIDEO)
 def x3d_s(
     *, num_classes: int = 400, in_channels: int = 3, clip_length: int = 13, crop_size: int = 160, dropout: float = 0.5
 ) -> PytorchvideoNet:
@@ -124,7 +124,7 @@ def x3d_s(
     )
 
 
-@register_model
+@register_model(streams=StreamMode.NONE, modality=Modality.VIDEO)
 def slow_r50(
     *, num_classes: int = 400, in_channels: int = 3, clip_length: int = 8, crop_size: int = 224, dropout: float = 0.5
 ) -> PytorchvideoNet:
@@ -141,7 +141,7 @@ def slow_r50(
     return PytorchvideoNet(net, clip_length=clip_length, crop_size=crop_size)
 
 
-@register_model
+@register_model(streams=StreamMode.NONE, modality=Modality.VIDEO)
 def r2plus1d_r50(
     *, num_classes: int = 400, in_channels: int = 3, clip_length: int = 16, crop_size: int = 224, dropout: float = 0.5
 ) -> PytorchvideoNet:

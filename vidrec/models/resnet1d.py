@@ -17,7 +17,7 @@ from torch import nn
 from vidrec.layers.residual1d import ResidualBlock1d, conv_bn_relu_1d
 from vidrec.layers.temporal import TemporalAvgPoolHead, TemporalSequential
 from vidrec.models._base import StreamableClassifier
-from vidrec.models._registry import register_model
+from vidrec.models._registry import Modality, StreamMode, register_model
 
 __all__ = ["Stage1d", "ResNet1D", "resnet1d_har", "resnet1d_tiny"]
 
@@ -67,7 +67,7 @@ class ResNet1D(StreamableClassifier):
         self._init_geometry()
 
 
-@register_model
+@register_model(streams=StreamMode.EXACT, modality=Modality.TIME_SERIES)
 def resnet1d_har(*, in_channels: int = 6, num_classes: int = 6, dropout: float = 0.2, width: int = 32) -> ResNet1D:
     """ResNet1D for 50 Hz IMU windows: 6 residual blocks, receptive field 87 samples, stride 1.
 
@@ -81,7 +81,7 @@ def resnet1d_har(*, in_channels: int = 6, num_classes: int = 6, dropout: float =
     return ResNet1D(in_channels=in_channels, num_classes=num_classes, stages=stages, stem_width=width, dropout=dropout)
 
 
-@register_model
+@register_model(streams=StreamMode.EXACT, modality=Modality.TIME_SERIES)
 def resnet1d_tiny(*, in_channels: int = 6, num_classes: int = 4, dropout: float = 0.1) -> ResNet1D:
     """A small ResNet1D (receptive field 31 samples) for short windows and fast tests."""
     stages = [Stage1d(32, 1, 5, 1, 1), Stage1d(64, 1, 5, 1, 2)]

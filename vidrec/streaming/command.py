@@ -71,7 +71,7 @@ PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 
 def build_runtime(
-    loaded: Any, hop: int | None = None, backend: str = "torch", capacity: int = 1, precision: str = "fp32"
+    loaded: Any, hop: int | None = None, backend: str = "compiled", capacity: int = 1, precision: str = "fp32"
 ) -> StreamingClassifier:
     """The streaming runtime of a loaded checkpoint, configured from its deployment spec.
 
@@ -88,7 +88,7 @@ def build_runtime(
         spec.input_length,
         hop or spec.eval_hop,
         capacity=capacity,
-        backend=StepBackend(backend),
+        backend=StepBackend.parse(backend),
         dtype=PRECISIONS[precision],
         **spec.runtime_kwargs(),
     )
@@ -285,7 +285,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--connection-idle-timeout", type=float, default=60.0, help="tcp: seconds of silence before a close")
     p.add_argument("--max-seconds", type=float, default=None, help="stop after this many seconds")
     p.add_argument("--max-samples", type=int, default=None, help="stop after this many samples")
-    p.add_argument("--backend", choices=[b.value for b in StepBackend], default="torch", help="step execution")
+    p.add_argument("--backend", choices=[b.value for b in StepBackend], default="compiled", help="streaming engine")
     p.add_argument("--precision", choices=list(PRECISIONS), default="fp32", help=_PRECISION_HELP)
     p.set_defaults(func=run_stream)
 

@@ -13,36 +13,35 @@ residual adds, preallocated outputs. The state tensors are those of the layer pr
 ``(T, B, C)``; ``CompiledStep.to_compiled`` / ``to_protocol`` convert, and ``batch_axes`` tells the runtime where the
 slots are for reset, grow and slot subsets.
 
-Lowered modules: ``TemporalSequential``, ``TemporalResidual``, ``TemporalParallelSum``, ``TemporalWindowOp`` over
-``nn.Conv1d``, ``TemporalAvgPoolHead`` on ``(B, C, T)``, ReLU/ReLU6/identity/dropout, ``nn.Linear``/``nn.Sequential``
-heads, and the 1D residual blocks of ``vidrec.layers.residual1d``. Any other module is called through its own
-``stream_step`` (or ``forward`` when time-free), so lowering never changes results; ``compile_stream_step`` checks the
+Lowered modules: every layer with a lowering registered beside it (``vidrec.layers.lowering``: the containers of
+``vidrec.layers.temporal``, the 1D residual blocks, ``TemporalConcat``, ``TemporalMaxPool1d``; they decompose into
+this target's primitives: ``add``, ``concat``, ``window_max``), and this target's own leaves: ``TemporalWindowOp``
+over ``nn.Conv1d``, ``TemporalAvgPoolHead`` on ``(B, C, T)``, ReLU/ReLU6/identity/dropout, ``nn.Linear``/
+``nn.Sequential`` heads. Any other module is called through its own ``stream_step`` (or ``forward`` when time-free)
+and recorded as a ``LoweringDecision``, so lowering never changes results; ``compile_stream_step`` checks the
 compiled step against the eager one on a random chunk before returning it.
 """
 
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from vidrec.layers.residual1d import InvertedResidual1d
+from vidrec.layers.lowering import lowering_for
 from vidrec.layers.temporal import (
-    ResidualReLU,
     TemporalAvgPoolHead,
     TemporalModule,
-    TemporalParallelSum,
-    TemporalResidual,
-    TemporalSequential,
     TemporalWindowOp,
     is_time_pointwise,
     stream_state_of,
     stream_step_of,
 )
+from vidrec.streaming.lowering import LoweringDecision, module_names
 
 __all__ = ["CompiledStep", "compile_stream_step", "generate_step", "trace_step"]
 
@@ -79,6 +78,13 @@ class _Program:
     ring_period: int = 0  # steps between wrap-arounds of the ring buffers
     rings: dict[int, tuple[int, int]] = field(default_factory=dict)  # state index -> (history rows, new rows per step)
     wraps: list[str] = field(default_factory=list)  # wrap-around copies, run after the step's last read
+    names: dict[int, str] = field(default_factory=dict)  # id(module) -> qualified name, for decisions
+    decisions: list[LoweringDecision] = field(default_factory=list)  # modules not lowered, and why
+
+    def not_lowered(self, m: nn.Module, reason: str) -> None:
+        """Record that ``m`` is called as it is (eagerly) inside the compiled step."""
+        self.opaque += 1
+        self.decisions.append(LoweringDecision(self.names.get(id(m), "?"), type(m).__name__, "eager", reason))
 
     def name(self, prefix: str) -> str:
         self.counter += 1
@@ -120,6 +126,7 @@ class CompiledStep:
     Attributes:
         source: The generated Python source (for inspection).
         num_opaque: Modules that were not lowered and are called through their own ``stream_step``/``forward``.
+        decisions: One ``LoweringDecision`` per such module: its name in the model and the reason.
         time_first: Per state tensor, True where the compiled layout is ``(T, B, C)`` instead of the protocol's.
         batch_axes: Per state tensor, the axis of the batch (slots) in the compiled layout.
         traced: True when the step runs as a TorchScript trace of the generated source.
@@ -134,10 +141,13 @@ class CompiledStep:
         program: _Program,
         probe: tuple[int, int] | None,
         dtype: torch.dtype,
+        device: torch.device | None = None,
     ) -> None:
         self._fn = fn
+        self._device = device
         self.source = source
         self.num_opaque = program.opaque
+        self.decisions = list(program.decisions)
         self.time_first = list(program.time_first)
         self.batch_axes = [1 if tf else 0 for tf in self.time_first]
         self.traced = False
@@ -148,7 +158,7 @@ class CompiledStep:
 
     def _allocate(self, batch: int) -> State:
         shapes = [tuple(batch if v == -1 else v for v in shape) for shape in self._buffer_shapes]
-        return [torch.empty(shape, dtype=self._dtype) for shape in shapes]
+        return [torch.empty(shape, dtype=self._dtype, device=self._device) for shape in shapes]
 
     def _buffers(self, batch: int, state: State) -> State:
         pair = self._cache.get(batch)
@@ -209,9 +219,9 @@ def _from_protocol(name: str, example: Tensor) -> str:
     return f"{name}.permute(2, 0, 1)" if example.dim() == 3 else name
 
 
-def _lower_opaque(p: _Program, m: nn.Module, x: _Value) -> _Value:
+def _lower_opaque(p: _Program, m: nn.Module, x: _Value, reason: str) -> _Value:
     """Call ``m`` through the layer protocol (exact for any streamable module); its state keeps the protocol layout."""
-    p.opaque += 1
+    p.not_lowered(m, reason)
     ex_state = stream_state_of(m, x.example)
     ex_out, _ = stream_step_of(m, x.example, ex_state)
     mod = p.const(m, "m")
@@ -233,7 +243,7 @@ def _lower_pointwise(p: _Program, m: nn.Module, x: _Value) -> _Value:
     elif isinstance(m, nn.ReLU6):
         p.emit(f"{y} = {x.name}.clamp_(0.0, 6.0)" if x.owned else f"{y} = torch.clamp({x.name}, 0.0, 6.0)")
     else:
-        p.opaque += 1
+        p.not_lowered(m, f"no compiled lowering for the pointwise {type(m).__name__}")
         call = f"{p.const(m, 'm')}({_to_protocol(x)})"
         p.emit(f"{y} = {_from_protocol(call, ex)}")
         return _Value(y, ex, owned=False)
@@ -310,6 +320,29 @@ def _ring_window(p: _Program, s_name: str, keep: int, x: _Value) -> str:
     return f"{s_name}[{base}:{base + keep + n}]"
 
 
+def _lower_window_max(p: _Program, m: nn.Module, x: _Value, kernel: int, stride: int) -> _Value:
+    """Maximum over the last ``kernel`` rows every ``stride`` rows: ``(keep + n, B, C) -> (n / stride, B, C)``."""
+    ex_state = stream_state_of(m, x.example)
+    (s_name,) = p.take_state(ex_state, [True])
+    keep = ex_state[0].shape[2]
+    length = keep + x.example.shape[2]
+    buf = p.name("b")
+    if keep and p.ring_phase is not None:
+        p.emit(f"{buf} = {_ring_window(p, s_name, keep, x)}")  # (keep + n, B, C) view of the ring
+    elif keep:
+        p.emit(f"{buf} = torch.cat([{s_name}, {x.name}], 0)")  # (keep + n, B, C), fresh
+        p.new_state.append(f"{buf}[{length - keep}:]")
+    else:
+        p.emit(f"{buf} = {x.name}")
+        p.new_state.append(s_name)
+    surplus = (length - kernel) % stride
+    y = p.name("v")
+    # (L, B, C) -> (n_out, B, C, kernel) windows -> max over the window
+    p.emit(f"{y} = {buf}[{surplus}:].unfold(0, {kernel}, {stride}).amax(-1)")
+    ex_out, _ = stream_step_of(m, x.example, ex_state)
+    return _Value(y, ex_out, owned=True)
+
+
 def _lower_sum(p: _Program, a: _Value, b: _Value) -> _Value:
     if a.owned:
         p.emit(f"{a.name}.add_({b.name})")
@@ -319,26 +352,38 @@ def _lower_sum(p: _Program, a: _Value, b: _Value) -> _Value:
     return _Value(y, a.example + b.example, owned=True)
 
 
+class _TorchBuilder:
+    """The compiled target of the shared lowering core (``vidrec.layers.lowering.LoweringBuilder``)."""
+
+    target = "compiled"
+
+    def __init__(self, p: _Program) -> None:
+        self.p = p
+
+    def lower(self, module: nn.Module, x: _Value) -> _Value:
+        return _lower(self.p, module, x)
+
+    def shared(self, x: _Value) -> _Value:
+        return _Value(x.name, x.example, owned=False)
+
+    def add(self, a: _Value, b: _Value) -> _Value:
+        return _lower_sum(self.p, a, b)
+
+    def concat(self, values: Sequence[_Value]) -> _Value:
+        p, y = self.p, self.p.name("v")
+        ex = torch.cat([v.example for v in values], dim=1)  # protocol layout (B, C, n)
+        p.emit(f"{y} = torch.cat([{', '.join(v.name for v in values)}], {2 if ex.dim() == 3 else 1})")
+        return _Value(y, ex, owned=True)
+
+    def window_max(self, module: nn.Module, x: _Value, kernel: int, stride: int) -> _Value:
+        return _lower_window_max(self.p, module, x, kernel, stride)
+
+
 def _lower(p: _Program, m: nn.Module, x: _Value) -> _Value:
     """Emit the streaming step of ``m`` on ``x``; returns the output value."""
-    if isinstance(m, TemporalSequential):
-        for child in m.layers:
-            x = _lower(p, child, x)
-        return x
-    if isinstance(m, TemporalResidual):
-        shared = _Value(x.name, x.example, owned=False)
-        y = _lower(p, m.branch, shared)
-        z = _lower(p, m.shortcut, shared)
-        return _lower_sum(p, y, z)
-    if isinstance(m, TemporalParallelSum):
-        shared = _Value(x.name, x.example, owned=False)
-        ya = _lower(p, m.a, shared)
-        yb = _lower(p, m.b, shared)
-        return _lower_sum(p, ya, yb)
-    if isinstance(m, ResidualReLU):
-        return _lower(p, m.relu, _lower(p, m.residual, x))
-    if isinstance(m, InvertedResidual1d):
-        return _lower(p, m.body, x)
+    lowering = lowering_for(m, "compiled")
+    if lowering is not None:
+        return lowering(_TorchBuilder(p), m, x)  # type: ignore[no-any-return]
     if isinstance(m, TemporalWindowOp) and isinstance(m.op, nn.Conv1d) and x.example.dim() == 3:
         conv = m.op
         if conv.padding_mode == "zeros" and conv.padding in (0, (0,), "valid"):
@@ -360,7 +405,7 @@ def _lower(p: _Program, m: nn.Module, x: _Value) -> _Value:
         p.emit(f"{pooled} = torch.mean({buf}, 0, out={p.buffer((-1, c))})")  # (B, C)
         return _Value(pooled, m.stream_step(x.example, ex_state)[0], owned=True)
     if isinstance(m, TemporalModule):
-        return _lower_opaque(p, m, x)
+        return _lower_opaque(p, m, x, _why_not_lowered(m, x))
     if isinstance(m, nn.Conv1d) and m.groups == 1 and is_time_pointwise(m) and x.example.dim() == 3:
         # a 1-step convolution is a linear map of the channels: (B, T, C) -> (B, T, O)
         lin = p.name("v")
@@ -394,9 +439,20 @@ def _lower_head(p: _Program, m: nn.Module, x: _Value) -> _Value:
         return _lower(p, m, x)
     if is_time_pointwise(m) and not isinstance(m, (nn.Conv1d, nn.Conv3d)):
         return _lower_pointwise(p, m, x)
-    p.opaque += 1
+    p.not_lowered(m, f"no compiled lowering for the head module {type(m).__name__}")
     p.emit(f"{y} = {p.const(m, 'm')}({x.name})")
     return _Value(y, ex, owned=False)
+
+
+def _why_not_lowered(m: nn.Module, x: _Value) -> str:
+    """The reason a temporal module reaches the opaque path."""
+    if isinstance(m, TemporalWindowOp) and isinstance(m.op, nn.Conv1d):
+        return f"Conv1d with padding {m.op.padding!r} / padding_mode {m.op.padding_mode!r} is not lowered"
+    if isinstance(m, TemporalWindowOp):
+        return f"no compiled lowering for a window op over {type(m.op).__name__}"
+    if isinstance(m, TemporalAvgPoolHead):
+        return f"average pool over {x.example.dim()}D values is not lowered"
+    return f"no compiled lowering for {type(m).__name__}"
 
 
 def compile_stream_step(model: nn.Module, chunk: Tensor, *, trace: bool = True, atol: float = 1e-4) -> CompiledStep:
@@ -430,7 +486,7 @@ def compile_stream_step(model: nn.Module, chunk: Tensor, *, trace: bool = True, 
             f"compile_stream_step needs a StreamableClassifier with the stock stream_step, got {type(model).__name__}"
         )
     fn, source, p = generate_step(model, chunk)
-    compiled = CompiledStep(fn, source, p, p.probe, chunk.dtype)
+    compiled = CompiledStep(fn, source, p, p.probe, chunk.dtype, chunk.device)
     _check_against_eager(model, compiled, chunk, atol)
     if trace and compiled.num_opaque == 0:  # modules called as they are may hold parameters a trace cannot embed
         with torch.no_grad():
@@ -459,7 +515,7 @@ def generate_step(
     from vidrec.models._base import StreamableClassifier
 
     assert isinstance(model, StreamableClassifier)
-    p = _Program(ring_phase=ring_phase, ring_period=ring_period)
+    p = _Program(ring_phase=ring_phase, ring_period=ring_period, names=module_names(model))
     with torch.inference_mode():
         x = _Value("x", chunk, owned=False)
         feats = _lower(p, model.features, x)
@@ -489,13 +545,15 @@ def generate_step(
 
 def _check_against_eager(model: nn.Module, compiled: CompiledStep, chunk: Tensor, atol: float) -> None:
     """Run both steps three times from a random state on random chunks and compare outputs and new states."""
-    chunk = torch.zeros((chunk.shape[0] + 2, *chunk.shape[1:]), dtype=chunk.dtype)  # another batch size than traced
+    device = chunk.device
+    chunk = torch.zeros((chunk.shape[0] + 2, *chunk.shape[1:]), dtype=chunk.dtype, device=device)  # another batch
     with torch.inference_mode():
-        gen = torch.Generator().manual_seed(0)
-        state = [torch.randn(t.shape, generator=gen, dtype=t.dtype) for t in model.stream_state(chunk)]  # type: ignore[operator]
+        gen = torch.Generator().manual_seed(0)  # on the CPU: the same draws on every device
+        zero = model.stream_state(chunk)  # type: ignore[operator]
+        state = [torch.randn(t.shape, generator=gen, dtype=t.dtype).to(device) for t in zero]
         eager_state, fast_state = list(state), compiled.to_compiled(state)
         for _ in range(3):
-            x = torch.randn(chunk.shape, generator=gen, dtype=chunk.dtype)
+            x = torch.randn(chunk.shape, generator=gen, dtype=chunk.dtype).to(device)
             ye, eager_state = model.stream_step(x.clone(), eager_state)  # type: ignore[operator]
             yf, fast_state = compiled(x.clone(), fast_state)
             fast_state = compiled.to_protocol(fast_state)

@@ -20,29 +20,27 @@ Layout (why each sample costs one call per op and no copies):
   ``np.dot(1 / positions, rows)`` (exact to rounding, nothing accumulates). For a chunk of several samples the pool
   and classifier run only after the last one.
 
-Lowered modules: ``TemporalSequential``, ``ResidualReLU``/``TemporalResidual`` (identity or projection shortcut),
-``TemporalWindowOp`` over ``nn.Conv1d`` (groups 1, stride 1, no padding, any dilation), pointwise ``nn.Conv1d``
-(kernel 1), ReLU, eval-mode ``BatchNorm1d`` (when not folded), identity/dropout, ``TemporalAvgPoolHead`` and an
-``nn.Linear``/identity classifier. Anything else raises ``TypeError`` so that callers can fall back to PyTorch.
+Lowered modules: every layer with a lowering registered beside it (``vidrec.layers.lowering``: the containers of
+``vidrec.layers.temporal``, the 1D residual blocks, ``TemporalConcat``, ``TemporalMaxPool1d`` of stride 1), and this
+target's own leaves: ``TemporalWindowOp`` over ``nn.Conv1d`` (groups 1, stride 1, no padding, any dilation),
+pointwise ``nn.Conv1d`` (kernel 1), ReLU, eval-mode ``BatchNorm1d`` (when not folded), identity/dropout,
+``TemporalAvgPoolHead`` and an ``nn.Linear``/identity classifier. Anything else raises ``TypeError`` so that
+callers can fall back to PyTorch.
 """
 
 from __future__ import annotations
 
 import enum
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+import torch
 from torch import Tensor, nn
 
-from vidrec.layers.temporal import (
-    ResidualReLU,
-    TemporalAvgPoolHead,
-    TemporalResidual,
-    TemporalSequential,
-    TemporalWindowOp,
-)
+from vidrec.layers.lowering import lowering_for
+from vidrec.layers.temporal import TemporalAvgPoolHead, TemporalWindowOp
 
 __all__ = ["NumpyStreamStep"]
 
@@ -59,6 +57,8 @@ class _OpKind(enum.Enum):
     AFFINE = "affine"  # unfolded eval BatchNorm: x * scale + shift
     ADD = "add"
     POOL = "pool"  # mean of the last `positions` rows
+    MAX = "max"  # maximum of the last `kernel` rows (temporal max pool, stride 1)
+    CONCAT = "concat"  # channel concatenation of rows
 
 
 @dataclass(eq=False)
@@ -199,19 +199,42 @@ def _lower_sum(p: _Program, a: _Ref, b: _Ref) -> _Ref:
     return _Ref(y, owned=True)
 
 
+class _NumpyBuilder:
+    """The NumPy target of the shared lowering core (``vidrec.layers.lowering.LoweringBuilder``)."""
+
+    target = "numpy"
+
+    def __init__(self, p: _Program) -> None:
+        self.p = p
+
+    def lower(self, module: nn.Module, x: _Ref) -> _Ref:
+        return _lower(self.p, module, x)
+
+    def shared(self, x: _Ref) -> _Ref:
+        return _Ref(x.value, owned=False)
+
+    def add(self, a: _Ref, b: _Ref) -> _Ref:
+        return _lower_sum(self.p, a, b)
+
+    def concat(self, values: Sequence[_Ref]) -> _Ref:
+        y = self.p.value(sum(v.value.channels for v in values))
+        self.p.emit(_OpKind.CONCAT, _row(y), *(_row(v.value) for v in values))
+        return _Ref(y, owned=True)
+
+    def window_max(self, module: nn.Module, x: _Ref, kernel: int, stride: int) -> _Ref:
+        if stride != 1:
+            raise TypeError(f"numpy_step supports stride 1 only, got a temporal max pool of stride {stride}")
+        x.value.need(kernel, 1)
+        y = self.p.value(x.value.channels)
+        self.p.emit(_OpKind.MAX, _row(y), _View(x.value.index, "rows2d", kernel))
+        return _Ref(y, owned=True)
+
+
 def _lower(p: _Program, m: nn.Module, x: _Ref) -> _Ref:
     """Emit the per-sample step of ``m`` on ``x``; returns the output value."""
-    if isinstance(m, TemporalSequential):
-        for child in m.layers:
-            x = _lower(p, child, x)
-        return x
-    if isinstance(m, ResidualReLU):
-        return _lower(p, m.relu, _lower(p, m.residual, x))
-    if isinstance(m, TemporalResidual):
-        if m.stride != 1:
-            raise TypeError(f"numpy_step supports stride 1 only, got a residual block of stride {m.stride}")
-        shared = _Ref(x.value, owned=False)  # read by both paths: neither may modify it in place
-        return _lower_sum(p, _lower(p, m.branch, shared), _lower(p, m.shortcut, shared))
+    lowering = lowering_for(m, "numpy")
+    if lowering is not None:
+        return lowering(_NumpyBuilder(p), m, x)  # type: ignore[no-any-return]
     if isinstance(m, TemporalWindowOp):
         if not isinstance(m.op, nn.Conv1d) or m.stride != 1:
             raise TypeError(
@@ -286,6 +309,8 @@ _CALLS = {
     _OpKind.AFFINE: "multiply({0}, {1}, out={out}); add({out}, {2}, out={out})",
     _OpKind.ADD: "add({0}, {1}, out={out})",
     _OpKind.POOL: "dot({1}, {0}, out={out})",
+    _OpKind.MAX: "amax({0}, 0, out={out})",
+    _OpKind.CONCAT: "concatenate(({args},), out={out})",
 }
 
 
@@ -300,7 +325,10 @@ def _generate(p: _Program) -> None:
                 return a
             return views.setdefault(a, f"v{len(views)}")
 
-        lines = [_CALLS[i.kind].format(*(ref(a) for a in i.args), out=ref(i.out)) for i in instrs]
+        lines = [
+            _CALLS[i.kind].format(*(refs := [ref(a) for a in i.args]), out=ref(i.out), args=", ".join(refs))
+            for i in instrs
+        ]
         args = "x, views" if part == "body" else "views"
         unpack = f"    ({', '.join(views.values())},) = views" if views else "    pass"
         sources.append("\n".join([f"def {part}({args}):", unpack, *(f"    {line}" for line in lines)]))
@@ -315,6 +343,8 @@ def _generate(p: _Program) -> None:
         "add": np.add,
         "multiply": np.multiply,
         "copyto": np.copyto,
+        "amax": np.amax,
+        "concatenate": np.concatenate,
         **p.consts,
     }
     exec(compile(p.source, "<vidrec.streaming.numpy_step>", "exec"), scope)  # noqa: S102  # our generated source
@@ -328,24 +358,50 @@ class NumpyStreamStep:
         model: A converted, configured ``StreamableClassifier`` (e.g. ``StreamingClassifier(m, window, hop).model``:
             eval mode, BatchNorm folded, ``configure_stream`` called). Not modified; weights are copied.
         in_channels: Input channels C; inferred from the first ``nn.Conv1d`` when None.
+        check: Compare the lowered step with the model's eager ``stream_step`` on random hops when built (as the
+            compiled step is checked).
 
     Raises:
         TypeError: the model contains a module or geometry that is not lowered (strided or grouped convolutions,
             other layer types); use the torch backend for it.
         ValueError: ``configure_stream`` has not been called.
+        RuntimeError: the build-time check found the NumPy step differs from the eager one (a lowering bug).
 
     Attributes:
         num_classes: K, the length of the returned logits.
         source: The generated Python source (for inspection).
     """
 
-    def __init__(self, model: nn.Module, in_channels: int | None = None) -> None:
+    def __init__(self, model: nn.Module, in_channels: int | None = None, *, check: bool = True) -> None:
         if in_channels is None:
             conv = next((m for m in model.modules() if isinstance(m, nn.Conv1d)), None)
             if conv is None:
                 raise TypeError(f"numpy_step: {type(model).__name__} has no nn.Conv1d; pass in_channels")
             in_channels = int(conv.in_channels)
         self._init_state(_lower_model(model, in_channels))
+        if check:
+            self._check_against_eager(model)
+            self.reset()
+
+    def _check_against_eager(self, model: nn.Module, atol: float = 1e-4) -> None:
+        """Stream random hops through this step and the model's eager ``stream_step``; raise if logits differ.
+
+        Both start from zero state, so the comparison covers warm-up too (zero history is zero in both); three chunks
+        of two samples (every lowered model has stride 1, so any chunk length streams).
+        """
+        hop = 2
+        gen = torch.Generator().manual_seed(0)
+        with torch.inference_mode():
+            x = torch.randn(1, self.in_channels, hop, generator=gen)
+            state = model.stream_state(x)  # type: ignore[operator]
+            state = [t.zero_() for t in (s.clone() for s in state)]
+            for _ in range(3):
+                x = torch.randn(1, self.in_channels, hop, generator=gen)
+                ye, state = model.stream_step(x, state)  # type: ignore[operator]
+                yn = self.step(x[0].numpy())
+                diff = float(np.abs(ye[0].double().numpy() - yn).max())
+                if diff > atol:
+                    raise RuntimeError(f"numpy streaming step differs from the eager step by {diff:.3g} > {atol}")
 
     def _init_state(self, program: _Program) -> None:
         """Allocate this stream's rings and the per-phase views over them."""

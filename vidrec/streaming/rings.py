@@ -100,13 +100,15 @@ class RingStep:
             if n and t.shape[0] != keep:
                 raise ValueError(f"state tensor of {t.shape[0]} rows where the ring keeps {keep}")
             # (keep + period n, B, C) rings; other state tensors as they are
-            rings.append(torch.zeros((keep + self.period * n, *t.shape[1:]), dtype=t.dtype) if n else t)
+            ring = torch.zeros((keep + self.period * n, *t.shape[1:]), dtype=t.dtype, device=t.device) if n else t
+            rings.append(ring)
         self.rings = rings
         batch = self.capacity
         shapes = [tuple(batch if v == -1 else v for v in shape) for shape in self._buffer_shapes]
-        self._bufs = [torch.empty(shape, dtype=self._dtype) for shape in shapes]
+        device = state[0].device if state else torch.device("cpu")
+        self._bufs = [torch.empty(shape, dtype=self._dtype, device=device) for shape in shapes]
         if self.traced:
-            x = torch.zeros((batch, *self._chunk_shape), dtype=self._dtype)
+            x = torch.zeros((batch, *self._chunk_shape), dtype=self._dtype, device=device)
             for fn in self._fns:
                 for _ in range(2):
                     fn(x, self.rings, self._bufs)

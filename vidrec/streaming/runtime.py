@@ -19,50 +19,44 @@ Semantics (exact):
 * Inputs are normalised in the runtime with ``(x - mean) / std`` per channel when ``mean``/``std`` are given, the same
   normalisation the data module applies offline.
 
-Speed: the runtime works on a converted copy (BatchNorm folded into convolutions, dropout removed, eval mode, and for
-time series the linear classifier moved in front of the average pool so the pool buffers logits) and runs
-under ``torch.inference_mode``. For time series, ``StepBackend.TORCH`` lowers that copy once into a flat compiled step
-(``vidrec.streaming.fastpath``: one matmul per convolution at a hop of one sample, preallocated buffers, TorchScript
-trace), checked against the eager step when built, and steps of all slots keep each layer's history in ring buffers
-(``vidrec.streaming.rings``: only new rows are written); ``StepBackend.TORCH_EAGER`` steps module by module and
-``StepBackend.ONNXRUNTIME`` runs the exported step graph in ONNX Runtime. ``StepBackend.NUMPY`` runs each slot as its
-own ``vidrec.streaming.numpy_step.NumpyStreamStep`` (ring buffers, one NumPy call per op): the lowest latency for a
-single stream at a small hop, a Python loop over slots for several.
+Execution is an engine's (``vidrec.streaming.engines``): ``compiled`` (the default; time series models are lowered
+once into a flat generated step over ring buffers, checked against eager at build; other models run eagerly),
+``eager`` (module by module), ``numpy`` (one NumPy ring-buffer step per slot, lowest batch-1 latency) and
+``onnxruntime`` (the exported step graph). Every engine steps a converted copy (BatchNorm folded into convolutions,
+dropout removed, eval mode, and for time series the linear classifier moved in front of the average pool so the pool
+buffers logits) under ``torch.inference_mode``. The runtime keeps what all engines share: normalisation, warm-up and
+edge-filled lead-in, the per-slot sample counters and ready flags. ``describe()`` says which engine runs which part,
+naming every module an engine did not lower and why.
 """
 
 from __future__ import annotations
 
 import copy
-import enum
-import warnings
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
+from vidrec.models._base import ParallelClassifiers
 from vidrec.spec import ChannelNormalization
-from vidrec.streaming.fastpath import CompiledStep, compile_stream_step
-from vidrec.streaming.numpy_step import NumpyStreamStep
+from vidrec.streaming.engines import StepBackend, StepEngine, build_engine
+from vidrec.streaming.lowering import LoweringDecision
 from vidrec.streaming.optimize import fold_batchnorm, fold_linear_head
-from vidrec.streaming.rings import RingStep
 
-__all__ = ["StepBackend", "StepResult", "StreamingClassifier", "to_streaming", "infer_in_channels"]
+__all__ = [
+    "EngineDescription",
+    "StepBackend",
+    "StepResult",
+    "StreamingClassifier",
+    "to_streaming",
+    "infer_in_channels",
+]
 
 _FLOAT_DTYPES = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
 
 State = list[Tensor]
-StepFn = Callable[[Tensor, State], tuple[Tensor, State]]
-
-
-class StepBackend(enum.Enum):
-    """How the streaming step is executed."""
-
-    TORCH = "torch"  # time series: the compiled flat step (vidrec.streaming.fastpath); video: eager PyTorch
-    TORCH_EAGER = "torch-eager"  # eager PyTorch under inference_mode, module by module
-    ONNXRUNTIME = "onnxruntime"  # the exported step graph (vidrec.streaming.export) in ONNX Runtime
-    NUMPY = "numpy"  # time series: one NumpyStreamStep per slot (vidrec.streaming.numpy_step), lowest batch-1 latency
 
 
 @dataclass
@@ -78,6 +72,36 @@ class StepResult:
     logits: Tensor
     ready: np.ndarray
     slots: np.ndarray
+
+
+@dataclass
+class EngineDescription:
+    """Which engine runs which part of a runtime's model (``StreamingClassifier.describe``).
+
+    Attributes:
+        requested: The engine asked for.
+        engine: The engine that runs the model (another one when the requested one cannot take it).
+        device: Where the step runs.
+        dtype: The step's dtype.
+        ring_buffers: True when full steps keep layer histories in ring buffers (compiled engine).
+        decisions: Every part not run by ``engine`` itself: its module name, the engine that runs it, the reason.
+    """
+
+    requested: str
+    engine: str
+    device: str
+    dtype: str
+    ring_buffers: bool = False
+    decisions: list[LoweringDecision] = field(default_factory=list)
+
+    def __str__(self) -> str:
+        lines = [f"engine: {self.engine} (requested {self.requested}) on {self.device}, {self.dtype}"]
+        if self.ring_buffers:
+            lines[0] += ", ring buffers"
+        if not self.decisions:
+            lines.append(f"  every module runs in the {self.engine} engine")
+        lines += [f"  {d}" for d in self.decisions]
+        return "\n".join(lines)
 
 
 def infer_in_channels(model: nn.Module) -> int:
@@ -114,20 +138,23 @@ class StreamingClassifier:
         std: Per-channel standard deviation (same length as ``mean``).
         fold_bn: Fold BatchNorm into convolutions and, for time series, the linear classifier in front of the average
             pool (``optimize.fold_linear_head``); exact to float rounding, faster.
-        backend: Execution backend of the step.
-        ring_buffers: With the compiled step (``StepBackend.TORCH``, time series), steps of all slots keep every
-            layer's history in ring buffers (``vidrec.streaming.rings``) instead of re-concatenating it: same results,
-            faster at small hops.
+        backend: The engine (a ``StepBackend`` or its name: ``"compiled"``, ``"eager"``, ``"numpy"``,
+            ``"onnxruntime"``); an unknown name raises ``ValueError`` listing them.
+        ring_buffers: With the compiled engine (time series), steps of all slots keep every layer's history in ring
+            buffers (``vidrec.streaming.rings``) instead of re-concatenating it: same results, faster at small hops.
         dtype: Run the step in this floating dtype instead of the model's (``torch.bfloat16``: approximate, about
             2x the throughput of float32 at hops of 8 and more on CPUs with AMX/AVX512-BF16; measure the deviation
             with ``vidrec evaluate-streaming --precision bf16``). 16-bit steps return float32 logits.
         first_output: Samples a slot must see before it reports, when less than ``window``: the missing history is
             filled with copies of the slot's first sample (see the module docstring). Default: ``window``.
+        device: Where the state lives and the step runs (``"cpu"``, ``"cuda"``, ...; the numpy and onnxruntime engines
+            run on the CPU only). Chunks may come from anywhere; logits are returned on the CPU.
 
     Raises:
         TypeError: ``model`` is not streamable.
-        ValueError: the hop does not fit the model's stride, the window is shorter than its receptive field, or the
-            normalisation vectors do not have C entries.
+        ValueError: the hop does not fit the model's stride, the window is shorter than its receptive field, the
+            normalisation vectors do not have C entries, or the engine is unknown or cannot take the dtype, device or
+            frames.
     """
 
     def __init__(
@@ -142,23 +169,28 @@ class StreamingClassifier:
         mean: Sequence[float] | None = None,
         std: Sequence[float] | None = None,
         fold_bn: bool = True,
-        backend: StepBackend = StepBackend.TORCH,
+        backend: StepBackend | str = StepBackend.COMPILED,
         ring_buffers: bool = True,
         dtype: torch.dtype | None = None,
         first_output: int | None = None,
+        device: str | torch.device = "cpu",
     ) -> None:
         _check_streamable(model)
+        requested = StepBackend.parse(backend)
         if capacity < 1:
             raise ValueError(f"capacity must be >= 1, got {capacity}")
+        self.device = torch.device(device)
         self.model: nn.Module = fold_batchnorm(model) if fold_bn else copy.deepcopy(model).eval()
-        if fold_bn:
-            fold_linear_head(self.model)  # the pool buffers K logits per position instead of C features
+        if fold_bn:  # the pool buffers K logits per position instead of C features (each member of an ensemble)
+            for part in self.model.members() if isinstance(self.model, ParallelClassifiers) else [self.model]:
+                fold_linear_head(part)
         if dtype is not None:
             if dtype not in _FLOAT_DTYPES:
                 raise ValueError(f"dtype must be one of {sorted(str(d) for d in _FLOAT_DTYPES)}, got {dtype}")
-            if backend in (StepBackend.ONNXRUNTIME, StepBackend.NUMPY) and dtype != torch.float32:
-                raise ValueError(f"the {backend.value} backend runs float32 only; got dtype {dtype}")
+            if requested in (StepBackend.ONNXRUNTIME, StepBackend.NUMPY) and dtype != torch.float32:
+                raise ValueError(f"the {requested.value} backend runs float32 only; got dtype {dtype}")
             self.model.to(dtype)
+        self.model.to(self.device)
         self.model.configure_stream(window, hop)  # type: ignore[operator]  # raises for a bad (window, hop)
         self.window, self.hop = int(window), int(hop)
         # samples before the first reported window: `window`, or more for approximate models (see approximate.py)
@@ -181,43 +213,17 @@ class StreamingClassifier:
         self.dtype = next(self.model.parameters()).dtype
         # inputs are normalised at float32 (or the model's wider dtype), then cast to the step's dtype
         self._input_dtype = self.dtype if self.dtype in (torch.float32, torch.float64) else torch.float32
-        if self.frame_shape and backend is StepBackend.ONNXRUNTIME:
-            raise ValueError("the ONNX Runtime backend streams time series only; use the torch backend for video")
-        if self.frame_shape and backend is StepBackend.NUMPY:
-            raise ValueError(
-                f"the numpy backend streams time series only (frame_shape=() expected, got {self.frame_shape}); "
-                "use the torch backend for video"
-            )
-        self._numpy: NumpyStreamStep | None = None  # the prototype stream of the numpy backend
-        self._numpy_slots: list[NumpyStreamStep] = []  # one per slot
-        if backend is StepBackend.NUMPY:
-            try:
-                self._numpy = NumpyStreamStep(self.model, self.in_channels)
-            except TypeError as err:
-                warnings.warn(
-                    f"numpy backend unavailable for this model ({err}); using the torch backend", stacklevel=2
-                )
-                backend = StepBackend.TORCH
-        self.backend = backend
         self._scale, self._shift = self._normalisation(mean, std)
+        chunk_shape = (self.in_channels, self.hop, *self.frame_shape)
+        self.engine: StepEngine = build_engine(
+            requested, self.model, self.window, chunk_shape, self.dtype, self.device, ring_buffers=ring_buffers
+        )
+        self.requested_backend = requested
+        # the engine asked for, or the compiled one where the numpy engine cannot take the model
+        self.backend = requested if requested is not StepBackend.NUMPY else StepBackend(self.engine.name)
         self.capacity = 0
-        self._state: State = []
         self.samples_seen = np.zeros(0, dtype=np.int64)
-        self._step_fn: StepFn = self._torch_step
-        self._compiled: CompiledStep | None = None
-        self._rings: RingStep | None = None  # full steps over ring buffers; self._state is then unused
-        if backend is StepBackend.TORCH and not self.frame_shape:
-            self._compiled = self._compile()
-            if self._compiled is not None:
-                self._step_fn = self._compiled
-                if ring_buffers and self._compiled.num_opaque == 0:
-                    chunk = torch.zeros(1, self.in_channels, self.hop, dtype=self.dtype)
-                    self._rings = RingStep(self.model, self._compiled, chunk)
         self.grow(capacity)
-        if backend is StepBackend.ONNXRUNTIME:
-            from vidrec.streaming.export import OnnxStep
-
-            self._step_fn = OnnxStep(self.model, self.window, self.hop, self.in_channels, len(self._state))
 
     def _normalisation(
         self, mean: Sequence[float] | None, std: Sequence[float] | None
@@ -234,88 +240,51 @@ class StreamingClassifier:
             )
         shape = (-1, 1, *(1 for _ in self.frame_shape))  # (C, 1, ...) broadcasts over (n, C, hop, ...)
         scale, shift = (torch.from_numpy(v).reshape(shape).to(self._input_dtype) for v in norm.scale_shift())
-        return scale, shift
+        return scale.to(self.device), shift.to(self.device)
 
-    def _compile(self) -> CompiledStep | None:
-        """The compiled step of the converted model, or None for models it does not apply to (they run eagerly)."""
-        try:
-            chunk = torch.zeros(1, self.in_channels, self.hop, dtype=self.dtype)
-            # the build-time check catches lowering bugs; at 16-bit precision both steps round differently
-            atol = 1e-4 if self.dtype in (torch.float32, torch.float64) else 1.0
-            return compile_stream_step(self.model, chunk, atol=atol)
-        except TypeError:  # not a stock features/pool/classifier model: the eager step is exact as well
-            return None
+    def describe(self) -> EngineDescription:
+        """Which engine runs the model, on which device, and every part it does not run itself (with the reason)."""
+        rings = bool(getattr(self.engine, "uses_rings", False))
+        return EngineDescription(
+            requested=self.requested_backend.value,
+            engine=self.engine.name,
+            device=str(self.device),
+            dtype=str(self.dtype).removeprefix("torch."),
+            ring_buffers=rings,
+            decisions=list(self.engine.decisions),
+        )
 
     @property
     def compiled(self) -> bool:
         """True when steps run through the compiled flat step."""
-        return self._compiled is not None
+        return self.engine.name == "compiled"
 
     @property
     def num_state_tensors(self) -> int:
         """Number of state tensors of the step (inputs/outputs of the exported graph besides chunk/logits)."""
-        return len(self._history())
+        return self.engine.num_state_tensors
 
     def state(self) -> State:
         """The current state tensors in the layer protocol's layout, each ``(capacity, ...)`` (views, do not modify)."""
-        if self._numpy is not None:
-            raise RuntimeError(
-                "the numpy backend keeps its state in NumpyStreamStep ring buffers, not protocol tensors"
-            )
-        history = self._history()
-        return self._compiled.to_protocol(history) if self._compiled is not None else history
-
-    def _history(self) -> State:
-        """The state in the step's layout: views of the ring buffers at their current phase, or the state tensors."""
-        return self._rings.history() if self._rings is not None else self._state
+        return self.engine.state()
 
     def grow(self, capacity: int) -> None:
         """Raise the number of slots to ``capacity`` (new slots start reset); existing slots keep their state."""
         if capacity <= self.capacity:
             return
-        if self._numpy is not None:
-            self._numpy_slots += [self._numpy.fresh() for _ in range(capacity - self.capacity)]
-        else:
-            with torch.inference_mode():
-                shape = (capacity, self.in_channels, self.hop, *self.frame_shape)
-                fresh = self.model.stream_state(torch.zeros(shape, dtype=self.dtype))  # type: ignore[operator]
-                fresh = [t.clone() for t in fresh]
-                if self._compiled is not None:
-                    fresh = self._compiled.to_compiled(fresh)
-                for new, old, axis in zip(fresh, self._history(), self._batch_axes()):
-                    new.narrow(axis, 0, self.capacity).copy_(old)
-                if self._rings is not None:
-                    self._rings.load(fresh)
-                else:
-                    self._state = fresh
+        self.engine.grow(capacity)
         self.samples_seen = np.concatenate([self.samples_seen, np.zeros(capacity - self.capacity, dtype=np.int64)])
         self.capacity = capacity
 
     def reset(self, slots: Sequence[int] | np.ndarray | None = None) -> None:
         """Zero the state and sample counters of ``slots`` (all slots when None)."""
-        if self._numpy is not None:
-            idx_np = np.arange(self.capacity) if slots is None else self._check_slots(slots)
-            for i in idx_np:
-                self._numpy_slots[i].reset()
-            self.samples_seen[idx_np] = 0
+        if slots is None:
+            self.engine.reset(None)
+            self.samples_seen[:] = 0
             return
-        with torch.inference_mode():
-            if slots is None:
-                for t in self._history():
-                    t.zero_()
-                self.samples_seen[:] = 0
-                return
-            idx = torch.as_tensor(np.asarray(slots, dtype=np.int64))
-            for t, axis in zip(self._history(), self._batch_axes()):
-                t.index_fill_(axis, idx, 0.0)
-        self.samples_seen[idx.numpy()] = 0
-
-    def _batch_axes(self) -> list[int]:
-        """The slot axis of each state tensor (the compiled step holds some time-first: ``(T, B, C)``)."""
-        return self._compiled.batch_axes if self._compiled is not None else [0] * len(self._history())
-
-    def _torch_step(self, chunk: Tensor, state: State) -> tuple[Tensor, State]:
-        return self.model.stream_step(chunk, state)  # type: ignore[operator]
+        idx = self._check_slots(slots)
+        self.engine.reset(idx)
+        self.samples_seen[idx] = 0
 
     def step(self, chunk: Tensor | np.ndarray, slots: Sequence[int] | np.ndarray | None = None) -> StepResult:
         """Consume one hop of new samples for ``slots`` (all slots when None).
@@ -327,7 +296,7 @@ class StreamingClassifier:
         Returns:
             The logits of the windows ending at this hop and which of them are valid predictions.
         """
-        x = torch.as_tensor(chunk, dtype=self._input_dtype)
+        x = torch.as_tensor(chunk, dtype=self._input_dtype).to(self.device)
         n = self.capacity if slots is None else len(slots)
         expected = (n, self.in_channels, self.hop, *self.frame_shape)
         if tuple(x.shape) != expected:
@@ -335,18 +304,13 @@ class StreamingClassifier:
         if self._scale is not None and self._shift is not None:
             x = x * self._scale - self._shift  # as ChannelNormalization.apply: (n, C, hop, ...)
         x = x.to(self.dtype)
-        if self._numpy is not None:
-            slot_idx = np.arange(self.capacity) if slots is None else self._check_slots(slots)
-            self._lead_in_slots(x, slot_idx)
-            logits = torch.from_numpy(self._advance_numpy(x.numpy(), slot_idx))
-        else:
-            slot_idx = np.arange(self.capacity) if slots is None else np.asarray(slots, dtype=np.int64)
-            self._lead_in_slots(x, slot_idx)
-            logits = self._advance(x, slot_idx)
+        slot_idx = np.arange(self.capacity) if slots is None else self._check_slots(slots)
+        self._lead_in_slots(x, slot_idx)
+        logits = self._advance(x, slot_idx)
         self.samples_seen[slot_idx] += self.hop
         if logits.dtype in (torch.bfloat16, torch.float16):
             logits = logits.float()  # 16-bit steps report float32 logits
-        return StepResult(logits=logits, ready=self.samples_seen[slot_idx] >= self.warmup, slots=slot_idx)
+        return StepResult(logits=logits.cpu(), ready=self.samples_seen[slot_idx] >= self.warmup, slots=slot_idx)
 
     def _lead_in_slots(self, x: Tensor, slot_idx: np.ndarray) -> None:
         """Edge-filled start: feed the fresh slots among ``slot_idx`` copies of their first sample (no counters)."""
@@ -355,43 +319,21 @@ class StreamingClassifier:
         fresh = np.flatnonzero(self.samples_seen[slot_idx] == 0)
         if not len(fresh):
             return
-        first = x[torch.from_numpy(fresh)].narrow(2, 0, 1)  # (f, C, 1, ...)
+        first = x[torch.from_numpy(fresh).to(x.device)].narrow(2, 0, 1)  # (f, C, 1, ...)
         copies = first.expand(-1, -1, self.hop, *self.frame_shape).contiguous()
         for _ in range(self._lead_in // self.hop):
-            if self._numpy is not None:
-                self._advance_numpy(copies.numpy(), slot_idx[fresh])
-            else:
-                self._advance(copies, slot_idx[fresh])
+            self._advance(copies, slot_idx[fresh])
 
     def _advance(self, x: Tensor, slot_idx: np.ndarray) -> Tensor:
-        """One torch step of the normalised ``(n, C, hop, ...)`` chunk for ``slot_idx``; the state moves on."""
-        with torch.inference_mode():
-            full = len(slot_idx) == self.capacity and bool((slot_idx == np.arange(self.capacity)).all())
-            if full and self._rings is not None:
-                return self._rings(x)
-            if full:
-                logits, self._state = self._step_fn(x, self._state)
-                return logits
-            # a subset of slots: gather their state, step, write it back (rings: at the current phase)
-            idx = torch.from_numpy(slot_idx)
-            axes, history = self._batch_axes(), self._history()
-            sub = [t.index_select(a, idx) for t, a in zip(history, axes)]  # n slots per state tensor
-            logits, new = self._step_fn(x, sub)
-            for t, u, a in zip(history, new, axes):
-                t.index_copy_(a, idx, u)
-            return logits
+        """One engine step of the normalised ``(n, C, hop, ...)`` chunk for ``slot_idx``; the state moves on."""
+        full = len(slot_idx) == self.capacity and bool((slot_idx == np.arange(self.capacity)).all())
+        return self.engine.step(x, None if full else slot_idx)
 
     def _check_slots(self, slots: Sequence[int] | np.ndarray) -> np.ndarray:
         idx = np.asarray(slots, dtype=np.int64).reshape(-1)
         if idx.size and (idx.min() < 0 or idx.max() >= self.capacity):
             raise ValueError(f"slot indices must be in [0, {self.capacity}), got {idx.tolist()}")
         return idx
-
-    def _advance_numpy(self, x: np.ndarray, slot_idx: np.ndarray) -> np.ndarray:
-        """One numpy-backend step of the normalised ``(n, C, hop)`` chunk: one ``NumpyStreamStep`` per slot."""
-        if len(slot_idx) == 1:
-            return self._numpy_slots[int(slot_idx[0])].step(x[0])[None]  # (1, K)
-        return np.stack([self._numpy_slots[s].step(row) for s, row in zip(slot_idx.tolist(), x)])  # (n, K)
 
     def run(self, x: Tensor | np.ndarray) -> tuple[Tensor, np.ndarray]:
         """Stream whole sequences through all slots from their current state, hop by hop.
@@ -420,6 +362,6 @@ def to_streaming(model: nn.Module, window: int, hop: int, **kwargs: object) -> S
         model: A streamable classifier.
         window: Window length in samples.
         hop: Samples per step.
-        **kwargs: Passed to ``StreamingClassifier`` (capacity, mean, std, fold_bn, backend, in_channels).
+        **kwargs: Passed to ``StreamingClassifier`` (capacity, mean, std, fold_bn, backend, in_channels, device, ...).
     """
     return StreamingClassifier(model, window, hop, **kwargs)  # type: ignore[arg-type]

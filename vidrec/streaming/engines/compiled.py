@@ -1,0 +1,178 @@
+"""The compiled engine: the generated flat step of ``vidrec.streaming.fastpath`` over ring buffers.
+
+The converted model is lowered once into straight-line tensor code (``compile_stream_step``: one matmul per
+convolution tap, preallocated outputs, a TorchScript trace), checked against the eager step when built. Steps of all
+slots keep every layer's history in ring buffers (``vidrec.streaming.rings``) when every module was lowered; steps
+of a subset of slots run the concatenating step on those slots' history. Modules the fast path has no lowering for
+are called through their own ``stream_step`` inside the compiled step: each is a ``LoweringDecision`` naming the
+module and the reason. A model the fast path cannot take at all raises ``EngineUnavailable`` (the runtime then runs
+it eagerly and says so).
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from vidrec.streaming.engines.base import EngineUnavailable, LoweringDecision, State, TensorStateEngine, logger
+from vidrec.streaming.fastpath import CompiledStep, compile_stream_step
+from vidrec.streaming.rings import RingStep
+
+__all__ = ["CompiledEngine", "CompiledParallelEngine"]
+
+
+class CompiledEngine(TensorStateEngine):
+    """The compiled flat step (time series ``(B, C, T)`` models).
+
+    Args:
+        model: The converted, configured model (a ``StreamableClassifier`` with the stock ``stream_step``).
+        chunk_shape: ``(C, hop)``.
+        dtype: Step dtype (16-bit steps are checked against eager with a loose tolerance: both round differently).
+        device: Step device.
+        ring_buffers: Keep layer histories in ring buffers for full steps (when every module is lowered).
+
+    Raises:
+        EngineUnavailable: the model or its input layout is not one the fast path lowers.
+    """
+
+    name = "compiled"
+
+    def __init__(
+        self,
+        model: nn.Module,
+        chunk_shape: tuple[int, ...],
+        dtype: torch.dtype,
+        device: torch.device,
+        *,
+        ring_buffers: bool = True,
+    ) -> None:
+        super().__init__(model, chunk_shape, dtype, device)
+        if len(chunk_shape) != 2:
+            raise EngineUnavailable(
+                f"the compiled engine lowers time series chunks (C, hop); got frames of shape {chunk_shape[2:]}"
+            )
+        chunk = torch.zeros((1, *chunk_shape), dtype=dtype, device=device)
+        atol = 1e-4 if dtype in (torch.float32, torch.float64) else 1.0
+        try:
+            self.compiled: CompiledStep = compile_stream_step(model, chunk, atol=atol)
+        except TypeError as err:  # not a model the fast path takes: the caller decides what runs instead
+            raise EngineUnavailable(str(err)) from err
+        self.decisions = list(self.compiled.decisions)
+        for d in self.decisions:
+            logger.info("compiled engine: %s", d)
+        self._step_fn = self.compiled
+        self.rings: RingStep | None = None
+        if ring_buffers and self.compiled.num_opaque == 0:
+            self.rings = RingStep(model, self.compiled, chunk)
+
+    @property
+    def uses_rings(self) -> bool:
+        """True when full steps keep layer histories in ring buffers."""
+        return self.rings is not None
+
+    def _to_engine(self, state: State) -> State:
+        return self.compiled.to_compiled(state)
+
+    def _to_protocol(self, state: State) -> State:
+        return self.compiled.to_protocol(state)
+
+    def _batch_axes(self) -> list[int]:
+        return self.compiled.batch_axes
+
+    def _history(self) -> State:
+        return self.rings.history() if self.rings is not None else self._state
+
+    def _load(self, state: State) -> None:
+        if self.rings is not None:
+            self.rings.load(state)
+        else:
+            self._state = state
+
+    def _full_step(self, x: Tensor) -> Tensor:
+        if self.rings is not None:
+            return self.rings(x)
+        return super()._full_step(x)
+
+
+class CompiledParallelEngine:
+    """The compiled engine of a ``ParallelClassifiers``: one engine per member (compiled where it lowers), then fuse.
+
+    A member the fast path cannot take runs in an eager engine of its own, recorded as a ``LoweringDecision`` with
+    the member's name. State, slots and resets are each member's; ``state()`` concatenates them in member order,
+    the layout of ``ParallelClassifiers.stream_state``.
+
+    Args:
+        model: The converted, configured ``ParallelClassifiers``.
+        chunk_shape: ``(C, hop)``.
+        dtype: Step dtype.
+        device: Step device.
+        ring_buffers: Ring buffers for the full steps of each compiled member.
+    """
+
+    name = "compiled"
+
+    def __init__(
+        self,
+        model: nn.Module,
+        chunk_shape: tuple[int, ...],
+        dtype: torch.dtype,
+        device: torch.device,
+        *,
+        ring_buffers: bool = True,
+    ) -> None:
+        from vidrec.streaming.engines.eager import EagerEngine
+
+        if len(chunk_shape) != 2:
+            raise EngineUnavailable(
+                f"the compiled engine lowers time series chunks (C, hop); got frames of shape {chunk_shape[2:]}"
+            )
+        self.model = model
+        self.capacity = 0
+        self.decisions: list[LoweringDecision] = []
+        self.members: list[TensorStateEngine] = []
+        for name, member in zip(model.member_names, model.members()):  # type: ignore[operator,arg-type]
+            try:
+                engine: TensorStateEngine = CompiledEngine(
+                    member, chunk_shape, dtype, device, ring_buffers=ring_buffers
+                )
+                self.decisions += [replace(d, part=f"{name}.{d.part}" if d.part else name) for d in engine.decisions]
+            except EngineUnavailable as err:
+                decision = LoweringDecision(name, type(member).__name__, "eager", f"not lowered: {err}")
+                logger.info("compiled engine: %s", decision)
+                self.decisions.append(decision)
+                engine = EagerEngine(member, chunk_shape, dtype, device)
+            self.members.append(engine)
+
+    @property
+    def uses_rings(self) -> bool:
+        """True when every member steps over ring buffers."""
+        return all(getattr(e, "uses_rings", False) for e in self.members)
+
+    @property
+    def num_state_tensors(self) -> int:
+        """State tensors of all members."""
+        return sum(e.num_state_tensors for e in self.members)
+
+    def state(self) -> State:
+        """The members' protocol state, concatenated in member order."""
+        return [t for e in self.members for t in e.state()]
+
+    def grow(self, capacity: int) -> None:
+        """Grow every member's slots."""
+        for e in self.members:
+            e.grow(capacity)
+        self.capacity = max(self.capacity, capacity)
+
+    def reset(self, slots: np.ndarray | None) -> None:
+        """Reset ``slots`` in every member."""
+        for e in self.members:
+            e.reset(slots)
+
+    def step(self, x: Tensor, slots: np.ndarray | None) -> Tensor:
+        """Step every member on ``x`` and fuse their logits by the model's rule."""
+        outs = [e.step(x, slots) for e in self.members]
+        with torch.inference_mode():
+            return self.model.fuse(outs)  # type: ignore[operator,no-any-return]
