@@ -32,12 +32,23 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from datamodules.timeseries.schema import read_recordings  # noqa: E402
 
 
-def training_subject_folds(path: str, folds: int, seed: int) -> list[list[int]]:
-    """The official training subjects of a schema file, shuffled with ``seed`` and dealt into ``folds`` folds."""
+def has_official_split(path: str) -> bool:
+    """Whether every recording of a schema file carries an official split ("train" / "test")."""
     _, recordings = read_recordings(path)
-    subjects = sorted({r.subject for r in recordings if r.split == "train"})
+    return all(r.split is not None for r in recordings)
+
+
+def training_subject_folds(path: str, folds: int, seed: int) -> list[list[int]]:
+    """The training subjects of a schema file, shuffled with ``seed`` and dealt into ``folds`` folds.
+
+    Training subjects: those of the official "train" split; every subject when the file has no official split.
+    """
+    _, recordings = read_recordings(path)
+    official = all(r.split is not None for r in recordings)
+    subjects = sorted({r.subject for r in recordings if r.split == "train" or not official})
     if len(subjects) < folds:
-        raise ValueError(f"{path}: {len(subjects)} training subjects cannot make {folds} folds")
+        kind = "training subjects" if official else "subjects (the file has no official split)"
+        raise ValueError(f"{path}: {len(subjects)} {kind} cannot make {folds} folds")
     order = np.random.default_rng(seed).permutation(subjects)
     return [sorted(int(s) for s in part) for part in np.array_split(order, folds)]
 
@@ -50,11 +61,17 @@ def parse_variant(text: str) -> tuple[str, list[str]]:
     return name.strip(), shlex.split(rest)
 
 
-def run_fold(config: str, overrides: list[str], val_subjects: list[int], out: Path) -> dict[str, float]:
-    """Fit one fold in this process; returns the last validation metrics."""
+def run_fold(
+    config: str, overrides: list[str], val_subjects: list[int], out: Path, official: bool = True
+) -> dict[str, float]:
+    """Fit one fold in this process; returns the last validation metrics.
+
+    ``official``: the file has an official split (the fold's training subjects are the other official training
+    subjects); else the others of all subjects (split_mode SUBJECTS without test subjects).
+    """
     from vidrec.cli import _lightning_main
 
-    args = ["fit", "--config", config, "--data.init_args.split_mode", "OFFICIAL"]
+    args = ["fit", "--config", config, "--data.init_args.split_mode", "OFFICIAL" if official else "SUBJECTS"]
     args += ["--data.init_args.val_subjects", json.dumps(val_subjects), "--data.init_args.val_fraction", "0"]
     # the whole logger list: a `--trainer.logger.init_args...` override would reach only its last entry, and the
     # checkpoints follow the first logger's folder
@@ -90,6 +107,7 @@ def main() -> int:
     if not path:
         parser.error(f"{args.config} has no key data.init_args.path (expected the schema file); pass --data PATH")
     folds = training_subject_folds(path, args.folds, args.seed)
+    official = has_official_split(path)
     variants = [parse_variant(v) for v in args.variant or ["config:"]]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -103,7 +121,7 @@ def main() -> int:
             for name, overrides in variants:
                 start = time.perf_counter()
                 slug = "".join(c if c.isalnum() else "_" for c in name)
-                metrics = run_fold(args.config, common + overrides, val_subjects, out / f"fold{k}_{slug}")
+                metrics = run_fold(args.config, common + overrides, val_subjects, out / f"fold{k}_{slug}", official)
                 metrics["seconds"] = time.perf_counter() - start
                 results[name][k] = metrics
                 print(

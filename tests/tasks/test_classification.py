@@ -49,17 +49,24 @@ def test_group_level_metrics_average_clip_scores(tmp_path: Path) -> None:
     r = task.test_results
     assert r["test/acc"] == pytest.approx(8 / 9)
     assert r["test/group_acc"] == pytest.approx(1.0)
+    assert r["test/group_acc_vote"] == pytest.approx(1.0)  # 2 of 3 clips vote right
     assert r["test/groups"] == 3
     assert r["confusion_matrix"][0] == [2, 1, 0]
     assert (tmp_path / "test_metrics.json").is_file() and (tmp_path / "confusion_matrix.png").is_file()
 
 
-def test_groups_with_several_labels_get_no_group_metric(tmp_path: Path) -> None:
-    # a continuous recording (group 0) holds two activities: no per-recording label exists
+def test_groups_with_several_labels_are_scored_by_bouts(tmp_path: Path) -> None:
+    # a continuous recording (group 0) holds two activities: no per-recording label exists, but its runs of one
+    # label (bouts) have one; bouts [0, 0, 0] (one wrong window), [1, 1], then group 1's [1] and [2, 2]
+    groups = [0, 0, 0, 0, 0, 1, 1, 1]
+    labels = [0, 0, 0, 1, 1, 1, 2, 2]
     task = Classification(nn.Identity(), num_classes=3)
-    _trainer(tmp_path).test(task, DataLoader(_Clips([0, 0, 1], [0, 1, 2], set()), batch_size=3), verbose=False)
-    assert "test/group_acc" not in task.test_results
-    assert task.test_results["test/acc"] == pytest.approx(1.0)
+    _trainer(tmp_path).test(task, DataLoader(_Clips(groups, labels, {2, 7}), batch_size=3), verbose=False)
+    r = task.test_results
+    assert "test/group_acc" not in r
+    assert r["test/bouts"] == 4 and r["test/acc"] == pytest.approx(6 / 8)
+    assert r["test/bout_acc_vote"] == pytest.approx(3 / 4)  # the last bout: one vote each, the tie goes to class 0
+    assert r["test/bout_acc"] == pytest.approx(3 / 4)
 
 
 def test_wrong_logit_shape_is_reported(tmp_path: Path) -> None:

@@ -2,6 +2,7 @@
 
 from vidrec.models import (  # noqa: F401  (registers builders)
     fusionactnet,
+    minirocket,
     p3d,
     r2plus1d,
     reference,

@@ -15,6 +15,9 @@ their clip- and video-level top-1/top-5 under ``"streams"`` in ``test_metrics.js
 defines ``subnet_logits(inputs) -> {name: logits}`` and ``fuse(that dict) -> logits`` (the skeleton ensemble) is
 scored subnet by subnet on the same test samples: ``test_metrics.json`` then holds ``subnets`` and ``fusion_gain``
 (fused minus best subnet accuracy).
+A model that defines ``fit_closed_form(inputs, target)`` (MiniRocket's thresholds and ridge classifier) is fitted in
+closed form instead of by gradient descent: each training epoch gathers all its windows and calls it once, after
+the epoch's last batch (use ``max_epochs: 1``).
 """
 
 from __future__ import annotations
@@ -87,6 +90,11 @@ class Classification(LightningModule):
         self._group_scores: list[tuple[Tensor, Tensor, Tensor]] = []
         self._stream_scores: dict[str, list[tuple[Tensor, Tensor, Tensor]]] = {}  # per stream of a fusion model
         self.test_results: dict[str, Any] = {}
+        # closed-form models (no gradient steps): Lightning's manual optimisation, the epoch's windows kept on CPU
+        self.closed_form = callable(getattr(model, "fit_closed_form", None))
+        if self.closed_form:
+            self.automatic_optimization = False
+        self._gathered: list[tuple[Tensor, Tensor]] = []
         if pretrained:
             load_pretrained_weights(self.model, pretrained)
         if num_classes is not None:
@@ -165,12 +173,28 @@ class Classification(LightningModule):
             raise ValueError(f"model returned logits of shape {tuple(logits.shape)}, expected (B, {self.num_classes})")
         return F.cross_entropy(logits, target, label_smoothing=self.label_smoothing), logits
 
-    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor | None:
+        if self.closed_form:
+            self._closed_form_step(batch)
+            return None
         loss, logits = self._loss_and_logits(batch)
         self.train_metrics.update(logits.detach(), batch["target"])
         self.log("train/loss", loss, prog_bar=True, batch_size=len(batch["target"]))
         self.log_dict(self.train_metrics, on_step=False, on_epoch=True, prog_bar=True)
         return loss
+
+    def _closed_form_step(self, batch: dict[str, Tensor]) -> None:
+        """Gather the epoch's windows; after its last batch fit the model on all of them."""
+        self._gathered.append((batch["inputs"].detach().cpu(), batch["target"].detach().cpu()))
+        if not self.trainer.is_last_batch:
+            return
+        inputs = torch.cat([x for x, _ in self._gathered])
+        target = torch.cat([t for _, t in self._gathered])
+        self._gathered = []
+        fit = self.model.fit_closed_form(inputs.to(self.device), target.to(self.device))  # type: ignore[operator]
+        alpha = getattr(fit, "alpha", None)
+        if alpha is not None:
+            self.log("train/ridge_alpha", float(alpha), batch_size=len(target))
 
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
         loss, logits = self._loss_and_logits(batch)
@@ -247,25 +271,28 @@ class Classification(LightningModule):
         return groups, probs, targets
 
     def _group_metrics(self, scores: tuple[Tensor, Tensor, Tensor] | None) -> dict[str, float]:
-        """Average softmax scores per group (video) and score the averaged prediction."""
+        """Score each group (video, recording) by its windows' mean softmax scores and by their majority vote.
+
+        Groups that hold several classes (a continuous recording with many activities) have no single label; then
+        the same is done for bouts: runs of consecutive windows of one group with one label (``test/bout_acc``,
+        one process only, as the windows arrive in file order there).
+        """
         if scores is None:
             return {}
         groups, probs, targets = scores
         ids, inverse = torch.unique(groups, return_inverse=True)
-        summed = probs.new_zeros(len(ids), probs.shape[1]).index_add_(0, inverse, probs)
         group_target = targets.new_zeros(len(ids)).scatter_(0, inverse, targets)
         lowest = targets.new_full((len(ids),), targets.max().item()).scatter_reduce(0, inverse, targets, "amin")
-        if not torch.equal(lowest, group_target):
-            # groups that hold several classes (a continuous recording with many activities) have no single label
+        if torch.equal(lowest, group_target):
+            return _unit_metrics("group", inverse, probs, group_target)
+        if self.trainer.world_size > 1:
             return {}
-        top = summed.topk(min(5, summed.shape[1]), dim=1).indices
-        metrics = {
-            "test/group_acc": float((top[:, 0] == group_target).float().mean()),
-            "test/groups": float(len(ids)),
-        }
-        if summed.shape[1] > 5:
-            metrics["test/group_acc_top5"] = float((top == group_target[:, None]).any(dim=1).float().mean())
-        return metrics
+        # (N,) bout index: a new bout where the group or the label changes
+        change = torch.ones_like(targets, dtype=torch.bool)
+        change[1:] = (groups[1:] != groups[:-1]) | (targets[1:] != targets[:-1])
+        bout = change.long().cumsum(0) - 1
+        bout_target = targets[change]
+        return _unit_metrics("bout", bout, probs, bout_target)
 
     def _per_subject(self, scores: tuple[Tensor, Tensor, Tensor] | None) -> dict[str, dict[str, float]]:
         """Window (clip) accuracy per subject, when the datamodule says which subject each group belongs to.
@@ -382,6 +409,26 @@ def subject_order(subjects: Iterable[str]) -> list[str]:
 def _finite(x: Tensor) -> float | None:
     v = float(x)
     return v if math.isfinite(v) else None
+
+
+def _unit_metrics(name: str, unit: Tensor, probs: Tensor, unit_target: Tensor) -> dict[str, float]:
+    """Accuracy of units (groups, bouts) of windows: ``unit`` (N,) index of each window's unit, ``unit_target`` (U,).
+
+    ``test/{name}_acc``: the argmax of the mean softmax scores; ``_acc_vote``: the most frequent window prediction
+    (ties: the lowest class index); ``_acc_top5`` where there are more than 5 classes.
+    """
+    u, k = len(unit_target), probs.shape[1]
+    summed = probs.new_zeros(u, k).index_add_(0, unit, probs)
+    votes = probs.new_zeros(u, k).index_add_(0, unit, F.one_hot(probs.argmax(dim=1), k).to(probs.dtype))
+    top = summed.topk(min(5, k), dim=1).indices
+    metrics = {
+        f"test/{name}_acc": float((top[:, 0] == unit_target).float().mean()),
+        f"test/{name}_acc_vote": float((votes.argmax(dim=1) == unit_target).float().mean()),
+        f"test/{name}s": float(u),
+    }
+    if k > 5:
+        metrics[f"test/{name}_acc_top5"] = float((top == unit_target[:, None]).any(dim=1).float().mean())
+    return metrics
 
 
 def load_pretrained_weights(model: nn.Module, path: str) -> None:

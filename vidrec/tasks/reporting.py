@@ -55,7 +55,13 @@ def format_test_report(results: dict[str, Any]) -> str:
         lines.append(f"top-5 accuracy {results['test/acc_top5']:.2%}")
     if "test/group_acc" in results:
         lines.append(
-            f"per-video/recording accuracy {results['test/group_acc']:.2%} ({int(results['test/groups'])} groups)"
+            f"per-video/recording accuracy {results['test/group_acc']:.2%} ({int(results['test/groups'])} groups;"
+            f" majority vote {results.get('test/group_acc_vote', float('nan')):.2%})"
+        )
+    if "test/bout_acc" in results:
+        lines.append(
+            f"per-bout accuracy {results['test/bout_acc']:.2%} ({int(results['test/bouts'])} runs of one recording"
+            f" and one label; majority vote {results['test/bout_acc_vote']:.2%})"
         )
     lines.append("")
     lines.append(f"{'class':<24} {'acc':>8} {'F1':>8}")

@@ -59,6 +59,7 @@ def _run_generic(args: argparse.Namespace) -> None:
         channels=args.channels,
         subject_column=args.subject_column,
         subject_pattern=args.subject_pattern,
+        split_column=args.split_column,
         class_names=args.class_names,
         samples_key=args.samples_key,
         labels_key=args.labels_key,
@@ -99,9 +100,9 @@ def add_data_subcommands(subparsers: argparse._SubParsersAction) -> None:
     )
     p.set_defaults(func=_run_uci_har)
 
-    p = sub("uea", "UEA/UCR .ts files (one case = one recording)")
-    p.add_argument("train", type=Path, help="<Problem>_TRAIN.ts")
-    p.add_argument("--test", type=Path, default=None, help="<Problem>_TEST.ts")
+    p = sub("uea", "UEA/UCR .ts or UCR .tsv files (one case = one recording)")
+    p.add_argument("train", type=Path, help="<Problem>_TRAIN.ts (UEA/sktime) or <Problem>_TRAIN.tsv (UCR)")
+    p.add_argument("--test", type=Path, default=None, help="<Problem>_TEST.ts or .tsv")
     p.add_argument("--sampling-rate", type=float, required=True, help="Hz (not stored in .ts files)")
     p.add_argument("--channels", nargs="+", default=None, help="channel names (default dim_0 ...)")
     p.add_argument("--source", default=None, help="citation / licence text stored in the file")
@@ -121,6 +122,7 @@ def add_data_subcommands(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--channels", nargs="+", default=None, help="channel columns (default: all other columns)")
     p.add_argument("--subject-column", default=None, help="CSV column with the subject id")
     p.add_argument("--subject-pattern", default=None, help=r"regex on the file name, group 1 = subject (subj(\d+))")
+    p.add_argument("--split-column", default=None, help="CSV column with the file's official split: train / test")
     p.add_argument("--class-names", nargs="+", default=None, help="class names in index order")
     p.add_argument("--samples-key", default="samples", help="NPZ key of the (T, C) samples")
     p.add_argument("--labels-key", default="labels", help="NPZ key of the (T,) labels")

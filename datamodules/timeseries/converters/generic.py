@@ -10,6 +10,10 @@ keys are configurable.
 The subject of a file comes from ``subject_column`` (CSV, must be constant within the file), from the NPZ
 ``subject`` array, from the first group of ``subject_pattern`` (a regular expression searched in the file name,
 e.g. ``r"subject(\\d+)"``), or else it is the file's index in sorted order. The sampling rate is given by the user.
+
+An official split (``train`` / ``test``, what ``split_mode: OFFICIAL`` and ``tools/cross_validate.py`` read) comes
+from ``split_column`` (CSV, constant within a file) or the NPZ ``split`` array (a scalar string); without one the
+file has no official split and subjects are split by the datamodule's other modes.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ class GenericFormat:
             NPZ samples array.
         subject_column: CSV column holding the subject id (constant within a file).
         subject_pattern: Regular expression searched in the file name; group 1 is the integer subject id.
+        split_column: CSV column holding the file's official split, "train" or "test" (constant within a file).
         class_names: Class names in index order. For string labels, None = sorted unique names over all files;
             for integer labels, None = "0".."K-1" with K = max label + 1.
         samples_key: NPZ key of the (T, C) samples.
@@ -47,14 +52,33 @@ class GenericFormat:
     channels: list[str] | None = None
     subject_column: str | None = None
     subject_pattern: str | None = None
+    split_column: str | None = None
     class_names: list[str] | None = None
     samples_key: str = "samples"
     labels_key: str = "labels"
     pattern: str | None = None
 
 
-def _read_csv(path: Path, fmt: GenericFormat) -> tuple[np.ndarray, np.ndarray, list[str], int | None]:
-    """Samples (T, C), raw label strings (T,), channel names and optional subject of one CSV file."""
+_Read = tuple[np.ndarray, np.ndarray, list[str], int | None, str | None]
+
+
+def _constant(path: Path, table: np.ndarray, header: list[str], column: str, what: str) -> str:
+    if column not in header:
+        raise ValueError(f"{path}: {what} column {column!r} not in header {header}")
+    values = np.unique(np.char.strip(table[:, header.index(column)]))
+    if len(values) != 1:
+        raise ValueError(f"{path}: {what} column {column!r} must be constant, found {values[:5]}")
+    return str(values[0])
+
+
+def _check_split(path: Path, split: str | None) -> str | None:
+    if split is not None and split not in ("train", "test"):
+        raise ValueError(f"{path}: split {split!r}: expected 'train' or 'test'")
+    return split
+
+
+def _read_csv(path: Path, fmt: GenericFormat) -> _Read:
+    """Samples (T, C), raw label strings (T,), channel names, optional subject and split of one CSV file."""
     with path.open(newline="", encoding="utf-8") as f:
         rows = list(csv.reader(f))
     if len(rows) < 2:
@@ -65,7 +89,7 @@ def _read_csv(path: Path, fmt: GenericFormat) -> tuple[np.ndarray, np.ndarray, l
         raise ValueError(f"{path}: every row must have {len(header)} fields like the header")
     if fmt.label_column not in header:
         raise ValueError(f"{path}: label column {fmt.label_column!r} not in header {header}")
-    skip = {fmt.label_column, fmt.subject_column}
+    skip = {fmt.label_column, fmt.subject_column, fmt.split_column}
     channels = fmt.channels if fmt.channels is not None else [h for h in header if h not in skip]
     missing = [c for c in channels if c not in header]
     if missing:
@@ -76,18 +100,16 @@ def _read_csv(path: Path, fmt: GenericFormat) -> tuple[np.ndarray, np.ndarray, l
         raise ValueError(f"{path}: channel columns {channels} must be numeric ({err})") from err
     subject = None
     if fmt.subject_column is not None:
-        if fmt.subject_column not in header:
-            raise ValueError(f"{path}: subject column {fmt.subject_column!r} not in header {header}")
-        values = np.unique(table[:, header.index(fmt.subject_column)])
-        if len(values) != 1:
-            raise ValueError(f"{path}: subject column {fmt.subject_column!r} must be constant, found {values[:5]}")
-        subject = int(values[0])
+        subject = int(_constant(path, table, header, fmt.subject_column, "subject"))
+    split = None
+    if fmt.split_column is not None:
+        split = _check_split(path, _constant(path, table, header, fmt.split_column, "split"))
     labels = np.char.strip(table[:, header.index(fmt.label_column)])
-    return samples, labels, channels, subject
+    return samples, labels, channels, subject, split
 
 
-def _read_npz(path: Path, fmt: GenericFormat) -> tuple[np.ndarray, np.ndarray, list[str], int | None]:
-    """Samples (T, C), raw label strings (T,), channel names and optional subject of one NPZ file."""
+def _read_npz(path: Path, fmt: GenericFormat) -> _Read:
+    """Samples (T, C), raw label strings (T,), channel names, optional subject and split of one NPZ file."""
     with np.load(path, allow_pickle=False) as data:
         for key in (fmt.samples_key, fmt.labels_key):
             if key not in data:
@@ -95,12 +117,13 @@ def _read_npz(path: Path, fmt: GenericFormat) -> tuple[np.ndarray, np.ndarray, l
         samples = np.asarray(data[fmt.samples_key], dtype=np.float64)
         labels = np.asarray(data[fmt.labels_key]).astype(str)
         subject = int(data["subject"]) if "subject" in data else None
+        split = _check_split(path, str(data["split"])) if "split" in data else None
     if samples.ndim != 2:
         raise ValueError(f"{path}: array {fmt.samples_key!r} must be (T, C), got shape {samples.shape}")
     channels = fmt.channels if fmt.channels is not None else [f"ch{c}" for c in range(samples.shape[1])]
     if len(channels) != samples.shape[1]:
         raise ValueError(f"{path}: {len(channels)} channel names for {samples.shape[1]} channels")
-    return samples, labels, channels, subject
+    return samples, labels, channels, subject, split
 
 
 def _is_int(token: str) -> bool:
@@ -123,7 +146,7 @@ def generic_recordings(directory: str | Path, fmt: GenericFormat) -> tuple[list[
     raw = []
     channel_names: list[str] | None = None
     for index, path in enumerate(files):
-        samples, labels, channels, subject = (_read_npz if path.suffix == ".npz" else _read_csv)(path, fmt)
+        samples, labels, channels, subject, split = (_read_npz if path.suffix == ".npz" else _read_csv)(path, fmt)
         if channel_names is None:
             channel_names = channels
         elif channels != channel_names:
@@ -135,8 +158,8 @@ def generic_recordings(directory: str | Path, fmt: GenericFormat) -> tuple[list[
             if match is None:
                 raise ValueError(f"{path}: file name does not match subject_pattern {fmt.subject_pattern!r}")
             subject = int(match.group(1))
-        raw.append((path, samples, labels, index if subject is None else subject))
-    tokens = {str(t) for _, _, labels, _ in raw for t in np.unique(labels)} - set(_UNLABELLED_TOKENS)
+        raw.append((path, samples, labels, index if subject is None else subject, split))
+    tokens = {str(t) for _, _, labels, _, _ in raw for t in np.unique(labels)} - set(_UNLABELLED_TOKENS)
     integer = all(_is_int(t) for t in tokens)
     if fmt.class_names is not None:
         class_names = list(fmt.class_names)
@@ -146,7 +169,7 @@ def generic_recordings(directory: str | Path, fmt: GenericFormat) -> tuple[list[
         class_names = sorted(tokens)
     lookup = {name: k for k, name in enumerate(class_names)}
     recordings = []
-    for path, samples, labels, subject in raw:
+    for path, samples, labels, subject, split in raw:
         out = np.full(len(labels), -1, dtype=np.int64)
         for token in (str(t) for t in np.unique(labels)):
             if token in _UNLABELLED_TOKENS:
@@ -160,7 +183,7 @@ def generic_recordings(directory: str | Path, fmt: GenericFormat) -> tuple[list[
             if not 0 <= k < len(class_names):
                 raise ValueError(f"{path}: label {token!r} outside 0..{len(class_names) - 1} ({class_names})")
             out[labels == token] = k
-        recordings.append(Recording(path.stem, samples.astype(np.float32), out, subject=int(subject)))
+        recordings.append(Recording(path.stem, samples.astype(np.float32), out, subject=int(subject), split=split))
     assert channel_names is not None
     return recordings, channel_names, class_names
 

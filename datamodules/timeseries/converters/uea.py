@@ -1,4 +1,7 @@
-"""UEA/UCR ``.ts`` converter (sktime format) -> ``vidrec.timeseries/1``; embedded BasicMotions.
+"""UEA/UCR ``.ts`` (sktime format) and UCR ``.tsv`` converter -> ``vidrec.timeseries/1``; embedded BasicMotions.
+
+UCR ``.tsv`` (the UCR 2018 archive, univariate): one case per line, the class label first, then the values, tab
+separated; variable-length series are padded with trailing ``NaN``, which is dropped.
 
 Format: header lines ``@problemName``, ``@timeStamps``, ``@missing``, ``@univariate``, ``@dimensions`` (or
 ``@dimension``), ``@equalLength``, ``@seriesLength``, ``@classLabel true <names...>``, then ``@data`` and one case per
@@ -110,6 +113,65 @@ def read_ts(path: str | Path) -> TsFile:
     return TsFile(header.get("problemname", [path.stem])[0], class_names, cases, labels)
 
 
+def read_tsv(path: str | Path) -> TsFile:
+    """Parse a UCR archive ``.tsv`` file (univariate): one case per line, the class label first, tab separated.
+
+    Trailing ``NaN`` values (the padding of variable-length series in the UCR 2018 archive) are dropped; a ``NaN``
+    inside a series is refused. The class names are the labels found, sorted (numerically when all are numbers);
+    :func:`uea_recordings` merges the names of a TRAIN and a TEST file.
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+        ValueError: naming the file and line (no values after the label, non-numeric values, missing values).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: .tsv file not found")
+    cases: list[np.ndarray] = []
+    labels: list[str] = []
+    with path.open(encoding="utf-8") as f:
+        for lineno, raw in enumerate(f, start=1):
+            line = raw.strip()
+            if not line:
+                continue
+            label, *values = line.split("\t")
+            if not values:
+                raise ValueError(f"{path}:{lineno}: expected '<label>\\t<value>\\t...' (tab separated), got one field")
+            try:
+                series = np.array(values, dtype=np.float64)
+            except ValueError as err:
+                raise ValueError(f"{path}:{lineno}: non-numeric value ({err})") from err
+            finite = np.flatnonzero(~np.isnan(series))
+            if not len(finite) or len(finite) != finite[-1] + 1:
+                raise ValueError(f"{path}:{lineno}: missing values (NaN) inside the series are not supported")
+            cases.append(series[: finite[-1] + 1, None])  # (T, 1)
+            labels.append(_label_name(label.strip()))
+    if not cases:
+        raise ValueError(f"{path}: no cases")
+    return TsFile(path.stem.rsplit("_", 1)[0], _sorted_labels(set(labels)), cases, labels)
+
+
+def _label_name(token: str) -> str:
+    """UCR labels are numbers written as ``1`` or ``1.0``; keep integers as integers."""
+    try:
+        value = float(token)
+    except ValueError:
+        return token
+    return str(int(value)) if value.is_integer() else token
+
+
+def _sorted_labels(labels: set[str]) -> list[str]:
+    try:
+        return sorted(labels, key=float)
+    except ValueError:
+        return sorted(labels)
+
+
+def read_cases(path: str | Path) -> TsFile:
+    """A ``.ts`` (UEA/sktime) or ``.tsv`` (UCR) file, by its suffix."""
+    return read_tsv(path) if Path(path).suffix.lower() == ".tsv" else read_ts(path)
+
+
 def _check_header(path: Path, header: dict[str, list[str]]) -> None:
     """Refuse headers this reader does not support."""
     if header.get("timestamps", ["false"])[0].lower() == "true":
@@ -129,10 +191,14 @@ def uea_recordings(
     """
     recordings: list[Recording] = []
     files = [(Path(train_path), "train")] + ([(Path(test_path), "test")] if test_path is not None else [])
+    parsed = [(path, split, read_cases(path)) for path, split in files]
     class_names: list[str] | None = None
+    if all(path.suffix.lower() == ".tsv" for path, _, _ in parsed):  # no header: the labels of both files
+        class_names = _sorted_labels({name for _, _, ts in parsed for name in ts.class_names})
+        for _, _, ts in parsed:
+            ts.class_names = class_names
     num_dims: int | None = None
-    for path, split in files:
-        ts = read_ts(path)
+    for path, split, ts in parsed:
         if class_names is None:
             class_names = ts.class_names
         elif ts.class_names != class_names:
@@ -168,7 +234,7 @@ def convert_uea(
     """Convert UEA/UCR ``.ts`` files to a ``vidrec.timeseries/1`` file.
 
     Args:
-        train_path: ``<Problem>_TRAIN.ts``.
+        train_path: ``<Problem>_TRAIN.ts`` or ``<Problem>_TRAIN.tsv``.
         out: Output ``.h5`` path.
         test_path: ``<Problem>_TEST.ts`` (optional).
         sampling_rate: Hz (the format does not carry it).

@@ -202,3 +202,49 @@ def test_hapt_real_installed_file(tmp_path: Path) -> None:
     labels = np.concatenate([r.labels for r in recs])
     assert labels.min() == -1 and labels.max() == 5
     assert np.bincount(labels[labels >= 0]).tolist() == [122091, 116707, 107961, 126677, 138105, 136865]
+
+
+def test_ucr_tsv_files_label_first_and_trailing_nan(tmp_path: Path) -> None:
+    (tmp_path / "P_TRAIN.tsv").write_text("2\t0.5\t1.0\t1.5\n1.0\t3\t4\tNaN\n")
+    (tmp_path / "P_TEST.tsv").write_text("3\t7\t8\t9\n")
+    data_main(
+        [
+            "uea",
+            str(tmp_path / "P_TRAIN.tsv"),
+            "--test",
+            str(tmp_path / "P_TEST.tsv"),
+            "--sampling-rate",
+            "5",
+            "--out",
+            str(tmp_path / "p.h5"),
+        ]
+    )
+    info, recs = read_recordings(tmp_path / "p.h5")
+    assert info.class_names == ["1", "2", "3"] and info.channel_names == ["dim_0"]  # both files' labels, sorted
+    assert [(r.split, len(r.samples), int(r.labels[0])) for r in recs] == [
+        ("train", 3, 1),
+        ("train", 2, 0),
+        ("test", 3, 2),
+    ]
+    np.testing.assert_array_equal(recs[1].samples[:, 0], [3, 4])  # the NaN padding is dropped
+    (tmp_path / "bad.tsv").write_text("1\t0.5\tNaN\t1.5\n")
+    with pytest.raises(ValueError, match=r"bad\.tsv:1: missing values"):
+        convert_uea(tmp_path / "bad.tsv", tmp_path / "b.h5", sampling_rate=1.0)
+
+
+def test_generic_split_column_and_npz_split(tmp_path: Path) -> None:
+    src = tmp_path / "csv"
+    src.mkdir()
+    (src / "a.csv").write_text("x,label,who,part\n0.1,0,1,train\n0.2,1,1,train\n")
+    (src / "b.csv").write_text("x,label,who,part\n0.3,1,2,test\n")
+    fmt = GenericFormat(subject_column="who", split_column="part")
+    info, recs = read_recordings(convert_generic(src, tmp_path / "g.h5", sampling_rate=1.0, fmt=fmt))
+    assert info.channel_names == ["x"] and [(r.subject, r.split) for r in recs] == [(1, "train"), (2, "test")]
+    (src / "c.csv").write_text("x,label,who,part\n0.3,1,3,holdout\n")
+    with pytest.raises(ValueError, match=r"c\.csv: split 'holdout': expected 'train' or 'test'"):
+        convert_generic(src, tmp_path / "g2.h5", sampling_rate=1.0, fmt=fmt)
+    npz = tmp_path / "npz"
+    npz.mkdir()
+    np.savez(npz / "r0.npz", samples=np.zeros((4, 2)), labels=np.zeros(4, int), split=np.array("test"))
+    _, recs = read_recordings(convert_generic(npz, tmp_path / "n.h5", sampling_rate=1.0))
+    assert recs[0].split == "test"

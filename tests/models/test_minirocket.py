@@ -1,0 +1,111 @@
+"""MiniRocket in vidrec: aeon's features on the unpadded half, exact streaming, closed-form ridge, task fitting."""
+
+import numpy as np
+import pytest
+import torch
+
+from vidrec.models import build_model
+from vidrec.models.minirocket import MiniRocket, MiniRocketFeatures, PPVCrop, fit_ridge, minirocket_dilations
+from vidrec.streaming.runtime import to_streaming
+
+
+def _walks(n: int, c: int, length: int, seed: int = 0) -> torch.Tensor:
+    rng = np.random.default_rng(seed)
+    return torch.from_numpy(rng.standard_normal((n, c, length)).astype(np.float32).cumsum(axis=2))
+
+
+def test_dilations_follow_minirocket() -> None:
+    dilations, per = minirocket_dilations(128, 10_000, 32)
+    assert dilations == list(range(1, 16))
+    assert sum(per) == 10_000 // 84 and per[0] == 30
+
+
+def test_matches_aeon_on_unpadded_features() -> None:
+    aeon_mr = pytest.importorskip("aeon.transformations.collection.convolution_based")
+    x = _walks(12, 3, 64)
+    transform = aeon_mr.MiniRocket(n_kernels=2_000, random_state=0).fit(x.numpy())
+    per_comb, channel_index, dilations, per_dilation, biases = transform.parameters
+    ours = MiniRocketFeatures(3, 64, num_features=2_000)
+    assert ours.dilations == [int(d) for d in dilations] and ours.features_per_dilation == [
+        int(n) for n in per_dilation
+    ]
+    masks, start = torch.zeros(len(per_comb), 3), 0
+    for comb, n in enumerate(per_comb):
+        masks[comb, channel_index[start : start + n]] = 1.0
+        start += n
+    ours.set_channel_masks(masks)
+    ours.biases.copy_(torch.from_numpy(biases))
+    mine = ours.ppv(x, PPVCrop.PER_DILATION).numpy()
+    theirs = transform.transform(x.numpy())
+    # aeon zero-pads (dilation index + kernel index) even; the others are valid convolutions like vidrec's
+    unpadded = np.concatenate([np.repeat([(j + k) % 2 == 1 for k in range(84)], n) for j, n in enumerate(per_dilation)])
+    diff = np.abs(mine - theirs)[:, unpadded]
+    assert (diff > 1e-6).mean() < 1e-3  # a float-rounding tie at a threshold flips one position now and then
+    assert diff.max() <= 2.0 / (64 - 8 * max(ours.dilations)) + 1e-6
+
+
+@pytest.mark.parametrize("hop", [1, 8])
+def test_streaming_equals_offline(hop: int) -> None:
+    torch.manual_seed(0)
+    model = build_model("minirocket_har", in_channels=3, num_classes=4, window=32, num_features=336)
+    x = _walks(2, 3, 32 + 24 + 12 * hop)
+    model.rocket.fit_biases(x[:, :, :56])
+    torch.nn.init.normal_(model.linear.weight)
+    model.eval()
+    length = 32 + 24  # window + context = 8 x the largest dilation (3)
+    assert model.receptive_field == 25
+    model.configure_stream(length, hop)
+    with torch.no_grad():
+        state = model.stream_state(x[:, :, :hop])
+        checked = 0
+        for t in range(0, x.shape[2], hop):
+            out, state = model.stream_step(x[:, :, t : t + hop], state)
+            if t + hop >= length:
+                torch.testing.assert_close(out, model(x[:, :, t + hop - length : t + hop]), atol=1e-4, rtol=0)
+                checked += 1
+    assert checked >= 12
+    runtime = to_streaming(model, window=length, hop=hop, capacity=2)
+    logits, _ = runtime.run(x)
+    torch.testing.assert_close(logits[:, -1], model(x[:, :, -length:]), atol=1e-4, rtol=0)
+
+
+def test_ridge_matches_closed_form_and_picks_alpha() -> None:
+    torch.manual_seed(0)
+    for n, f in ((40, 60), (80, 20)):  # both the dual (N <= F) and the primal solution
+        z = torch.randn(n, f).double()
+        target = torch.randint(0, 3, (n,))
+        fit = fit_ridge(z, target, 3, alphas=(0.1, 10.0))
+        mean, std = z.mean(0), z.std(0, unbiased=False)
+        zs = (z - mean) / std
+        y = -torch.ones(n, 3, dtype=torch.float64)
+        y[torch.arange(n), target] = 1
+        coef = torch.linalg.solve(zs.T @ zs + fit.alpha * torch.eye(f, dtype=torch.float64), zs.T @ (y - y.mean(0)))
+        expected = zs @ coef + y.mean(0)
+        torch.testing.assert_close((z.float() @ fit.weight.T + fit.bias).double(), expected, atol=1e-3, rtol=1e-3)
+        # leave-one-out error of the chosen alpha, recomputed by refitting without each case
+        a = fit.alpha
+        residuals = []
+        for i in range(n):
+            keep = torch.arange(n) != i
+            zk, yk = zs[keep], y[keep]
+            zm, ym = zk.mean(0), yk.mean(0)
+            c = torch.linalg.solve(
+                (zk - zm).T @ (zk - zm) + a * torch.eye(f, dtype=torch.float64), (zk - zm).T @ (yk - ym)
+            )
+            residuals.append((y[i] - ym) - (zs[i] - zm) @ c)
+        loo = torch.stack(residuals)
+        assert abs(float((loo * loo).mean()) - fit.loo_error[a]) < 0.05 * fit.loo_error[a]
+
+
+def test_fit_closed_form_separates_classes() -> None:
+    torch.manual_seed(0)
+    t = torch.arange(64, dtype=torch.float32)
+    slow = torch.sin(t / 6)[None, None].repeat(20, 2, 1)
+    fast = torch.sin(t / 1.5)[None, None].repeat(20, 2, 1)
+    x = torch.cat([slow, fast]) + 0.1 * torch.randn(40, 2, 64)
+    target = torch.cat([torch.zeros(20), torch.ones(20)]).long()
+    model = MiniRocket(in_channels=2, num_classes=2, window=32, num_features=168)
+    fit = model.fit_closed_form(x, target)
+    assert fit.alpha in model.alphas
+    model.eval()
+    assert (model(x).argmax(1) == target).float().mean() == 1.0

@@ -1,0 +1,477 @@
+"""MiniRocket as a streamable vidrec window classifier.
+
+"MiniRocket: A Very Fast (Almost) Deterministic Transform for Time Series Classification", Dempster, Schmidt and
+Webb, KDD 2021. One layer of fixed dilated convolutions (84 kernels of length 9, weights -1 and 2), a bias
+threshold per feature fitted as quantiles of the convolution outputs of training windows, "proportion of positive
+values" (PPV) pooling, and a ridge classifier. The multivariate version sums each kernel over a random subset of
+the channels (at most 9).
+
+PPV is an average over time of a step function, and the ridge classifier is linear, so the classifier commutes with
+the pooling: vidrec applies it to every position (a 1x1 convolution over the F step features) and averages K logits
+over time. With valid convolutions this fits the streaming contract (``features -> TemporalAvgPoolHead ->
+classifier``) exactly, and each new sample costs one output per kernel and dilation, F comparisons and K x F MACs.
+
+::
+
+    x (B, C, L)
+      ├─► conv dilation d_1 (C -> 84, k 9, valid) ─► right-crop to P ─► repeat n_1 ─► (y > b_1) ─┐
+      ├─► ...                                                                                     ├─► concat (B, F, P)
+      └─► conv dilation d_J (C -> 84, k 9, valid) ─► right-crop to P ─► repeat n_J ─► (y > b_J) ─┘
+      ─► 1x1 conv F -> K (ridge weights, standardisation folded in) ─► mean over P ─► logits (B, K)
+
+``P = L - 8 d_J`` positions: the largest dilation's valid output. MiniRocket zero-pads half of its features (a
+centred "same" convolution) and pools each dilation over its own valid length otherwise; neither is streamable
+as it is. vidrec's way to keep ``P = window`` positions for every feature is real left context: with
+``context = 8 d_J`` (the datamodule's ``context``, edge-filled at recording starts) each feature is the PPV of
+the ``window`` outputs that end on the window's samples. :meth:`MiniRocketFeatures.ppv` also computes the offline
+per-dilation variant (MiniRocket's unpadded features), for comparisons.
+
+Fitting is closed-form, not gradient descent: :meth:`MiniRocket.fit_closed_form` fits the thresholds and a ridge
+classifier whose penalty is chosen by efficient leave-one-out error on the training windows (as scikit-learn's
+``RidgeClassifierCV``); ``vidrec fit`` calls it (see :class:`vidrec.tasks.Classification`).
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import math
+from dataclasses import dataclass
+from itertools import combinations
+from typing import cast
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from vidrec.layers.temporal import TemporalAvgPoolHead, TemporalModule, TemporalSequential, TemporalWindowOp
+from vidrec.models._base import StreamableClassifier
+from vidrec.models._registry import register_model
+
+__all__ = [
+    "KERNEL_INDICES",
+    "minirocket_dilations",
+    "PPVCrop",
+    "RidgeFit",
+    "fit_ridge",
+    "MiniRocketFeatures",
+    "MiniRocket",
+    "minirocket_har",
+]
+
+log = logging.getLogger(__name__)
+
+KERNEL_LENGTH = 9
+# the positions of the three weights 2 in each of the 84 kernels (the other six are -1), MiniRocket's order
+KERNEL_INDICES: list[tuple[int, int, int]] = list(combinations(range(KERNEL_LENGTH), 3))
+DEFAULT_ALPHAS: tuple[float, ...] = tuple(float(a) for a in np.logspace(-3, 3, 10))  # aeon's RidgeClassifierCV grid
+
+
+def minirocket_dilations(length: int, num_features: int, max_dilations_per_kernel: int) -> tuple[list[int], list[int]]:
+    """MiniRocket's dilations for series of ``length`` and the number of features (biases) per kernel at each.
+
+    Exponentially spaced dilations up to ``(length - 1) / 8`` (the kernel spans the series), as the reference code.
+    """
+    per_kernel = num_features // len(KERNEL_INDICES)
+    true_max = min(per_kernel, max_dilations_per_kernel)
+    multiplier = per_kernel / true_max
+    max_exponent = math.log2((length - 1) / (KERNEL_LENGTH - 1))
+    dilations, counts = np.unique(np.logspace(0, max_exponent, true_max, base=2).astype(np.int32), return_counts=True)
+    per_dilation = (counts * multiplier).astype(np.int32)
+    remainder = per_kernel - int(per_dilation.sum())
+    i = 0
+    while remainder > 0:
+        per_dilation[i] += 1
+        remainder -= 1
+        i = (i + 1) % len(per_dilation)
+    return [int(d) for d in dilations], [int(n) for n in per_dilation]
+
+
+def _quantiles(n: int) -> Tensor:
+    """MiniRocket's low-discrepancy quantiles: the fractional parts of ``i * golden ratio``, i = 1..n."""
+    golden = (math.sqrt(5) + 1) / 2
+    return torch.tensor([(i * golden) % 1 for i in range(1, n + 1)], dtype=torch.float32)
+
+
+def _sorted_last(x: Tensor) -> Tensor:
+    """``x`` sorted along its last axis (NumPy's sort on CPU: ~10x torch.sort on many short rows here)."""
+    if x.device.type == "cpu" and not x.requires_grad:
+        return torch.from_numpy(np.sort(x.numpy(), axis=-1))
+    return x.sort(dim=-1).values.contiguous()
+
+
+class PPVCrop(enum.Enum):
+    """Which convolution outputs a PPV feature averages."""
+
+    COMMON = "common"  # the last P outputs of every dilation, P = the largest dilation's valid length (streamable)
+    PER_DILATION = "per_dilation"  # each dilation's whole valid output (MiniRocket's unpadded features; offline)
+
+
+class MiniRocketFeatures(TemporalModule):
+    """MiniRocket's convolutions and thresholds: ``(B, C, L) -> (B, F, P)`` step features (0. or 1.).
+
+    Buffers: ``kernels`` (84, 9), ``biases`` (F,) thresholds in feature order (dilation, kernel, quantile).
+
+    Args:
+        in_channels: Input channels C.
+        window: Series length the dilations are chosen for (the labelled window, not counting context).
+        num_features: Requested features; ``84 * (num_features // 84)`` are made.
+        max_dilations_per_kernel: MiniRocket's cap on the number of dilations.
+        seed: Seed of the channel subsets (the thresholds are fitted with :meth:`fit_biases`).
+    """
+
+    kernels: Tensor
+    biases: Tensor
+    repeat_index: Tensor
+
+    def __init__(
+        self,
+        in_channels: int,
+        window: int,
+        *,
+        num_features: int = 10_000,
+        max_dilations_per_kernel: int = 32,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        if in_channels < 1 or window < KERNEL_LENGTH or num_features < len(KERNEL_INDICES):
+            raise ValueError(
+                f"MiniRocketFeatures: need in_channels >= 1, window >= {KERNEL_LENGTH} and num_features >= 84, got "
+                f"{in_channels}, {window}, {num_features}"
+            )
+        self.in_channels = in_channels
+        self.dilations, self.features_per_dilation = minirocket_dilations(
+            window, num_features, max_dilations_per_kernel
+        )
+        k = len(KERNEL_INDICES)
+        self.num_features = k * sum(self.features_per_dilation)
+        base = torch.full((k, KERNEL_LENGTH), -1.0)
+        for i, idx in enumerate(KERNEL_INDICES):
+            base[i, list(idx)] = 2.0
+        self.register_buffer("kernels", base)  # (84, 9)
+        masks = self._channel_masks(in_channels, len(self.dilations) * k, seed)  # (J * 84, C)
+        self.convs = nn.ModuleList()
+        for d in self.dilations:
+            conv = nn.Conv1d(in_channels, k, KERNEL_LENGTH, dilation=d, bias=False)
+            conv.weight.requires_grad_(False)
+            self.convs.append(TemporalWindowOp(conv, receptive_field=d * (KERNEL_LENGTH - 1) + 1))
+        self.set_channel_masks(masks)
+        self.register_buffer("biases", torch.zeros(self.num_features))  # (F,), fitted by fit_biases
+        # feature f thresholds kernel repeat_index[f] of its dilation's conv output
+        self.register_buffer(
+            "repeat_index",
+            torch.cat([torch.arange(k).repeat_interleave(n) for n in self.features_per_dilation]),
+            persistent=False,
+        )
+        self.receptive_field = max(self.dilations) * (KERNEL_LENGTH - 1) + 1
+        self.stride = 1
+
+    @staticmethod
+    def _channel_masks(channels: int, combinations_: int, seed: int) -> Tensor:
+        """MiniRocket's random channel subsets: ``floor(2 ** U(0, log2(min(C, 9) + 1)))`` channels per kernel."""
+        rng = np.random.default_rng(seed)
+        counts = (2 ** rng.uniform(0, math.log2(min(channels, 9) + 1), combinations_)).astype(np.int64)
+        masks = torch.zeros(combinations_, channels)
+        for i, n in enumerate(counts):
+            masks[i, rng.choice(channels, int(n), replace=False)] = 1.0
+        return masks
+
+    def set_channel_masks(self, masks: Tensor) -> None:
+        """Set the channel subset of every (dilation, kernel): ``masks`` (J * 84, C) of 0/1, dilation-major."""
+        k = len(KERNEL_INDICES)
+        if masks.shape != (len(self.dilations) * k, self.in_channels):
+            raise ValueError(
+                f"channel masks of shape {tuple(masks.shape)}, expected {(len(self.dilations) * k, self.in_channels)}"
+            )
+        for j, op in enumerate(self._ops()):
+            # (84, C, 9): kernel i summed over the channels of its subset
+            conv = op.op
+            assert isinstance(conv, nn.Conv1d)
+            conv.weight.data.copy_(masks[j * k : (j + 1) * k, :, None] * self.kernels[:, None, :])
+
+    def _ops(self) -> list[TemporalWindowOp]:
+        return [op for op in self.convs if isinstance(op, TemporalWindowOp)]
+
+    # ---------------------------------------------------------------------------------------------- offline
+    def convolve(self, x: Tensor, crop: PPVCrop = PPVCrop.COMMON) -> list[Tensor]:
+        """Per dilation the convolution outputs ``(B, 84, T_j)``; COMMON crops all to the last P positions."""
+        outs = [op(x) for op in self._ops()]
+        if crop is PPVCrop.COMMON:
+            p = min(o.shape[2] for o in outs)
+            outs = [o[:, :, o.shape[2] - p :] for o in outs]
+        return outs
+
+    def _split_biases(self) -> list[Tensor]:
+        sizes = [len(KERNEL_INDICES) * n for n in self.features_per_dilation]
+        return list(torch.split(self.biases, sizes))
+
+    def _steps(self, outs: list[Tensor]) -> Tensor:
+        """Thresholded outputs ``(B, F, P)`` of per-dilation outputs of one length."""
+        steps = []
+        for out, n, b in zip(outs, self.features_per_dilation, self._split_biases(), strict=True):
+            rep = out.repeat_interleave(n, dim=1)  # (B, 84 n, P): kernel i's output for each of its n biases
+            steps.append((rep > b[None, :, None]).to(out.dtype))
+        return torch.cat(steps, dim=1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.shape[2] < self.receptive_field:
+            raise ValueError(f"MiniRocketFeatures needs at least {self.receptive_field} time steps, got {x.shape[2]}")
+        return self._steps(self.convolve(x))
+
+    def ppv(self, x: Tensor, crop: PPVCrop = PPVCrop.COMMON) -> Tensor:
+        """PPV features ``(B, F)``: the share of each kernel's outputs above each of its thresholds.
+
+        Equal to ``self(x).mean(dim=2)`` (COMMON) without materialising the ``(B, F, P)`` steps: the outputs are
+        sorted once per kernel and each threshold is located by binary search. PER_DILATION: each dilation's whole
+        valid output (MiniRocket's unpadded features; not streamable).
+        """
+        feats = []
+        for out, n, b in zip(self.convolve(x, crop), self.features_per_dilation, self._split_biases(), strict=True):
+            ordered = _sorted_last(out)  # (B, 84, T)
+            bias = b.view(1, -1, n).expand(len(out), -1, -1).contiguous()  # (B, 84, n)
+            above = out.shape[2] - torch.searchsorted(ordered, bias, right=True)  # outputs > threshold
+            feats.append((above.to(out.dtype) / out.shape[2]).flatten(1))  # (B, 84 n), kernel-major
+        return torch.cat(feats, dim=1)
+
+    def fit_biases(self, x: Tensor, generator: torch.Generator | None = None, crop: PPVCrop = PPVCrop.COMMON) -> None:
+        """Thresholds as MiniRocket fits them: per (dilation, kernel) the quantiles of one random window's outputs.
+
+        ``x``: training windows ``(N, C, L)``; the quantiles are the golden-ratio sequence in feature order.
+        """
+        k = len(KERNEL_INDICES)
+        quantiles = _quantiles(self.num_features)
+        biases, start = [], 0
+        picks = torch.randint(len(x), (len(self.dilations) * k,), generator=generator)
+        for j, op in enumerate(self._ops()):
+            chosen = x[picks[j * k : (j + 1) * k]]  # (84, C, L): one window per kernel
+            out = op(chosen)  # (84 windows, 84 kernels, T_j)
+            if crop is PPVCrop.COMMON:
+                p = x.shape[2] - self.receptive_field + 1
+                out = out[:, :, out.shape[2] - p :]
+            own = out[torch.arange(k), torch.arange(k)]  # (84, T): kernel i on its window i
+            n = self.features_per_dilation[j]
+            for i in range(k):
+                q = quantiles[start : start + n]
+                biases.append(torch.quantile(own[i].double(), q.double()).float())
+                start += n
+        self.biases.copy_(torch.cat(biases))
+
+    # -------------------------------------------------------------------------------------------- streaming
+    # One buffer of the last ``receptive_field - 1`` inputs serves every dilation; each hop gathers the 9 taps of
+    # every dilation at the new positions and runs all dilations as one batched matmul (15 small convolutions
+    # called one by one cost ~15x the dispatch overhead at a hop of a few samples).
+    def stream_state(self, x: Tensor) -> list[Tensor]:
+        k = len(KERNEL_INDICES)
+        weights = []
+        for op in self._ops():
+            conv = op.op
+            assert isinstance(conv, nn.Conv1d)
+            weights.append(conv.weight.detach().permute(1, 2, 0).reshape(self.in_channels * KERNEL_LENGTH, k))
+        self._stream_weight = torch.stack(weights).to(x.dtype)  # (J, C * 9, 84)
+        # feature f reads row (dilation j, kernel i) = j * 84 + i of the (J * 84) outputs
+        offsets = torch.tensor([0, *np.cumsum([k] * (len(self.dilations) - 1))])
+        rows = [offsets[j] + torch.arange(k).repeat_interleave(n) for j, n in enumerate(self.features_per_dilation)]
+        self._stream_rows = torch.cat(rows).to(x.device)
+        self._taps: dict[int, Tensor] = {}
+        return [x.new_zeros(x.shape[0], x.shape[1], self.receptive_field - 1)]
+
+    def _tap_index(self, n: int, device: torch.device) -> Tensor:
+        """(n, J, 9) buffer indices of the taps of each dilation at the n new positions."""
+        index = self._taps.get(n)
+        if index is None:
+            last = self.receptive_field - 1 + torch.arange(n)  # buffer index of each new position's last sample
+            d = torch.tensor(self.dilations)
+            back = (KERNEL_LENGTH - 1 - torch.arange(KERNEL_LENGTH))[None, :] * d[:, None]  # (J, 9)
+            index = (last[:, None, None] - back[None]).to(device)
+            self._taps[n] = index
+        return index
+
+    def stream_step(self, x: Tensor, state: list[Tensor]) -> tuple[Tensor, list[Tensor]]:
+        out, new_state = self.stream_convolve(x, state)
+        steps = (out.index_select(1, self._stream_rows) > self.biases[None, :, None]).to(x.dtype)  # (B, F, n)
+        return steps, new_state
+
+    def stream_convolve(self, x: Tensor, state: list[Tensor]) -> tuple[Tensor, list[Tensor]]:
+        """The convolution outputs ``(B, J 84, n)`` (dilation-major) at the ``n`` new positions, and the new state."""
+        b, _, n = x.shape
+        out, new_state = self.stream_convolve_rows(x, state)  # (J, B n, 84)
+        return out.reshape(len(self.dilations), b, n, -1).permute(1, 0, 3, 2).reshape(b, -1, n), new_state
+
+    def stream_convolve_rows(self, x: Tensor, state: list[Tensor]) -> tuple[Tensor, list[Tensor]]:
+        """The convolution outputs as ``(J, B n, 84)``: per dilation, (stream, position)-major rows."""
+        buf = torch.cat([state[0], x], dim=2)  # (B, C, r - 1 + n)
+        b, c, n = x.shape
+        j = len(self.dilations)
+        taps = buf[:, :, self._tap_index(n, x.device)]  # (B, C, n, J, 9)
+        taps = taps.permute(3, 0, 2, 1, 4).reshape(j, b * n, c * KERNEL_LENGTH)  # (J, B n, C 9)
+        return torch.bmm(taps, self._stream_weight), [buf[:, :, n:]]
+
+
+@dataclass(frozen=True)
+class RidgeFit:
+    """A ridge classifier on raw features: ``logits = features @ weight.T + bias``."""
+
+    weight: Tensor  # (K, F), standardisation folded in
+    bias: Tensor  # (K,)
+    alpha: float  # the penalty with the lowest leave-one-out error
+    loo_error: dict[float, float]  # mean squared leave-one-out residual per penalty
+
+
+def fit_ridge(
+    features: Tensor, target: Tensor, num_classes: int, alphas: tuple[float, ...] = DEFAULT_ALPHAS
+) -> RidgeFit:
+    """One-vs-all ridge regression on +-1 targets, features standardised, penalty by leave-one-out error.
+
+    The efficient leave-one-out residuals of ridge regression (``(y - H y) / (1 - diag H)``, with ``H`` the hat
+    matrix) from one eigendecomposition, as scikit-learn's ``RidgeClassifierCV`` (Rifkin and Lippert, "Notes on
+    regularized least squares", 2007). Computed in float64.
+    """
+    z = features.double()
+    n, f = z.shape
+    mean, std = z.mean(dim=0), z.std(dim=0, unbiased=False)
+    std = torch.where(std > 0, std, torch.ones_like(std))
+    zs = (z - mean) / std
+    y = -torch.ones(n, num_classes, dtype=torch.float64)
+    y[torch.arange(n), target.long()] = 1.0
+    y_mean = y.mean(dim=0)
+    yc = y - y_mean
+    if n <= f:
+        s, u = torch.linalg.eigh(zs @ zs.T)  # (N,), (N, N)
+        q, qty, scale = u, u.T @ yc, s  # hat = U diag(s / (s + a)) U^T
+    else:
+        s, v = torch.linalg.eigh(zs.T @ zs)  # (F,), (F, F)
+        q = zs @ v  # (N, F): hat = Q diag(1 / (s + a)) Q^T
+        qty, scale = q.T @ yc, torch.ones_like(s)
+    s = s.clamp(min=0)
+    errors: dict[float, float] = {}
+    for a in alphas:
+        g = scale / (s + a)  # (r,)
+        fitted = q @ (g[:, None] * qty)
+        hat_diag = (q * q) @ g + 1.0 / n  # + 1/n: the intercept (centred data)
+        loo = (yc - fitted) / (1.0 - hat_diag)[:, None]
+        errors[a] = float((loo * loo).mean())
+    alpha = min(errors, key=lambda a: errors[a])
+    if n <= f:
+        coef = zs.T @ (u @ ((1.0 / (s + alpha))[:, None] * qty))  # (F, K): Z^T (Z Z^T + a)^-1 Y
+    else:
+        coef = v @ ((1.0 / (s + alpha))[:, None] * qty)  # (F, K): (Z^T Z + a)^-1 Z^T Y
+    weight = (coef / std[:, None]).T  # (K, F) on raw features
+    bias = y_mean - (mean / std) @ coef
+    return RidgeFit(weight=weight.float(), bias=bias.float(), alpha=alpha, loo_error=errors)
+
+
+class MiniRocket(StreamableClassifier):
+    """MiniRocket features -> per-position ridge logits (1x1 conv) -> temporal mean: ``(B, C, L) -> (B, K)``."""
+
+    def __init__(
+        self,
+        *,
+        in_channels: int,
+        num_classes: int,
+        window: int,
+        num_features: int = 10_000,
+        max_dilations_per_kernel: int = 32,
+        seed: int = 0,
+        alphas: tuple[float, ...] = DEFAULT_ALPHAS,
+    ) -> None:
+        super().__init__()
+        self.rocket = MiniRocketFeatures(
+            in_channels,
+            window,
+            num_features=num_features,
+            max_dilations_per_kernel=max_dilations_per_kernel,
+            seed=seed,
+        )
+        self.linear = nn.Conv1d(self.rocket.num_features, num_classes, 1)  # time-pointwise: streams per position
+        nn.init.zeros_(self.linear.weight)
+        nn.init.zeros_(cast(Tensor, self.linear.bias))
+        self.features = TemporalSequential(self.rocket, self.linear)
+        self.pool = TemporalAvgPoolHead()
+        self.classifier = nn.Identity()
+        self.num_classes, self.seed, self.alphas = num_classes, seed, tuple(alphas)
+        self.num_features = num_classes  # what the pool averages: per-position logits
+        self.last_fit: RidgeFit | None = None
+        self._init_geometry()
+
+    # Streaming: the thresholds and the linear layer fused into a lookup. The features of one convolution output
+    # (dilation j, kernel i) are steps at its sorted thresholds b_1 <= ... <= b_m, so their weighted sum is a prefix
+    # sum of the weights: W . steps = cumW[count of b < y]. A position costs one binary search and one K-vector per
+    # (dilation, kernel) -- 1,260 -- instead of F = 9,996 comparisons and K x F multiply-adds.
+    def stream_state(self, x: Tensor) -> list[Tensor]:
+        if self.pool.positions is None:
+            raise RuntimeError("MiniRocket: call configure_stream(window, hop) before streaming")
+        conv_state = self.rocket.stream_state(x)
+        k, tables = len(KERNEL_INDICES), []
+        weight = self.linear.weight.detach()[:, :, 0].double()  # (K, F)
+        self._bounds, self._bases = [], []
+        start, row = 0, 0
+        for n in self.rocket.features_per_dilation:
+            b = self.rocket.biases[start : start + k * n].view(k, n).double()  # (84, n): kernel i's thresholds
+            w = weight[:, start : start + k * n].T.reshape(k, n, -1)  # (84, n, K)
+            order = b.argsort(dim=1, stable=True)
+            self._bounds.append(b.gather(1, order).to(x.dtype))  # (84, n) ascending
+            w_sorted = w.gather(1, order[:, :, None].expand_as(w))
+            # (84, n + 1, K): entry c = the weights of the c lowest thresholds, summed
+            tables.append(torch.cat([w.new_zeros(k, 1, w.shape[2]), w_sorted.cumsum(dim=1)], dim=1).flatten(0, 1))
+            self._bases.append((row + torch.arange(k) * (n + 1)).to(x.device))  # (84,) first table row per kernel
+            row += k * (n + 1)
+            start += k * n
+        self._lookup_table = torch.cat(tables).to(x.dtype)  # (sum_j 84 (n_j + 1), K)
+        self._n_conv = len(conv_state)
+        return conv_state + [x.new_zeros(x.shape[0], self.num_classes, self.pool.positions)]
+
+    def stream_step(self, x: Tensor, state: list[Tensor]) -> tuple[Tensor, list[Tensor]]:
+        out, conv_state = self.rocket.stream_convolve_rows(x, state[: self._n_conv])  # (J, B n, 84)
+        b, _, n = x.shape
+        index = torch.cat(
+            [
+                (out[j][:, :, None] > bounds).sum(dim=2) + base  # (B n, 84): thresholds below each output
+                for j, (bounds, base) in enumerate(zip(self._bounds, self._bases, strict=True))
+            ],
+            dim=1,
+        )  # (B n, J 84) rows of the prefix-sum table
+        logits = nn.functional.embedding_bag(index, self._lookup_table, mode="sum")  # (B n, K)
+        logits = logits + cast(Tensor, self.linear.bias)
+        per_step = logits.reshape(b, n, -1).permute(0, 2, 1)  # (B, K, n)
+        pooled, pool_state = self.pool.stream_step(per_step, state[self._n_conv :])
+        return self.classifier(pooled), conv_state + pool_state
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Offline logits: the ridge classifier on the PPV features (equal to pooling the per-position logits)."""
+        return nn.functional.linear(self.rocket.ppv(x), self.linear.weight[:, :, 0], self.linear.bias)
+
+    @torch.no_grad()
+    def transform(self, x: Tensor, batch_size: int = 128, crop: PPVCrop = PPVCrop.COMMON) -> Tensor:
+        """PPV features ``(N, F)`` of windows ``(N, C, L)``, in batches."""
+        return torch.cat([self.rocket.ppv(x[i : i + batch_size], crop) for i in range(0, len(x), batch_size)])
+
+    @torch.no_grad()
+    def fit_closed_form(self, inputs: Tensor, target: Tensor) -> RidgeFit:
+        """Fit thresholds on ``inputs`` (N, C, L) and the ridge classifier on their PPV features; returns the fit."""
+        generator = torch.Generator().manual_seed(self.seed)
+        self.rocket.fit_biases(inputs, generator)
+        fit = fit_ridge(self.transform(inputs), target, self.num_classes, self.alphas)
+        self.linear.weight.copy_(fit.weight[:, :, None])
+        cast(Tensor, self.linear.bias).copy_(fit.bias)
+        self.last_fit = fit
+        log.info(
+            "MiniRocket: %d features, ridge alpha %.3g (leave-one-out over %d windows)",
+            self.rocket.num_features,
+            fit.alpha,
+            len(inputs),
+        )
+        return fit
+
+
+@register_model
+def minirocket_har(
+    *, in_channels: int = 6, num_classes: int = 6, window: int = 128, num_features: int = 10_000, seed: int = 0
+) -> MiniRocket:
+    """MiniRocket (Dempster et al. 2021) for IMU windows of ``window`` samples; dilations up to ``(window - 1) / 8``.
+
+    Receptive field ``8 d_max + 1`` (121 samples at ``window=128``); give the datamodule ``context: 120``
+    (``context_padding: EDGE``) so every feature pools ``window`` positions. Fitted in closed form by ``vidrec fit``.
+    """
+    return MiniRocket(
+        in_channels=in_channels, num_classes=num_classes, window=window, num_features=num_features, seed=seed
+    )
