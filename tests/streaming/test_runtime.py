@@ -36,7 +36,7 @@ def _input_shape(model: nn.Module, batch: int, length: int) -> tuple[int, ...]:
     if first is None:  # a head over per-frame features (no convolution): (B, D, T)
         return (batch, int(model.feature_dim), length)
     if not _is_video(model):
-        return (batch, first.in_channels, length)
+        return (batch, int(getattr(model, "in_channels", first.in_channels)), length)
     return (batch, first.in_channels, length, 32, 32)  # tiny video frames
 
 

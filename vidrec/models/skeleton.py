@@ -330,6 +330,7 @@ class BodyPartNet(StreamableClassifier):
         if in_channels % per_body:
             raise ValueError(f"in_channels={in_channels} is not bodies x {num_joints} joints x {num_coords} coords")
         bodies = in_channels // per_body
+        self.in_channels = in_channels  # the first convolution sees one part's channels, not the model's input
         groups, nets = [], []
         for name, joints in parts.items():
             if not joints or any(not 0 <= j < num_joints for j in joints):

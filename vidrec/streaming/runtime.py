@@ -105,7 +105,11 @@ class EngineDescription:
 
 
 def infer_in_channels(model: nn.Module) -> int:
-    """Input channels of a model: ``in_channels`` of its first convolution or linear layer."""
+    """Input channels of a model: its own ``in_channels`` attribute, else those of its first convolution or linear
+    layer (a model that splits its input between branches, such as the skeleton body-part net, sets the attribute)."""
+    own = getattr(model, "in_channels", None)
+    if isinstance(own, int):
+        return own
     for m in model.modules():
         if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d)):
             return int(m.in_channels)
