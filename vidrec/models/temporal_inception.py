@@ -41,7 +41,7 @@ from vidrec.layers.temporal import (
     temporal_geometry,
 )
 from vidrec.models._base import StreamableClassifier
-from vidrec.models._registry import register_model
+from vidrec.models._registry import Modality, StreamMode, register_model
 
 __all__ = [
     "InceptionPadding",
@@ -257,7 +257,8 @@ class TemporalInception(StreamableClassifier):
         super().configure_stream(window, hop)
 
 
-@register_model
+# the default (SAME) form zero-pads in time: no exact streaming, and the approximate twin does not cover its 2D kernels
+@register_model(streams=StreamMode.NONE, modality=Modality.FEATURES)
 def temporal_inception(
     *,
     feature_dim: int = 4096,
@@ -281,5 +282,3 @@ def temporal_inception(
         head_dropout=head_dropout,
     )
 
-
-temporal_inception.streamable = False  # type: ignore[attr-defined]  # the default (SAME) form; see the docstring
