@@ -195,15 +195,8 @@ class PyAVVideo:
                     continue
                 frame_index = self._index(frame.pts)
                 if frame_index in missing:
-                    if clip is None:
-                        height, width = frame.height, frame.width
-                        if self._short_side is not None:
-                            height, width = short_side_size(height, width, self._short_side)
-                        clip = np.empty((len(indices), height, width, 3), np.uint8)
                     at = rows[frame_index]
-                    self._convert(frame, clip[at[0]])
-                    for row in at[1:]:
-                        clip[row] = clip[at[0]]
+                    clip = self._store(frame, clip, len(indices), at)
                     stamps[at] = frame.pts * self._seconds_per_tick
                     missing.discard(frame_index)
                 if frame_index >= last:
@@ -264,15 +257,8 @@ class PyAVVideo:
                     else:
                         counter += 1
                     if counter in missing:
-                        if clip is None:
-                            height, width = frame.height, frame.width
-                            if self._short_side is not None:
-                                height, width = short_side_size(height, width, self._short_side)
-                            clip = np.empty((len(indices), height, width, 3), np.uint8)
                         at = rows[counter]
-                        self._convert(frame, clip[at[0]])
-                        for row in at[1:]:
-                            clip[row] = clip[at[0]]
+                        clip = self._store(frame, clip, len(indices), at)
                         stamped = frame.pts * self._seconds_per_tick if frame.pts is not None else None
                         stamps[at] = stamped if stamped is not None else self.start_time + counter / self.fps
                         missing.discard(counter)
@@ -282,6 +268,19 @@ class PyAVVideo:
                 return clip, stamps, missing  # the stream ended (and the decoder was drained) before `last`
             codec.flush_buffers()
         return clip, stamps, missing
+
+    def _store(self, frame: Any, clip: np.ndarray | None, length: int, at: list[int]) -> np.ndarray:
+        """Write ``frame`` into rows ``at`` of the clip, allocating the ``(length, H, W, 3)`` clip at its first frame
+        (its size is the first decoded frame's, short side resized). A frame requested twice is converted once."""
+        if clip is None:
+            height, width = frame.height, frame.width
+            if self._short_side is not None:
+                height, width = short_side_size(height, width, self._short_side)
+            clip = np.empty((length, height, width, 3), np.uint8)
+        self._convert(frame, clip[at[0]])
+        for row in at[1:]:
+            clip[row] = clip[at[0]]
+        return clip
 
     def _convert(self, frame: Any, out: np.ndarray) -> None:
         """Write ``frame`` as RGB at the size of ``out`` (H, W, 3): plain conversion at native size, else scaled."""
