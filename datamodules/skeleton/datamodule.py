@@ -264,20 +264,3 @@ class SkeletonDataModule(L.LightningDataModule):
         return {
             i: {"sample": s.name, "subject": s.performer, "camera": s.camera} for i, s in enumerate(self.info.samples)
         }
-
-    def export_metadata(self) -> dict[str, Any]:
-        """What a deployed model needs to be fed like in training (stored in checkpoints by the task)."""
-        return {
-            "kind": "skeleton",
-            "path": self.path,
-            "window": self.length,
-            "length_mode": self.length_mode.name,
-            "layout": self.info.layout,
-            "num_joints": self.info.num_joints,
-            "coords": list(self.info.coords),
-            "max_bodies": self.max_bodies,
-            "in_channels": self.in_channels,
-            "preprocessing": vars(self.preprocessing).copy(),
-            "protocol": self.protocol.name,
-            "class_names": list(self.class_names),
-        }
