@@ -141,7 +141,7 @@ def test_folding_the_linear_head_keeps_logits_and_shrinks_the_pool_state(tiny_mo
     with torch.no_grad():
         torch.testing.assert_close(folded(x), tiny_model(x), atol=1e-5, rtol=1e-5)
     rt = to_streaming(tiny_model, 40, 1)
-    assert rt.state()[-1].shape[1] == k  # the pool buffers (1, K, positions) logits, not (1, C, positions) features
+    assert rt.flat_state()[-1].shape[1] == k  # the pool buffers (1, K, positions) logits, not (1, C, positions)
 
 
 def test_run_whole_sequences_warms_up_then_matches_offline(tiny_model: nn.Module) -> None:
