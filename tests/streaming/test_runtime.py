@@ -8,7 +8,8 @@ import torch
 from torch import nn
 
 from tests.streaming.conftest import randomize_batchnorm
-from vidrec.layers import TemporalAvgPoolHead, TemporalSequential, TemporalWindowOp
+from vidrec.layers import TemporalAvgPoolHead, TemporalModule, TemporalSequential, TemporalWindowOp, temporal_conv1d
+from vidrec.layers.lowering import batchnorm_fold_for, register_batchnorm_fold
 from vidrec.models import StreamableClassifier, StreamMode, build_model, list_models
 from vidrec.models.resnet1d import ResNet1D, Stage1d
 from vidrec.streaming import StepBackend, StreamingClassifier, fold_batchnorm, to_streaming
@@ -113,6 +114,35 @@ def test_folding_removes_every_batchnorm_and_keeps_outputs(tiny_model: nn.Module
     x = torch.randn(2, 3, 50)
     with torch.no_grad():
         torch.testing.assert_close(folded(x), tiny_model(x), atol=1e-5, rtol=1e-5)
+
+
+class _WrappedConv(TemporalModule):
+    """A new layer type holding its convolution where no generic rule looks (``self.body.op``), registered."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = temporal_conv1d(3, 4, 3)
+        self.receptive_field = 3
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x)
+
+
+register_batchnorm_fold(_WrappedConv, output=lambda m: (m.body, "op"))
+
+
+def test_batchnorm_folding_follows_each_layers_registration() -> None:
+    """fold_batchnorm asks a layer's own registration which convolution makes its output (one file per layer)."""
+    torch.manual_seed(0)
+    model = randomize_batchnorm(TemporalSequential(_WrappedConv(), nn.BatchNorm1d(4), nn.ReLU()))
+    folded = fold_batchnorm(model)
+    assert count_batchnorm(model) == 1 and count_batchnorm(folded) == 0
+    assert batchnorm_fold_for(model) is not None and batchnorm_fold_for(nn.ReLU()) is None
+    x = torch.randn(2, 3, 20)
+    with torch.no_grad():
+        torch.testing.assert_close(folded(x), model(x), atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="_WrappedConv is registered"):
+        register_batchnorm_fold(_WrappedConv, output=lambda m: None)
 
 
 @pytest.mark.parametrize("padding", ["same", "valid"])

@@ -28,7 +28,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from vidrec.layers.lowering import LoweringBuilder, register_lowering
+from vidrec.layers.lowering import LoweringBuilder, register_batchnorm_fold, register_lowering
 
 __all__ = [
     "TemporalModule",
@@ -484,3 +484,10 @@ def _lower_residual_relu(b: LoweringBuilder[Any], m: ResidualReLU, x: Any) -> An
 def _lower_concat(b: LoweringBuilder[Any], m: TemporalConcat, x: Any) -> Any:
     shared = b.shared(x)
     return b.concat([b.lower(branch, shared) for branch in m.branches])
+
+
+# Batch-norm folding (vidrec.streaming.optimize): a BatchNorm after a window op folds into its convolution; the
+# children of a TemporalSequential run in order.
+_CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+register_batchnorm_fold(TemporalWindowOp, output=lambda m: (m, "op") if isinstance(m.op, _CONVS) else None)
+register_batchnorm_fold(TemporalSequential, sequence=lambda m: m.layers)
