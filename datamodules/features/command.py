@@ -42,6 +42,12 @@ def add_extract_parser(parser: argparse.ArgumentParser) -> None:
     sampling = parser.add_mutually_exclusive_group()
     sampling.add_argument("--frames", type=int, default=25, help="evenly spaced frames per video (default 25)")
     sampling.add_argument("--every-frame", action="store_true", help="a feature for every frame")
+    parser.add_argument(
+        "--frame-step",
+        type=int,
+        default=1,
+        help="with --every-frame: a feature for every N-th frame (0, N, 2N, ...: what a live stream reproduces)",
+    )
     parser.add_argument("--batch-size", type=int, default=32, help="clips per forward pass")
     parser.add_argument("--short-side", type=int, default=128, help="resize frames to this short side")
     parser.add_argument("--crop-size", type=int, default=112, help="centre crop")
@@ -108,6 +114,7 @@ def _extract(args: argparse.Namespace) -> int:
         raise SystemExit("--backbone needs --weights (a local state_dict); --random-init for timing and tests only")
     settings = ExtractionSettings(
         frames=None if args.every_frame else args.frames,
+        frame_step=args.frame_step,
         batch_size=args.batch_size,
         short_side=args.short_side,
         crop_size=args.crop_size,
