@@ -4,6 +4,7 @@
     python tools/bench_feature_heads.py train     [--dim 4096] [--batch 32] [--steps 20]  training samples/s per head
     python tools/bench_feature_heads.py stream    [--dim 4096] [--steps 50]               streaming cost and exactness
     python tools/bench_feature_heads.py live      [--backbone resnet18] [--steps 48]      backbone + head per frame
+    python tools/bench_feature_heads.py approximate [--workdir ...] [--epochs 10]        "same" Inception streamed
 
 ``accuracy`` writes the ordered-events set (3 events, 6 orders, chance 1/6) and trains every head with its
 ``configs/video/ordered_events_<head>.yaml`` through ``vidrec fit`` then ``vidrec test`` (same features, same split),
@@ -14,6 +15,10 @@ logit over every reported window. ``live`` runs the live pipeline of ``vidrec.st
 backbone, randomly initialised, on 128 x 171 frames cropped to 112, once per new frame; the head streams over the
 cached features) and compares its cost per frame with recomputing the window at each hop: the backbone on the
 window's ``window`` clips (batched 32 at a time, as ``extract-features`` runs it) plus the head on the window.
+``approximate`` writes the ordered-events set at 24 frames per video, trains the "same"-padded Temporal-Inception
+with its config through ``vidrec fit``, then streams its valid twin (``approximate_model_streaming``, hop 24) over
+streams of test videos laid end to end: each hop ends at a video's last frame, so every streamed window is compared
+with the padded model offline on that video alone (max |approx - offline| logits, top-1 agreement, accuracies).
 Figures on a shared 2-core machine are noisy: compare ratios within one run.
 """
 
@@ -193,9 +198,66 @@ def live(backbone: str, steps: int) -> None:
     print(f"  temporal_inception  {_live_case(backbone, ti, dim, 114, 24, steps)}")
 
 
+def approximate(workdir: Path, epochs: int, streams: int = 6) -> None:
+    """The "same"-padded Temporal-Inception through the approximate mode: deviation on the ordered-events test set."""
+    import os
+
+    import numpy as np
+
+    from datamodules.features import FeatureReader
+    from datamodules.features.ordered_events import OrderedEventsSettings, generate_ordered_events
+    from vidrec.cli import main as cli
+    from vidrec.streaming.approximate import approximate_model_streaming, streamed_window_logits
+    from vidrec.tasks import load_checkpoint  # type: ignore[attr-defined]
+
+    workdir.mkdir(parents=True, exist_ok=True)
+    frames = 24  # = the hop (the twin's stride): every hop ends at a video boundary
+    data = workdir / "ordered_events_24.h5"
+    if not data.is_file():
+        generate_ordered_events(data, OrderedEventsSettings(events=3, feature_dim=64, frames=frames))
+    run = workdir / "runs" / "ordered_events_temporal_inception"
+    ckpts = sorted(run.rglob("last.ckpt"))
+    if not ckpts:
+        config = ROOT / "configs" / "video" / "ordered_events_temporal_inception.yaml"
+        os.chdir(workdir)
+        args = ["fit", "-c", str(config), "--data.init_args.path", str(data), "--data.init_args.num_frames", "24"]
+        args += ["--trainer.max_epochs", str(epochs), "--trainer.enable_progress_bar", "false"]
+        assert cli(args) == 0
+        ckpts = sorted(run.rglob("last.ckpt"))
+    loaded = load_checkpoint(ckpts[-1])
+    model = loaded.model.eval()
+    test = [v for v in FeatureReader(data).read() if v.split == "test"]
+    order = np.random.default_rng(0).permutation(len(test))
+    per = len(test) // streams
+    xs, labels = [], []
+    for s in range(streams):  # stream s: test videos order[s * per : (s + 1) * per] end to end
+        picked = [test[i] for i in order[s * per : (s + 1) * per]]
+        xs.append(torch.from_numpy(np.concatenate([v.features for v in picked]).astype(np.float32)).T)  # (D, n*24)
+        labels.append([v.label for v in picked])
+    x = torch.stack(xs)  # (streams, D, per * 24)
+    with torch.inference_mode():
+        offline_all = model(torch.from_numpy(np.stack([v.features.T for v in test]).astype(np.float32)))
+    accuracy = float((offline_all.argmax(1) == torch.tensor([v.label for v in test])).float().mean())
+    runtime, report = approximate_model_streaming(model, frames, frames, calibration=x, capacity=streams)
+    logits, ends = streamed_window_logits(runtime, x, frames)  # (streams * n, K) in (stream, end) order
+    target = torch.tensor([labels[b][int(e) // frames - 1] for b in range(streams) for e in ends[b]])
+    with torch.inference_mode():
+        wins = torch.cat([x[b : b + 1, :, int(e) - frames : int(e)] for b in range(streams) for e in ends[b]])
+        offline = model(wins)
+    print(f"ordered events, 24 frames, D=64, {len(test)} test videos; same-padded Temporal-Inception ({epochs} epochs)")
+    print(f"  offline test accuracy (padded model, each video alone): {accuracy:.3f}")
+    print(f"  approximate streaming, hop 24, twin receptive field {runtime.model.receptive_field} frames: {report}")
+    print(
+        f"  on the {len(target)} streamed videos (after each stream's {runtime.warmup}-frame warm-up): accuracy "
+        f"offline {float((offline.argmax(1) == target).float().mean()):.3f}, approximate stream "
+        f"{float((logits.argmax(1) == target).float().mean()):.3f}"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("figure", choices=["accuracy", "train", "stream", "live"])
+    parser.add_argument("figure", choices=["accuracy", "train", "stream", "live", "approximate"])
+    parser.add_argument("--epochs", type=int, default=10, help="approximate: training epochs of the padded head")
     parser.add_argument("--backbone", default="resnet18", help="live: torchvision 2D backbone (random weights)")
     parser.add_argument("--workdir", type=Path, default=Path("runs/bench_feature_heads"))
     parser.add_argument("--dim", type=int, default=4096, help="feature dimension (4096: two-stream ResNet-101)")
@@ -210,6 +272,8 @@ def main() -> None:
         accuracy(args.workdir.resolve(), args.heads)
     elif args.figure == "train":
         train(args.dim, args.batch, args.steps)
+    elif args.figure == "approximate":
+        approximate(args.workdir.resolve(), args.epochs)
     elif args.figure == "live":
         live(args.backbone, args.steps)
     else:
