@@ -53,6 +53,7 @@ class ExtractorKind(enum.Enum):
 
     CHECKPOINT = "checkpoint"  # a model trained with `vidrec fit` (RGB or flow stream, P3D, R(2+1)D)
     TORCHVISION = "torchvision"  # torchvision.models.<name> with weights from a local file
+    FLOW_CHECKPOINT = "flow_checkpoint"  # a two-stream temporal stream over flow stacks (features.flow_features)
 
 
 @dataclass
