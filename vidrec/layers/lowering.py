@@ -19,6 +19,11 @@ Batch-norm folding (``vidrec.streaming.optimize.fold_batchnorm``) is registered 
 children in order (a ``BatchNorm`` child right after a convolution there is folded into it) and which convolution
 produces the layer's output (``(owner, attribute)``, so that a ``BatchNorm`` after the layer folds into it).
 ``batchnorm_fold_for(module)`` finds the rule along the module's class hierarchy.
+
+The approximate twin (``vidrec.streaming.approximate``: a zero-padded "same" model rebuilt with valid temporal
+layers and the same weights) uses the same per-layer registration: ``register_valid_twin(LayerType)`` registers,
+beside the layer, ``fn(module, twin) -> module`` building its valid streaming counterpart (``twin`` converts a
+child); ``valid_twin_rule(module)`` finds it along the class hierarchy.
 """
 
 from __future__ import annotations
@@ -39,6 +44,8 @@ __all__ = [
     "lowering_for",
     "register_batchnorm_fold",
     "register_lowering",
+    "register_valid_twin",
+    "valid_twin_rule",
 ]
 
 TARGETS = ("compiled", "numpy")  # code generators that consult the registry
@@ -170,4 +177,33 @@ def batchnorm_fold_for(module: nn.Module) -> BatchNormFold | None:
         rule = _FOLDS.get(cls)
         if rule is not None:
             return rule
+    return None
+
+
+TwinRule = Callable[[Any, Callable[[nn.Module], nn.Module]], nn.Module]  # (module, twin of a child) -> valid twin
+_TWINS: dict[type[nn.Module], TwinRule] = {}
+
+
+def register_valid_twin(module_type: type[nn.Module]) -> Callable[[TwinRule], TwinRule]:
+    """Register ``fn(module, twin) -> module``: the valid (unpadded in time) streaming twin of ``module_type``.
+
+    Raises:
+        ValueError: the type has a twin rule already.
+    """
+
+    def decorate(fn: TwinRule) -> TwinRule:
+        if module_type in _TWINS:
+            raise ValueError(f"a valid-twin rule of {module_type.__name__} is registered")
+        _TWINS[module_type] = fn
+        return fn
+
+    return decorate
+
+
+def valid_twin_rule(module: nn.Module) -> TwinRule | None:
+    """The registered valid-twin rule of ``module`` along its MRO, or None."""
+    for cls in type(module).__mro__:
+        fn = _TWINS.get(cls)
+        if fn is not None:
+            return fn
     return None
