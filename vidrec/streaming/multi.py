@@ -50,8 +50,8 @@ class InputClock:
         offset: Tick of the first step (``1`` for flow fields: field ``k`` needs frames ``k`` and ``k + 1``).
     """
 
-    period: Fraction = Fraction(1)
-    offset: Fraction = Fraction(0)
+    period: Fraction | int | float = Fraction(1)
+    offset: Fraction | int | float = Fraction(0)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "period", _fraction(self.period))
@@ -61,7 +61,8 @@ class InputClock:
 
     def tick_of_step(self, count: np.ndarray) -> list[Fraction]:
         """Tick of the last of ``count`` steps, per entry (the end of the window reported after them)."""
-        return [self.offset + (int(c) - 1) * self.period for c in count]
+        offset, period = _fraction(self.offset), _fraction(self.period)
+        return [offset + (int(c) - 1) * period for c in count]
 
 
 @dataclass
