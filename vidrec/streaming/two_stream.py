@@ -28,9 +28,13 @@ The members run in ``vidrec.streaming.multi.MultiInputStreaming`` (RGB: step k a
 
 from __future__ import annotations
 
+import argparse
+import json
+import sys
 import time
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import Any, TextIO
 
 import numpy as np
 import torch
@@ -55,6 +59,7 @@ class TwoStreamFrameResult:
         flow_ms: Time to compute, quantise and prepare the new flow field.
         rgb_ms: Time to prepare the frame for the RGB network.
         step_ms: Time of both networks' steps, buffers and fusion.
+        field: The new quantised flow field, uint8 ``(2, h, w)`` (None for the first frame).
     """
 
     frame: int
@@ -62,6 +67,7 @@ class TwoStreamFrameResult:
     flow_ms: float
     rgb_ms: float
     step_ms: float
+    field: np.ndarray | None = None
 
     @property
     def ready(self) -> bool:
@@ -233,4 +239,164 @@ class TwoStreamStreaming:
             result = self.runtime.step(inputs)
         t3 = time.perf_counter()
         frame, self.frames = self.frames, self.frames + 1
-        return TwoStreamFrameResult(frame, result, (t1 - t0) * 1e3, (t2 - t1) * 1e3, (t3 - t2) * 1e3)
+        return TwoStreamFrameResult(frame, result, (t1 - t0) * 1e3, (t2 - t1) * 1e3, (t3 - t2) * 1e3, field)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# `vidrec stream` / `vidrec evaluate-streaming` of an RGB + flow checkpoint pair (--flow-checkpoint)
+
+
+def _load_pair(args: argparse.Namespace) -> tuple[Any, Any, TwoStreamStreaming]:
+    from vidrec.tasks import load_checkpoint  # type: ignore[attr-defined]
+
+    rgb, flow = load_checkpoint(args.checkpoint), load_checkpoint(args.flow_checkpoint)
+    live = TwoStreamStreaming.from_checkpoints(
+        rgb,
+        flow,
+        window=getattr(args, "window", None) or DEFAULT_WINDOW,
+        rgb_weight=getattr(args, "rgb_weight", 1.0),
+        flow_weight=getattr(args, "flow_weight", 1.5),
+        backend=getattr(args, "backend", "compiled"),
+    )
+    if getattr(args, "verbose", False):
+        print(live.describe(), file=sys.stderr)
+    return rgb, flow, live
+
+
+def run_stream(args: argparse.Namespace, out: TextIO) -> dict[str, Any]:
+    """``vidrec stream --checkpoint RGB --flow-checkpoint FLOW --input VIDEO``: one line per frame once a window is
+    full: frame, time, fused class and probability, each stream's class, the latency and the flow's share of it."""
+    from vidrec.streaming.video import read_frames
+
+    rgb, _, live = _load_pair(args)
+    if args.input in (None, "-"):
+        raise ValueError("a two-stream pair streams from --input VIDEO_FILE, /dev/videoN or an rtsp:// / http:// URL")
+    names = list(rgb.class_names)
+    if args.format == "table":
+        print(f"{'frame':>8} {'t':>10} {'class':<24} {'prob':>6} {'latency_ms':>10} {'flow_ms':>8}", file=out)
+    emitted, frames, started = 0, 0, time.perf_counter()
+    for frame in read_frames(args.input, max_frames=args.max_samples):
+        if args.max_seconds is not None and time.perf_counter() - started > args.max_seconds:
+            break
+        frames += 1
+        res = live.push(frame.rgb)
+        if not res.ready:
+            continue
+        probs = res.scores
+        k = int(probs.argmax())
+        latency = res.flow_ms + res.rgb_ms + res.step_ms
+        row = {"stream": str(args.input), "frame": frame.index, "t": frame.time, "class": names[k]}
+        row.update(probability=float(probs[k]), latency_ms=latency, flow_ms=res.flow_ms)
+        row.update({f"{n}_class": names[int(v[0].argmax())] for n, v in res.result.members.items()})
+        emitted += 1
+        if args.format == "json":
+            print(json.dumps(row), file=out, flush=True)
+        else:
+            line = f"{frame.index:>8} {frame.time:>10.3f} {names[k]:<24} {float(probs[k]):>6.3f} {latency:>10.3f}"
+            print(f"{line} {res.flow_ms:>8.3f}", file=out, flush=True)
+    summary = {"frames": frames, "predictions": emitted, "seconds": time.perf_counter() - started}
+    print("summary: " + json.dumps(summary), file=sys.stderr, flush=True)
+    return summary
+
+
+def evaluate_two_stream_streaming(
+    rgb: Any, flow: Any, live: TwoStreamStreaming, data: str | None = None, max_videos: int | None = None
+) -> dict[str, Any]:
+    """Stream the test videos of the RGB checkpoint's split frame by frame and compare with the offline windows.
+
+    Offline: ``live.model`` on the window's frames and on the fields of the stored flow files (the flow checkpoint's
+    ``flow_root``), prepared by the data module's transforms. Reports the largest fused logit difference, whether
+    every streamed field equals the stored one, window and video accuracy (mean window softmax per video) of both
+    sides, and per-frame times.
+    """
+    import importlib
+
+    from datamodules.flow.schema import FlowFile, flow_path
+    from datamodules.video.layouts import Split
+    from vidrec.streaming.video import read_frames
+
+    spec, fspec = rgb.require_spec(), flow.require_spec()
+    source = spec.data_source
+    module, _, name = str(source["class_path"]).rpartition(".")
+    init = dict(source.get("init_args") or {})
+    if data:
+        init["root"] = data
+        init.pop("annotation_dir", None)  # the layout's default under the new root
+    dm = getattr(importlib.import_module(module), name)(**init)
+    flow_root = (fspec.data_source.get("init_args") or {}).get("flow_root")
+    videos = list(dm._index(Split.TEST).items)[:max_videos]
+    deltas, fields_equal, windows, off_ok, str_ok, vid_off, vid_str, scored, compared = [], True, 0, 0, 0, 0, 0, 0, 0
+    frame_ms: list[float] = []
+    flow_ms: list[float] = []
+    w = live.window
+    for path, label in videos:
+        live.reset()
+        raw: list[np.ndarray] = []
+        streamed: list[Tensor] = []
+        live_fields: list[np.ndarray] = []
+        for frame in read_frames(path):
+            raw.append(frame.rgb)
+            res = live.push(frame.rgb)
+            frame_ms.append(res.flow_ms + res.rgb_ms + res.step_ms)
+            flow_ms.append(res.flow_ms)
+            if res.field is not None:
+                live_fields.append(res.field)
+            if res.ready:
+                streamed.append(res.result.logits[0])
+        if not streamed:
+            continue
+        fields = np.stack(live_fields)  # (T - 1, 2, h, w) uint8
+        stored_path = flow_path(flow_root, dm.video_id(Path(path))) if flow_root else None
+        if stored_path is not None and stored_path.is_file():  # the offline side reads what `vidrec test` read
+            with FlowFile(stored_path) as stored:
+                on_disk = stored.read_fields(0, stored.num_fields)
+            fields_equal = fields_equal and on_disk.shape == fields.shape and bool(np.array_equal(on_disk, fields))
+            fields = on_disk
+            compared += 1
+        x_rgb = live.prepare_rgb(np.stack(raw)).transpose(0, 1)[None]  # (1, 3, T, S, S)
+        x_flow = live.prepare_flow(fields).transpose(0, 1)[None]  # (1, 2, T - 1, S, S)
+        with torch.inference_mode():
+            offline = torch.cat(
+                [
+                    live.model({"rgb": x_rgb[:, :, t - w + 1 : t + 1], "flow": x_flow[:, :, t - w + 1 : t]})
+                    for t in range(w - 1, x_rgb.shape[2])
+                ]
+            )
+        stream = torch.stack(streamed)
+        deltas.append(float((stream - offline).abs().max()))
+        windows += len(stream)
+        off_ok += int((offline.argmax(1) == label).sum())
+        str_ok += int((stream.argmax(1) == label).sum())
+        vid_off += int(int(offline.softmax(1).mean(0).argmax()) == label)
+        vid_str += int(int(stream.softmax(1).mean(0).argmax()) == label)
+        scored += 1
+    if not scored:
+        raise ValueError(f"no test video has {w} frames (the window)")
+    return {
+        "modality": "two_stream",
+        "window_frames": w,
+        "stack_length": live.stack_length,
+        "videos": scored,
+        "windows": windows,
+        "offline": {"window_accuracy": off_ok / windows, "video_accuracy": vid_off / scored},
+        "streaming": {"window_accuracy": str_ok / windows, "video_accuracy": vid_str / scored},
+        "max_abs_logit_delta": max(deltas),
+        "streamed_flow_equals_stored": fields_equal if compared else None,
+        "videos_with_stored_flow": compared,
+        "streaming_ms_per_frame_median": float(np.median(frame_ms)),
+        "flow_ms_per_frame_median": float(np.median(flow_ms)),
+        "class_names": list(rgb.class_names),
+    }
+
+
+def run_evaluate_streaming(args: argparse.Namespace) -> dict[str, Any]:
+    """``vidrec evaluate-streaming --checkpoint RGB --flow-checkpoint FLOW``: writes ``streaming_eval.json``."""
+    rgb, flow, live = _load_pair(args)
+    report = evaluate_two_stream_streaming(rgb, flow, live, args.data, getattr(args, "max_videos", None))
+    report.update(checkpoint=str(args.checkpoint), flow_checkpoint=str(args.flow_checkpoint))
+    target = Path(args.out)
+    target.mkdir(parents=True, exist_ok=True)
+    (target / "streaming_eval.json").write_text(json.dumps(report, indent=2))
+    print(json.dumps(report, indent=2))
+    print(f"wrote {target / 'streaming_eval.json'}", file=sys.stderr)
+    return report
