@@ -254,7 +254,11 @@ class _PointwiseConv(_Op):
         if out is None:
             y = torch.mm(rows, self.wt) if self.bias is None else torch.addmm(self.bias, rows, self.wt)
         else:
-            y = torch.mm(rows, self.wt, out=out) if self.bias is None else torch.addmm(self.bias, rows, self.wt, out=out)
+            y = (
+                torch.mm(rows, self.wt, out=out)
+                if self.bias is None
+                else torch.addmm(self.bias, rows, self.wt, out=out)
+            )  # noqa: E501
         regs[self.out] = y.view(shape)
 
 
@@ -299,8 +303,16 @@ class _FrameConv(_FrameOp):
                 )
             attr = "relu" if self.relu else "none"
             return torch.ops.mkldnn._convolution_pointwise(  # type: ignore[no-any-return]
-                f.contiguous(memory_format=torch.channels_last), self.packed, self.bias, self.padding, self.stride,
-                self.dilation, self.groups, attr, [], ""
+                f.contiguous(memory_format=torch.channels_last),
+                self.packed,
+                self.bias,
+                self.padding,
+                self.stride,
+                self.dilation,
+                self.groups,
+                attr,
+                [],
+                "",
             )
         y = F.conv2d(f, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
         return y.relu_() if self.relu else y
@@ -541,12 +553,16 @@ class _VideoBuilder:
             return self._opaque(pool, x, "a pool with a temporal extent outside a TemporalWindowOp")
         if isinstance(pool, nn.MaxPool3d):
             d = _triple(pool.dilation)
-            fn: Callable[[Tensor], Tensor] = lambda f: F.max_pool2d(  # noqa: E731
-                f, k[1:], s[1:], p[1:], d[1:], ceil_mode=pool.ceil_mode
+            fn: Callable[[Tensor], Tensor] = (
+                lambda f: F.max_pool2d(  # noqa: E731
+                    f, k[1:], s[1:], p[1:], d[1:], ceil_mode=pool.ceil_mode
+                )
             )
         else:
-            fn = lambda f: F.avg_pool2d(  # noqa: E731
-                f, k[1:], s[1:], p[1:], pool.ceil_mode, pool.count_include_pad, pool.divisor_override
+            fn = (
+                lambda f: F.avg_pool2d(  # noqa: E731
+                    f, k[1:], s[1:], p[1:], pool.ceil_mode, pool.count_include_pad, pool.divisor_override
+                )
             )
         return self._emit(_FrameOp(fn, x, self._reg()))
 
