@@ -296,26 +296,34 @@ class _FrameConv(_FrameOp):
         self.packed: Tensor | None = None
 
     def frames(self, f: Tensor) -> Tensor:
-        if self.packable:
-            if self.packed is None:  # packed for the first input's shape (any other shape still works)
+        if self.packable and self.packed is None:  # packed for the first input's shape (others still work)
+            try:
                 self.packed = torch._C._nn.mkldnn_reorder_conv2d_weight(  # type: ignore[call-arg]
                     self.weight.to_mkldnn(), self.padding, self.stride, self.dilation, self.groups, list(f.shape)
                 )
-            attr = "relu" if self.relu else "none"
-            return torch.ops.mkldnn._convolution_pointwise(  # type: ignore[no-any-return]
-                f.contiguous(memory_format=torch.channels_last),
-                self.packed,
-                self.bias,
-                self.padding,
-                self.stride,
-                self.dilation,
-                self.groups,
-                attr,
-                [],
-                "",
-            )
+                return self._packed_conv(f)
+            except RuntimeError as err:  # e.g. a CPU without bf16 kernels: the plain conv computes the same
+                logger.info("compiled video engine: oneDNN packed conv unavailable (%s); using F.conv2d", err)
+                self.packable = False
+        if self.packable:
+            return self._packed_conv(f)
         y = F.conv2d(f, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
         return y.relu_() if self.relu else y
+
+    def _packed_conv(self, f: Tensor) -> Tensor:
+        attr = "relu" if self.relu else "none"
+        return torch.ops.mkldnn._convolution_pointwise(  # type: ignore[no-any-return]
+            f.contiguous(memory_format=torch.channels_last),
+            self.packed,
+            self.bias,
+            self.padding,
+            self.stride,
+            self.dilation,
+            self.groups,
+            attr,
+            [],
+            "",
+        )
 
 
 def _has_mkldnn_conv() -> bool:
