@@ -153,6 +153,10 @@ def _printer(fmt: str, out: TextIO) -> Callable[[Prediction], None]:
 def run_stream(args: argparse.Namespace, out: TextIO | None = None) -> dict[str, Any]:
     """``vidrec stream``: serve a live source until it ends, a bound is hit or Ctrl-C; returns the summary."""
     out = out or sys.stdout
+    if getattr(args, "flow_checkpoint", None):  # a two-stream pair: RGB --checkpoint + --flow-checkpoint
+        from vidrec.streaming import two_stream
+
+        return two_stream.run_stream(args, out)
     loaded = load_classifier(args.checkpoint)
     spec = _spec(loaded)
     if spec.modality is Modality.VIDEO:
@@ -197,6 +201,10 @@ def run_evaluate_streaming(args: argparse.Namespace) -> dict[str, Any]:
     """``vidrec evaluate-streaming``: offline vs streaming on the windows ``vidrec test`` scored; writes JSON + PNG."""
     from vidrec.streaming.evaluation import write_report
 
+    if getattr(args, "flow_checkpoint", None):  # a two-stream pair
+        from vidrec.streaming import two_stream
+
+        return two_stream.run_evaluate_streaming(args)
     loaded = load_classifier(args.checkpoint)
     spec = _spec(loaded)
     if spec.modality is Modality.VIDEO:
@@ -271,6 +279,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "stream", help="classify live sensor streams", description=STREAM_HELP, formatter_class=_Formatter
     )
     p.add_argument("--checkpoint", required=True, help="trained checkpoint (.ckpt)")
+    _add_two_stream_arguments(p)
     p.add_argument("--source", choices=["stdin", "udp", "tcp", "replay"], default="stdin")
     p.add_argument(
         "--input",
@@ -322,6 +331,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "and each streamed clip is compared with the offline clip of the same frames.",
     )
     e.add_argument("--checkpoint", required=True)
+    _add_two_stream_arguments(e)
     e.add_argument("--data", help="HDF5 file or video root (default: the one the checkpoint names)")
     e.add_argument("--hop", type=int, default=None, help="hop in samples (default: the checkpoint's eval hop)")
     e.add_argument("--out", required=True, help="output directory")
@@ -335,6 +345,17 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     x.add_argument("--hop", type=int, default=None)
     x.add_argument("--out", required=True, help="output .onnx file")
     x.set_defaults(func=run_export_stream)
+
+
+def _add_two_stream_arguments(p: argparse.ArgumentParser) -> None:
+    """``--flow-checkpoint`` and ``--window``: stream an RGB (``--checkpoint``) and flow checkpoint pair together."""
+    p.add_argument(
+        "--flow-checkpoint",
+        default=None,
+        help="two-stream: the temporal (flow) stream's checkpoint; --checkpoint is then the RGB stream's, and the "
+        "video is streamed with incremental flow (vidrec.streaming.two_stream)",
+    )
+    p.add_argument("--window", type=int, default=None, help="two-stream: frames per fused window (default 25)")
 
 
 class _Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
