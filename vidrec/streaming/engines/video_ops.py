@@ -363,9 +363,12 @@ class _Head(_Op):
         self.r, self.positions, self.inputs, self.out = r, positions, (x,), out
 
     def run(self, regs: Regs, rings: _Rings) -> None:
-        x = regs[self.inputs[0]]  # (n, B, H, W, C)
-        slot = rings.slot(self.r, (x.shape[0], x.shape[1], x.shape[4]))
-        torch.mean(x, dim=(2, 3), out=slot)  # (n, B, C)
+        x = regs[self.inputs[0]]  # (n, B, H, W, C), or (n, B, C) per-step features (e.g. from an opaque module)
+        slot = rings.slot(self.r, (x.shape[0], x.shape[1], x.shape[-1]))
+        if x.dim() == 3:
+            slot.copy_(x)
+        else:
+            torch.mean(x, dim=(2, 3), out=slot)  # (n, B, C)
         win = rings.window(self.r)
         regs[self.out] = win[win.shape[0] - self.positions :].mean(dim=0)  # (B, C)
 
