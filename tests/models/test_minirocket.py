@@ -109,3 +109,78 @@ def test_fit_closed_form_separates_classes() -> None:
     assert fit.alpha in model.alphas
     model.eval()
     assert (model(x).argmax(1) == target).float().mean() == 1.0
+
+
+def _quantised_walks(n: int, c: int, length: int, seed: int = 0) -> torch.Tensor:
+    """Random walks on a grid of 1/720 (HAPT's accelerometer step): convolution outputs tie with thresholds."""
+    rng = np.random.default_rng(seed)
+    return torch.from_numpy((np.round(rng.standard_normal((n, c, length)).cumsum(axis=2) * 3) / 720).astype(np.float32))
+
+
+@pytest.mark.parametrize(("pooling", "length"), [("common", 32 + 24), ("per_dilation", 32)])
+@pytest.mark.parametrize("hop", [1, 4])
+def test_streaming_exact_on_quantised_inputs(pooling: str, length: int, hop: int) -> None:
+    """Float64 convolutions on both paths: the same thresholds counted, so only the ridge sums' rounding differs.
+
+    With float32 convolutions (offline conv1d vs the streaming matmul) these inputs deviated by ~6e-3 in logits.
+    """
+    x = _quantised_walks(3, 3, length + 40 * 4)
+    model = build_model("minirocket_har", in_channels=3, num_classes=4, window=32, num_features=336, pooling=pooling)
+    starts = range(0, 100, 7)
+    train = torch.cat([x[:, :, s : s + length] for s in starts])
+    model.fit_closed_form(train, torch.arange(len(train)) % 4)
+    model.eval()
+    logits, _ = to_streaming(model, window=length, hop=hop, capacity=3).run(x)
+    ends = [e for e in range(hop, x.shape[2] + 1, hop) if e >= length]  # the windows the runtime emits
+    with torch.no_grad():
+        offline = torch.stack([model(x[:, :, e - length : e]) for e in ends], dim=1)  # (3, n, K)
+    streamed = logits[:, torch.tensor(ends) // hop - 1]
+    torch.testing.assert_close(streamed, offline, atol=2e-6, rtol=0)
+
+
+def test_per_dilation_pooling_is_minirocket_unpadded_ppv() -> None:
+    """PER_DILATION: dilation d's features average its own ``L - 8 d`` valid outputs (no context needed)."""
+    x = _walks(4, 2, 40)
+    model = build_model(
+        "minirocket_har", in_channels=2, num_classes=3, window=40, num_features=168, pooling="per_dilation"
+    )
+    model.fit_closed_form(x, torch.tensor([0, 1, 2, 0]))
+    rocket = model.rocket
+    feats = model.transform(x)
+    start = 0
+    for j, (d, n) in enumerate(zip(rocket.dilations, rocket.features_per_dilation, strict=True)):
+        out = torch.nn.functional.conv1d(x.double(), rocket.convs[j].op.weight.double(), dilation=d)  # (4, 84, 40 - 8d)
+        assert out.shape[2] == 40 - 8 * d
+        b = rocket.biases[start : start + 84 * n].view(84, n).double()
+        expected = (out[:, :, None, :] > b[None, :, :, None]).double().mean(dim=3).flatten(1)
+        torch.testing.assert_close(feats[:, start : start + 84 * n].double(), expected)
+        start += 84 * n
+
+
+def test_last_positions_pool_streams() -> None:
+    from vidrec.models.minirocket import LastPositionsAvgPoolHead
+
+    pool = LastPositionsAvgPoolHead([1, 3, 5])
+    x = torch.randn(2, 3, 20)
+    state = pool.stream_state(x[:, :, :2])
+    for t in range(0, 20, 2):
+        out, state = pool.stream_step(x[:, :, t : t + 2], state)
+        if t + 2 >= 5:
+            torch.testing.assert_close(out, pool(x[:, :, : t + 2]))
+    expected = torch.stack([x[:, 0, -1], x[:, 1, -3:].mean(1), x[:, 2, -5:].mean(1)], dim=1)
+    torch.testing.assert_close(pool(x), expected)
+    with pytest.raises(ValueError, match="lengths must be >= 1"):
+        LastPositionsAvgPoolHead([0])
+
+
+def test_fit_does_not_depend_on_window_order() -> None:
+    """The thresholds' windows are picked from a value-defined order: a shuffled loader refits the same model."""
+    x = _quantised_walks(30, 2, 40)
+    target = torch.arange(30) % 3
+    perm = torch.randperm(30, generator=torch.Generator().manual_seed(1))
+    a = build_model("minirocket_har", in_channels=2, num_classes=3, window=40, num_features=168, pooling="per_dilation")
+    b = build_model("minirocket_har", in_channels=2, num_classes=3, window=40, num_features=168, pooling="per_dilation")
+    a.fit_closed_form(x, target)
+    b.fit_closed_form(x[perm], target[perm])
+    torch.testing.assert_close(a.rocket.biases, b.rocket.biases, atol=0, rtol=0)
+    torch.testing.assert_close(a.linear.weight, b.linear.weight, atol=1e-5, rtol=1e-5)
