@@ -1,9 +1,13 @@
 """MiniRocket in vidrec: aeon's features on the unpadded half, exact streaming, closed-form ridge, task fitting."""
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 
+from datamodules.timeseries.schema import Recording, write_recordings
 from vidrec.models import build_model
 from vidrec.models.minirocket import MiniRocket, MiniRocketFeatures, PPVCrop, fit_ridge, minirocket_dilations
 from vidrec.streaming.runtime import to_streaming
@@ -184,3 +188,64 @@ def test_fit_does_not_depend_on_window_order() -> None:
     b.fit_closed_form(x[perm], target[perm])
     torch.testing.assert_close(a.rocket.biases, b.rocket.biases, atol=0, rtol=0)
     torch.testing.assert_close(a.linear.weight, b.linear.weight, atol=1e-5, rtol=1e-5)
+
+
+def _quantised_file(path: Path) -> Path:
+    """6 subjects x 300 samples, 3 channels on a 1/720 grid (HAPT's), 3 classes in segments; subjects 5, 6 'test'."""
+    rng = np.random.default_rng(0)
+    recordings = []
+    for subject in range(1, 7):
+        labels = np.repeat(rng.permutation([0, 1, 2, 0, 1, 2]), 50)
+        t = np.arange(300) / 50.0
+        signal = np.stack([np.sin(2 * np.pi * (1 + labels) * t + c) for c in range(3)], axis=1)
+        noisy = signal * (1 + 0.2 * subject) + rng.normal(scale=0.3, size=signal.shape)
+        samples = (np.round(noisy * 720) / 720).astype(np.float32)
+        split = "test" if subject >= 5 else "train"
+        recordings.append(Recording(f"s{subject}", samples, labels, subject=subject, split=split))
+    write_recordings(path, recordings, sampling_rate=50.0, channel_names=["x", "y", "z"], class_names=["a", "b", "c"])
+    return path
+
+
+@pytest.mark.parametrize(("pooling", "context"), [("common", 24), ("per_dilation", 0)])
+def test_evaluate_streaming_offline_equals_vidrec_test(
+    pooling: str, context: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On one checkpoint, evaluate-streaming's offline column is `vidrec test`'s accuracy, and streaming equals it.
+
+    Quantised inputs: with float32 convolutions, threshold ties made the two paths disagree on real (HAPT) data.
+    """
+    from vidrec.cli import main
+    from vidrec.streaming.command import evaluate_checkpoint
+    from vidrec.tasks import load_checkpoint
+
+    monkeypatch.chdir(tmp_path)
+    data = _quantised_file(tmp_path / "tiny.h5")
+    args = [
+        "-c",
+        str(Path(__file__).resolve().parents[2] / "configs/har/hapt_minirocket.yaml"),
+        "--data.init_args.path",
+        str(data),
+        "--model.model.init_args.in_channels=3",
+        "--model.model.init_args.num_classes=3",
+        "--model.model.init_args.window=32",
+        "--model.model.init_args.num_features=336",
+        f"--model.model.init_args.pooling={pooling}",
+        "--data.init_args.window=32",
+        f"--data.init_args.context={context}",
+        "--data.init_args.hop=8",
+        "--data.init_args.eval_hop=8",
+        "--data.init_args.batch_size=16",
+        "--trainer.enable_progress_bar=false",
+        "--trainer.enable_model_summary=false",
+    ]
+    main(["fit", *args])
+    run = sorted((tmp_path / "runs" / "hapt_minirocket").iterdir())[-1]
+    ckpt = run / "checkpoints" / "last.ckpt"
+    main(["test", *args, "--ckpt_path", str(ckpt)])
+    tested = json.loads(
+        (sorted((tmp_path / "runs" / "hapt_minirocket").iterdir())[-1] / "test_metrics.json").read_text()
+    )
+    rep = evaluate_checkpoint(load_checkpoint(ckpt), timing_repeats=2).report
+    assert rep["windows"] == sum(map(sum, tested["confusion_matrix"]))
+    assert rep["offline"]["accuracy"] == pytest.approx(tested["test/acc"], abs=1e-6)
+    assert rep["argmax_agreement"] == 1.0 and rep["max_abs_logit_delta"] < 1e-5
