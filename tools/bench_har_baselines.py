@@ -17,6 +17,7 @@ Peers (the ``[bench]`` extra: ``pip install -e .[bench]``; aeon with ``--no-deps
   ``vidrec_minirocket_norm``: the same on per-channel standardised windows.
 * ``vidrec_minirocket_pd``: ``minirocket_har(pooling="per_dilation")`` on the window alone (no context): dilation d
   pools its own ``window - 8 d`` valid outputs (MiniRocket's unpadded features); streams exactly.
+  ``vidrec_minirocket_pd8``: the same with each threshold a quantile over 8 random training windows, not 1.
   ``vidrec_minirocket_pd_diff``: its features on the raw window and on its first difference (a second MiniRocket of
   another seed on the last ``window - 1`` differences, as MultiRocket's second representation), one ridge
   classifier on both (offline; a measurement of whether the difference representation helps).
@@ -135,14 +136,20 @@ def _forest(train: Windows, test: Windows) -> np.ndarray:
 
 
 def _vidrec_minirocket(
-    context: int, normalize: bool = False, pooling: str = "common"
+    context: int, normalize: bool = False, pooling: str = "common", threshold_windows: int = 1
 ) -> Callable[[Windows, Windows], np.ndarray]:
     def run(train: Windows, test: Windows) -> np.ndarray:
         from vidrec.models.minirocket import MiniRocket, PPVCrop
 
         window = train.x.shape[2] - context
         k = int(max(train.y.max(), test.y.max()) + 1)
-        model = MiniRocket(in_channels=train.x.shape[1], num_classes=k, window=window, pooling=PPVCrop(pooling))
+        model = MiniRocket(
+            in_channels=train.x.shape[1],
+            num_classes=k,
+            window=window,
+            pooling=PPVCrop(pooling),
+            threshold_windows=threshold_windows,
+        )
         x, xt = torch.from_numpy(train.x), torch.from_numpy(test.x)
         if normalize:  # per-channel statistics of the training windows
             mean, std = x.mean(dim=(0, 2), keepdim=True), x.std(dim=(0, 2), keepdim=True)
@@ -179,6 +186,7 @@ def make_peers(context: int) -> dict[str, Callable[[Windows, Windows], np.ndarra
         "minirocket": _rocket("mini"),
         "vidrec_minirocket_norm": _vidrec_minirocket(context, normalize=True),
         "vidrec_minirocket_pd": _vidrec_minirocket(0, pooling="per_dilation"),
+        "vidrec_minirocket_pd8": _vidrec_minirocket(0, pooling="per_dilation", threshold_windows=8),
         "vidrec_minirocket_pd_diff": _vidrec_minirocket_diff,
         "rf": _forest,
         "multirocket": _rocket("multi"),

@@ -251,22 +251,33 @@ class MiniRocketFeatures(TemporalModule):
             feats.append((above.to(x.dtype) / out.shape[2]).flatten(1))  # (B, 84 n), kernel-major
         return torch.cat(feats, dim=1)
 
-    def fit_biases(self, x: Tensor, generator: torch.Generator | None = None, crop: PPVCrop = PPVCrop.COMMON) -> None:
+    def fit_biases(
+        self,
+        x: Tensor,
+        generator: torch.Generator | None = None,
+        crop: PPVCrop = PPVCrop.COMMON,
+        windows_per_kernel: int = 1,
+    ) -> None:
         """Thresholds as MiniRocket fits them: per (dilation, kernel) the quantiles of one random window's outputs.
 
         ``x``: training windows ``(N, C, L)``; the quantiles are the golden-ratio sequence in feature order.
+        ``windows_per_kernel`` > 1 takes the quantiles of the outputs of that many random windows together (a
+        less noisy estimate of the outputs' distribution than MiniRocket's single window; 1 is MiniRocket's).
         """
-        k = len(KERNEL_INDICES)
+        k, m = len(KERNEL_INDICES), int(windows_per_kernel)
+        if m < 1:
+            raise ValueError(f"fit_biases: windows_per_kernel must be >= 1, got {windows_per_kernel}")
         quantiles = _quantiles(self.num_features)
         biases, start = [], 0
-        picks = torch.randint(len(x), (len(self.dilations) * k,), generator=generator)
+        picks = torch.randint(len(x), (len(self.dilations) * k * m,), generator=generator)
         for j, op in enumerate(self._ops()):
-            chosen = x[picks[j * k : (j + 1) * k]]  # (84, C, L): one window per kernel
-            out = self._convolve_exact(op, chosen)  # (84 windows, 84 kernels, T_j), float64
+            chosen = x[picks[j * k * m : (j + 1) * k * m]]  # (84 m, C, L): m windows per kernel
+            out = self._convolve_exact(op, chosen)  # (84 m windows, 84 kernels, T_j), float64
             if crop is PPVCrop.COMMON:
                 p = x.shape[2] - self.receptive_field + 1
                 out = out[:, :, out.shape[2] - p :]
-            own = out[torch.arange(k), torch.arange(k)]  # (84, T): kernel i on its window i
+            kernel = torch.arange(k).repeat_interleave(m)  # window w was picked for kernel w // m
+            own = out[torch.arange(k * m), kernel].reshape(k, -1)  # (84, m T): kernel i on its m windows
             n = self.features_per_dilation[j]
             for i in range(k):
                 q = quantiles[start : start + n]
@@ -447,6 +458,7 @@ class MiniRocket(StreamableClassifier):
         seed: int = 0,
         alphas: tuple[float, ...] = DEFAULT_ALPHAS,
         pooling: PPVCrop | str = PPVCrop.COMMON,
+        threshold_windows: int = 1,
     ) -> None:
         super().__init__()
         self.rocket = MiniRocketFeatures(
@@ -457,6 +469,7 @@ class MiniRocket(StreamableClassifier):
             seed=seed,
         )
         self.pooling = PPVCrop(pooling)
+        self.threshold_windows = int(threshold_windows)
         self.linear = nn.Conv1d(self.rocket.num_features, num_classes, 1)  # time-pointwise: streams per position
         nn.init.zeros_(self.linear.weight)
         nn.init.zeros_(cast(Tensor, self.linear.bias))
@@ -548,7 +561,8 @@ class MiniRocket(StreamableClassifier):
     def fit_closed_form(self, inputs: Tensor, target: Tensor) -> RidgeFit:
         """Fit thresholds on ``inputs`` (N, C, L) and the ridge classifier on their PPV features; returns the fit."""
         generator = torch.Generator().manual_seed(self.seed)
-        self.rocket.fit_biases(inputs[canonical_order(inputs)], generator, crop=self.pooling)
+        ordered = inputs[canonical_order(inputs)]
+        self.rocket.fit_biases(ordered, generator, crop=self.pooling, windows_per_kernel=self.threshold_windows)
         fit = fit_ridge(self.transform(inputs), target, self.num_classes, self.alphas)
         self.linear.weight.copy_(fit.weight[:, :, None])
         cast(Tensor, self.linear.bias).copy_(fit.bias)
@@ -571,13 +585,15 @@ def minirocket_har(
     num_features: int = 10_000,
     seed: int = 0,
     pooling: str = "common",
+    threshold_windows: int = 1,
 ) -> MiniRocket:
     """MiniRocket (Dempster et al. 2021) for IMU windows of ``window`` samples; dilations up to ``(window - 1) / 8``.
 
     Receptive field ``8 d_max + 1`` (121 samples at ``window=128``). ``pooling="common"``: give the datamodule
     ``context: 120`` (``context_padding: EDGE``) so every feature pools ``window`` positions.
     ``pooling="per_dilation"``: no context; dilation ``d`` pools its ``window - 8 d`` valid positions (MiniRocket's
-    unpadded features). Fitted in closed form by ``vidrec fit``.
+    unpadded features). ``threshold_windows``: training windows whose outputs each threshold's quantile is taken
+    over (MiniRocket: 1). Fitted in closed form by ``vidrec fit``.
     """
     return MiniRocket(
         in_channels=in_channels,
@@ -586,4 +602,5 @@ def minirocket_har(
         num_features=num_features,
         seed=seed,
         pooling=PPVCrop(pooling),
+        threshold_windows=threshold_windows,
     )
