@@ -162,6 +162,45 @@ def _vidrec_minirocket(
     return run
 
 
+def level_features(
+    x: torch.Tensor, biases: torch.Tensor | None, masks: torch.Tensor, per: int, seed: int = 0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """PPV of the signal level: per random channel subset the share of samples of its sum above each threshold.
+
+    MiniRocket's kernels sum to zero, so valid convolutions cannot see a channel's level (the gravity direction that
+    tells sitting from standing); aeon's zero-padded half sees it at the window's edges. These features see it
+    directly and are averages over time of steps, so they would stream like the others. Returns (features, biases).
+    """
+    y = torch.einsum("nct,kc->nkt", x.double(), masks.double())  # (N, combos, L)
+    if biases is None:
+        from vidrec.models.minirocket import _quantiles
+
+        gen = torch.Generator().manual_seed(seed)
+        picks = torch.randint(len(x), (masks.shape[0], 8), generator=gen)
+        q = _quantiles(masks.shape[0] * per).double().view(masks.shape[0], per)
+        own = torch.stack([y[picks[k], k].flatten() for k in range(masks.shape[0])])  # (combos, 8 L)
+        biases = torch.stack([torch.quantile(own[k], q[k]) for k in range(masks.shape[0])])  # (combos, per)
+    feats = (y[:, :, None, :] > biases[None, :, :, None]).double().mean(dim=3).flatten(1)  # (N, combos per)
+    return feats.float(), biases
+
+
+def _vidrec_minirocket_level(train: Windows, test: Windows) -> np.ndarray:
+    """Per-dilation PPV (8 windows per threshold) plus level PPV features, one ridge classifier (offline)."""
+    from vidrec.models.minirocket import MiniRocket, MiniRocketFeatures, PPVCrop, fit_ridge
+
+    k = int(max(train.y.max(), test.y.max()) + 1)
+    c, length = train.x.shape[1], train.x.shape[2]
+    model = MiniRocket(in_channels=c, num_classes=k, window=length, pooling=PPVCrop.PER_DILATION, threshold_windows=8)
+    x, xt = torch.from_numpy(train.x), torch.from_numpy(test.x)
+    model.fit_closed_form(x, torch.from_numpy(train.y))
+    masks = MiniRocketFeatures._channel_masks(c, 84, seed=7)
+    lx, biases = level_features(x, None, masks, per=12)
+    lxt, _ = level_features(xt, biases, masks, per=12)
+    fit = fit_ridge(torch.cat([model.transform(x), lx], dim=1), torch.from_numpy(train.y), k)
+    feats = torch.cat([model.transform(xt), lxt], dim=1)
+    return (feats @ fit.weight.T + fit.bias).argmax(1).numpy()
+
+
 def _vidrec_minirocket_diff(train: Windows, test: Windows) -> np.ndarray:
     """Per-dilation PPV of the raw window and of its first difference, one ridge classifier on both."""
     from vidrec.models.minirocket import MiniRocket, PPVCrop, fit_ridge
@@ -188,6 +227,7 @@ def make_peers(context: int) -> dict[str, Callable[[Windows, Windows], np.ndarra
         "vidrec_minirocket_pd": _vidrec_minirocket(0, pooling="per_dilation"),
         "vidrec_minirocket_pd8": _vidrec_minirocket(0, pooling="per_dilation", threshold_windows=8),
         "vidrec_minirocket_pd_diff": _vidrec_minirocket_diff,
+        "vidrec_minirocket_pd8_level": _vidrec_minirocket_level,
         "rf": _forest,
         "multirocket": _rocket("multi"),
     }
