@@ -128,7 +128,7 @@ def test_streaming_exact_on_quantised_inputs(pooling: str, length: int, hop: int
 
     With float32 convolutions (offline conv1d vs the streaming matmul) these inputs deviated by ~6e-3 in logits.
     """
-    x = _quantised_walks(3, 3, length + 40 * 4)
+    x = _quantised_walks(3, 3, length + 48)
     model = build_model("minirocket_har", in_channels=3, num_classes=4, window=32, num_features=336, pooling=pooling)
     starts = range(0, 100, 7)
     train = torch.cat([x[:, :, s : s + length] for s in starts])
