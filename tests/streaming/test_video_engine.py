@@ -10,6 +10,7 @@ from torch import nn
 import vidrec.streaming.engines.video as video_engine
 from tests.streaming.conftest import randomize_batchnorm
 from vidrec.layers import TemporalAvgPoolHead, TemporalModule, TemporalSequential, TemporalWindowOp
+from vidrec.layers.stream_state import flatten_state
 from vidrec.models import StreamableClassifier, build_model
 from vidrec.models.p3d import P3D, P3DStage
 from vidrec.models.r2plus1d import R2Plus1d, R2Plus1dStage
@@ -103,7 +104,8 @@ def test_state_is_the_layer_protocols() -> None:
     x = torch.randn(2, 3, 5, SIZE, SIZE)
     for rt in engines.values():
         rt.run(x)
-    compiled, eager = engines["compiled"].state(), engines["eager"].state()
+    # the eager engine may hold the structured state tree (vidrec.layers.stream_state); compare depth-first tensors
+    compiled, eager = flatten_state(engines["compiled"].state()), flatten_state(engines["eager"].state())
     assert engines["compiled"].num_state_tensors == len(eager) == len(compiled)
     for c, e in zip(compiled, eager):
         assert c.shape == e.shape
