@@ -20,7 +20,7 @@ import lightning as L
 import numpy as np
 from torch.utils.data import DataLoader
 
-from datamodules.samplers import EpochRandomSampler, EpochWeightedRandomSampler, loader_generator, run_seed
+from datamodules.loaders import evaluation_loader, training_loader
 from datamodules.timeseries.dataset import (
     ChannelNormalization,
     LabelPolicy,
@@ -296,44 +296,48 @@ class HDF5WindowDataModule(L.LightningDataModule):
             raise RuntimeError(f"{self.path}: call setup() before asking for the {name} dataloader")
         return self.datasets[name]
 
-    def _loader(self, dataset: WindowDataset, **kwargs: Any) -> DataLoader:
-        return DataLoader(
+    def train_dataloader(self) -> DataLoader:
+        """Shuffled (or class-balanced) training windows; each epoch's batches are a function of (run seed, epoch)
+        and a run resumed from any checkpoint continues with the same batches (:mod:`datamodules.loaders`)."""
+        dataset = self._dataset("train")
+        weights = None
+        if self.loader.balanced:
+            counts = dataset.table.class_counts(self.num_classes).astype(np.float64)
+            weights = (1.0 / counts[dataset.table.targets]).tolist()
+        return training_loader(
+            dataset,
+            batch_size=self.loader.batch_size,
+            trainer=self.trainer,
+            seed=self.split.seed,
+            num_workers=self.loader.num_workers,
+            drop_last=self.loader.drop_last,
+            pin_memory=self.loader.pin_memory,
+            collate_fn=collate_window_batch,
+            weights=weights,
+        )
+
+    def _eval_loader(self, dataset: WindowDataset) -> DataLoader:
+        return evaluation_loader(
             dataset,
             batch_size=self.loader.batch_size,
             num_workers=self.loader.num_workers,
-            collate_fn=collate_window_batch,
             pin_memory=self.loader.pin_memory,
-            persistent_workers=self.loader.num_workers > 0,
-            **kwargs,
+            collate_fn=collate_window_batch,
         )
-
-    def train_dataloader(self) -> DataLoader:
-        """Shuffled (or class-balanced) training windows; each epoch's order is a function of (run seed, epoch)."""
-        dataset = self._dataset("train")
-        # exact resume (datamodules.samplers): the order of epoch e depends on (run seed, e) only
-        seed, epoch = run_seed(self.split.seed), int(getattr(self.trainer, "current_epoch", 0) or 0)
-        generator = loader_generator(seed)
-        if self.loader.balanced:
-            counts = dataset.table.class_counts(self.num_classes).astype(np.float64)
-            weights = 1.0 / counts[dataset.table.targets]
-            weighted = EpochWeightedRandomSampler(weights.tolist(), len(dataset), seed, epoch)
-            return self._loader(dataset, sampler=weighted, drop_last=self.loader.drop_last, generator=generator)
-        sampler = EpochRandomSampler(dataset, seed, epoch)
-        return self._loader(dataset, sampler=sampler, drop_last=self.loader.drop_last, generator=generator)
 
     def val_dataloader(self) -> DataLoader:
         """Validation windows in order (empty when no validation subjects are configured)."""
         dataset = self._dataset("val")
         if len(dataset) == 0:
             log.warning("%s: no validation subjects (set split.val_subjects or split.val_fraction)", self.path)
-        return self._loader(dataset, shuffle=False)
+        return self._eval_loader(dataset)
 
     def test_dataloader(self) -> DataLoader:
         """Test windows in file order, then time."""
         dataset = self._dataset("test")
         if len(dataset) == 0:
             raise ValueError(f"{self.path}: empty test split under split.mode {self.split.mode.name}")
-        return self._loader(dataset, shuffle=False)
+        return self._eval_loader(dataset)
 
     def predict_dataloader(self) -> DataLoader:
         """Same windows and order as :meth:`test_dataloader`."""
