@@ -238,3 +238,14 @@ def test_a_config_saved_with_the_flat_data_keys_of_earlier_versions_still_parses
     twice = ["--data.init_args.windows.hop", "8", "--data.init_args.hop", "4", "--print_config"]
     assert main(["fit", "-c", CONFIG, *twice]) == 2
     assert "hop is given twice" in capsys.readouterr().err
+
+
+def test_a_run_with_checkpointing_disabled_trains_and_writes_no_checkpoint(
+    workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the CLI's RunCheckpoint is always built; Lightning refused it with enable_checkpointing=False
+    (workdir / "nockpt").mkdir()
+    monkeypatch.chdir(workdir / "nockpt")
+    _fit(workdir, "--trainer.enable_checkpointing", "false", "--trainer.max_epochs", "1")
+    (run,) = sorted((workdir / "nockpt" / "runs" / "basicmotions_resnet1d").iterdir())
+    assert (run / "metrics.csv").is_file() and not (run / "checkpoints").exists()

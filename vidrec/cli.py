@@ -11,7 +11,8 @@ key or class fails at start and names the key path. The other subcommands are pl
 Errors in the user's data, files or settings (a missing data file, a model that does not fit the data, a refused
 checkpoint) end the command with one line on stderr and exit status 2; ``VIDREC_TRACEBACK=1`` shows the traceback.
 
-Checkpoints: ``last.ckpt`` is the last epoch (rewritten at every save point, not only with a new best), and
+Checkpoints: ``last.ckpt`` is the last epoch (rewritten at every save point, not only with a new best;
+``--trainer.enable_checkpointing false`` writes none), and
 ``vidrec fit --ckpt_path RUN/checkpoints/last.ckpt`` resumes exactly (``vidrec.tasks.resume``): same folder, rows of
 the interrupted epoch removed from ``metrics.csv`` and TensorBoard, every epoch seeded from (seed, epoch).
 """
@@ -139,6 +140,16 @@ class VidrecCLI(LightningCLI):
         )
 
     def _instantiate_trainer(self, config: dict[str, Any], callbacks: list[Callback]) -> Trainer:
+        if config.get("enable_checkpointing", True) is False:
+            # the `checkpoint` group's RunCheckpoint is always built; a run that turns checkpointing off gets none
+            # (Lightning refuses a ModelCheckpoint callback with enable_checkpointing=False)
+            if any(isinstance(c, ModelCheckpoint) for c in config.get("callbacks") or []):
+                raise ValueError(
+                    "trainer.enable_checkpointing is false but trainer.callbacks lists a ModelCheckpoint; "
+                    "remove one of the two"
+                )
+            callbacks = [c for c in callbacks if not isinstance(c, ModelCheckpoint)]
+            log.info("trainer.enable_checkpointing is false: no checkpoints are written (the checkpoint.* keys unused)")
         # a rich progress bar unless the run disables progress bars or brings its own
         if config.get("enable_progress_bar", True) is not False and not any(
             isinstance(c, ProgressBar) for c in [*callbacks, *(config.get("callbacks") or [])]
