@@ -24,6 +24,7 @@ from vidrec.streaming.sources import MAX_ID_LENGTH, ReplaySource, Source, TCPSou
 __all__ = [
     "add_parser",
     "build_runtime",
+    "print_engine",
     "load_classifier",
     "run_evaluate_streaming",
     "run_export_stream",
@@ -137,6 +138,12 @@ def _make_source(args: argparse.Namespace, channels: int, spec: DeploymentSpec) 
     raise ValueError(f"unknown --source {args.source!r}; expected stdin, udp, tcp or replay")
 
 
+def print_engine(args: argparse.Namespace, runtime: Any) -> None:
+    """``--verbose``: which engine runs which part of the model, and why (``runtime.describe()``), on stderr."""
+    if getattr(args, "verbose", False):
+        print(runtime.describe(), file=sys.stderr, flush=True)
+
+
 def _printer(fmt: str, out: TextIO) -> Callable[[Prediction], None]:
     if fmt == "json":
         return lambda p: print(json.dumps(p.as_dict()), file=out, flush=True)
@@ -170,6 +177,7 @@ def run_stream(args: argparse.Namespace, out: TextIO | None = None) -> dict[str,
     source = _make_source(args, runtime.in_channels, spec)
     where = f" on {args.host}:{args.port}" if args.source in ("udp", "tcp") else ""
     print(f"vidrec stream: reading {args.source}{where}, hop={hop}, window={runtime.window}", file=sys.stderr)
+    print_engine(args, runtime)
     stats = serve(source, mux, _printer(args.format, out), max_seconds=args.max_seconds, max_samples=args.max_samples)
     summary = stats.summary()
     print("summary: " + json.dumps(summary), file=sys.stderr, flush=True)
@@ -287,6 +295,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--max-samples", type=int, default=None, help="stop after this many samples")
     p.add_argument("--backend", choices=[b.value for b in StepBackend], default="compiled", help="streaming engine")
     p.add_argument("--precision", choices=list(PRECISIONS), default="fp32", help=_PRECISION_HELP)
+    p.add_argument(
+        "--verbose", action="store_true", help="print which engine runs which part of the model, and why (stderr)"
+    )
     p.set_defaults(func=run_stream)
 
     e = subparsers.add_parser(

@@ -70,7 +70,9 @@ def read_frames(source: str | Path, *, max_frames: int | None = None) -> Iterato
         FileNotFoundError: a local file that does not exist.
         ValueError: the source has no video stream.
     """
-    from datamodules.video.decoding.frame_index import open_container  # metadata that is not UTF-8 is read, as in training
+    from datamodules.video.decoding.frame_index import (
+        open_container,
+    )  # metadata that is not UTF-8 is read, as in training
 
     text = str(source)
     if _is_device(text):
@@ -289,6 +291,9 @@ def run_stream(args: argparse.Namespace, loaded: Any, out: TextIO) -> dict[str, 
         raise ValueError("a video checkpoint streams from --input VIDEO_FILE, /dev/videoN or an rtsp:// / http:// URL")
     hop = args.hop or 1
     runtime = build_video_runtime(loaded, hop, getattr(args, "backend", "torch"), getattr(args, "precision", "fp32"))
+    from vidrec.streaming.command import print_engine
+
+    print_engine(args, runtime)
     sampler = FrameSampler(spec, _native_fps(source) if spec.rate > 0 else None)
     prepare = FramePreprocessor(spec)
     names = list(loaded.class_names)
