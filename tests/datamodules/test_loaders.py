@@ -21,6 +21,12 @@ from datamodules.timeseries.schema import Recording, write_recordings
 from datamodules.timeseries.settings import LoaderSettings, SplitMode, SplitSettings, WindowSettings
 
 
+@pytest.fixture(autouse=True)
+def _no_run_seed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The loaders' seed argument is a fallback: a run seed left in the environment by another test would win."""
+    monkeypatch.delenv("PL_GLOBAL_SEED", raising=False)
+
+
 class _Augmented(torch.utils.data.Dataset):
     """Item i: (i, a torch draw, a NumPy draw): what a transform inside a worker would draw."""
 
