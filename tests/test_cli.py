@@ -240,6 +240,7 @@ def test_a_config_saved_with_the_flat_data_keys_of_earlier_versions_still_parses
     assert "hop is given twice" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_a_run_with_checkpointing_disabled_trains_and_writes_no_checkpoint(
     workdir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -150,3 +150,32 @@ def test_a_run_resumed_mid_epoch_with_workers_trains_on_the_batches_of_the_unint
         assert len(resumed) == len(full) - step
         for x, y in zip(resumed, full[step:]):
             torch.testing.assert_close(x, y, rtol=0, atol=0)
+
+
+@pytest.mark.slow
+def test_video_training_clips_and_crops_are_the_same_with_and_without_workers(tmp_path: Path) -> None:
+    """The video data module shuffled with ``shuffle=True``; random clip starts and crops now follow (seed, epoch)."""
+    pytest.importorskip("av")
+    from datamodules.video import UCF101DataModule
+    from datamodules.video.dataset import ClipTiming
+    from datamodules.video.synthetic import SyntheticSettings, generate_synthetic_actions
+    from datamodules.video.transforms import TransformSettings
+
+    generate_synthetic_actions(tmp_path, SyntheticSettings(num_classes=2, videos_per_class=8, frames=16, size=32))
+    batches = {}
+    for workers in (0, 2):
+        dm = UCF101DataModule(
+            tmp_path,
+            clip=ClipTiming(4, 2),
+            transform=TransformSettings(crop_size=16, train_short_side=24, test_short_side=24),
+            batch_size=4,
+            num_workers=workers,
+        )
+        dm.setup("fit")
+        loader = dm.train_dataloader()
+        assert isinstance(loader, ResumableLoader)
+        torch.manual_seed(workers)
+        batches[workers] = [b["inputs"] for b in loader]
+    assert len(batches[0]) == len(batches[2]) == 3  # 12 training videos, drop_last
+    for x, y in zip(batches[0], batches[2]):
+        torch.testing.assert_close(x, y, rtol=0, atol=0)
