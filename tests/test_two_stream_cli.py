@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import argparse
+import io
 import json
 from pathlib import Path
 
@@ -69,3 +71,24 @@ def test_two_streams_trained_then_tested_fused(tmp_path: Path, monkeypatch: pyte
     for stream in report["streams"].values():
         assert {"acc", "group_acc", "groups"} <= set(stream)
     assert len(report["confusion_matrix"]) == 3 and sum(map(sum, report["confusion_matrix"])) == 15
+    # the checkpoints carry their deployment specs; the pair streams a video frame by frame with incremental flow
+    from vidrec.tasks import load_checkpoint
+
+    flow_spec = load_checkpoint(flow_ckpt).require_spec()
+    assert flow_spec.window == 4 and flow_spec.data_source["two_stream"]["input"] == "flow"
+    pair = ["--checkpoint", str(rgb_ckpt), "--flow-checkpoint", str(flow_ckpt), "--window", "6"]
+    video = next(Path("videos").rglob("*.mp4"))
+    out = io.StringIO()
+    from vidrec.streaming.command import add_parser
+
+    parser = argparse.ArgumentParser()
+    add_parser(parser.add_subparsers())
+    args = parser.parse_args(["stream", *pair, "--input", str(video)])
+    summary = args.func(args, out)
+    rows = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert summary["frames"] == 8 and len(rows) == 8 - 6 + 1 == summary["predictions"]
+    assert {"class", "probability", "latency_ms", "flow_ms", "rgb_class", "flow_class"} <= set(rows[0])
+    args = parser.parse_args(["evaluate-streaming", *pair, "--out", "eval", "--data", "videos"])
+    report = args.func(args)
+    assert report["max_abs_logit_delta"] < 1e-4 and report["streamed_flow_equals_stored"] is True
+    assert report["videos"] == report["videos_with_stored_flow"] == 3 and report["windows"] == 3 * 3

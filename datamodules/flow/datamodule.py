@@ -20,10 +20,13 @@ import enum
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import torch
 from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader
 
 from datamodules.flow.dataset import Mode, SegmentSampling, StreamInput, TwoStreamDataset, VideoEntry
+from datamodules.flow.schema import FlowFileError, flow_path, verify_flow_file
 from datamodules.flow.transforms import FrameTransformSettings
 from datamodules.loaders import split_loader
 from datamodules.video.decoding import DecodeSettings, RobustVideoReader
@@ -39,6 +42,7 @@ from datamodules.video.layouts import (
     parse_ucf101,
     parse_ucf101_classes,
 )
+from vidrec.spec import ChannelNormalization, DeploymentSpec, Modality, SplitSpec
 
 __all__ = ["Layout", "TwoStreamDataModule"]
 
@@ -125,6 +129,7 @@ class TwoStreamDataModule(LightningDataModule):
         self.class_names: list[str] = self._class_names()
         self.num_classes: int = len(self.class_names)
         self.datasets: dict[Split, TwoStreamDataset] = {}
+        self._flow_params: dict[str, Any] | None = None
 
     def _class_names(self) -> list[str]:
         if self.layout is Layout.UCF101:
@@ -201,6 +206,93 @@ class TwoStreamDataModule(LightningDataModule):
             pin_memory=self.pin_memory,
             drop_last=len(self.datasets[split]) > self.batch_size,
         )
+
+    def flow_params(self) -> dict[str, Any]:
+        """The extractor parameters of the flow this module reads (``FlowSettings.as_dict()``), from the first
+        training video's flow file that verifies.
+
+        Raises:
+            ValueError: RGB input (no flow), or no training video has a valid flow file (the error names the root).
+        """
+        if self.flow_root is None:
+            raise ValueError("TwoStreamDataModule: input 'rgb' reads no flow")
+        if self._flow_params is None:
+            for path, _ in self._index(Split.TRAIN).items:
+                file = flow_path(self.flow_root, self.video_id(Path(path)))
+                if not file.is_file():
+                    continue
+                try:
+                    self._flow_params = dict(verify_flow_file(file).params)
+                except FlowFileError:
+                    continue
+                break
+            else:
+                raise ValueError(f"TwoStreamDataModule: no training video has a valid flow file under {self.flow_root}")
+        return self._flow_params
+
+    def deployment_spec(self) -> DeploymentSpec:
+        """How a stream trained on this module is fed, written into its checkpoints (``vidrec.spec``).
+
+        RGB: one frame per input (``window = 1``), channels R, G, B, the transform's mean/std, the crop as
+        ``frame_size`` and the resize's short side. FLOW: ``window = L`` fields of channels x, y (fed as v / bound,
+        no per-channel statistics), ``short_side`` the extractor's. BOTH: as RGB. ``data_source`` rebuilds this
+        module's test split and carries, under ``"two_stream"``, what streaming needs beyond the spec: the input,
+        the extractor's ``FlowSettings`` (flow and both), the stack length, the transform's short side and flow mean
+        (``vidrec.streaming.two_stream.two_stream_settings`` reads it).
+        """
+        crop = int(self.transform.crop_size)
+        info: dict[str, Any] = {
+            "input": self.input.value,
+            "stack_length": int(self.sampling.stack_length),
+            "transform_short_side": int(self.transform.short_side),
+            "flow_mean": self.transform.flow_mean.value,
+        }
+        if self.input is not StreamInput.RGB:
+            info["flow"] = self.flow_params()
+        flow = self.input is StreamInput.FLOW
+        cls = type(self)
+        init_args = {
+            "root": str(self.root),
+            "layout": self.layout.value,
+            "input": self.input.value,
+            "flow_root": None if self.flow_root is None else str(self.flow_root),
+            "annotation_dir": str(self.annotation_dir),
+            "fold": int(self.fold),
+            "test_split": self.test_split.value,
+        }
+        flow_side = info.get("flow", {}).get("short_side") if flow else None
+        return DeploymentSpec(
+            modality=Modality.VIDEO,
+            window=int(self.sampling.stack_length) if flow else 1,
+            hop=1,
+            eval_hop=1,
+            rate=0.0,
+            channels=["x", "y"] if flow else ["R", "G", "B"],
+            normalization=ChannelNormalization.identity(2)
+            if flow
+            else ChannelNormalization(np.asarray(self.transform.mean), np.asarray(self.transform.std)),
+            class_names=list(self.class_names),
+            label_policy="video",
+            split=SplitSpec(mode="official", fold=int(self.fold)),
+            data_path=str(self.root),
+            frame_size=(crop, crop),
+            short_side=int(flow_side or 0) if flow else int(self.transform.short_side),
+            data_source={
+                "class_path": f"{cls.__module__}.{cls.__qualname__}",
+                "init_args": init_args,
+                "two_stream": info,
+            },
+        )
+
+    def example_input(self) -> torch.Tensor | None:
+        """One model input of the deployed shape for the model summary: ``(1, 3, S, S)`` or ``(1, 2L, S, S)``; None
+        for BOTH (a dict of inputs)."""
+        crop = int(self.transform.crop_size)
+        if self.input is StreamInput.RGB:
+            return torch.zeros(1, 3, crop, crop)
+        if self.input is StreamInput.FLOW:
+            return torch.zeros(1, 2 * int(self.sampling.stack_length), crop, crop)
+        return None
 
     def train_dataloader(self) -> DataLoader[dict[str, Any]]:
         """One TSN-sampled item per training video per epoch, shuffled."""

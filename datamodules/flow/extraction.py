@@ -17,6 +17,10 @@ Over a collection (:func:`extract_flow`):
   or truncated file, a hang: the video is recorded as ``path<TAB>reason`` in ``<out>/quarantine.tsv`` (the video
   datamodules' format), the warning names the file, and the run goes on.
 
+Live video (:class:`IncrementalFlow`): the flow of each new frame from the cached previous frame only, through the
+same grayscale/resize, estimator and quantisation (:func:`flow_field`) as a file, so a streamed field equals the
+stored one of the same two frames.
+
 The per-frame loop of mmaction2's ``tools/misc/flow_extraction.py`` (the same OpenCV call, one JPEG per component and
 frame) is reproduced by ``tools/bench_flow.py`` for comparison.
 """
@@ -36,7 +40,7 @@ from typing import Any
 import h5py
 import numpy as np
 
-from datamodules.flow.methods import FlowSettings, build_estimator, require_cv2_optflow
+from datamodules.flow.methods import FlowEstimator, FlowSettings, build_estimator, require_cv2_optflow
 from datamodules.flow.schema import FlowFileError, FlowHeader, flow_path, quantize, verify_flow_file
 from datamodules.video.decoding import DecodeSettings, QuarantineLog, RobustVideoReader
 
@@ -44,10 +48,12 @@ __all__ = [
     "ExtractionStatus",
     "ExtractionSummary",
     "FlowInputError",
+    "IncrementalFlow",
     "VideoOutcome",
     "extract_flow",
     "extract_video_flow",
     "find_videos",
+    "flow_field",
     "to_gray_short_side",
 ]
 
@@ -121,6 +127,42 @@ def to_gray_short_side(frames: np.ndarray, short_side: int | None) -> np.ndarray
     return out
 
 
+def flow_field(estimator: FlowEstimator, previous: np.ndarray, current: np.ndarray, bound: float) -> np.ndarray:
+    """The stored field of one pair of grayscale frames ``(H, W)``: uint8 ``(2, H, W)``, x then y, quantised."""
+    return quantize(estimator(previous, current).transpose(2, 0, 1), bound)  # (H, W, 2) px -> (2, H, W) uint8
+
+
+class IncrementalFlow:
+    """Flow of a live video, one field per new frame, from the cached previous frame only.
+
+    Each frame goes through :func:`to_gray_short_side` and the pair through :func:`flow_field`, as in
+    :func:`extract_video_flow`: with the same ``FlowSettings`` field ``k`` equals the stored field ``k`` (frames
+    ``k -> k + 1``) of the same frames.
+
+    Args:
+        settings: The extractor's settings (the flow checkpoint's, stored in its deployment spec).
+    """
+
+    def __init__(self, settings: FlowSettings) -> None:
+        self.settings = settings
+        self._estimator = build_estimator(settings)
+        self._previous: np.ndarray | None = None
+
+    def reset(self) -> None:
+        """Forget the cached frame (a new stream: its first frame gives no field)."""
+        self._previous = None
+
+    def push(self, rgb: np.ndarray) -> np.ndarray | None:
+        """uint8 RGB ``(H, W, 3)`` -> the field from the previous frame to it, uint8 ``(2, h, w)``; None at first."""
+        gray = to_gray_short_side(rgb[None], self.settings.short_side)[0]  # (h, w) uint8
+        previous, self._previous = self._previous, gray
+        if previous is None:
+            return None
+        if previous.shape != gray.shape:
+            raise ValueError(f"IncrementalFlow: frame size changed from {previous.shape} to {gray.shape} mid-stream")
+        return flow_field(self._estimator, previous, gray, self.settings.bound)
+
+
 def _settings_match(header: FlowHeader, settings: FlowSettings) -> bool:
     return header.params == settings.as_dict()
 
@@ -180,8 +222,7 @@ def extract_video_flow(
         start = 0  # video index of gray[0]
         while True:
             for k in range(len(gray) - 1):
-                field = estimator(gray[k], gray[k + 1])  # (H, W, 2) float32 pixels
-                flow_ds[start + k] = quantize(field.transpose(2, 0, 1), settings.bound)  # (2, H, W) uint8
+                flow_ds[start + k] = flow_field(estimator, gray[k], gray[k + 1], settings.bound)  # (2, H, W) uint8
             start += len(gray) - 1
             if start >= fields:
                 break

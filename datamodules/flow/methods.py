@@ -17,6 +17,7 @@ Every estimator maps two uint8 grayscale frames ``(H, W)`` to float32 displaceme
 from __future__ import annotations
 
 import enum
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -148,6 +149,37 @@ class FlowSettings:
         elif self.method is FlowMethod.RAFT:
             out["raft"] = {"weights": str(self.raft_weights), "small": self.raft_small}
         return out
+
+    @classmethod
+    def from_dict(cls, params: Mapping[str, Any], where: str = "flow params") -> FlowSettings:
+        """The settings :meth:`as_dict` describes (a flow file's ``params``, a deployment spec's flow settings).
+
+        Raises:
+            ValueError: a key is missing or invalid; the message names ``where`` and the key.
+        """
+        missing = [k for k in ("method", "bound") if k not in params]
+        if missing:
+            raise ValueError(f"{where} lacks {missing} (expected FlowSettings.as_dict())")
+        try:
+            method = FlowMethod(params["method"])
+        except ValueError:
+            raise ValueError(
+                f"{where}: method {params['method']!r} is not one of {[m.value for m in FlowMethod]}"
+            ) from None
+        side = params.get("short_side")
+        settings = cls(
+            method=method,
+            short_side=None if side is None else int(side),
+            compute_scale=float(params.get("compute_scale", 1.0)),
+            bound=float(params["bound"]),
+            tvl1=TVL1Params(**params["tvl1"]) if "tvl1" in params else TVL1Params(),
+            dis_preset=DISPreset(params.get("dis_preset", DISPreset.MEDIUM.value)),
+            raft_weights=params["raft"]["weights"] if "raft" in params else None,
+            raft_small=bool(params["raft"]["small"]) if "raft" in params else True,
+        )
+        if settings.as_dict() != dict(params):
+            raise ValueError(f"{where}: {dict(params)} does not describe one FlowSettings (read back {settings})")
+        return settings
 
 
 class FlowEstimator(Protocol):

@@ -15,7 +15,9 @@ from vidrec.models.two_stream import (
     TwoStreamFusion,
     cross_modality_conv,
     fit_fusion_weight,
+    fit_fusion_weights,
     fuse_scores_by_video,
+    stream_scores_by_video,
 )
 
 
@@ -105,3 +107,36 @@ def test_the_flow_weight_is_fitted_on_validation_scores() -> None:
     rgb = {v: np.eye(2)[1 - y] * 0.5 + 0.25 for v, y in labels.items()}  # wrong
     weight, acc = fit_fusion_weight(rgb, flow, labels)
     assert acc == 1.0 and weight >= 1.5
+
+
+def test_weights_fitted_by_likelihood_silence_a_confidently_wrong_stream() -> None:
+    labels = {f"v{k}": k % 3 for k in range(12)}
+    flow = {v: np.eye(3)[y] * 0.5 + 0.5 / 3 for v, y in labels.items()}  # right, p(true) = 0.67
+    # RGB: confidently wrong on a third of the videos, at chance elsewhere (what an appearance-only stream does on a
+    # motion-only set); at 1 : 1.5 it flips those videos, since 0.4 * 0.98 + 0.6 * 0.17 > 0.4 * 0.01 + 0.6 * 0.67
+    rgb = {
+        v: (np.eye(3)[(y + 1) % 3] * 0.97 + 0.01) if k % 3 == 0 else np.full(3, 1 / 3)
+        for k, (v, y) in enumerate(labels.items())
+    }
+    default = fuse_scores_by_video({"rgb": rgb, "flow": flow}, {"rgb": 1.0, "flow": 1.5})
+    assert np.mean([np.argmax(default[v]) == y for v, y in labels.items()]) < 1.0
+    fit = fit_fusion_weights(rgb, flow, labels)
+    assert fit.flow_weight > 0.6 and fit.accuracy == 1.0 and fit.rgb_weight == pytest.approx(1 - fit.flow_weight)
+    assert len(fit.grid) == 21 and min(g[1] for g in fit.grid) == fit.nll
+    # an uninformative validation set (both streams identical) keeps the default 1 : 1.5
+    same = fit_fusion_weights(flow, flow, labels)
+    assert same.flow_weight == pytest.approx(0.6)
+
+
+def test_stream_scores_are_averaged_per_video_over_its_views() -> None:
+    torch.manual_seed(0)
+    rgb, flow = StreamResNet(num_classes=3, in_channels=3), StreamResNet(num_classes=3, in_channels=4)
+    model = TwoStreamFusion(rgb=rgb, flow=flow)
+    x = {"rgb": torch.randn(4, 3, 32, 32), "flow": torch.randn(4, 4, 32, 32)}
+    batch = {"inputs": x, "target": torch.tensor([2, 2, 0, 0]), "group": torch.tensor([7, 7, 3, 3])}
+    s_rgb, s_flow, labels = stream_scores_by_video(model, [batch])
+    assert labels == {"7": 2, "3": 0}
+    with torch.no_grad():
+        expected = model.rgb(x["rgb"]).softmax(1)[:2].mean(0).double().numpy()
+    np.testing.assert_allclose(s_rgb["7"], expected, rtol=1e-6)
+    assert set(s_flow) == {"7", "3"}

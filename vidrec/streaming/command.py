@@ -54,7 +54,9 @@ dropped (malformed lines, long ids, refused or idle connections, UDP datagrams l
 reason with a rate-limited warning. Ctrl-C stops cleanly and prints a summary on stderr.
 
 Video checkpoints read --input (a file, a camera or an RTSP/HTTP URL) frame by frame and print one line per clip
-frame once a clip is full: frame index, time, class, probability, latency."""
+frame once a clip is full: frame index, time, class, probability, latency. Feature heads (TS-LSTM, Temporal-Inception,
+mean pool on an extract-features file) read --input too: the file's backbone runs once per sampled frame and the
+head streams over the cached features."""
 
 
 def load_classifier(path: str) -> Any:
@@ -171,10 +173,18 @@ def _printer(fmt: str, out: TextIO) -> Callable[[Prediction], None]:
 def run_stream(args: argparse.Namespace, out: TextIO | None = None) -> dict[str, Any]:
     """``vidrec stream``: serve a live source until it ends, a bound is hit or Ctrl-C; returns the summary."""
     out = out or sys.stdout
+    if getattr(args, "flow_checkpoint", None):  # a two-stream pair: RGB --checkpoint + --flow-checkpoint
+        from vidrec.streaming import two_stream
+
+        return two_stream.run_stream(args, out)
     loaded = load_classifier(args.checkpoint)
     spec = _spec(loaded)
     if spec.modality is Modality.VIDEO:
         return run_stream_video(args, loaded, out)
+    if _feature_head(spec):  # a head over per-frame features: the backbone runs live (vidrec.streaming.features)
+        from vidrec.streaming import features
+
+        return features.run_stream(args, loaded, out)
     hop = args.hop or spec.eval_hop
     runtime = build_runtime(loaded, hop, args.backend, capacity=min(64, args.max_streams), precision=args.precision)
     mux = StreamMultiplexer(
@@ -197,14 +207,33 @@ def run_stream(args: argparse.Namespace, out: TextIO | None = None) -> dict[str,
     return summary
 
 
+def _feature_head(spec: DeploymentSpec) -> bool:
+    """A head trained on a feature file (``datamodules.features``): its spec names the features' extractor."""
+    return isinstance(spec.data_source.get("features"), dict)
+
+
+_EXTRACTOR_HELP = (
+    "feature-head checkpoints: the backbone checkpoint or weights file, when it is no longer where the feature "
+    "file records it (its sha256 must match)"
+)
+
+
 def run_evaluate_streaming(args: argparse.Namespace) -> dict[str, Any]:
     """``vidrec evaluate-streaming``: offline vs streaming on the windows ``vidrec test`` scored; writes JSON + PNG."""
     from vidrec.streaming.evaluation import write_report
 
+    if getattr(args, "flow_checkpoint", None):  # a two-stream pair
+        from vidrec.streaming import two_stream
+
+        return two_stream.run_evaluate_streaming(args)
     loaded = load_classifier(args.checkpoint)
     spec = _spec(loaded)
     if spec.modality is Modality.VIDEO:
         return run_evaluate_streaming_video(args, loaded)
+    if _feature_head(spec):
+        from vidrec.streaming import features
+
+        return features.run_evaluate_streaming(args, loaded)
     result = evaluate_checkpoint(loaded, data=args.data, hop=args.hop, precision=args.precision)
     js, png = write_report(result, args.out)
     print(json.dumps(result.report, indent=2))
@@ -271,6 +300,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "stream", help="classify live sensor streams", description=STREAM_HELP, formatter_class=_Formatter
     )
     p.add_argument("--checkpoint", required=True, help="trained checkpoint (.ckpt)")
+    _add_two_stream_arguments(p)
     p.add_argument("--source", choices=["stdin", "udp", "tcp", "replay"], default="stdin")
     p.add_argument(
         "--input",
@@ -324,6 +354,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--verbose", action="store_true", help="print which engine runs which part of the model, and why (stderr)"
     )
+    p.add_argument("--extractor", default=None, help=_EXTRACTOR_HELP)
     p.set_defaults(func=run_stream)
 
     e = subparsers.add_parser(
@@ -337,11 +368,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "and each streamed clip is compared with the offline clip of the same frames.",
     )
     e.add_argument("--checkpoint", required=True)
+    _add_two_stream_arguments(e)
     e.add_argument("--data", help="HDF5 file or video root (default: the one the checkpoint names)")
     e.add_argument("--hop", type=int, default=None, help="hop in samples (default: the checkpoint's eval hop)")
     e.add_argument("--out", required=True, help="output directory")
     e.add_argument("--max-videos", type=int, default=None, help="video checkpoints: evaluate the first N test videos")
     e.add_argument("--precision", choices=list(PRECISIONS), default="fp32", help=_PRECISION_HELP)
+    e.add_argument("--extractor", default=None, help=_EXTRACTOR_HELP)
     e.set_defaults(func=run_evaluate_streaming)
 
     x = subparsers.add_parser("export-stream", help="export the streaming step to ONNX")
@@ -349,6 +382,17 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     x.add_argument("--hop", type=int, default=None)
     x.add_argument("--out", required=True, help="output .onnx file")
     x.set_defaults(func=run_export_stream)
+
+
+def _add_two_stream_arguments(p: argparse.ArgumentParser) -> None:
+    """``--flow-checkpoint`` and ``--window``: stream an RGB (``--checkpoint``) and flow checkpoint pair together."""
+    p.add_argument(
+        "--flow-checkpoint",
+        default=None,
+        help="two-stream: the temporal (flow) stream's checkpoint; --checkpoint is then the RGB stream's, and the "
+        "video is streamed with incremental flow (vidrec.streaming.two_stream)",
+    )
+    p.add_argument("--window", type=int, default=None, help="two-stream: frames per fused window (default 25)")
 
 
 class _Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):

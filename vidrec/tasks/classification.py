@@ -146,7 +146,10 @@ class Classification(LightningModule):
         if dm is not None:
             check_model_fits_data(self.model, dm, self.num_classes)  # one clear error before the first batch
         spec_fn = getattr(dm, "deployment_spec", None)
-        if self.example_input_array is None and callable(spec_fn):
+        example_fn = getattr(dm, "example_input", None)  # a data module whose model input is not the spec's (C, T, ...)
+        if self.example_input_array is None and callable(example_fn):
+            self.example_input_array = example_fn()
+        elif self.example_input_array is None and callable(spec_fn):
             # one input of the deployed shape: Lightning's model summary then reports real FLOPs and sizes
             self.example_input_array = torch.zeros(1, *spec_fn().input_shape)
 

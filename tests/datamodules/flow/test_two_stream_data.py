@@ -167,3 +167,28 @@ def test_a_video_shorter_than_the_stack_repeats_its_edge_with_a_warning(motion_d
         item = ds[0]
     assert item["inputs"].shape == (20, 24, 24)
     assert torch.equal(item["inputs"][-2:], item["inputs"][12:14])  # fields 7..9 repeat field 6
+
+
+def test_stream_checkpoints_carry_a_deployment_spec_streaming_is_built_from(motion_data: tuple[Path, Path]) -> None:
+    from vidrec.spec import DeploymentSpec
+    from vidrec.streaming.two_stream import two_stream_settings
+
+    videos, flow = motion_data
+    transform = FrameTransformSettings(crop_size=24, short_side=32)
+    sampling = SegmentSampling(stack_length=4)
+    specs = {}
+    for name in ("rgb", "flow"):
+        dm = TwoStreamDataModule(videos, input=name, flow_root=flow, sampling=sampling, transform=transform)
+        spec = dm.deployment_spec()
+        specs[name] = DeploymentSpec.from_dict(spec.to_dict())  # plain types, as stored in a checkpoint
+        assert specs[name].to_dict() == spec.to_dict()
+        example = dm.example_input()
+        assert example is not None and example.shape == ((1, 3, 24, 24) if name == "rgb" else (1, 8, 24, 24))
+    assert (specs["rgb"].window, specs["rgb"].channels, specs["rgb"].frame_size) == (1, ["R", "G", "B"], (24, 24))
+    assert (specs["flow"].window, specs["flow"].channels) == (4, ["x", "y"])
+    assert specs["flow"].data_source["two_stream"]["flow"] == FlowSettings(short_side=None).as_dict()
+    settings = two_stream_settings(specs["rgb"], specs["flow"])
+    assert settings["stack_length"] == 4 and settings["flow"].as_dict() == FlowSettings(short_side=None).as_dict()
+    assert settings["rgb_transform"].short_side == 32 and settings["flow_transform"].crop_size == 24
+    with pytest.raises(ValueError, match="flow checkpoint's deployment spec has no data_source.two_stream"):
+        two_stream_settings(specs["rgb"], specs["rgb"])
