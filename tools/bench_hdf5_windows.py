@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 
 from datamodules.timeseries.datamodule import HDF5WindowDataModule
-from datamodules.timeseries.settings import LoaderSettings, WindowSettings
 from datamodules.timeseries.schema import Recording, write_recordings
+from datamodules.timeseries.settings import LoaderSettings, WindowSettings
 
 
 def build_hapt_sized(path: Path, *, seed: int = 0) -> Path:
