@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import math
 import random
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -30,7 +31,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from datamodules.samplers import EpochRandomSampler, EpochWeightedRandomSampler, epoch_seed, run_seed
 
@@ -128,35 +129,54 @@ class SeededItems(Dataset):
         return getattr(self.dataset, name)
 
 
-class _KeyedSampler(Sampler[ItemKey | int]):
+class _KeyedSampler(DistributedSampler):
     """Keys of one epoch in the order of ``order``, each with the seed of its position; ``skip`` keys left out once.
 
-    With ``keyed=False`` (items that draw no random numbers) it yields the plain indices.
+    With ``keyed=False`` (items that draw no random numbers) it yields the plain indices. Under DDP it shards the
+    epoch itself as ``DistributedSampler`` does (rank ``r`` of ``n`` takes positions ``r, r + n, ...`` of the order,
+    padded by repetition to a multiple of ``n``); being a ``DistributedSampler``, Lightning keeps it instead of
+    replacing it with its own.
     """
 
-    def __init__(
-        self, order: EpochRandomSampler | EpochWeightedRandomSampler, seed: int, epoch: int, keyed: bool = True
+    def __init__(  # noqa: D107  # no DistributedSampler.__init__: it asks for a process group
+        self,
+        order: EpochRandomSampler | EpochWeightedRandomSampler,
+        seed: int,
+        epoch: int,
+        keyed: bool = True,
+        num_replicas: int = 1,
+        rank: int = 0,
     ) -> None:
+        if not 0 <= rank < num_replicas:
+            raise ValueError(f"rank must be in [0, {num_replicas}), got {rank}")
         self.order, self.seed, self.epoch, self.skip, self.keyed = order, seed, epoch, 0, keyed
+        self.num_replicas, self.rank = num_replicas, rank
+        self.num_samples = math.ceil(len(order) / num_replicas)
+        self.total_size = self.num_samples * num_replicas
 
     def set_epoch(self, epoch: int) -> None:
         """The order and item seeds of ``epoch`` (Lightning calls it before each training epoch)."""
         self.epoch = epoch
         self.order.set_epoch(epoch)
 
-    def __iter__(self) -> Iterator[ItemKey | int]:
+    def __iter__(self) -> Iterator[ItemKey | int]:  # type: ignore[override]
         skip, self.skip = self.skip, 0
         self.order.set_epoch(self.epoch)  # a fresh generator: every pass over an epoch draws the same order
-        indices = itertools.islice(self.order, skip, None)
+        indices: Iterator[int] = iter(self.order)
+        if self.num_replicas > 1:
+            everything = list(self.order)
+            everything += everything[: self.total_size - len(everything)]
+            indices = iter(everything[self.rank : self.total_size : self.num_replicas])
+        indices = itertools.islice(indices, skip, None)
         if not self.keyed:
             yield from indices
             return
         base = epoch_seed(self.seed, self.epoch)
-        for position, index in enumerate(indices, start=skip):
-            yield ItemKey(int(index), item_seed(base, position))
+        for local, index in enumerate(indices, start=skip):
+            yield ItemKey(int(index), item_seed(base, local * self.num_replicas + self.rank))
 
     def __len__(self) -> int:
-        return len(self.order)
+        return self.num_samples
 
 
 class ResumableLoader(DataLoader):
@@ -262,7 +282,14 @@ def training_loader(
     items = SeededItems(dataset)
     return ResumableLoader(
         items,
-        _KeyedSampler(order, run, epoch, keyed=items.seeded),
+        _KeyedSampler(
+            order,
+            run,
+            epoch,
+            keyed=items.seeded,
+            num_replicas=int(getattr(trainer, "world_size", 1) or 1),
+            rank=int(getattr(trainer, "global_rank", 0) or 0),
+        ),
         run,
         _trained_batches(trainer),
         batch_size=batch_size,

@@ -179,3 +179,16 @@ def test_video_training_clips_and_crops_are_the_same_with_and_without_workers(tm
     assert len(batches[0]) == len(batches[2]) == 3  # 12 training videos, drop_last
     for x, y in zip(batches[0], batches[2]):
         torch.testing.assert_close(x, y, rtol=0, atol=0)
+
+
+def test_ddp_ranks_share_one_epoch_order_and_keep_their_item_seeds() -> None:
+    """Under DDP each rank takes every n-th key of the one-process order (padded), with the same item seeds."""
+    from datamodules.loaders import _KeyedSampler
+    from datamodules.samplers import EpochRandomSampler
+
+    data = list(range(23))
+    single = list(_KeyedSampler(EpochRandomSampler(data, 5, 2), 5, 2))
+    ranks = [list(_KeyedSampler(EpochRandomSampler(data, 5, 2), 5, 2, num_replicas=2, rank=r)) for r in (0, 1)]
+    assert [len(r) for r in ranks] == [12, 12]
+    assert ranks[0] == single[0::2] and ranks[1][:11] == single[1::2]
+    assert ranks[1][11].item == single[0].item  # the padding repeats the first item (under its own position's seed)
