@@ -14,8 +14,13 @@ Peers (the ``[bench]`` extra: ``pip install -e .[bench]``; aeon with ``--no-deps
 * ``rf``: scikit-learn's random forest (500 trees) on per-channel window statistics.
 * ``vidrec_minirocket``: vidrec's streamable MiniRocket (``vidrec.models.minirocket``), fitted in closed form, on the
   same windows with ``--context`` samples of edge-filled left context (default 120 = 8 x the largest dilation);
-  ``vidrec_minirocket_norm``: the same on per-channel standardised windows; ``vidrec_minirocket_valid``: the same
-  model's offline per-dilation PPV over the window alone (no context; MiniRocket's unpadded features, not streamable).
+  ``vidrec_minirocket_norm``: the same on per-channel standardised windows.
+* ``vidrec_minirocket_pd``: ``minirocket_har(pooling="per_dilation")`` on the window alone (no context): dilation d
+  pools its own ``window - 8 d`` valid outputs (MiniRocket's unpadded features); streams exactly.
+  ``vidrec_minirocket_pd8``: the same with each threshold a quantile over 8 random training windows, not 1.
+  ``vidrec_minirocket_pd_diff``: its features on the raw window and on its first difference (a second MiniRocket of
+  another seed on the last ``window - 1`` differences, as MultiRocket's second representation), one ridge
+  classifier on both (offline; a measurement of whether the difference representation helps).
 * ``--vidrec-config CONFIG``: a vidrec training config run through the CLI on the same folds (``vidrec fit``; the
   official split also runs ``vidrec test``); its windows are the config's own (check that they match).
 
@@ -131,37 +136,98 @@ def _forest(train: Windows, test: Windows) -> np.ndarray:
 
 
 def _vidrec_minirocket(
-    valid_only: bool, context: int, normalize: bool = False
+    context: int, normalize: bool = False, pooling: str = "common", threshold_windows: int = 1
 ) -> Callable[[Windows, Windows], np.ndarray]:
     def run(train: Windows, test: Windows) -> np.ndarray:
-        from vidrec.models.minirocket import MiniRocket, PPVCrop, fit_ridge
+        from vidrec.models.minirocket import MiniRocket, PPVCrop
 
-        window = train.x.shape[2] - (0 if valid_only else context)
+        window = train.x.shape[2] - context
         k = int(max(train.y.max(), test.y.max()) + 1)
-        model = MiniRocket(in_channels=train.x.shape[1], num_classes=k, window=window).eval()
+        model = MiniRocket(
+            in_channels=train.x.shape[1],
+            num_classes=k,
+            window=window,
+            pooling=PPVCrop(pooling),
+            threshold_windows=threshold_windows,
+        )
         x, xt = torch.from_numpy(train.x), torch.from_numpy(test.x)
         if normalize:  # per-channel statistics of the training windows
             mean, std = x.mean(dim=(0, 2), keepdim=True), x.std(dim=(0, 2), keepdim=True)
             x, xt = (x - mean) / std, (xt - mean) / std
-        if not valid_only:
-            model.fit_closed_form(x, torch.from_numpy(train.y))
-            with torch.no_grad():
-                return torch.cat([model(xt[i : i + 256]) for i in range(0, len(xt), 256)]).argmax(1).numpy()
-        crop = PPVCrop.PER_DILATION
-        model.rocket.fit_biases(x, torch.Generator().manual_seed(0), crop=crop)
-        fit = fit_ridge(model.transform(x, crop=crop), torch.from_numpy(train.y), k)
-        return (model.transform(xt, crop=crop) @ fit.weight.T + fit.bias).argmax(1).numpy()
+        model.fit_closed_form(x, torch.from_numpy(train.y))
+        model.eval()
+        with torch.no_grad():
+            return torch.cat([model(xt[i : i + 256]) for i in range(0, len(xt), 256)]).argmax(1).numpy()
 
     return run
+
+
+def level_features(
+    x: torch.Tensor, biases: torch.Tensor | None, masks: torch.Tensor, per: int, seed: int = 0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """PPV of the signal level: per random channel subset the share of samples of its sum above each threshold.
+
+    MiniRocket's kernels sum to zero, so valid convolutions cannot see a channel's level (the gravity direction that
+    tells sitting from standing); aeon's zero-padded half sees it at the window's edges. These features see it
+    directly and are averages over time of steps, so they would stream like the others. Returns (features, biases).
+    """
+    y = torch.einsum("nct,kc->nkt", x.double(), masks.double())  # (N, combos, L)
+    if biases is None:
+        from vidrec.models.minirocket import _quantiles
+
+        gen = torch.Generator().manual_seed(seed)
+        picks = torch.randint(len(x), (masks.shape[0], 8), generator=gen)
+        q = _quantiles(masks.shape[0] * per).double().view(masks.shape[0], per)
+        own = torch.stack([y[picks[k], k].flatten() for k in range(masks.shape[0])])  # (combos, 8 L)
+        biases = torch.stack([torch.quantile(own[k], q[k]) for k in range(masks.shape[0])])  # (combos, per)
+    feats = (y[:, :, None, :] > biases[None, :, :, None]).double().mean(dim=3).flatten(1)  # (N, combos per)
+    return feats.float(), biases
+
+
+def _vidrec_minirocket_level(train: Windows, test: Windows) -> np.ndarray:
+    """Per-dilation PPV (8 windows per threshold) plus level PPV features, one ridge classifier (offline)."""
+    from vidrec.models.minirocket import MiniRocket, MiniRocketFeatures, PPVCrop, fit_ridge
+
+    k = int(max(train.y.max(), test.y.max()) + 1)
+    c, length = train.x.shape[1], train.x.shape[2]
+    model = MiniRocket(in_channels=c, num_classes=k, window=length, pooling=PPVCrop.PER_DILATION, threshold_windows=8)
+    x, xt = torch.from_numpy(train.x), torch.from_numpy(test.x)
+    model.fit_closed_form(x, torch.from_numpy(train.y))
+    masks = MiniRocketFeatures._channel_masks(c, 84, seed=7)
+    lx, biases = level_features(x, None, masks, per=12)
+    lxt, _ = level_features(xt, biases, masks, per=12)
+    fit = fit_ridge(torch.cat([model.transform(x), lx], dim=1), torch.from_numpy(train.y), k)
+    feats = torch.cat([model.transform(xt), lxt], dim=1)
+    return (feats @ fit.weight.T + fit.bias).argmax(1).numpy()
+
+
+def _vidrec_minirocket_diff(train: Windows, test: Windows) -> np.ndarray:
+    """Per-dilation PPV of the raw window and of its first difference, one ridge classifier on both."""
+    from vidrec.models.minirocket import MiniRocket, PPVCrop, fit_ridge
+
+    k = int(max(train.y.max(), test.y.max()) + 1)
+    c, length = train.x.shape[1], train.x.shape[2]
+    raw = MiniRocket(in_channels=c, num_classes=k, window=length, pooling=PPVCrop.PER_DILATION, seed=0)
+    dif = MiniRocket(in_channels=c, num_classes=k, window=length - 1, pooling=PPVCrop.PER_DILATION, seed=1)
+    x, xt = torch.from_numpy(train.x), torch.from_numpy(test.x)
+    dx, dxt = x.diff(dim=2), xt.diff(dim=2)
+    raw.rocket.fit_biases(x, torch.Generator().manual_seed(0), crop=PPVCrop.PER_DILATION)
+    dif.rocket.fit_biases(dx, torch.Generator().manual_seed(1), crop=PPVCrop.PER_DILATION)
+    fit = fit_ridge(torch.cat([raw.transform(x), dif.transform(dx)], dim=1), torch.from_numpy(train.y), k)
+    feats = torch.cat([raw.transform(xt), dif.transform(dxt)], dim=1)
+    return (feats @ fit.weight.T + fit.bias).argmax(1).numpy()
 
 
 def make_peers(context: int) -> dict[str, Callable[[Windows, Windows], np.ndarray]]:
     """The methods by name; ``context``: the left context vidrec_minirocket's windows carry."""
     return {
-        "vidrec_minirocket": _vidrec_minirocket(valid_only=False, context=context),
+        "vidrec_minirocket": _vidrec_minirocket(context),
         "minirocket": _rocket("mini"),
-        "vidrec_minirocket_norm": _vidrec_minirocket(valid_only=False, context=context, normalize=True),
-        "vidrec_minirocket_valid": _vidrec_minirocket(valid_only=True, context=0),
+        "vidrec_minirocket_norm": _vidrec_minirocket(context, normalize=True),
+        "vidrec_minirocket_pd": _vidrec_minirocket(0, pooling="per_dilation"),
+        "vidrec_minirocket_pd8": _vidrec_minirocket(0, pooling="per_dilation", threshold_windows=8),
+        "vidrec_minirocket_pd_diff": _vidrec_minirocket_diff,
+        "vidrec_minirocket_pd8_level": _vidrec_minirocket_level,
         "rf": _forest,
         "multirocket": _rocket("multi"),
     }

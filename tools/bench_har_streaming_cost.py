@@ -1,10 +1,11 @@
 """Streaming cost of HAR models side by side: one runtime (``vidrec.streaming``), same hops and stream counts.
 
-For each model (default: ``resnet1d_har`` on 128-sample windows and ``minirocket_har`` on 128 + 120 samples of
-context), prints the median step time of the default backend (the compiled step where the model lowers; MiniRocket's
-convolutions and thresholds run through their own ``stream_step``) for ``--batches`` concurrent streams at each hop,
-the samples per second and the number of 50 Hz streams one process serves, measured in one run so the ratio between
-models holds on a loaded machine. MiniRocket's thresholds are left unfitted (zeros): the cost does not depend on them.
+For each model (default: ``resnet1d_har`` on 128-sample windows, ``minirocket_har`` on 128 + 120 samples of context
+and ``minirocket_har_pd``, per-dilation pooling on 128 samples), prints the median step time of the default backend
+(the compiled step where the model lowers; MiniRocket's convolutions and thresholds run through their own
+``stream_step``) for ``--batches`` concurrent streams at each hop, the samples per second and the number of 50 Hz
+streams one process serves, measured in one run so the ratio between models holds on a loaded machine. MiniRocket's
+thresholds are left unfitted (zeros): the cost does not depend on them.
 
 Usage: ``python tools/bench_har_streaming_cost.py [--threads 1] [--hops 1 16] [--batches 1 256]``
 """
@@ -25,12 +26,18 @@ from vidrec.models import build_model  # noqa: E402
 from vidrec.streaming.runtime import StepBackend, StreamingClassifier  # noqa: E402
 
 RATE = 50.0  # Hz of one stream
-MODELS = {"resnet1d_har": 128, "minirocket_har": 248}  # model -> input samples (window + context)
+# name -> (registered model, its arguments, input samples = window + context)
+MODELS: dict[str, tuple[str, dict[str, object], int]] = {
+    "resnet1d_har": ("resnet1d_har", {}, 128),
+    "minirocket_har": ("minirocket_har", {}, 248),
+    "minirocket_har_pd": ("minirocket_har", {"pooling": "per_dilation"}, 128),
+}
 
 
 def step_seconds(name: str, window: int, hop: int, batch: int, repeats: int) -> tuple[float, bool]:
     """Median seconds of one streaming step of ``batch`` streams; whether the compiled step is used."""
-    model = build_model(name).eval()
+    registered, kwargs, _ = MODELS[name]
+    model = build_model(registered, **kwargs).eval()
     rt = StreamingClassifier(model, window, hop, capacity=batch, backend=StepBackend.TORCH)
     chunk = torch.randn(batch, 6, hop)
     for _ in range(3):
@@ -53,15 +60,15 @@ def main() -> int:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     print(f"threads={torch.get_num_threads()}  (streams = samples/s / {RATE:.0f} Hz, one process)")
-    head = f"{'model':<16} {'input':>6} {'hop':>4} {'batch':>6} {'step ms':>9} {'samples/s':>11} {'streams':>8}"
+    head = f"{'model':<17} {'input':>6} {'hop':>4} {'batch':>6} {'step ms':>9} {'samples/s':>11} {'streams':>8}"
     print(head + "  compiled")
     for hop in args.hops:
         for batch in args.batches:
             for name in args.models:
-                seconds, compiled = step_seconds(name, MODELS[name], hop, batch, args.repeats)
+                seconds, compiled = step_seconds(name, MODELS[name][2], hop, batch, args.repeats)
                 samples = batch * hop / seconds
                 print(
-                    f"{name:<16} {MODELS[name]:>6} {hop:>4} {batch:>6} {seconds * 1e3:>9.3f} {samples:>11.0f}"
+                    f"{name:<17} {MODELS[name][2]:>6} {hop:>4} {batch:>6} {seconds * 1e3:>9.3f} {samples:>11.0f}"
                     f" {samples / RATE:>8.0f}  {compiled}",
                     flush=True,
                 )

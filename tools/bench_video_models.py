@@ -10,17 +10,22 @@ all of them alike), on ``16 x 112 x 112`` clips and the same input tensor for ev
 for our ``r2plus1d_18`` (SAME, loaded with torchvision's weights, and VALID), ``p3d63`` (VALID), torchvision's
 ``r2plus1d_18`` and ``r3d_18``, plus (forward only) our SAME model with BatchNorm folded into its convolutions as
 deployed inference runs it (``vidrec.streaming.fold_batchnorm``); the max abs difference between our SAME models and
-torchvision's; and, for the VALID
-models, the time of one streaming step of one frame against recomputing a 16-frame window at batch 1.
-All figures are medians over ``--repeats`` rounds (training: ``--train-repeats``) after one warm-up call each.
+torchvision's; and, for the VALID models, the streaming table of ``bench_streaming``: one streaming step of one frame
+on the eager and the compiled engine against recomputing the 16-frame clip at batch 1, with the FLOP ratio that
+bounds the speed-up. All figures are medians over ``--repeats`` rounds (training: ``--train-repeats``) after one
+warm-up call each.
 
 Usage: ``python tools/bench_video_models.py [--threads 2] [--repeats 5] [--batch 2] [--train-batch 2]
-[--train-repeats 3] [--skip-train]``
+[--train-repeats 3] [--skip-train] [--skip-stream]``
+
+Streaming table alone, for several thread counts in one run: ``python tools/bench_video_models.py --stream-only 1,2
+[--models r2plus1d_18,p3d63] [--size 112] [--repeats 15] [--profile]``
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import statistics
 import time
 from collections.abc import Callable
@@ -30,7 +35,6 @@ import torchvision
 from torch import nn
 
 from vidrec.layers.conv2plus1d import TemporalPadding
-from vidrec.models._base import StreamableClassifier
 from vidrec.models.p3d import p3d63
 from vidrec.models.r2plus1d import load_torchvision_r2plus1d, r2plus1d_18
 from vidrec.streaming.optimize import fold_batchnorm
@@ -79,7 +83,34 @@ def main() -> None:
     parser.add_argument("--train-batch", type=int, default=2, help="training step: clips per step (>= 2 for BN)")
     parser.add_argument("--train-repeats", type=int, default=3, help="training step: timed rounds (median)")
     parser.add_argument("--skip-train", action="store_true", help="skip the (slow) training-step measurement")
+    parser.add_argument("--skip-stream", action="store_true", help="skip the streaming-step measurement")
+    parser.add_argument(
+        "--stream-only",
+        metavar="THREADS",
+        help="only the streaming table, for these thread counts (e.g. 1,2), medians over --repeats rounds",
+    )
+    parser.add_argument(
+        "--models", default="r2plus1d_18", help="--stream-only: registered model names, comma-separated"
+    )
+    parser.add_argument("--size", type=int, default=SIZE, help="--stream-only: frame size")
+    parser.add_argument("--profile", action="store_true", help="--stream-only: also profile each engine's step")
+    parser.add_argument(
+        "--exactness", action="store_true", help="only the exactness table of the streamable video models"
+    )
     args = parser.parse_args()
+    if args.exactness:
+        torch.set_num_threads(args.threads)
+        exactness_table(["r2plus1d_18", "r2plus1d_34", "p3d63", "p3d131", "p3d199"])
+        return
+    if args.stream_only:
+        bench_streaming(
+            args.models.split(","),
+            threads=[int(t) for t in args.stream_only.split(",")],
+            repeats=args.repeats,
+            size=args.size,
+            profile=args.profile,
+        )
+        return
     if min(args.batch, args.train_batch, args.repeats, args.train_repeats) < 1:
         raise ValueError("--batch, --train-batch, --repeats and --train-repeats must be >= 1")
     torch.set_num_threads(args.threads)
@@ -135,30 +166,136 @@ def main() -> None:
         for k, s in steps.items():
             print(f"{k:26s}{batch / s:11.2f}{s:11.3f}{base_s / s:10.2f}x")
 
-    print("\nstreaming one frame vs recomputing a 16-frame window (batch 1, eval)")
-    for name in ("ours r2plus1d_18 VALID", "ours p3d63 VALID"):
-        model = models[name]
-        if not isinstance(model, StreamableClassifier):
-            raise TypeError(f"{name} is a {type(model).__name__}, expected a vidrec StreamableClassifier")
-        features = model.features
-        model.pool.positions = features.output_length(FRAMES)
-        frame = torch.randn(1, 3, 1, SIZE, SIZE)
-        with torch.no_grad():
-            state = features.stream_state(frame)
-            pool_state = model.pool.stream_state(features.stream_step(frame, state)[0])
-        holder = {"state": state, "pool": pool_state}
+    if not args.skip_stream:
+        bench_streaming(["r2plus1d_18", "p3d63"], threads=[args.threads], repeats=args.repeats * 3, size=SIZE)
 
-        def step(model: StreamableClassifier = model, frame: torch.Tensor = frame, holder: dict = holder) -> None:
-            with torch.no_grad():
-                y, holder["state"] = model.features.stream_step(frame, holder["state"])
-                pooled, holder["pool"] = model.pool.stream_step(y, holder["pool"])
-                model.classifier(pooled)
 
-        t = _round_robin({"stream": step, "window": _forward(model, x1)}, args.repeats * 3)
+def _flops(fn: Callable[[], object]) -> int:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return int(counter.get_total_flops())
+
+
+def bench_streaming(names: list[str], *, threads: list[int], repeats: int, size: int, profile: bool = False) -> None:
+    """Streaming one frame (hop 1, 16-frame window, batch 1) on the eager and compiled engines vs recomputing the clip.
+
+    For each model and thread count, in one round-robin run: the median time of a step of each engine
+    (``vidrec.streaming.to_streaming``, BatchNorm folded as the runtime does), of the 16-frame clip forward with
+    BatchNorm folded (the fair baseline) and without (the model as trained); the ratios clip / step; the FLOP ratio
+    (clip / step, counted by ``torch.utils.flop_counter``) that bounds them; and max |streamed - offline| of each
+    engine's last logits.
+    """
+    print(f"\nstreaming one frame vs recomputing a {FRAMES}-frame clip (batch 1, {size}x{size}, hop 1; ms, medians)")
+    for name in names:
+        _bench_model(name, threads, repeats, size, profile)
+
+
+def _bench_model(name: str, threads: list[int], repeats: int, size: int, profile: bool) -> None:
+    from vidrec.models import build_model
+    from vidrec.streaming import to_streaming
+
+    torch.manual_seed(0)
+    model = build_model(name).eval()
+    x = torch.randn(1, 3, FRAMES + 8, size, size)  # (B, C, T, H, W): 8 frames of warm-up beyond the window
+    rts = {b: to_streaming(model, FRAMES, 1, frame_shape=(size, size), backend=b) for b in ("eager", "compiled")}
+    with torch.inference_mode():
+        logits = {b: rt.run(x[:, :, : FRAMES + 7])[0][0, -1] for b, rt in rts.items()}
+        offline = model(x[:, :, 7 : FRAMES + 7])[0]
+    folded = rts["eager"].model
+    clip, frame = x[:, :, :FRAMES], x[:, :, -1:]
+    with torch.inference_mode():
+        flop_clip = _flops(lambda: folded(clip))
+        state = [t.clone() for t in rts["eager"].state()]
+        flop_step = _flops(lambda: folded.stream_step(frame, state))  # type: ignore[operator]
+    dev = {b: float((v - offline).abs().max()) for b, v in logits.items()}
+    print(
+        f"{name}: FLOPs clip {flop_clip / 1e9:.2f} G, step {flop_step / 1e9:.3f} G, so the FLOP ratio allows "
+        f"{flop_clip / flop_step:.1f}x; max |streamed - offline| logits: compiled {dev['compiled']:.2e}, "
+        f"eager {dev['eager']:.2e} (logits up to {float(offline.abs().max()):.2g})"
+    )
+
+    def run_clip() -> None:
+        with torch.inference_mode():
+            folded(clip)
+
+    def stepper(backend: str) -> Callable[[], None]:
+        def step() -> None:
+            rts[backend].step(frame)
+
+        return step
+
+    jobs: dict[str, Callable[[], None]] = {
+        "eager": stepper("eager"),
+        "compiled": stepper("compiled"),
+        "clip_folded": run_clip,
+        "clip": _forward(model, clip),
+    }
+    print(
+        f"{'threads':>8s}{'eager step':>12s}{'compiled':>10s}{'clip, BN folded':>17s}{'clip':>8s}"
+        f"{'clip/eager':>12s}{'clip/compiled':>15s}{'eager/compiled':>16s}"
+    )
+    for n in threads:
+        torch.set_num_threads(n)
+        t = _round_robin(jobs, repeats)
         print(
-            f"{name:26s} stream step {t['stream'] * 1e3:7.1f} ms/frame, 16-frame window {t['window'] * 1e3:7.1f} ms: "
-            f"streaming {t['window'] / t['stream']:.1f}x cheaper per new frame"
+            f"{n:8d}{t['eager'] * 1e3:12.1f}{t['compiled'] * 1e3:10.1f}{t['clip_folded'] * 1e3:17.1f}"
+            f"{t['clip'] * 1e3:8.1f}{t['clip_folded'] / t['eager']:11.2f}x{t['clip_folded'] / t['compiled']:14.2f}x"
+            f"{t['eager'] / t['compiled']:15.2f}x"
         )
+        if profile:
+            _profile({k: jobs[k] for k in ("eager", "compiled")}, f"{name}, {n} thread(s)")
+
+
+def exactness_table(names: list[str], size: int = 32) -> None:
+    """Max |streamed - offline| logits of each video model on the compiled and eager engines, against float rounding.
+
+    Models as built (default initialisation, 400 classes), a window of receptive field + 1 frames, hop 1, two windows.
+    Beside each engine's float32 deviation: how far the float32 *offline* logits are from the float64 ones (the size of
+    float32 rounding through the network, nothing streamed), and the float64 streamed deviation (any misalignment in the
+    streaming step would show there as a difference of the order of the logits).
+    """
+    from vidrec.models import build_model
+    from vidrec.streaming import to_streaming
+
+    print(f"\nmax |streamed - offline| logits ({size}x{size} frames, hop 1, 2 windows; float32 unless said)")
+    print(
+        f"{'model':<12}{'logits up to':>13}{'compiled':>10}{'eager':>10}"
+        f"{'offline f32 vs f64':>20}{'compiled f64':>14}{'eager f64':>11}"
+    )
+    for name in names:
+        torch.manual_seed(0)
+        model = build_model(name).eval()
+        window = int(model.receptive_field) + 1
+        x = torch.randn(1, 3, window + 1, size, size)
+        wide = copy.deepcopy(model).double()
+        with torch.inference_mode():
+            off = torch.cat([model(x[:, :, t - window : t]) for t in (window, window + 1)])
+            off64 = torch.cat([wide(x[:, :, t - window : t].double()) for t in (window, window + 1)])
+        cells = {}
+        for dtype_name, m, xx, ref in (("", model, x, off), (" f64", wide, x.double(), off64)):
+            for engine in ("compiled", "eager"):
+                rt = to_streaming(m, window, 1, frame_shape=(size, size), backend=engine)
+                logits, _ = rt.run(xx)
+                cells[engine + dtype_name] = float((logits[0, -2:].to(ref.dtype) - ref).abs().max())
+        print(
+            f"{name:<12}{float(off64.abs().max()):13.3g}{cells['compiled']:10.2e}{cells['eager']:10.2e}"
+            f"{float((off.double() - off64).abs().max()):20.2e}{cells['compiled f64']:14.2e}{cells['eager f64']:11.2e}",
+            flush=True,
+        )
+
+
+def _profile(jobs: dict[str, Callable[[], None]], title: str, steps: int = 3) -> None:
+    """Where the time of each job goes: torch.profiler's operators by self time."""
+    from torch.profiler import ProfilerActivity, profile
+
+    for k, job in jobs.items():
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            for _ in range(steps):
+                job()
+        print(f"\nprofile of the {k} step, {title} ({steps} steps)")
+        print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=10))
 
 
 if __name__ == "__main__":

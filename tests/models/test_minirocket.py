@@ -1,9 +1,13 @@
 """MiniRocket in vidrec: aeon's features on the unpadded half, exact streaming, closed-form ridge, task fitting."""
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 
+from datamodules.timeseries.schema import Recording, write_recordings
 from vidrec.models import build_model
 from vidrec.models.minirocket import MiniRocket, MiniRocketFeatures, PPVCrop, fit_ridge, minirocket_dilations
 from vidrec.streaming.runtime import to_streaming
@@ -109,3 +113,139 @@ def test_fit_closed_form_separates_classes() -> None:
     assert fit.alpha in model.alphas
     model.eval()
     assert (model(x).argmax(1) == target).float().mean() == 1.0
+
+
+def _quantised_walks(n: int, c: int, length: int, seed: int = 0) -> torch.Tensor:
+    """Random walks on a grid of 1/720 (HAPT's accelerometer step): convolution outputs tie with thresholds."""
+    rng = np.random.default_rng(seed)
+    return torch.from_numpy((np.round(rng.standard_normal((n, c, length)).cumsum(axis=2) * 3) / 720).astype(np.float32))
+
+
+@pytest.mark.parametrize(("pooling", "length"), [("common", 32 + 24), ("per_dilation", 32)])
+@pytest.mark.parametrize("hop", [1, 4])
+def test_streaming_exact_on_quantised_inputs(pooling: str, length: int, hop: int) -> None:
+    """Float64 convolutions on both paths: the same thresholds counted, so only the ridge sums' rounding differs.
+
+    With float32 convolutions (offline conv1d vs the streaming matmul) these inputs deviated by ~6e-3 in logits.
+    """
+    x = _quantised_walks(3, 3, length + 48)
+    model = build_model("minirocket_har", in_channels=3, num_classes=4, window=32, num_features=336, pooling=pooling)
+    starts = range(0, 49, 4)
+    train = torch.cat([x[:, :, s : s + length] for s in starts])
+    model.fit_closed_form(train, torch.arange(len(train)) % 4)
+    model.eval()
+    logits, _ = to_streaming(model, window=length, hop=hop, capacity=3).run(x)
+    ends = [e for e in range(hop, x.shape[2] + 1, hop) if e >= length]  # the windows the runtime emits
+    with torch.no_grad():
+        offline = torch.stack([model(x[:, :, e - length : e]) for e in ends], dim=1)  # (3, n, K)
+    streamed = logits[:, torch.tensor(ends) // hop - 1]
+    torch.testing.assert_close(streamed, offline, atol=2e-6, rtol=0)
+
+
+def test_per_dilation_pooling_is_minirocket_unpadded_ppv() -> None:
+    """PER_DILATION: dilation d's features average its own ``L - 8 d`` valid outputs (no context needed)."""
+    x = _walks(4, 2, 40)
+    model = build_model(
+        "minirocket_har", in_channels=2, num_classes=3, window=40, num_features=168, pooling="per_dilation"
+    )
+    model.fit_closed_form(x, torch.tensor([0, 1, 2, 0]))
+    rocket = model.rocket
+    feats = model.transform(x)
+    start = 0
+    for j, (d, n) in enumerate(zip(rocket.dilations, rocket.features_per_dilation, strict=True)):
+        out = torch.nn.functional.conv1d(x.double(), rocket.convs[j].op.weight.double(), dilation=d)  # (4, 84, 40 - 8d)
+        assert out.shape[2] == 40 - 8 * d
+        b = rocket.biases[start : start + 84 * n].view(84, n).double()
+        expected = (out[:, :, None, :] > b[None, :, :, None]).double().mean(dim=3).flatten(1)
+        torch.testing.assert_close(feats[:, start : start + 84 * n].double(), expected)
+        start += 84 * n
+
+
+def test_last_positions_pool_streams() -> None:
+    from vidrec.models.minirocket import LastPositionsAvgPoolHead
+
+    pool = LastPositionsAvgPoolHead([1, 3, 5])
+    x = torch.randn(2, 3, 20)
+    state = pool.stream_state(x[:, :, :2])
+    for t in range(0, 20, 2):
+        out, state = pool.stream_step(x[:, :, t : t + 2], state)
+        if t + 2 >= 5:
+            torch.testing.assert_close(out, pool(x[:, :, : t + 2]))
+    expected = torch.stack([x[:, 0, -1], x[:, 1, -3:].mean(1), x[:, 2, -5:].mean(1)], dim=1)
+    torch.testing.assert_close(pool(x), expected)
+    with pytest.raises(ValueError, match="lengths must be >= 1"):
+        LastPositionsAvgPoolHead([0])
+
+
+def test_fit_does_not_depend_on_window_order() -> None:
+    """The thresholds' windows are picked from a value-defined order: a shuffled loader refits the same model."""
+    x = _quantised_walks(30, 2, 40)
+    target = torch.arange(30) % 3
+    perm = torch.randperm(30, generator=torch.Generator().manual_seed(1))
+    a = build_model("minirocket_har", in_channels=2, num_classes=3, window=40, num_features=168, pooling="per_dilation")
+    b = build_model("minirocket_har", in_channels=2, num_classes=3, window=40, num_features=168, pooling="per_dilation")
+    a.fit_closed_form(x, target)
+    b.fit_closed_form(x[perm], target[perm])
+    torch.testing.assert_close(a.rocket.biases, b.rocket.biases, atol=0, rtol=0)
+    torch.testing.assert_close(a.linear.weight, b.linear.weight, atol=1e-5, rtol=1e-5)
+
+
+def _quantised_file(path: Path) -> Path:
+    """6 subjects x 300 samples, 3 channels on a 1/720 grid (HAPT's), 3 classes in segments; subjects 5, 6 'test'."""
+    rng = np.random.default_rng(0)
+    recordings = []
+    for subject in range(1, 7):
+        labels = np.repeat(rng.permutation([0, 1, 2, 0, 1, 2]), 50)
+        t = np.arange(300) / 50.0
+        signal = np.stack([np.sin(2 * np.pi * (1 + labels) * t + c) for c in range(3)], axis=1)
+        noisy = signal * (1 + 0.2 * subject) + rng.normal(scale=0.3, size=signal.shape)
+        samples = (np.round(noisy * 720) / 720).astype(np.float32)
+        split = "test" if subject >= 5 else "train"
+        recordings.append(Recording(f"s{subject}", samples, labels, subject=subject, split=split))
+    write_recordings(path, recordings, sampling_rate=50.0, channel_names=["x", "y", "z"], class_names=["a", "b", "c"])
+    return path
+
+
+@pytest.mark.parametrize(("pooling", "context"), [("common", 24), ("per_dilation", 0)])
+def test_evaluate_streaming_offline_equals_vidrec_test(
+    pooling: str, context: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On one checkpoint, evaluate-streaming's offline column is `vidrec test`'s accuracy, and streaming equals it.
+
+    Quantised inputs: with float32 convolutions, threshold ties made the two paths disagree on real (HAPT) data.
+    """
+    from vidrec.cli import main
+    from vidrec.streaming.command import evaluate_checkpoint
+    from vidrec.tasks import load_checkpoint
+
+    monkeypatch.chdir(tmp_path)
+    data = _quantised_file(tmp_path / "tiny.h5")
+    args = [
+        "-c",
+        str(Path(__file__).resolve().parents[2] / "configs/har/hapt_minirocket.yaml"),
+        "--data.init_args.path",
+        str(data),
+        "--model.model.init_args.in_channels=3",
+        "--model.model.init_args.num_classes=3",
+        "--model.model.init_args.window=32",
+        "--model.model.init_args.num_features=336",
+        f"--model.model.init_args.pooling={pooling}",
+        "--data.init_args.window=32",
+        f"--data.init_args.context={context}",
+        "--data.init_args.hop=8",
+        "--data.init_args.eval_hop=8",
+        "--data.init_args.batch_size=16",
+        "--trainer.enable_progress_bar=false",
+        "--trainer.enable_model_summary=false",
+    ]
+    main(["fit", *args])
+    run = sorted((tmp_path / "runs" / "hapt_minirocket").iterdir())[-1]
+    ckpt = run / "checkpoints" / "last.ckpt"
+    main(["test", *args, "--ckpt_path", str(ckpt)])
+    tested = json.loads(
+        (sorted((tmp_path / "runs" / "hapt_minirocket").iterdir())[-1] / "test_metrics.json").read_text()
+    )
+    rep = evaluate_checkpoint(load_checkpoint(ckpt), timing_repeats=2).report
+    assert rep["windows"] == sum(map(sum, tested["confusion_matrix"]))
+    assert rep["offline"]["accuracy"] == pytest.approx(tested["test/acc"], abs=1e-6)
+    assert rep["argmax_agreement"] == 1.0 and rep["max_abs_logit_delta"] < 1e-5

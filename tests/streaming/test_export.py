@@ -22,7 +22,7 @@ def test_onnx_step_matches_torch_for_many_hops(tiny_model: nn.Module, tmp_path: 
     session = onnx_session(path)
     for batch in (1, 3):
         rt = StreamingClassifier(tiny_model, window, hop, capacity=batch, fold_bn=False)
-        state = [s.numpy().copy() for s in rt.state()]
+        state = [s.numpy().copy() for s in rt.flat_state()]
         x = torch.randn(batch, 3, 60 * hop)
         worst = 0.0
         for k in range(60):
@@ -34,4 +34,4 @@ def test_onnx_step_matches_torch_for_many_hops(tiny_model: nn.Module, tmp_path: 
             if ref.ready.all():
                 worst = max(worst, float(np.abs(outs[0] - ref.logits.numpy()).max()))
         assert worst <= 1e-4
-        np.testing.assert_allclose(state[0], rt.state()[0].numpy(), atol=1e-4)
+        np.testing.assert_allclose(state[0], rt.flat_state()[0].numpy(), atol=1e-4)

@@ -8,6 +8,7 @@ from torch import Tensor, nn
 
 from tests.streaming.conftest import randomize_batchnorm
 from vidrec.layers.residual1d import InvertedResidual1d
+from vidrec.layers.stream_state import flatten_state
 from vidrec.layers.temporal import TemporalAvgPoolHead, TemporalSequential, temporal_conv1d
 from vidrec.models._base import StreamableClassifier
 from vidrec.streaming.fastpath import compile_stream_step
@@ -41,15 +42,16 @@ def _stream_both(model: nn.Module, window: int, hop: int, batch: int, steps: int
     compiled = compile_stream_step(model, chunk[:1], trace=trace)
     worst = 0.0
     with torch.inference_mode():
-        eager_state: list[Tensor] = model.stream_state(chunk)  # type: ignore[operator]
-        fast_state = compiled.to_compiled(eager_state)
+        eager_state = model.stream_state(chunk)  # type: ignore[operator]
+        fast_state = compiled.to_compiled(flatten_state(eager_state))
         logits_seen: list[tuple[Tensor, Tensor]] = []
         for _ in range(steps):
             x = torch.randn(batch, 3, hop, generator=gen)
             ye, eager_state = model.stream_step(x, eager_state)  # type: ignore[operator]
             yf, fast_state = compiled(x, fast_state)
             logits_seen.append((ye, yf))
-            diffs = [(a - b).abs().max() for a, b in zip(eager_state, compiled.to_protocol(fast_state)) if a.numel()]
+            flat = flatten_state(eager_state)
+            diffs = [(a - b).abs().max() for a, b in zip(flat, compiled.to_protocol(fast_state)) if a.numel()]
             worst = max([worst, float((ye - yf).abs().max()), *(float(d) for d in diffs)])
         # logits are never overwritten by later steps (they do not alias the step's buffers)
         worst = max(worst, *(float((ye - yf).abs().max()) for ye, yf in logits_seen))
@@ -103,8 +105,8 @@ def test_runtime_state_keeps_protocol_shapes(tiny_model: nn.Module) -> None:
     x = torch.randn(3, 3, 45)
     fast.run(x)
     eager.run(x)
-    assert [t.shape for t in fast.state()] == [t.shape for t in eager.state()]
-    for a, b in zip(fast.state(), eager.state()):
+    assert [t.shape for t in fast.flat_state()] == [t.shape for t in eager.flat_state()]
+    for a, b in zip(fast.flat_state(), eager.flat_state()):
         if a.numel():
             assert float((a - b).abs().max()) <= ATOL
 

@@ -9,6 +9,7 @@ from torch import nn
 
 from tests.streaming.conftest import randomize_batchnorm
 from tests.streaming.test_fastpath import _MobileNet1d
+from vidrec.layers.stream_state import flatten_state
 from vidrec.streaming.fastpath import compile_stream_step
 from vidrec.streaming.optimize import fold_batchnorm, fold_linear_head
 from vidrec.streaming.rings import RingStep, default_period
@@ -37,7 +38,8 @@ def test_ring_step_equals_concatenating_step_across_wraps(
     assert sum(n > 0 for _, n in rings.geometry) >= 5  # every conv with history and the pool live in rings
     gen = torch.Generator().manual_seed(0)
     with torch.inference_mode():
-        state = [torch.randn(t.shape, generator=gen) for t in compiled.to_compiled(model.stream_state(chunk))]
+        zero = compiled.to_compiled(flatten_state(model.stream_state(chunk)))
+        state = [torch.randn(t.shape, generator=gen) for t in zero]
         state = [t.expand(t.shape[0], 4, *t.shape[2:]).clone() if t.dim() == 3 else t for t in state]  # 4 slots
         rings.load([t.clone() for t in state])
         for _ in range(2 * rings.period + 3):  # several wrap-arounds
@@ -86,7 +88,7 @@ def test_runtime_mixing_full_and_subset_steps_matches_runtime_without_rings(tiny
         a, b = with_rings.step(x, subset), plain.step(x, subset)
         assert torch.equal(a.logits, b.logits)
         np.testing.assert_array_equal(a.ready, b.ready)
-    for a_state, b_state in zip(with_rings.state(), plain.state()):
+    for a_state, b_state in zip(with_rings.flat_state(), plain.flat_state()):
         assert torch.equal(a_state, b_state)
 
 

@@ -8,7 +8,8 @@ import torch
 from torch import nn
 
 from tests.streaming.conftest import randomize_batchnorm
-from vidrec.layers import TemporalAvgPoolHead, TemporalSequential, TemporalWindowOp
+from vidrec.layers import TemporalAvgPoolHead, TemporalModule, TemporalSequential, TemporalWindowOp, temporal_conv1d
+from vidrec.layers.lowering import batchnorm_fold_for, register_batchnorm_fold
 from vidrec.models import StreamableClassifier, StreamMode, build_model, list_models
 from vidrec.models.resnet1d import ResNet1D, Stage1d
 from vidrec.streaming import StepBackend, StreamingClassifier, fold_batchnorm, to_streaming
@@ -115,6 +116,35 @@ def test_folding_removes_every_batchnorm_and_keeps_outputs(tiny_model: nn.Module
         torch.testing.assert_close(folded(x), tiny_model(x), atol=1e-5, rtol=1e-5)
 
 
+class _WrappedConv(TemporalModule):
+    """A new layer type holding its convolution where no generic rule looks (``self.body.op``), registered."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = temporal_conv1d(3, 4, 3)
+        self.receptive_field = 3
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x)
+
+
+register_batchnorm_fold(_WrappedConv, output=lambda m: (m.body, "op"))
+
+
+def test_batchnorm_folding_follows_each_layers_registration() -> None:
+    """fold_batchnorm asks a layer's own registration which convolution makes its output (one file per layer)."""
+    torch.manual_seed(0)
+    model = randomize_batchnorm(TemporalSequential(_WrappedConv(), nn.BatchNorm1d(4), nn.ReLU()))
+    folded = fold_batchnorm(model)
+    assert count_batchnorm(model) == 1 and count_batchnorm(folded) == 0
+    assert batchnorm_fold_for(model) is not None and batchnorm_fold_for(nn.ReLU()) is None
+    x = torch.randn(2, 3, 20)
+    with torch.no_grad():
+        torch.testing.assert_close(folded(x), model(x), atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="_WrappedConv is registered"):
+        register_batchnorm_fold(_WrappedConv, output=lambda m: None)
+
+
 @pytest.mark.parametrize("padding", ["same", "valid"])
 def test_folding_reaches_every_batchnorm_of_a_video_resnet(padding: str) -> None:
     # BN after the temporal conv of a Conv2Plus1d (its last child) and inside named containers is folded too
@@ -141,7 +171,7 @@ def test_folding_the_linear_head_keeps_logits_and_shrinks_the_pool_state(tiny_mo
     with torch.no_grad():
         torch.testing.assert_close(folded(x), tiny_model(x), atol=1e-5, rtol=1e-5)
     rt = to_streaming(tiny_model, 40, 1)
-    assert rt.state()[-1].shape[1] == k  # the pool buffers (1, K, positions) logits, not (1, C, positions) features
+    assert rt.flat_state()[-1].shape[1] == k  # the pool buffers (1, K, positions) logits, not (1, C, positions)
 
 
 def test_run_whole_sequences_warms_up_then_matches_offline(tiny_model: nn.Module) -> None:
@@ -322,15 +352,15 @@ class _TinyVideo(StreamableClassifier):
         self._init_geometry()
 
 
-def test_video_on_the_compiled_engine_is_a_logged_decision_to_run_eagerly(caplog: pytest.LogCaptureFixture) -> None:
+def test_video_on_the_compiled_engine_logs_what_it_runs_eagerly(caplog: pytest.LogCaptureFixture) -> None:
     torch.manual_seed(0)
     model = _TinyVideo().eval()
     with caplog.at_level("INFO", logger="vidrec.streaming"):
         rt = to_streaming(model, 6, 2, frame_shape=(8, 8))
-    desc = rt.describe()
-    assert desc.requested == "compiled" and desc.engine == "eager"
-    assert desc.decisions[0].part == "" and "time series" in desc.decisions[0].reason
-    assert "the compiled engine cannot run it" in caplog.text
+    desc = rt.describe()  # the video engine (engines/video.py) runs the full 3x3x3 conv eagerly on its ring's window
+    assert desc.requested == "compiled" and desc.engine == "compiled"
+    assert [(d.part, d.engine) for d in desc.decisions] == [("features.layers.0", "eager")]
+    assert "features.layers.0 (TemporalWindowOp): eager" in caplog.text
     x = torch.randn(1, 3, 8, 8, 8)
     logits, ready = rt.run(x)
     with torch.no_grad():

@@ -1,6 +1,7 @@
 """Temporal building blocks; every temporal layer here knows how to stream (see ``temporal.py``)."""
 
 from vidrec.layers.pooling import TemporalMaxPool1d
+from vidrec.layers.stream_state import StateLayout, StreamState, flatten_state, map_state, state_layout
 from vidrec.layers.temporal import (
     TemporalAvgPoolHead,
     TemporalConcat,
@@ -19,6 +20,11 @@ from vidrec.layers.temporal import (
 )
 
 __all__ = [
+    "StateLayout",
+    "StreamState",
+    "flatten_state",
+    "map_state",
+    "state_layout",
     "TemporalAvgPoolHead",
     "TemporalConcat",
     "TemporalMaxPool1d",

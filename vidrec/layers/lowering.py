@@ -14,6 +14,12 @@ A new temporal layer made of existing layers needs one generic registration in i
 lowering on a target is never skipped: the target records a ``LoweringDecision`` (its name, the engine that runs it
 instead, the reason) and calls it through its own ``stream_step``.
 
+Batch-norm folding (``vidrec.streaming.optimize.fold_batchnorm``) is registered beside each layer the same way:
+``register_batchnorm_fold(LayerType, sequence=..., output=...)`` says which of the layer's containers runs its
+children in order (a ``BatchNorm`` child right after a convolution there is folded into it) and which convolution
+produces the layer's output (``(owner, attribute)``, so that a ``BatchNorm`` after the layer folds into it).
+``batchnorm_fold_for(module)`` finds the rule along the module's class hierarchy.
+
 The approximate twin (``vidrec.streaming.approximate``: a zero-padded "same" model rebuilt with valid temporal
 layers and the same weights) uses the same per-layer registration: ``register_valid_twin(LayerType)`` registers,
 beside the layer, ``fn(module, twin) -> module`` building its valid streaming counterpart (``twin`` converts a
@@ -29,11 +35,14 @@ from typing import Any, Protocol, TypeVar
 from torch import nn
 
 __all__ = [
+    "BatchNormFold",
     "LoweringBuilder",
     "LoweringDecision",
     "Lowering",
     "TARGETS",
+    "batchnorm_fold_for",
     "lowering_for",
+    "register_batchnorm_fold",
     "register_lowering",
     "register_valid_twin",
     "valid_twin_rule",
@@ -122,6 +131,52 @@ def lowering_for(module: nn.Module, target: str) -> Lowering | None:
         fn = _LOWERINGS.get((cls, target)) or _LOWERINGS.get((cls, None))  # type: ignore[arg-type]
         if fn is not None:
             return fn
+    return None
+
+
+@dataclass(frozen=True)
+class BatchNormFold:
+    """How batch-norm folding sees one layer type (``register_batchnorm_fold``).
+
+    Attributes:
+        sequence: ``layer -> container`` whose consecutive children run in order (``conv, BatchNorm`` pairs among
+            them fold), or None when the layer runs no children in sequence.
+        output: ``layer -> (owner, attribute)`` of the convolution that produces the layer's output (a following
+            ``BatchNorm`` folds into it), None when the output is not a convolution's; when ``output`` is not given,
+            the output is that of the last child of ``sequence``.
+    """
+
+    sequence: Callable[[Any], nn.Module] | None = None
+    output: Callable[[Any], tuple[nn.Module, str] | None] | None = None
+
+
+_FOLDS: dict[type[nn.Module], BatchNormFold] = {}
+
+
+def register_batchnorm_fold(
+    module_type: type[nn.Module],
+    *,
+    sequence: Callable[[Any], nn.Module] | None = None,
+    output: Callable[[Any], tuple[nn.Module, str] | None] | None = None,
+) -> None:
+    """Register how ``fold_batchnorm`` sees ``module_type`` (see ``BatchNormFold``).
+
+    Raises:
+        ValueError: the type is registered already, or neither ``sequence`` nor ``output`` is given.
+    """
+    if module_type in _FOLDS:
+        raise ValueError(f"a batch-norm fold rule of {module_type.__name__} is registered")
+    if sequence is None and output is None:
+        raise ValueError(f"register_batchnorm_fold({module_type.__name__}) needs a sequence or an output rule")
+    _FOLDS[module_type] = BatchNormFold(sequence, output)
+
+
+def batchnorm_fold_for(module: nn.Module) -> BatchNormFold | None:
+    """The batch-norm fold rule of ``module`` along its MRO, or None."""
+    for cls in type(module).__mro__:
+        rule = _FOLDS.get(cls)
+        if rule is not None:
+            return rule
     return None
 
 

@@ -15,6 +15,7 @@ from torch import Tensor, nn
 from vidrec.layers.lowering import LoweringBuilder, register_lowering
 from vidrec.layers.temporal import (
     ResidualReLU,
+    State,
     TemporalModule,
     TemporalResidual,
     TemporalSequential,
@@ -100,10 +101,10 @@ class InvertedResidual1d(TemporalModule):
     def forward(self, x: Tensor) -> Tensor:
         return self.body(x)
 
-    def stream_state(self, x: Tensor) -> list[Tensor]:
+    def stream_state(self, x: Tensor) -> State:
         return stream_state_of(self.body, x)
 
-    def stream_step(self, x: Tensor, state: list[Tensor]) -> tuple[Tensor, list[Tensor]]:
+    def stream_step(self, x: Tensor, state: State) -> tuple[Tensor, State]:
         return stream_step_of(self.body, x, state)
 
 

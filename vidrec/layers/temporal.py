@@ -13,20 +13,22 @@ Every temporal layer in vidrec follows one convention, so that whole models stre
 
 Streaming: each layer exposes ``stream_state(x)`` (zero state for chunks shaped like ``x``) and
 ``stream_step(x, state) -> (y, state)``. A convolution keeps a buffer of the last ``r - s`` inputs (a ring buffer
-in effect), so every hop costs only its new positions. State is a flat list of tensors batched over streams,
-which is what ONNX export and multi-stream serving need. Time-pointwise modules (batch norm in eval mode,
-activations, dropout, convolutions whose temporal kernel and stride are 1) stream by applying them to the chunk.
+in effect), so every hop costs only its new positions. State is structured per child (``vidrec.layers.stream_state``):
+a leaf returns a list of its tensors, a container one entry per child, and every tensor is batched over streams on
+axis 0; ``stream_step`` needs nothing but the state it is given. The engines and the ONNX export flatten it with
+``flatten_state``. Time-pointwise modules (batch norm in eval mode, activations, dropout, convolutions whose temporal
+kernel and stride are 1) stream by applying them to the chunk; their state is ``[]``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from vidrec.layers.lowering import LoweringBuilder, register_lowering
+from vidrec.layers.lowering import LoweringBuilder, register_batchnorm_fold, register_lowering
 
 __all__ = [
     "TemporalModule",
@@ -46,7 +48,9 @@ __all__ = [
     "crop_left_to",
 ]
 
-State = list[Tensor]
+# A StreamState (vidrec.layers.stream_state): a tensor or a list/tuple of states. The protocol methods take it as Any
+# so that each layer annotates its own structure (``list[Tensor]`` for a leaf) without breaking override rules.
+State = Any
 
 _POINTWISE_TYPES: tuple[type[nn.Module], ...] = (
     nn.BatchNorm1d,
@@ -80,6 +84,17 @@ def crop_left_to(x: Tensor, length: int) -> Tensor:
     return x[:, :, x.shape[2] - length :]
 
 
+def _entries(module: nn.Module, state: State, n: int) -> Sequence[State]:
+    """The ``n`` per-child entries of a container's state; a clear error for a state of another structure."""
+    if isinstance(state, Tensor) or len(state) != n:
+        got = "a tensor" if isinstance(state, Tensor) else f"{len(state)} entries"
+        raise ValueError(
+            f"{type(module).__name__}.stream_step expects a state of {n} entries (one per child, as its "
+            f"stream_state returns), got {got}"
+        )
+    return state
+
+
 class TemporalModule(nn.Module):
     """Base class of layers that are valid and right-aligned in time and know how to stream.
 
@@ -91,7 +106,7 @@ class TemporalModule(nn.Module):
     stride: int = 1
 
     def stream_state(self, x: Tensor) -> State:
-        """Zero state for streaming chunks shaped like ``x``.
+        """Zero state for streaming chunks shaped like ``x``: a list of this layer's tensors, or one entry per child.
 
         Composite modules find the shapes of their children's inputs by stepping them once on ``x`` (a real forward
         pass), so call this in eval mode (the streaming runtime uses an eval copy under inference mode).
@@ -203,12 +218,14 @@ class TemporalWindowOp(TemporalModule):
     def stream_step(self, x: Tensor, state: State) -> tuple[Tensor, State]:
         if x.shape[2] % self.stride:
             raise ValueError(f"a streaming chunk of {x.shape[2]} steps is not a multiple of the stride {self.stride}")
-        buf = torch.cat([state[0], x], dim=2) if self._keep else x
+        (history,) = _entries(self, state, 1)
+        assert isinstance(history, Tensor)
+        buf = torch.cat([history, x], dim=2) if self._keep else x
         # (B, C, keep + n, ...) -> (B, C', n / s, ...)
         aligned = right_align(buf, self.receptive_field, self.stride)
         gather = self._gather_taps and not torch.onnx.is_in_onnx_export()  # ONNX Runtime's Conv is fast as it is
         y = self._dilated_conv1d(aligned) if gather else self.op(aligned)
-        new = buf[:, :, buf.shape[2] - self._keep :] if self._keep else state[0]
+        new = buf[:, :, buf.shape[2] - self._keep :] if self._keep else history
         return y, [new]
 
 
@@ -256,30 +273,21 @@ class TemporalSequential(TemporalModule):
         return x
 
     def stream_state(self, x: Tensor) -> State:
-        state: State = []
-        self._sizes: list[int] = []
+        """``[state of layer 0, state of layer 1, ...]``; each layer's input shape comes from stepping the previous."""
+        states: list[State] = []
         with torch.no_grad():
             for m in self.layers:
                 s = stream_state_of(m, x)
-                self._sizes.append(len(s))
-                state.extend(s)
+                states.append(s)
                 x, _ = stream_step_of(m, x, s)
-        return state
+        return states
 
     def stream_step(self, x: Tensor, state: State) -> tuple[Tensor, State]:
-        new_state: State = []
-        i = 0
-        for m, n in zip(self.layers, self._state_sizes(x)):
-            x, s = stream_step_of(m, x, state[i : i + n])
-            new_state.extend(s)
-            i += n
+        new_state: list[State] = []
+        for m, s in zip(self.layers, _entries(self, state, len(self.layers)), strict=True):
+            x, s = stream_step_of(m, x, s)
+            new_state.append(s)
         return x, new_state
-
-    def _state_sizes(self, x: Tensor) -> list[int]:
-        sizes = getattr(self, "_sizes", None)
-        if sizes is None:
-            raise RuntimeError("call stream_state() before stream_step()")
-        return sizes
 
 
 class TemporalResidual(TemporalModule):
@@ -312,15 +320,14 @@ class TemporalResidual(TemporalModule):
         return y + crop_left_to(self.shortcut(x), y.shape[2])
 
     def stream_state(self, x: Tensor) -> State:
-        bs = stream_state_of(self.branch, x)
-        self._n_branch = len(bs)
-        return bs + stream_state_of(self.shortcut, x)
+        """``[branch state, shortcut state]``."""
+        return [stream_state_of(self.branch, x), stream_state_of(self.shortcut, x)]
 
     def stream_step(self, x: Tensor, state: State) -> tuple[Tensor, State]:
-        n = self._n_branch
-        y, bs = stream_step_of(self.branch, x, state[:n])
-        z, ss = stream_step_of(self.shortcut, x, state[n:])
-        return y + z, bs + ss
+        bs, ss = _entries(self, state, 2)
+        y, bs = stream_step_of(self.branch, x, bs)
+        z, ss = stream_step_of(self.shortcut, x, ss)
+        return y + z, [bs, ss]
 
 
 class ResidualReLU(TemporalModule):
@@ -361,14 +368,14 @@ class TemporalParallelSum(TemporalModule):
         return crop_left_to(ya, n) + crop_left_to(yb, n)
 
     def stream_state(self, x: Tensor) -> State:
-        sa = stream_state_of(self.a, x)
-        self._n_a = len(sa)
-        return sa + stream_state_of(self.b, x)
+        """``[state of a, state of b]``."""
+        return [stream_state_of(self.a, x), stream_state_of(self.b, x)]
 
     def stream_step(self, x: Tensor, state: State) -> tuple[Tensor, State]:
-        ya, sa = stream_step_of(self.a, x, state[: self._n_a])
-        yb, sb = stream_step_of(self.b, x, state[self._n_a :])
-        return ya + yb, sa + sb
+        sa, sb = _entries(self, state, 2)
+        ya, sa = stream_step_of(self.a, x, sa)
+        yb, sb = stream_step_of(self.b, x, sb)
+        return ya + yb, [sa, sb]
 
 
 class TemporalConcat(TemporalModule):
@@ -401,20 +408,15 @@ class TemporalConcat(TemporalModule):
         return torch.cat([crop_left_to(y, n) for y in ys], dim=1)
 
     def stream_state(self, x: Tensor) -> State:
-        states = [stream_state_of(b, x) for b in self.branches]
-        self._sizes = [len(s) for s in states]
-        return [t for s in states for t in s]
+        """One state per branch, in branch order."""
+        return [stream_state_of(b, x) for b in self.branches]
 
     def stream_step(self, x: Tensor, state: State) -> tuple[Tensor, State]:
-        sizes = getattr(self, "_sizes", None)
-        if sizes is None:
-            raise RuntimeError("call stream_state() before stream_step()")
-        ys, new_state, i = [], [], 0
-        for b, n in zip(self.branches, sizes):
-            y, s = stream_step_of(b, x, state[i : i + n])  # every branch emits the same new steps
+        ys, new_state = [], []
+        for b, s in zip(self.branches, _entries(self, state, len(self.branches)), strict=True):
+            y, s = stream_step_of(b, x, s)  # every branch emits the same new steps
             ys.append(y)
-            new_state.extend(s)
-            i += n
+            new_state.append(s)
         return torch.cat(ys, dim=1), new_state
 
 
@@ -430,6 +432,12 @@ class TemporalAvgPoolHead(TemporalModule):
         super().__init__()
         self.positions: int | None = None
 
+    def configure_stream(self, positions: int, hop: int) -> None:
+        """Pool the last ``positions`` feature steps; any ``hop`` (in feature steps) fits a global average."""
+        if positions < 1:
+            raise ValueError(f"TemporalAvgPoolHead pools at least one position, got positions={positions}")
+        self.positions = int(positions)
+
     def forward(self, x: Tensor) -> Tensor:
         return x.flatten(2).mean(dim=2) if x.dim() == 3 else x.flatten(3).mean(dim=3).mean(dim=2)
 
@@ -440,8 +448,10 @@ class TemporalAvgPoolHead(TemporalModule):
 
     def stream_step(self, x: Tensor, state: State) -> tuple[Tensor, State]:
         # (B, C, n, ...) -> (B, C, n): spatial mean once per new step
+        (history,) = _entries(self, state, 1)
+        assert isinstance(history, Tensor)
         per_step = x if x.dim() == 3 else x.flatten(3).mean(dim=3)
-        buf = torch.cat([state[0], per_step], dim=2)[:, :, -state[0].shape[2] :]
+        buf = torch.cat([history, per_step], dim=2)[:, :, -history.shape[2] :]
         return buf.mean(dim=2), [buf]
 
 
@@ -474,3 +484,10 @@ def _lower_residual_relu(b: LoweringBuilder[Any], m: ResidualReLU, x: Any) -> An
 def _lower_concat(b: LoweringBuilder[Any], m: TemporalConcat, x: Any) -> Any:
     shared = b.shared(x)
     return b.concat([b.lower(branch, shared) for branch in m.branches])
+
+
+# Batch-norm folding (vidrec.streaming.optimize): a BatchNorm after a window op folds into its convolution; the
+# children of a TemporalSequential run in order.
+_CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+register_batchnorm_fold(TemporalWindowOp, output=lambda m: (m, "op") if isinstance(m.op, _CONVS) else None)
+register_batchnorm_fold(TemporalSequential, sequence=lambda m: m.layers)

@@ -3,11 +3,18 @@
 A window classifier maps a window of ``L`` time steps to class logits: ``(B, C, L, ...) -> (B, K)``. Streamable
 ones are built from vidrec temporal layers (``vidrec.layers.temporal``) and split, as timm models are, into
 ``forward_features`` (``features``: a TemporalModule producing per-step features) and ``forward_head`` (``pool``, a
-TemporalAvgPoolHead, then ``classifier``, a time-free module on ``(B, C')``).
+temporal head, then ``classifier``, a time-free module on ``(B, C')``).
 
-Streaming: ``configure_stream(window, hop)`` checks the hop against the model's temporal stride and sizes the pooling
-buffer for the window; then ``stream_step`` turns each hop of new steps into the logits of the window that ends at
-that hop, equal to ``forward`` on that window (state batched over streams, see ``vidrec.layers.temporal``).
+The temporal head may be any ``TemporalModule`` that maps the window's per-step features ``(B, C, L')`` to a summary
+``(B, C')`` offline, and each hop of new feature steps to the summary of the window ending there when streaming: the
+average pool ``TemporalAvgPoolHead``, an attention pool, or a recurrent head over cached per-segment summaries
+(TS-LSTM's ``SegmentLSTMHead``). ``configure_stream`` hands it the window and hop in feature steps through its own
+``configure_stream(positions, hop)`` (or sets its ``positions`` attribute when it has no such method).
+
+Streaming: ``configure_stream(window, hop)`` checks the hop against the model's temporal stride and configures the
+head for the window; then ``stream_step`` turns each hop of new steps into the logits of the window that ends at
+that hop, equal to ``forward`` on that window. State is ``[features state, head state]``, batched over streams (see
+``vidrec.layers.stream_state``).
 
 ``ParallelClassifiers`` joins several such classifiers over the same window by a ``FusionRule`` (mean or product of
 probabilities, weighted logits) or a subclass's own ``fuse`` (FusionActNet's gate), inside one streamable model.
@@ -17,11 +24,12 @@ from __future__ import annotations
 
 import enum
 import math
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from vidrec.layers.temporal import TemporalAvgPoolHead, TemporalModule
+from vidrec.layers.temporal import State, TemporalModule
 
 __all__ = ["FusionRule", "ParallelClassifiers", "StreamableClassifier", "check_stream_geometry"]
 
@@ -46,7 +54,9 @@ class StreamableClassifier(TemporalModule):
     """Base of window classifiers made of ``features`` -> ``pool`` -> ``classifier``."""
 
     features: TemporalModule
-    pool: TemporalAvgPoolHead
+    # the temporal head: a TemporalAvgPoolHead, or any streamable (B, C, L') -> (B, C') TemporalModule (typed Any:
+    # subclasses read their own head's attributes, such as the average pool's `positions`)
+    pool: Any
     classifier: nn.Module
 
     def _init_geometry(self) -> None:
@@ -66,18 +76,26 @@ class StreamableClassifier(TemporalModule):
     def configure_stream(self, window: int, hop: int) -> None:
         """Prepare streaming of windows of ``window`` steps emitted every ``hop`` steps."""
         check_stream_geometry(type(self).__name__, self.receptive_field, self.stride, window, hop)
-        self.pool.positions = self.features.output_length(window)
+        positions, feature_hop = self.features.output_length(window), hop // self.features.stride
+        configure = getattr(self.pool, "configure_stream", None)
+        if callable(configure):
+            configure(positions, feature_hop)  # the head checks its own geometry (e.g. whole segments per hop)
+        else:
+            self.pool.positions = positions
 
-    def stream_state(self, x: Tensor) -> list[Tensor]:
+    def stream_state(self, x: Tensor) -> State:
+        """``[features state, head state]``; the head's input shape comes from one features step on ``x``."""
         feat_state = self.features.stream_state(x)
-        self._n_feat = len(feat_state)
         y, _ = self.features.stream_step(x, feat_state)
-        return feat_state + self.pool.stream_state(y)
+        return [feat_state, self.pool.stream_state(y)]
 
-    def stream_step(self, x: Tensor, state: list[Tensor]) -> tuple[Tensor, list[Tensor]]:
-        y, fs = self.features.stream_step(x, state[: self._n_feat])
-        pooled, ps = self.pool.stream_step(y, state[self._n_feat :])
-        return self.classifier(pooled), fs + ps
+    def stream_step(self, x: Tensor, state: State) -> tuple[Tensor, State]:
+        if isinstance(state, Tensor) or len(state) != 2:
+            raise ValueError(f"{type(self).__name__}.stream_step expects [features state, head state]")
+        fs, ps = state
+        y, fs = self.features.stream_step(x, fs)
+        pooled, ps = self.pool.stream_step(y, ps)
+        return self.classifier(pooled), [fs, ps]
 
 
 class FusionRule(enum.Enum):
@@ -156,19 +174,17 @@ class ParallelClassifiers(TemporalModule):
         for m in self.members():
             m.configure_stream(window, hop)  # type: ignore[operator]
 
-    def stream_state(self, x: Tensor) -> list[Tensor]:
-        states = [m.stream_state(x) for m in self.members()]  # type: ignore[operator]
-        self._sizes = [len(s) for s in states]
-        return [t for s in states for t in s]
+    def stream_state(self, x: Tensor) -> State:
+        """One state per member, in fusion order."""
+        return [m.stream_state(x) for m in self.members()]  # type: ignore[operator]
 
-    def stream_step(self, x: Tensor, state: list[Tensor]) -> tuple[Tensor, list[Tensor]]:
-        sizes = getattr(self, "_sizes", None)
-        if sizes is None:
-            raise RuntimeError("call stream_state() before stream_step()")
-        outs, new_state, i = [], [], 0
-        for m, n in zip(self.members(), sizes):
-            y, s = m.stream_step(x, state[i : i + n])  # type: ignore[operator]
+    def stream_step(self, x: Tensor, state: State) -> tuple[Tensor, State]:
+        members = self.members()
+        if isinstance(state, Tensor) or len(state) != len(members):
+            raise ValueError(f"{type(self).__name__}.stream_step expects one state per member ({self.member_names})")
+        outs, new_state = [], []
+        for m, s in zip(members, state):
+            y, s = m.stream_step(x, s)  # type: ignore[operator]
             outs.append(y)
-            new_state += s
-            i += n
+            new_state.append(s)
         return self.fuse(outs), new_state

@@ -26,6 +26,16 @@ as it is. vidrec's way to keep ``P = window`` positions for every feature is rea
 the ``window`` outputs that end on the window's samples. :meth:`MiniRocketFeatures.ppv` also computes the offline
 per-dilation variant (MiniRocket's unpadded features), for comparisons.
 
+Exactness: PPV counts outputs above thresholds, a step function, so a rounding difference in an output that lies
+on a threshold flips a count and moves a logit by ``|w_f| / P``. Sensor data are quantised (HAPT's accelerometer
+in steps of 1/720 g, its gyroscope in steps of ~3e-4 rad/s), so convolution outputs fall on a lattice and exact
+ties with the quantile thresholds are common; float32 convolutions summed in different orders (offline conv1d vs
+the streaming matmul) then disagree on real data although they agree on random walks. vidrec therefore computes the
+convolutions in float64 on both paths: the weights are -1 and 2, so every product of a float32 input is exact, and
+the sum of the 9 x C products is exact (independent of order) whenever the nonzero inputs of a window span less than
+2^21 in magnitude (53-bit mantissa, 24-bit inputs, at most 8 bits of growth). Offline and streaming then count the
+same thresholds, and they differ only by the float rounding of the (continuous) ridge sums.
+
 Fitting is closed-form, not gradient descent: :meth:`MiniRocket.fit_closed_form` fits the thresholds and a ridge
 classifier whose penalty is chosen by efficient leave-one-out error on the training windows (as scikit-learn's
 ``RidgeClassifierCV``); ``vidrec fit`` calls it (see :class:`vidrec.tasks.Classification`).
@@ -52,9 +62,11 @@ __all__ = [
     "KERNEL_INDICES",
     "minirocket_dilations",
     "PPVCrop",
+    "canonical_order",
     "RidgeFit",
     "fit_ridge",
     "MiniRocketFeatures",
+    "LastPositionsAvgPoolHead",
     "MiniRocket",
     "minirocket_har",
 ]
@@ -192,10 +204,16 @@ class MiniRocketFeatures(TemporalModule):
     def _ops(self) -> list[TemporalWindowOp]:
         return [op for op in self.convs if isinstance(op, TemporalWindowOp)]
 
+    def _convolve_exact(self, op: TemporalWindowOp, x: Tensor) -> Tensor:
+        """One dilation's valid convolution in float64: exact sums of float32 inputs (see "Exactness" above)."""
+        conv = op.op
+        assert isinstance(conv, nn.Conv1d)
+        return nn.functional.conv1d(x.double(), conv.weight.double(), dilation=conv.dilation)
+
     # ---------------------------------------------------------------------------------------------- offline
     def convolve(self, x: Tensor, crop: PPVCrop = PPVCrop.COMMON) -> list[Tensor]:
         """Per dilation the convolution outputs ``(B, 84, T_j)``; COMMON crops all to the last P positions."""
-        outs = [op(x) for op in self._ops()]
+        outs = [self._convolve_exact(op, x) for op in self._ops()]
         if crop is PPVCrop.COMMON:
             p = min(o.shape[2] for o in outs)
             outs = [o[:, :, o.shape[2] - p :] for o in outs]
@@ -216,7 +234,7 @@ class MiniRocketFeatures(TemporalModule):
     def forward(self, x: Tensor) -> Tensor:
         if x.shape[2] < self.receptive_field:
             raise ValueError(f"MiniRocketFeatures needs at least {self.receptive_field} time steps, got {x.shape[2]}")
-        return self._steps(self.convolve(x))
+        return self._steps(self.convolve(x)).to(x.dtype)
 
     def ppv(self, x: Tensor, crop: PPVCrop = PPVCrop.COMMON) -> Tensor:
         """PPV features ``(B, F)``: the share of each kernel's outputs above each of its thresholds.
@@ -230,29 +248,40 @@ class MiniRocketFeatures(TemporalModule):
             ordered = _sorted_last(out)  # (B, 84, T)
             bias = b.view(1, -1, n).expand(len(out), -1, -1).contiguous()  # (B, 84, n)
             above = out.shape[2] - torch.searchsorted(ordered, bias, right=True)  # outputs > threshold
-            feats.append((above.to(out.dtype) / out.shape[2]).flatten(1))  # (B, 84 n), kernel-major
+            feats.append((above.to(x.dtype) / out.shape[2]).flatten(1))  # (B, 84 n), kernel-major
         return torch.cat(feats, dim=1)
 
-    def fit_biases(self, x: Tensor, generator: torch.Generator | None = None, crop: PPVCrop = PPVCrop.COMMON) -> None:
+    def fit_biases(
+        self,
+        x: Tensor,
+        generator: torch.Generator | None = None,
+        crop: PPVCrop = PPVCrop.COMMON,
+        windows_per_kernel: int = 1,
+    ) -> None:
         """Thresholds as MiniRocket fits them: per (dilation, kernel) the quantiles of one random window's outputs.
 
         ``x``: training windows ``(N, C, L)``; the quantiles are the golden-ratio sequence in feature order.
+        ``windows_per_kernel`` > 1 takes the quantiles of the outputs of that many random windows together (a
+        less noisy estimate of the outputs' distribution than MiniRocket's single window; 1 is MiniRocket's).
         """
-        k = len(KERNEL_INDICES)
+        k, m = len(KERNEL_INDICES), int(windows_per_kernel)
+        if m < 1:
+            raise ValueError(f"fit_biases: windows_per_kernel must be >= 1, got {windows_per_kernel}")
         quantiles = _quantiles(self.num_features)
         biases, start = [], 0
-        picks = torch.randint(len(x), (len(self.dilations) * k,), generator=generator)
+        picks = torch.randint(len(x), (len(self.dilations) * k * m,), generator=generator)
         for j, op in enumerate(self._ops()):
-            chosen = x[picks[j * k : (j + 1) * k]]  # (84, C, L): one window per kernel
-            out = op(chosen)  # (84 windows, 84 kernels, T_j)
+            chosen = x[picks[j * k * m : (j + 1) * k * m]]  # (84 m, C, L): m windows per kernel
+            out = self._convolve_exact(op, chosen)  # (84 m windows, 84 kernels, T_j), float64
             if crop is PPVCrop.COMMON:
                 p = x.shape[2] - self.receptive_field + 1
                 out = out[:, :, out.shape[2] - p :]
-            own = out[torch.arange(k), torch.arange(k)]  # (84, T): kernel i on its window i
+            kernel = torch.arange(k).repeat_interleave(m)  # window w was picked for kernel w // m
+            own = out[torch.arange(k * m), kernel].reshape(k, -1)  # (84, m T): kernel i on its m windows
             n = self.features_per_dilation[j]
             for i in range(k):
                 q = quantiles[start : start + n]
-                biases.append(torch.quantile(own[i].double(), q.double()).float())
+                biases.append(torch.quantile(own[i], q.double()).float())
                 start += n
         self.biases.copy_(torch.cat(biases))
 
@@ -267,7 +296,7 @@ class MiniRocketFeatures(TemporalModule):
             conv = op.op
             assert isinstance(conv, nn.Conv1d)
             weights.append(conv.weight.detach().permute(1, 2, 0).reshape(self.in_channels * KERNEL_LENGTH, k))
-        self._stream_weight = torch.stack(weights).to(x.dtype)  # (J, C * 9, 84)
+        self._stream_weight = torch.stack(weights).double()  # (J, C * 9, 84), float64 as offline
         # feature f reads row (dilation j, kernel i) = j * 84 + i of the (J * 84) outputs
         offsets = torch.tensor([0, *np.cumsum([k] * (len(self.dilations) - 1))])
         rows = [offsets[j] + torch.arange(k).repeat_interleave(n) for j, n in enumerate(self.features_per_dilation)]
@@ -288,7 +317,7 @@ class MiniRocketFeatures(TemporalModule):
 
     def stream_step(self, x: Tensor, state: list[Tensor]) -> tuple[Tensor, list[Tensor]]:
         out, new_state = self.stream_convolve(x, state)
-        steps = (out.index_select(1, self._stream_rows) > self.biases[None, :, None]).to(x.dtype)  # (B, F, n)
+        steps = (out.index_select(1, self._stream_rows) > self.biases.double()[None, :, None]).to(x.dtype)  # (B, F, n)
         return steps, new_state
 
     def stream_convolve(self, x: Tensor, state: list[Tensor]) -> tuple[Tensor, list[Tensor]]:
@@ -298,13 +327,25 @@ class MiniRocketFeatures(TemporalModule):
         return out.reshape(len(self.dilations), b, n, -1).permute(1, 0, 3, 2).reshape(b, -1, n), new_state
 
     def stream_convolve_rows(self, x: Tensor, state: list[Tensor]) -> tuple[Tensor, list[Tensor]]:
-        """The convolution outputs as ``(J, B n, 84)``: per dilation, (stream, position)-major rows."""
+        """The convolution outputs as ``(J, B n, 84)`` (float64): per dilation, (stream, position)-major rows."""
         buf = torch.cat([state[0], x], dim=2)  # (B, C, r - 1 + n)
         b, c, n = x.shape
         j = len(self.dilations)
         taps = buf[:, :, self._tap_index(n, x.device)]  # (B, C, n, J, 9)
-        taps = taps.permute(3, 0, 2, 1, 4).reshape(j, b * n, c * KERNEL_LENGTH)  # (J, B n, C 9)
+        taps = taps.permute(3, 0, 2, 1, 4).reshape(j, b * n, c * KERNEL_LENGTH).double()  # (J, B n, C 9)
         return torch.bmm(taps, self._stream_weight), [buf[:, :, n:]]
+
+
+def canonical_order(x: Tensor) -> Tensor:
+    """An order of the windows ``x`` (N, ...) that depends on their values only, not on the order they came in.
+
+    The thresholds are quantiles of randomly picked windows; picking from this order makes the fit a function of the
+    set of training windows, so a different loader order (another sampler, another batch size) refits the same
+    model. The key is a fixed random projection of each window in float64 (equal keys: equal windows, almost surely).
+    """
+    flat = x.reshape(len(x), -1).double()
+    projection = torch.randn(flat.shape[1], generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    return torch.argsort(flat @ projection.to(flat.device), stable=True)
 
 
 @dataclass(frozen=True)
@@ -360,8 +401,51 @@ def fit_ridge(
     return RidgeFit(weight=weight.float(), bias=bias.float(), alpha=alpha, loo_error=errors)
 
 
+class LastPositionsAvgPoolHead(TemporalModule):
+    """Per-channel temporal mean over each channel's own last positions: ``(B, C, L) -> (B, C)``.
+
+    Channel ``c`` averages its last ``lengths[c]`` positions (``TemporalAvgPoolHead`` with one length per channel).
+    Streaming keeps a ring of the last ``max(lengths)`` positions and recomputes the weighted sum at every hop, so
+    the streamed output equals the offline one to float rounding (no running sum drifts over a long recording).
+
+    Args:
+        lengths: Positions averaged by each channel (>= 1).
+    """
+
+    weights: Tensor
+
+    def __init__(self, lengths: list[int]) -> None:
+        super().__init__()
+        if not lengths or min(lengths) < 1:
+            raise ValueError(f"LastPositionsAvgPoolHead: lengths must be >= 1, got {lengths}")
+        self.lengths = [int(n) for n in lengths]
+        self.span = max(self.lengths)
+        w = torch.zeros(len(lengths), self.span)
+        for c, n in enumerate(self.lengths):
+            w[c, self.span - n :] = 1.0 / n
+        self.register_buffer("weights", w, persistent=False)  # (C, span)
+        self.receptive_field, self.stride = 1, 1
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.shape[2] < self.span:
+            raise ValueError(f"LastPositionsAvgPoolHead needs at least {self.span} positions, got {x.shape[2]}")
+        return (x[:, :, x.shape[2] - self.span :] * self.weights.to(x.dtype)).sum(dim=2)
+
+    def stream_state(self, x: Tensor) -> list[Tensor]:
+        return [x.new_zeros(x.shape[0], x.shape[1], self.span)]
+
+    def stream_step(self, x: Tensor, state: list[Tensor]) -> tuple[Tensor, list[Tensor]]:
+        ring = torch.cat([state[0], x], dim=2)[:, :, -self.span :]
+        return (ring * self.weights.to(x.dtype)).sum(dim=2), [ring]
+
+
 class MiniRocket(StreamableClassifier):
-    """MiniRocket features -> per-position ridge logits (1x1 conv) -> temporal mean: ``(B, C, L) -> (B, K)``."""
+    """MiniRocket features -> per-position ridge logits (1x1 conv) -> temporal mean: ``(B, C, L) -> (B, K)``.
+
+    ``pooling``: COMMON averages every feature over the last ``L - 8 d_max`` positions (with left context, the
+    window's positions); PER_DILATION averages dilation ``d``'s features over its own ``L - 8 d`` valid positions,
+    MiniRocket's unpadded features, streamed by a :class:`LastPositionsAvgPoolHead` of per-dilation lengths.
+    """
 
     def __init__(
         self,
@@ -373,6 +457,8 @@ class MiniRocket(StreamableClassifier):
         max_dilations_per_kernel: int = 32,
         seed: int = 0,
         alphas: tuple[float, ...] = DEFAULT_ALPHAS,
+        pooling: PPVCrop | str = PPVCrop.COMMON,
+        threshold_windows: int = 1,
     ) -> None:
         super().__init__()
         self.rocket = MiniRocketFeatures(
@@ -382,6 +468,8 @@ class MiniRocket(StreamableClassifier):
             max_dilations_per_kernel=max_dilations_per_kernel,
             seed=seed,
         )
+        self.pooling = PPVCrop(pooling)
+        self.threshold_windows = int(threshold_windows)
         self.linear = nn.Conv1d(self.rocket.num_features, num_classes, 1)  # time-pointwise: streams per position
         nn.init.zeros_(self.linear.weight)
         nn.init.zeros_(cast(Tensor, self.linear.bias))
@@ -391,12 +479,21 @@ class MiniRocket(StreamableClassifier):
         self.num_classes, self.seed, self.alphas = num_classes, seed, tuple(alphas)
         self.num_features = num_classes  # what the pool averages: per-position logits
         self.last_fit: RidgeFit | None = None
+        self._dilation_pool: LastPositionsAvgPoolHead | None = None
         self._init_geometry()
+
+    def configure_stream(self, window: int, hop: int) -> None:
+        """As the base class; PER_DILATION also sizes one pool length per dilation, ``window - 8 d``."""
+        super().configure_stream(window, hop)
+        if self.pooling is PPVCrop.PER_DILATION:
+            lengths = [window - (KERNEL_LENGTH - 1) * d for d in self.rocket.dilations]
+            self._dilation_pool = LastPositionsAvgPoolHead([n for n in lengths for _ in range(self.num_classes)])
 
     # Streaming: the thresholds and the linear layer fused into a lookup. The features of one convolution output
     # (dilation j, kernel i) are steps at its sorted thresholds b_1 <= ... <= b_m, so their weighted sum is a prefix
-    # sum of the weights: W . steps = cumW[count of b < y]. A position costs one binary search and one K-vector per
-    # (dilation, kernel) -- 1,260 -- instead of F = 9,996 comparisons and K x F multiply-adds.
+    # sum of the weights: W . steps = cumW[count of b < y]. A position costs one count and one K-vector per
+    # (dilation, kernel) -- 1,260 -- instead of F = 9,996 comparisons and K x F multiply-adds. The convolution
+    # outputs, the counts and the table are float64, like the offline path, so both count the same thresholds.
     def stream_state(self, x: Tensor) -> list[Tensor]:
         if self.pool.positions is None:
             raise RuntimeError("MiniRocket: call configure_stream(window, hop) before streaming")
@@ -409,47 +506,63 @@ class MiniRocket(StreamableClassifier):
             b = self.rocket.biases[start : start + k * n].view(k, n).double()  # (84, n): kernel i's thresholds
             w = weight[:, start : start + k * n].T.reshape(k, n, -1)  # (84, n, K)
             order = b.argsort(dim=1, stable=True)
-            self._bounds.append(b.gather(1, order).to(x.dtype))  # (84, n) ascending
+            self._bounds.append(b.gather(1, order))  # (84, n) ascending, float64
             w_sorted = w.gather(1, order[:, :, None].expand_as(w))
             # (84, n + 1, K): entry c = the weights of the c lowest thresholds, summed
             tables.append(torch.cat([w.new_zeros(k, 1, w.shape[2]), w_sorted.cumsum(dim=1)], dim=1).flatten(0, 1))
             self._bases.append((row + torch.arange(k) * (n + 1)).to(x.device))  # (84,) first table row per kernel
             row += k * (n + 1)
             start += k * n
-        self._lookup_table = torch.cat(tables).to(x.dtype)  # (sum_j 84 (n_j + 1), K)
+        self._lookup_table = torch.cat(tables).to(x.device)  # (sum_j 84 (n_j + 1), K), float64
+        self._bounds = [b.to(x.device) for b in self._bounds]
         self._n_conv = len(conv_state)
+        if self.pooling is PPVCrop.PER_DILATION:
+            if self._dilation_pool is None:
+                raise RuntimeError("MiniRocket: call configure_stream(window, hop) before streaming")
+            pool_x = x.new_zeros(x.shape[0], len(self.rocket.dilations) * self.num_classes, 1)
+            return conv_state + self._dilation_pool.stream_state(pool_x)
         return conv_state + [x.new_zeros(x.shape[0], self.num_classes, self.pool.positions)]
 
     def stream_step(self, x: Tensor, state: list[Tensor]) -> tuple[Tensor, list[Tensor]]:
         out, conv_state = self.rocket.stream_convolve_rows(x, state[: self._n_conv])  # (J, B n, 84)
         b, _, n = x.shape
-        index = torch.cat(
+        j = len(self.rocket.dilations)
+        index = torch.stack(
             [
-                (out[j][:, :, None] > bounds).sum(dim=2) + base  # (B n, 84): thresholds below each output
-                for j, (bounds, base) in enumerate(zip(self._bounds, self._bases, strict=True))
+                (out[i][:, :, None] > bounds).sum(dim=2) + base  # (B n, 84): thresholds below each output
+                for i, (bounds, base) in enumerate(zip(self._bounds, self._bases, strict=True))
             ],
             dim=1,
-        )  # (B n, J 84) rows of the prefix-sum table
-        logits = nn.functional.embedding_bag(index, self._lookup_table, mode="sum")  # (B n, K)
-        logits = logits + cast(Tensor, self.linear.bias)
-        per_step = logits.reshape(b, n, -1).permute(0, 2, 1)  # (B, K, n)
+        )  # (B n, J, 84) rows of the prefix-sum table
+        bias = cast(Tensor, self.linear.bias)
+        if self.pooling is PPVCrop.PER_DILATION:
+            assert self._dilation_pool is not None
+            per_dilation = nn.functional.embedding_bag(index.flatten(0, 1), self._lookup_table, mode="sum")
+            per_step = per_dilation.to(x.dtype).reshape(b, n, -1).permute(0, 2, 1)  # (B, J K, n)
+            pooled, pool_state = self._dilation_pool.stream_step(per_step, state[self._n_conv :])
+            logits = pooled.reshape(b, j, -1).sum(dim=1) + bias
+            return self.classifier(logits), conv_state + pool_state
+        summed = nn.functional.embedding_bag(index.flatten(1), self._lookup_table, mode="sum")  # (B n, K)
+        per_step = (summed.to(x.dtype) + bias).reshape(b, n, -1).permute(0, 2, 1)  # (B, K, n)
         pooled, pool_state = self.pool.stream_step(per_step, state[self._n_conv :])
         return self.classifier(pooled), conv_state + pool_state
 
     def forward(self, x: Tensor) -> Tensor:
         """Offline logits: the ridge classifier on the PPV features (equal to pooling the per-position logits)."""
-        return nn.functional.linear(self.rocket.ppv(x), self.linear.weight[:, :, 0], self.linear.bias)
+        return nn.functional.linear(self.rocket.ppv(x, self.pooling), self.linear.weight[:, :, 0], self.linear.bias)
 
     @torch.no_grad()
-    def transform(self, x: Tensor, batch_size: int = 128, crop: PPVCrop = PPVCrop.COMMON) -> Tensor:
-        """PPV features ``(N, F)`` of windows ``(N, C, L)``, in batches."""
+    def transform(self, x: Tensor, batch_size: int = 128, crop: PPVCrop | None = None) -> Tensor:
+        """PPV features ``(N, F)`` of windows ``(N, C, L)``, in batches (``crop``: default the model's pooling)."""
+        crop = self.pooling if crop is None else crop
         return torch.cat([self.rocket.ppv(x[i : i + batch_size], crop) for i in range(0, len(x), batch_size)])
 
     @torch.no_grad()
     def fit_closed_form(self, inputs: Tensor, target: Tensor) -> RidgeFit:
         """Fit thresholds on ``inputs`` (N, C, L) and the ridge classifier on their PPV features; returns the fit."""
         generator = torch.Generator().manual_seed(self.seed)
-        self.rocket.fit_biases(inputs, generator)
+        ordered = inputs[canonical_order(inputs)]
+        self.rocket.fit_biases(ordered, generator, crop=self.pooling, windows_per_kernel=self.threshold_windows)
         fit = fit_ridge(self.transform(inputs), target, self.num_classes, self.alphas)
         self.linear.weight.copy_(fit.weight[:, :, None])
         cast(Tensor, self.linear.bias).copy_(fit.bias)
@@ -465,13 +578,29 @@ class MiniRocket(StreamableClassifier):
 
 @register_model
 def minirocket_har(
-    *, in_channels: int = 6, num_classes: int = 6, window: int = 128, num_features: int = 10_000, seed: int = 0
+    *,
+    in_channels: int = 6,
+    num_classes: int = 6,
+    window: int = 128,
+    num_features: int = 10_000,
+    seed: int = 0,
+    pooling: str = "common",
+    threshold_windows: int = 1,
 ) -> MiniRocket:
     """MiniRocket (Dempster et al. 2021) for IMU windows of ``window`` samples; dilations up to ``(window - 1) / 8``.
 
-    Receptive field ``8 d_max + 1`` (121 samples at ``window=128``); give the datamodule ``context: 120``
-    (``context_padding: EDGE``) so every feature pools ``window`` positions. Fitted in closed form by ``vidrec fit``.
+    Receptive field ``8 d_max + 1`` (121 samples at ``window=128``). ``pooling="common"``: give the datamodule
+    ``context: 120`` (``context_padding: EDGE``) so every feature pools ``window`` positions.
+    ``pooling="per_dilation"``: no context; dilation ``d`` pools its ``window - 8 d`` valid positions (MiniRocket's
+    unpadded features). ``threshold_windows``: training windows whose outputs each threshold's quantile is taken
+    over (MiniRocket: 1). Fitted in closed form by ``vidrec fit``.
     """
     return MiniRocket(
-        in_channels=in_channels, num_classes=num_classes, window=window, num_features=num_features, seed=seed
+        in_channels=in_channels,
+        num_classes=num_classes,
+        window=window,
+        num_features=num_features,
+        seed=seed,
+        pooling=PPVCrop(pooling),
+        threshold_windows=threshold_windows,
     )

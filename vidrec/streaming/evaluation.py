@@ -34,6 +34,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from vidrec.layers.stream_state import map_state
 from vidrec.spec import edge_fill
 from vidrec.streaming.runtime import StreamingClassifier
 
@@ -281,7 +282,8 @@ def evaluate_streaming(
     with torch.inference_mode():
         ms_window = _median_ms(lambda: model(win), max(5, timing_repeats // 5))
     flops_window = _flops(lambda: model(win))
-    flops_hop = _flops(lambda: one.model.stream_step(chunk.to(one.dtype), [t[:1] for t in one.state()]))  # type: ignore[operator]
+    slot0 = map_state(lambda t: t[:1], one.state())
+    flops_hop = _flops(lambda: one.model.stream_step(chunk.to(one.dtype), slot0))  # type: ignore[operator]
 
     def _lat(name: str) -> dict[str, Any]:
         s, h, m = lat[name]

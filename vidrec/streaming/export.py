@@ -5,8 +5,10 @@ The exported graph is one hop of the runtime (``vidrec.streaming.runtime``)::
     inputs:  chunk (B, C, hop), state_0, ..., state_{S-1}        (each state tensor batched over B streams)
     outputs: logits (B, K),     new_state_0, ..., new_state_{S-1}
 
-with a dynamic batch axis on every input and output, so one graph serves any number of streams. Input normalisation
-is not part of the graph (callers normalise, as ``StreamingClassifier`` does). BatchNorm is folded before export.
+with a dynamic batch axis on every input and output, so one graph serves any number of streams. ``state_i`` are the
+tensors of the model's structured state (``vidrec.layers.stream_state``) in ``flatten_state`` order, the order the
+runtime's engines hold them in. Input normalisation is not part of the graph (callers normalise, as
+``StreamingClassifier`` does). BatchNorm is folded before export.
 """
 
 from __future__ import annotations
@@ -20,31 +22,41 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from vidrec.layers.stream_state import StateLayout, flatten_state, state_layout
 from vidrec.streaming.optimize import fold_batchnorm
 
 __all__ = ["StreamStepModule", "export_streaming_onnx", "OnnxStep", "onnx_session"]
 
 
 class StreamStepModule(nn.Module):
-    """``forward(chunk, *state) -> (logits, *new_state)``: a configured streamable model's step as a flat module."""
+    """``forward(chunk, *state) -> (logits, *new_state)``: a configured streamable model's step as a flat module.
 
-    def __init__(self, model: nn.Module, num_state: int) -> None:
+    Args:
+        model: The configured model.
+        layout: The structure of its state (``state_layout(model.stream_state(...))``): the flat tensors are rebuilt
+            into it for ``model.stream_step`` and the new state is flattened again.
+    """
+
+    def __init__(self, model: nn.Module, layout: StateLayout) -> None:
         super().__init__()
         self.model = model
-        self.num_state = num_state
+        self.layout = layout
+        self.num_state = layout.num_tensors
 
     def forward(self, chunk: Tensor, *state: Tensor) -> tuple[Tensor, ...]:
-        logits, new_state = self.model.stream_step(chunk, list(state))  # type: ignore[operator]
-        return (logits, *new_state)
+        logits, new_state = self.model.stream_step(chunk, self.layout.unflatten(state))  # type: ignore[operator]
+        return (logits, *flatten_state(new_state))
 
 
-def _prepared(model: nn.Module, window: int, hop: int, in_channels: int, batch: int) -> tuple[nn.Module, list[Tensor]]:
-    """A folded, configured copy of ``model`` and its zero state for ``batch`` streams."""
+def _prepared(
+    model: nn.Module, window: int, hop: int, in_channels: int, batch: int
+) -> tuple[nn.Module, StateLayout, list[Tensor]]:
+    """A folded, configured copy of ``model``, its state layout and its flat zero state for ``batch`` streams."""
     m = fold_batchnorm(model)
     m.configure_stream(window, hop)  # type: ignore[operator]
     with torch.no_grad():
         state = m.stream_state(torch.zeros(batch, in_channels, hop))  # type: ignore[operator]
-    return m, [s.clone() for s in state]
+    return m, state_layout(state), [s.clone() for s in flatten_state(state)]
 
 
 def _export(
@@ -52,8 +64,8 @@ def _export(
 ) -> int:
     """Export the step graph to ``target``; returns the number of state tensors."""
     batch = 2  # a batch of 2 keeps the exporter from specialising the batch axis to 1
-    m, state = _prepared(model, window, hop, in_channels, batch)
-    step = StreamStepModule(m, len(state)).eval()
+    m, layout, state = _prepared(model, window, hop, in_channels, batch)
+    step = StreamStepModule(m, layout).eval()
     names_in = ["chunk"] + [f"state_{i}" for i in range(len(state))]
     names_out = ["logits"] + [f"new_state_{i}" for i in range(len(state))]
     dynamic_axes = {n: {0: "batch"} for n in names_in + names_out}

@@ -9,9 +9,14 @@ Values are held time-first, ``(T, B, C)``: a layer's buffer of past inputs and t
 contiguous ``torch.cat``, and tap ``j`` of every output position of a convolution is the time slab
 ``buf[j d : j d + n_out]``, viewed as an ``(n_out B, C)`` matrix without a copy, so a convolution is ``k``
 accumulating matmuls (``addmm`` then ``addmm_``) straight on the buffer: no im2col, no tap gathering. In-place ReLU and
-residual adds, preallocated outputs. The state tensors are those of the layer protocol (same order and meaning) held
-``(T, B, C)``; ``CompiledStep.to_compiled`` / ``to_protocol`` convert, and ``batch_axes`` tells the runtime where the
-slots are for reset, grow and slot subsets.
+residual adds, preallocated outputs. The state tensors are the model's state tree flattened
+(``vidrec.layers.stream_state.flatten_state``: same order and meaning) with layer buffers held ``(T, B, C)``;
+``CompiledStep.to_compiled`` / ``to_protocol`` convert, and ``batch_axes`` tells the runtime where the slots are for
+reset, grow and slot subsets. A module called as it is gets its flat tensors rebuilt into its own state tree.
+
+Heads: the average pool and a linear classifier are lowered. Any other temporal head (an attention pool, a recurrent
+head over segment summaries) leaves the program covering the features only (``CompiledStep.head_eager``): it returns
+their new steps and the engine steps the head eagerly on them, so the features keep their trace and ring buffers.
 
 Lowered modules: every layer with a lowering registered beside it (``vidrec.layers.lowering``: the containers of
 ``vidrec.layers.temporal``, the 1D residual blocks, ``TemporalConcat``, ``TemporalMaxPool1d``; they decompose into
@@ -33,6 +38,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from vidrec.layers.lowering import lowering_for
+from vidrec.layers.stream_state import flatten_state, state_layout
 from vidrec.layers.temporal import (
     TemporalAvgPoolHead,
     TemporalModule,
@@ -43,7 +49,7 @@ from vidrec.layers.temporal import (
 )
 from vidrec.streaming.lowering import LoweringDecision, module_names
 
-__all__ = ["CompiledStep", "compile_stream_step", "generate_step", "trace_step"]
+__all__ = ["CompiledStep", "compile_stream_step", "generate_step", "head_lowers", "trace_step"]
 
 State = list[Tensor]
 StepFn = Callable[[Tensor, State], tuple[Tensor, State]]
@@ -114,8 +120,8 @@ class _Program:
 class CompiledStep:
     """A compiled streaming step: ``step(chunk, state) -> (logits, new_state)`` like ``model.stream_step``.
 
-    The state list has the protocol's tensors in the protocol's order, but the buffers of lowered layers are held
-    time-first, ``(T, B, C)`` instead of ``(B, C, T)`` (see the module docstring); convert with ``to_compiled`` /
+    The state list has the model's flat state tensors (``flatten_state`` order), but the buffers of lowered layers are
+    held time-first, ``(T, B, C)`` instead of ``(B, C, T)`` (see the module docstring); convert with ``to_compiled`` /
     ``to_protocol``. ``batch_axes`` gives the batch axis of each compiled state tensor for per-slot indexing.
 
     Intermediate results and new state are written into two preallocated sets of buffers per batch size (no
@@ -151,6 +157,7 @@ class CompiledStep:
         self.time_first = list(program.time_first)
         self.batch_axes = [1 if tf else 0 for tf in self.time_first]
         self.traced = False
+        self.head_eager = False  # set by compile_stream_step: the step returns features, the head runs eagerly
         self._buffer_shapes = list(program.buffers)
         self._probe = probe  # (state index, buffer index) of one state tensor that lives in a step buffer
         self._dtype = dtype
@@ -220,14 +227,19 @@ def _from_protocol(name: str, example: Tensor) -> str:
 
 
 def _lower_opaque(p: _Program, m: nn.Module, x: _Value, reason: str) -> _Value:
-    """Call ``m`` through the layer protocol (exact for any streamable module); its state keeps the protocol layout."""
+    """Call ``m`` through the layer protocol (exact for any streamable module); its state keeps the protocol layout.
+
+    Its flat state tensors are rebuilt into ``m``'s state tree for the call and the new tree is flattened again.
+    """
     p.not_lowered(m, reason)
-    ex_state = stream_state_of(m, x.example)
-    ex_out, _ = stream_step_of(m, x.example, ex_state)
-    mod = p.const(m, "m")
+    ex_tree = stream_state_of(m, x.example)
+    ex_state = flatten_state(ex_tree)
+    ex_out, _ = stream_step_of(m, x.example, ex_tree)
+    mod, layout = p.const(m, "m"), p.const(state_layout(ex_tree), "layout")
     names = p.take_state(ex_state, [False] * len(ex_state))
     y, st = p.name("v"), p.name("st")
-    p.emit(f"{y}, {st} = stream_step_of({mod}, {_to_protocol(x)}, [{', '.join(names)}])")
+    p.emit(f"{y}, {st} = stream_step_of({mod}, {_to_protocol(x)}, {layout}.unflatten([{', '.join(names)}]))")
+    p.emit(f"{st} = flatten_state({st})")
     p.emit(f"{y} = {_from_protocol(y, ex_out)}")
     p.new_state.extend(f"{st}[{i}]" for i in range(len(names)))
     return _Value(y, ex_out, owned=False)
@@ -251,7 +263,7 @@ def _lower_pointwise(p: _Program, m: nn.Module, x: _Value) -> _Value:
 
 
 def _lower_conv1d(p: _Program, m: TemporalWindowOp, conv: nn.Conv1d, x: _Value) -> _Value:
-    ex_state = m.stream_state(x.example)
+    ex_state = flatten_state(m.stream_state(x.example))
     (s_name,) = p.take_state(ex_state, [True])
     keep, r, s = m._keep, m.receptive_field, m.stride
     length = keep + x.example.shape[2]
@@ -296,7 +308,7 @@ def _lower_conv1d(p: _Program, m: TemporalWindowOp, conv: nn.Conv1d, x: _Value) 
         b = "None" if bias is None else bias
         conv_call = f"F.conv1d({buf}.permute(1, 2, 0), {w}, {b}, {s}, 0, {d}, {conv.groups})"
         p.emit(f"{y} = {conv_call}.permute(2, 0, 1)")
-    ex_out, _ = m.stream_step(x.example, ex_state)
+    ex_out, _ = m.stream_step(x.example, [ex_state[0]])
     return _Value(y, ex_out, owned=True)
 
 
@@ -322,7 +334,8 @@ def _ring_window(p: _Program, s_name: str, keep: int, x: _Value) -> str:
 
 def _lower_window_max(p: _Program, m: nn.Module, x: _Value, kernel: int, stride: int) -> _Value:
     """Maximum over the last ``kernel`` rows every ``stride`` rows: ``(keep + n, B, C) -> (n / stride, B, C)``."""
-    ex_state = stream_state_of(m, x.example)
+    ex_tree = stream_state_of(m, x.example)
+    ex_state = flatten_state(ex_tree)
     (s_name,) = p.take_state(ex_state, [True])
     keep = ex_state[0].shape[2]
     length = keep + x.example.shape[2]
@@ -339,7 +352,7 @@ def _lower_window_max(p: _Program, m: nn.Module, x: _Value, kernel: int, stride:
     y = p.name("v")
     # (L, B, C) -> (n_out, B, C, kernel) windows -> max over the window
     p.emit(f"{y} = {buf}[{surplus}:].unfold(0, {kernel}, {stride}).amax(-1)")
-    ex_out, _ = stream_step_of(m, x.example, ex_state)
+    ex_out, _ = stream_step_of(m, x.example, ex_tree)
     return _Value(y, ex_out, owned=True)
 
 
@@ -389,7 +402,7 @@ def _lower(p: _Program, m: nn.Module, x: _Value) -> _Value:
         if conv.padding_mode == "zeros" and conv.padding in (0, (0,), "valid"):
             return _lower_conv1d(p, m, conv, x)
     if isinstance(m, TemporalAvgPoolHead) and x.example.dim() == 3:
-        ex_state = m.stream_state(x.example)
+        ex_state = flatten_state(m.stream_state(x.example))
         (s_name,) = p.take_state(ex_state, [True])
         n = x.example.shape[2]
         buf, pooled = p.name("b"), p.name("v")
@@ -403,7 +416,7 @@ def _lower(p: _Program, m: nn.Module, x: _Value) -> _Value:
             p.emit(f"{buf} = torch.cat([{s_name}, {x.name}], 0, out={out})[{n}:]")  # (P + n, B, C) -> (P, B, C)
             p.new_state.append(buf)
         p.emit(f"{pooled} = torch.mean({buf}, 0, out={p.buffer((-1, c))})")  # (B, C)
-        return _Value(pooled, m.stream_step(x.example, ex_state)[0], owned=True)
+        return _Value(pooled, m.stream_step(x.example, [ex_state[0]])[0], owned=True)
     if isinstance(m, TemporalModule):
         return _lower_opaque(p, m, x, _why_not_lowered(m, x))
     if isinstance(m, nn.Conv1d) and m.groups == 1 and is_time_pointwise(m) and x.example.dim() == 3:
@@ -455,6 +468,12 @@ def _why_not_lowered(m: nn.Module, x: _Value) -> str:
     return f"no compiled lowering for {type(m).__name__}"
 
 
+def head_lowers(model: nn.Module) -> bool:
+    """True when the compiled target lowers the temporal head of ``model`` (the average pool); else the compiled step
+    covers the features only and the engine runs the head eagerly on their output (``CompiledStep.head_eager``)."""
+    return isinstance(getattr(model, "pool", None), TemporalAvgPoolHead)
+
+
 def compile_stream_step(model: nn.Module, chunk: Tensor, *, trace: bool = True, atol: float = 1e-4) -> CompiledStep:
     """Lower the streaming step of a configured streamable classifier into a flat compiled function.
 
@@ -468,7 +487,9 @@ def compile_stream_step(model: nn.Module, chunk: Tensor, *, trace: bool = True, 
         atol: Largest absolute difference to the eager step allowed by the build-time check.
 
     Returns:
-        The compiled step, taking and returning the same state list as ``model.stream_step``.
+        The compiled step, taking and returning the flat state tensors of ``model.stream_step`` (``flatten_state``
+        order). When the head is not an average pool (``head_lowers`` is False) it steps ``model.features`` only and
+        returns their new steps ``(B, C', n)`` and state: ``head_eager`` is set and a decision names the head.
 
     Raises:
         TypeError: ``model`` is not a features/pool/classifier classifier with the stock ``stream_step``, or the chunk
@@ -487,12 +508,14 @@ def compile_stream_step(model: nn.Module, chunk: Tensor, *, trace: bool = True, 
         )
     fn, source, p = generate_step(model, chunk)
     compiled = CompiledStep(fn, source, p, p.probe, chunk.dtype, chunk.device)
-    _check_against_eager(model, compiled, chunk, atol)
+    compiled.head_eager = not head_lowers(model)
+    target = model.features if compiled.head_eager else model
+    _check_against_eager(target, compiled, chunk, atol)
     if trace and compiled.num_opaque == 0:  # modules called as they are may hold parameters a trace cannot embed
         with torch.no_grad():
-            state = compiled.to_compiled(model.stream_state(chunk))  # type: ignore[operator]
+            state = compiled.to_compiled(flatten_state(target.stream_state(chunk)))
         compiled.trace(chunk, state)
-        _check_against_eager(model, compiled, chunk, atol)
+        _check_against_eager(target, compiled, chunk, atol)
     return compiled
 
 
@@ -509,8 +532,9 @@ def generate_step(
         ring_period: Steps between wrap-arounds of the ring buffers.
 
     Returns:
-        ``(step, source, program)``: ``step(x, state, bufs) -> (logits, new_state)``, its source and the program's
-        bookkeeping (state examples, buffer shapes, ring rows).
+        ``(step, source, program)``: ``step(x, state, bufs) -> (logits, new_state)`` (the features' new steps
+        ``(B, C', n)`` instead of logits when ``head_lowers(model)`` is False), its source and the program's
+        bookkeeping (state examples, buffer shapes, ring rows, decisions).
     """
     from vidrec.models._base import StreamableClassifier
 
@@ -519,8 +543,25 @@ def generate_step(
     with torch.inference_mode():
         x = _Value("x", chunk, owned=False)
         feats = _lower(p, model.features, x)
-        pooled = _lower(p, model.pool, feats)
-        out = _lower_head(p, model.classifier, pooled)
+        if head_lowers(model):
+            pooled = _lower(p, model.pool, feats)
+            out = _lower_head(p, model.classifier, pooled)
+        else:
+            # any other temporal head runs eagerly on the features' output, outside the compiled program (which
+            # keeps its ring buffers and trace); the engine steps it (vidrec.streaming.engines.compiled)
+            for part, what in ((model.pool, "temporal head"), (model.classifier, "classifier after it")):
+                if not isinstance(part, nn.Identity):
+                    p.decisions.append(
+                        LoweringDecision(
+                            p.names.get(id(part), "?"),
+                            type(part).__name__,
+                            "eager",
+                            f"no compiled lowering for the {what}: runs eagerly on the compiled features' output",
+                        )
+                    )
+            out = _Value(p.name("v"), feats.example, owned=True)
+            p.emit(f"{out.name} = {_to_protocol(feats)}.clone(memory_format=torch.contiguous_format)")  # (B, C', n)
+            p.fresh.add(out.name)
     n_state = len(p.state_examples)
     if out.name not in p.fresh:
         p.emit(f"{out.name} = {out.name}.clone()")  # logits never alias a step buffer
@@ -537,6 +578,7 @@ def generate_step(
         "torch": torch,
         "F": F,
         "stream_step_of": stream_step_of,
+        "flatten_state": flatten_state,
         **p.consts,
     }
     exec(compile(source, "<vidrec.streaming.fastpath>", "exec"), scope)  # noqa: S102  # our own generated source
@@ -550,11 +592,13 @@ def _check_against_eager(model: nn.Module, compiled: CompiledStep, chunk: Tensor
     with torch.inference_mode():
         gen = torch.Generator().manual_seed(0)  # on the CPU: the same draws on every device
         zero = model.stream_state(chunk)  # type: ignore[operator]
-        state = [torch.randn(t.shape, generator=gen, dtype=t.dtype).to(device) for t in zero]
+        layout = state_layout(zero)
+        state = [torch.randn(t.shape, generator=gen, dtype=t.dtype).to(device) for t in flatten_state(zero)]
         eager_state, fast_state = list(state), compiled.to_compiled(state)
         for _ in range(3):
             x = torch.randn(chunk.shape, generator=gen, dtype=chunk.dtype).to(device)
-            ye, eager_state = model.stream_step(x.clone(), eager_state)  # type: ignore[operator]
+            ye, eager_tree = model.stream_step(x.clone(), layout.unflatten(eager_state))  # type: ignore[operator]
+            eager_state = flatten_state(eager_tree)
             yf, fast_state = compiled(x.clone(), fast_state)
             fast_state = compiled.to_protocol(fast_state)
             if len(eager_state) != len(fast_state):

@@ -40,6 +40,7 @@ import torch
 from torch import Tensor, nn
 
 from vidrec.layers.lowering import lowering_for
+from vidrec.layers.stream_state import map_state
 from vidrec.layers.temporal import TemporalAvgPoolHead, TemporalWindowOp
 
 __all__ = ["NumpyStreamStep"]
@@ -393,8 +394,7 @@ class NumpyStreamStep:
         gen = torch.Generator().manual_seed(0)
         with torch.inference_mode():
             x = torch.randn(1, self.in_channels, hop, generator=gen)
-            state = model.stream_state(x)  # type: ignore[operator]
-            state = [t.zero_() for t in (s.clone() for s in state)]
+            state = map_state(lambda t: t.clone().zero_(), model.stream_state(x))  # type: ignore[operator]
             for _ in range(3):
                 x = torch.randn(1, self.in_channels, hop, generator=gen)
                 ye, state = model.stream_step(x, state)  # type: ignore[operator]

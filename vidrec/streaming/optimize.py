@@ -22,6 +22,7 @@ from torch import Tensor, nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from vidrec.layers.conv2plus1d import NamedTemporalSequential
+from vidrec.layers.lowering import batchnorm_fold_for
 from vidrec.layers.temporal import TemporalAvgPoolHead, TemporalSequential
 
 __all__ = ["fold_batchnorm", "count_batchnorm", "fold_linear_head"]
@@ -31,26 +32,43 @@ _CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 _DROPOUT = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d)
 
 
+def _sequence_of(module: nn.Module) -> nn.Module | None:
+    """The container of ``module``'s children that run in order, or None.
+
+    A layer's own rule (``vidrec.layers.lowering.register_batchnorm_fold``, e.g. ``TemporalSequential``) wins;
+    ``nn.Sequential`` and ``NamedTemporalSequential`` (``Conv2Plus1d`` and the video blocks) are sequences of their
+    own children.
+    """
+    rule = batchnorm_fold_for(module)
+    if rule is not None:
+        return rule.sequence(module) if rule.sequence is not None else None
+    if isinstance(module, (NamedTemporalSequential, nn.Sequential)):
+        return module
+    return None
+
+
 def _conv_of(module: nn.Module) -> tuple[nn.Module, str] | None:
     """``(owner, attribute)`` holding the convolution that ``module``'s output comes from, or None.
 
-    Looks through wrappers with an ``op`` (``TemporalWindowOp``, ``SameTemporalConv``) and into the last child of
-    sequential containers (``TemporalSequential``, ``NamedTemporalSequential`` such as ``Conv2Plus1d``).
+    Asks the layer's registered rule (``TemporalWindowOp``: its ``op``), else looks through wrappers with an
+    ``op`` (``SameTemporalConv``), else into the last child of a sequence (``_sequence_of``).
     """
+    rule = batchnorm_fold_for(module)
+    if rule is not None and rule.output is not None:
+        return rule.output(module)
     op = getattr(module, "op", None)
-    if isinstance(op, _CONV):
+    if rule is None and isinstance(op, _CONV):
         return module, "op"
-    if isinstance(module, TemporalSequential):
-        module = module.layers
-    if isinstance(module, (NamedTemporalSequential, nn.Sequential, nn.ModuleList)):
-        children = list(module.named_children())
-        if not children:
-            return None
-        name, last = children[-1]
-        if isinstance(last, _CONV):
-            return module, name
-        return _conv_of(last)
-    return None
+    sequence = _sequence_of(module)
+    if sequence is None:
+        return None
+    children = list(sequence.named_children())
+    if not children:
+        return None
+    name, last = children[-1]
+    if isinstance(last, _CONV):
+        return sequence, name
+    return _conv_of(last)
 
 
 def _fuse(conv: nn.Module, bn: nn.Module) -> nn.Module:
@@ -85,20 +103,21 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
     """A copy of ``model`` (in eval mode) with BatchNorm folded into the preceding convolutions.
 
     Args:
-        model: Any module; ``conv -> BatchNorm`` pairs that are consecutive children of an ``nn.Sequential``, a
-            ``TemporalSequential`` or a ``NamedTemporalSequential`` are folded, also when the convolution is the
-            last layer of the preceding child (e.g. the temporal conv of a ``Conv2Plus1d``) or wrapped in a module
-            with an ``op`` (others are left as they are, still correct).
+        model: Any module; ``conv -> BatchNorm`` pairs that are consecutive children of a sequence (a layer with a
+            registered ``sequence`` rule such as ``TemporalSequential``, an ``nn.Sequential`` or a
+            ``NamedTemporalSequential``) are folded, also when the convolution is the output of the preceding child
+            (its registered ``output`` rule, e.g. ``TemporalWindowOp``'s ``op``, a wrapper with an ``op``, or the last
+            layer of a sequence such as the temporal conv of a ``Conv2Plus1d``); others are left as they are, still
+            correct.
 
     Returns:
         The converted copy in eval mode; ``model`` itself is not modified.
     """
     folded_model = copy.deepcopy(model).eval()
     for module in list(folded_model.modules()):
-        if isinstance(module, TemporalSequential):
-            _fold_in_sequence(module.layers)
-        elif isinstance(module, (nn.Sequential, NamedTemporalSequential)):  # sequential containers only
-            _fold_in_sequence(module)
+        sequence = _sequence_of(module)  # sequential containers only
+        if sequence is not None:
+            _fold_in_sequence(sequence)
     for module in list(folded_model.modules()):
         for child_name, child in list(module.named_children()):
             if isinstance(child, _DROPOUT):

@@ -23,6 +23,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
+from vidrec.layers.stream_state import flatten_state
 from vidrec.streaming.fastpath import CompiledStep, generate_step, trace_step
 
 __all__ = ["RingStep", "default_period"]
@@ -123,7 +124,8 @@ class RingStep:
         return [ring[t * n : t * n + keep] if n else ring for ring, (keep, n) in zip(self.rings, self.geometry)]
 
     def __call__(self, x: Tensor) -> Tensor:
-        """One step of every slot: ``x`` is ``(capacity, C, hop)``; returns ``(capacity, K)`` logits."""
+        """One step of every slot: ``x`` is ``(capacity, C, hop)``; returns ``(capacity, K)`` logits (the features'
+        new steps when the compiled step leaves the head to the engine, ``CompiledStep.head_eager``)."""
         phase = self.phase
         logits, _ = self._fns[phase](x, self.rings, self._bufs)
         self.phase = (phase + 1) % self.period
@@ -131,8 +133,9 @@ class RingStep:
 
     def _trace_all(self, model: nn.Module, chunk: Tensor) -> None:
         """Replace every phase's function by its TorchScript trace, traced on batch-1 rings (any batch runs)."""
+        target = getattr(model, "features") if self.compiled.head_eager else model  # noqa: B009
         with torch.inference_mode():
-            state = self.compiled.to_compiled(model.stream_state(chunk))  # type: ignore[operator]
+            state = self.compiled.to_compiled(flatten_state(target.stream_state(chunk)))  # type: ignore[operator]
         self.load(state)  # batch-1 rings to trace on (not warmed: self.traced is still False)
         self._fns = [trace_step(fn, chunk, self.rings, self._bufs) for fn in self._fns]
         self.rings, self._bufs, self.traced = [], [], True

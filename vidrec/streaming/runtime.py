@@ -39,6 +39,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from vidrec.layers.stream_state import StateLayout, StreamState, state_layout
 from vidrec.models._base import ParallelClassifiers
 from vidrec.spec import ChannelNormalization
 from vidrec.streaming.engines import StepBackend, StepEngine, build_engine
@@ -225,6 +226,9 @@ class StreamingClassifier:
         self.requested_backend = requested
         # the engine asked for, or the compiled one where the numpy engine cannot take the model
         self.backend = requested if requested is not StepBackend.NUMPY else StepBackend(self.engine.name)
+        with torch.inference_mode():
+            one = torch.zeros((1, *chunk_shape), dtype=self.dtype, device=self.device)
+            self.state_layout: StateLayout = state_layout(self.model.stream_state(one))  # type: ignore[operator]
         self.capacity = 0
         self.samples_seen = np.zeros(0, dtype=np.int64)
         self.grow(capacity)
@@ -268,8 +272,13 @@ class StreamingClassifier:
         """Number of state tensors of the step (inputs/outputs of the exported graph besides chunk/logits)."""
         return self.engine.num_state_tensors
 
-    def state(self) -> State:
-        """The current state tensors in the layer protocol's layout, each ``(capacity, ...)`` (views, do not modify)."""
+    def state(self) -> StreamState:
+        """The current state as the model's state tree (``model.stream_state``'s structure), each tensor
+        ``(capacity, ...)`` in the layer protocol's layout (views, do not modify); ``model.stream_step`` takes it."""
+        return self.state_layout.unflatten(self.engine.state())
+
+    def flat_state(self) -> State:
+        """The current state tensors in ``flatten_state`` order (the ONNX graph's ``state_i``), views as ``state()``."""
         return self.engine.state()
 
     def grow(self, capacity: int) -> None:

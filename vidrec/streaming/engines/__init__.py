@@ -88,7 +88,11 @@ def build_engine(
 
         try:
             engine: CompiledEngine | CompiledParallelEngine
-            if isinstance(model, ParallelClassifiers):
+            if len(chunk_shape) > 2:  # video frames: the video engine (vidrec.streaming.engines.video)
+                from vidrec.streaming.engines.video import CompiledVideoEngine
+
+                engine = CompiledVideoEngine(model, chunk_shape, dtype, device)  # type: ignore[assignment]
+            elif isinstance(model, ParallelClassifiers):
                 engine = CompiledParallelEngine(model, chunk_shape, dtype, device, ring_buffers=ring_buffers)
             else:
                 engine = CompiledEngine(model, chunk_shape, dtype, device, ring_buffers=ring_buffers)

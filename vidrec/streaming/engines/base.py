@@ -9,7 +9,12 @@ flags) and calls:
 * ``step(x, slots)``: one hop of the normalised ``(n, C, hop, ...)`` chunk for all slots (``slots`` None) or for
   the given distinct slots; returns ``(n, K)`` logits;
 * ``reset(slots)``: zero the state of those slots (all when None);
-* ``state()``: the state in the layer protocol's layout, ``(capacity, ...)`` per tensor.
+* ``state()``: the state tensors in the layer protocol's layout, ``(capacity, ...)`` each, flattened in
+  ``flatten_state`` order (``StreamingClassifier.state()`` rebuilds the model's state tree from them).
+
+Engines batch slots over the flat list of state tensors: the model's structured state
+(``vidrec.layers.stream_state``) is flattened once when the engine is built (its ``StateLayout`` is kept) and rebuilt
+only where a module's own ``stream_step`` is called.
 
 An engine that cannot run a part of the model does not hide it: it records a ``LoweringDecision`` naming the module
 and the reason (logged on the ``vidrec.streaming`` logger), and ``StreamingClassifier.describe()`` lists them.
@@ -25,6 +30,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from vidrec.layers.stream_state import StateLayout, flatten_state, state_layout
 from vidrec.streaming.lowering import LoweringDecision, logger, module_names
 
 __all__ = [
@@ -107,10 +113,11 @@ class StepEngine(Protocol):
 
 
 class TensorStateEngine:
-    """Engines whose state is a list of tensors batched over slots (eager, compiled, ONNX Runtime).
+    """Engines whose state is a flat list of tensors batched over slots (eager, compiled, ONNX Runtime).
 
-    Subclasses set ``_step_fn`` (``(x, state) -> (logits, state)`` in the engine's layout) and may override the
-    layout conversions (``_to_engine``, ``_to_protocol``, ``_batch_axes``) and the full-batch step (``_full_step``).
+    Subclasses set ``_step_fn`` (``(x, flat state) -> (logits, flat state)`` in the engine's layout) and may override
+    the layout conversions (``_to_engine``, ``_to_protocol``, ``_batch_axes``) and the full-batch step
+    (``_full_step``). ``layout`` is the structure of the model's state (``vidrec.layers.stream_state``).
 
     Args:
         model: The converted, configured model.
@@ -132,9 +139,18 @@ class TensorStateEngine:
         self.decisions: list[LoweringDecision] = []
         self._state: State = []
         self._step_fn: StepFn = self._eager_step
+        with torch.inference_mode():
+            one = torch.zeros((1, *self.chunk_shape), dtype=dtype, device=device)
+            self.layout: StateLayout = state_layout(model.stream_state(one))  # type: ignore[operator]
 
     def _eager_step(self, x: Tensor, state: State) -> tuple[Tensor, State]:
-        return self.model.stream_step(x, state)  # type: ignore[operator,no-any-return]
+        logits, new = self.model.stream_step(x, self.layout.unflatten(state))  # type: ignore[operator]
+        return logits, flatten_state(new)
+
+    def _fresh_state(self, capacity: int) -> State:
+        """Zero flat state for ``capacity`` slots in the protocol layout (own tensors)."""
+        zeros = torch.zeros((capacity, *self.chunk_shape), dtype=self.dtype, device=self.device)
+        return [t.clone() for t in flatten_state(self.model.stream_state(zeros))]  # type: ignore[operator]
 
     # layout hooks (identity: the protocol's own layout)
     def _to_engine(self, state: State) -> State:
@@ -163,7 +179,7 @@ class TensorStateEngine:
         return len(self._history())
 
     def state(self) -> State:
-        """The current state in the layer protocol's layout, each ``(capacity, ...)`` (views, do not modify)."""
+        """The current flat state in the layer protocol's layout, each ``(capacity, ...)`` (views, do not modify)."""
         return self._to_protocol(self._history())
 
     def grow(self, capacity: int) -> None:
@@ -171,9 +187,7 @@ class TensorStateEngine:
         if capacity <= self.capacity:
             return
         with torch.inference_mode():
-            zeros = torch.zeros((capacity, *self.chunk_shape), dtype=self.dtype, device=self.device)
-            fresh = [t.clone() for t in self.model.stream_state(zeros)]  # type: ignore[operator]
-            fresh = self._to_engine(fresh)
+            fresh = self._to_engine(self._fresh_state(capacity))
             for new, old, axis in zip(fresh, self._history(), self._batch_axes()):
                 new.narrow(axis, 0, self.capacity).copy_(old)
             self._load(fresh)

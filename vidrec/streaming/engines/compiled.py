@@ -5,8 +5,10 @@ convolution tap, preallocated outputs, a TorchScript trace), checked against the
 slots keep every layer's history in ring buffers (``vidrec.streaming.rings``) when every module was lowered; steps
 of a subset of slots run the concatenating step on those slots' history. Modules the fast path has no lowering for
 are called through their own ``stream_step`` inside the compiled step: each is a ``LoweringDecision`` naming the
-module and the reason. A model the fast path cannot take at all raises ``EngineUnavailable`` (the runtime then runs
-it eagerly and says so).
+module and the reason. A temporal head other than the average pool (an attention pool, a recurrent head over
+segment summaries) does not make the model eager: the compiled step (with its ring buffers) covers the features, and
+the head and classifier run eagerly on the features' new steps, a decision naming them. A model the fast path cannot
+take at all raises ``EngineUnavailable`` (the runtime then runs it eagerly and says so).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from vidrec.layers.stream_state import StateLayout, flatten_state
 from vidrec.streaming.engines.base import EngineUnavailable, LoweringDecision, State, TensorStateEngine, logger
 from vidrec.streaming.fastpath import CompiledStep, compile_stream_step
 from vidrec.streaming.rings import RingStep
@@ -63,7 +66,15 @@ class CompiledEngine(TensorStateEngine):
         self.decisions = list(self.compiled.decisions)
         for d in self.decisions:
             logger.info("compiled engine: %s", d)
-        self._step_fn = self.compiled
+        self._n_compiled = len(self.compiled.time_first)  # state tensors of the compiled step; the head's follow
+        self._head_layout: StateLayout | None = None
+        self._head_state: State = []
+        if self.compiled.head_eager:
+            assert self.layout.children is not None  # StreamableClassifier: [features state, head state]
+            self._head_layout = self.layout.children[1]
+            self._step_fn = self._split_step
+        else:
+            self._step_fn = self.compiled
         self.rings: RingStep | None = None
         if ring_buffers and self.compiled.num_opaque == 0:
             self.rings = RingStep(model, self.compiled, chunk)
@@ -73,28 +84,48 @@ class CompiledEngine(TensorStateEngine):
         """True when full steps keep layer histories in ring buffers."""
         return self.rings is not None
 
+    def _head_step(self, features: Tensor, head_state: State) -> tuple[Tensor, State]:
+        """The eager head and classifier on the compiled features' new steps ``(B, C', n)``."""
+        assert self._head_layout is not None
+        head, classifier = getattr(self.model, "pool"), getattr(self.model, "classifier")  # noqa: B009
+        pooled, new = head.stream_step(features, self._head_layout.unflatten(head_state))
+        return classifier(pooled), flatten_state(new)
+
+    def _split_step(self, x: Tensor, state: State) -> tuple[Tensor, State]:
+        n = self._n_compiled
+        features, compiled_state = self.compiled(x, state[:n])
+        logits, head_state = self._head_step(features, state[n:])
+        return logits, compiled_state + head_state
+
     def _to_engine(self, state: State) -> State:
-        return self.compiled.to_compiled(state)
+        n = self._n_compiled
+        return self.compiled.to_compiled(state[:n]) + list(state[n:])
 
     def _to_protocol(self, state: State) -> State:
-        return self.compiled.to_protocol(state)
+        n = self._n_compiled
+        return self.compiled.to_protocol(state[:n]) + list(state[n:])
 
     def _batch_axes(self) -> list[int]:
-        return self.compiled.batch_axes
+        return self.compiled.batch_axes + [0] * (self.layout.num_tensors - self._n_compiled)
 
     def _history(self) -> State:
-        return self.rings.history() if self.rings is not None else self._state
+        return self.rings.history() + self._head_state if self.rings is not None else self._state
 
     def _load(self, state: State) -> None:
         if self.rings is not None:
-            self.rings.load(state)
+            self.rings.load(state[: self._n_compiled])
+            self._head_state = list(state[self._n_compiled :])
         else:
             self._state = state
 
     def _full_step(self, x: Tensor) -> Tensor:
-        if self.rings is not None:
-            return self.rings(x)
-        return super()._full_step(x)
+        if self.rings is None:
+            return super()._full_step(x)
+        out = self.rings(x)
+        if self._head_layout is None:
+            return out
+        logits, self._head_state = self._head_step(out, self._head_state)
+        return logits
 
 
 class CompiledParallelEngine:

@@ -48,7 +48,5 @@ class OnnxRuntimeEngine(TensorStateEngine):
             raise EngineUnavailable(f"onnxruntime is not installed ({err})") from err
         from vidrec.streaming.export import OnnxStep
 
-        with torch.inference_mode():
-            n_state = len(model.stream_state(torch.zeros((1, *chunk_shape), dtype=dtype)))  # type: ignore[operator]
         c, hop = chunk_shape
-        self._step_fn = OnnxStep(model, window, hop, c, n_state)
+        self._step_fn = OnnxStep(model, window, hop, c, self.layout.num_tensors)
