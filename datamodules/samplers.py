@@ -8,9 +8,10 @@ every training epoch (as for ``DistributedSampler``): epoch ``e`` of a run with 
 order. The run seed is Lightning's ``PL_GLOBAL_SEED`` (set by ``seed_everything`` and restored from a checkpoint by
 ``vidrec.tasks.resume.EpochSeeding``), else the given fallback.
 
-``loader_generator`` gives the training ``DataLoader`` its own generator for the workers' base seed, which it would
-otherwise draw from the global generator whenever an epoch's iterator is made (at a different point of a resumed
-run). Exact with ``num_workers=0``; with workers, augmentation drawn inside the workers is not part of the guarantee.
+``loader_generator`` gives a ``DataLoader`` its own generator for the workers' base seed, which it would otherwise
+draw from the global generator whenever an epoch's iterator is made (at a different point of a resumed run). The data
+modules build their training loaders with :func:`datamodules.loaders.training_loader`, which adds per-item seeds
+(augmentation inside workers) and mid-epoch resume on top of these samplers.
 """
 
 from __future__ import annotations

@@ -159,9 +159,94 @@ def test_a_run_without_validation_keeps_the_last_epoch(workdir: Path, monkeypatc
     monkeypatch.chdir(workdir / "final")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        _fit(workdir, "--trainer.max_epochs", "2", "--data.init_args.val_fraction", "0")
+        _fit(workdir, "--trainer.max_epochs", "2", "--data.init_args.split.val_fraction", "0")
     assert not [w for w in caught if "val/acc" in str(w.message)]  # no missing-monitor warning
     # a normal run greets with no warning about how vidrec calls LightningCLI or Lightning's own deprecations
     assert not [w for w in caught if "args parameter" in str(w.message) or "LeafSpec" in str(w.message)]
     (run,) = sorted((workdir / "final" / "runs" / "basicmotions_resnet1d").iterdir())
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["epoch001.ckpt", "last.ckpt"]
+
+
+OLD_DATA_SECTION = """\
+data:
+  class_path: datamodules.timeseries.HDF5WindowDataModule
+  init_args:
+    path: {path}
+    window: 64
+    hop: 4
+    context: 8
+    context_padding: EDGE
+    context_truncation: 0.0
+    eval_hop: 12
+    split_mode: KFOLD
+    train_subjects: null
+    val_subjects: null
+    test_subjects: null
+    val_fraction: 0.2
+    num_folds: 2
+    fold: 1
+    seed: 0
+    label_policy: PURE
+    max_unlabelled_fraction: 0.5
+    normalize: true
+    batch_size: 32
+    num_workers: 0
+    balanced: false
+    drop_last: false
+    pin_memory: false
+"""
+
+
+def test_a_config_saved_with_the_flat_data_keys_of_earlier_versions_still_parses(
+    workdir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The data section a run folder's config.yaml held before the settings groups (written by vidrec fit then)."""
+    import yaml
+
+    from datamodules.timeseries.settings import LegacyKeyWarning
+
+    config = yaml.safe_load(Path(CONFIG).read_text())
+    config["data"] = yaml.safe_load(OLD_DATA_SECTION.format(path=workdir / "bm.h5"))["data"]
+    old = tmp_path / "config.yaml"
+    old.write_text(yaml.safe_dump(config))
+    with pytest.warns(LegacyKeyWarning) as caught, pytest.raises(SystemExit) as done:
+        main(
+            [
+                "fit",
+                "-c",
+                str(old),
+                "--data.init_args.hop",
+                "8",
+                "--data.init_args.loader.batch_size",
+                "7",
+                "--print_config",
+            ]
+        )
+    assert done.value.code in (0, None)
+    messages = " ".join(str(w.message) for w in caught)
+    assert f"{old}: data.init_args: HDF5WindowDataModule's flat keys are deprecated" in messages
+    assert "window -> windows.window" in messages and "split_mode -> split.mode" in messages
+    assert "use --data.init_args.windows.hop" in messages
+    data = yaml.safe_load(capsys.readouterr().out)["data"]["init_args"]
+    assert data["windows"] == {
+        "window": 64, "hop": 8, "eval_hop": 12, "context": 8, "context_padding": "EDGE", "context_truncation": 0.0
+    }  # fmt: skip
+    assert data["split"]["mode"] == "KFOLD" and data["split"]["num_folds"] == 2 and data["split"]["fold"] == 1
+    assert data["labels"] == {"policy": "PURE", "max_unlabelled_fraction": 0.5} and data["loader"]["batch_size"] == 7
+    assert not {"window", "split_mode", "batch_size"} & set(data)
+    # a key given both ways is refused by name
+    twice = ["--data.init_args.windows.hop", "8", "--data.init_args.hop", "4", "--print_config"]
+    assert main(["fit", "-c", CONFIG, *twice]) == 2
+    assert "hop is given twice" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_a_run_with_checkpointing_disabled_trains_and_writes_no_checkpoint(
+    workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the CLI's RunCheckpoint is always built; Lightning refused it with enable_checkpointing=False
+    (workdir / "nockpt").mkdir()
+    monkeypatch.chdir(workdir / "nockpt")
+    _fit(workdir, "--trainer.enable_checkpointing", "false", "--trainer.max_epochs", "1")
+    (run,) = sorted((workdir / "nockpt" / "runs" / "basicmotions_resnet1d").iterdir())
+    assert (run / "metrics.csv").is_file() and not (run / "checkpoints").exists()

@@ -60,8 +60,8 @@ def _args(data: Path, *extra: str) -> list[str]:
     return [
         "fit", "-c", CONFIG,
         "--data.init_args.path", str(data),
-        "--data.init_args.window", "32", "--data.init_args.hop", "8", "--data.init_args.eval_hop", "8",
-        "--data.init_args.batch_size", "16",
+        "--data.init_args.windows", '{"window": 32, "hop": 8, "eval_hop": 8}',
+        "--data.init_args.loader.batch_size", "16",
         "--model.model.init_args.num_classes", "2",
         "--trainer.max_epochs", str(EPOCHS), "--trainer.log_every_n_steps", "2",
         "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",

@@ -20,6 +20,7 @@ import numpy as np
 
 from datamodules.timeseries.datamodule import HDF5WindowDataModule
 from datamodules.timeseries.schema import Recording, write_recordings
+from datamodules.timeseries.settings import LoaderSettings, WindowSettings
 
 
 def build_hapt_sized(path: Path, *, seed: int = 0) -> Path:
@@ -53,7 +54,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         path = args.path if args.path is not None else build_hapt_sized(Path(tmp) / "hapt_sized.h5")
         start = time.perf_counter()
-        dm = HDF5WindowDataModule(str(path), window=args.window, hop=args.hop, batch_size=args.batch_size)
+        dm = HDF5WindowDataModule(
+            str(path),
+            windows=WindowSettings(window=args.window, hop=args.hop),
+            loader=LoaderSettings(batch_size=args.batch_size),
+        )
         dm.setup("fit")
         setup_s = time.perf_counter() - start
         loader = dm.train_dataloader()

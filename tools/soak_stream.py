@@ -20,7 +20,8 @@ samples and streams seen, the server's peak RSS and CPU time, and exits with sta
 
 The defaults fit what one loaded core serves; raise ``--id-flood`` / ``--udp-flood`` past the server's parsing
 capacity and the good streams starve (the sources share one queue: a flood delays everyone), which is what the
-exit status reports.
+exit status reports. ``--sender-lines-per-second N`` gives each TCP connection and UDP address a budget of N lines/s
+(``vidrec.streaming.limits``): the floods' excess is dropped before it is parsed.
 
 Usage: ``python tools/soak_stream.py [--seconds 30] [--good 8] [--id-flood 1000] [--udp-flood 1000] [--no-attack]``
 """
@@ -60,20 +61,23 @@ def _serve(args: argparse.Namespace) -> None:
 
     from vidrec.models import build_model
     from vidrec.streaming import StreamingClassifier, StreamMultiplexer, serve
+    from vidrec.streaming.limits import SenderLimit
     from vidrec.streaming.sources import TCPSource, UDPSource
 
     logging.getLogger("vidrec.streaming").setLevel(logging.ERROR)  # drops are in the summary, by reason
     torch.set_num_threads(1)
     torch.manual_seed(0)
     model = build_model("resnet1d_tiny", in_channels=CHANNELS, num_classes=3).eval()
+    limit = SenderLimit(lines_per_second=args.sender_lines_per_second)
     tcp = TCPSource(
         CHANNELS,
         "127.0.0.1",
         0,
         max_connections=args.max_connections,
         connection_idle_timeout=args.connection_idle_timeout,
+        sender_limit=limit,
     )
-    udp = UDPSource(CHANNELS, "127.0.0.1", 0)
+    udp = UDPSource(CHANNELS, "127.0.0.1", 0, sender_limit=limit)
     results: dict[str, dict[str, object]] = {}
 
     def run(name: str, source: TCPSource | UDPSource) -> None:
@@ -289,6 +293,9 @@ def main() -> int:
     p.add_argument("--max-streams", type=int, default=512, help="server: stream table size per source")
     p.add_argument("--max-connections", type=int, default=128, help="server: TCP connections")
     p.add_argument("--connection-idle-timeout", type=float, default=5.0, help="server: TCP idle seconds")
+    p.add_argument(
+        "--sender-lines-per-second", type=float, default=0.0, help="server: lines/s per sender (0: no limit)"
+    )
     p.add_argument("--min-fraction", type=float, default=0.5, help="a good stream starves below this share")
     p.add_argument("--drain", type=float, default=3.0, help="seconds between the clients' stop and the server's")
     p.add_argument("--no-attack", action="store_true", help="good streams only (the baseline)")

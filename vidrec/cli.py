@@ -11,7 +11,8 @@ key or class fails at start and names the key path. The other subcommands are pl
 Errors in the user's data, files or settings (a missing data file, a model that does not fit the data, a refused
 checkpoint) end the command with one line on stderr and exit status 2; ``VIDREC_TRACEBACK=1`` shows the traceback.
 
-Checkpoints: ``last.ckpt`` is the last epoch (rewritten at every save point, not only with a new best), and
+Checkpoints: ``last.ckpt`` is the last epoch (rewritten at every save point, not only with a new best;
+``--trainer.enable_checkpointing false`` writes none), and
 ``vidrec fit --ckpt_path RUN/checkpoints/last.ckpt`` resumes exactly (``vidrec.tasks.resume``): same folder, rows of
 the interrupted epoch removed from ``metrics.csv`` and TensorBoard, every epoch seeded from (seed, epoch).
 """
@@ -139,6 +140,16 @@ class VidrecCLI(LightningCLI):
         )
 
     def _instantiate_trainer(self, config: dict[str, Any], callbacks: list[Callback]) -> Trainer:
+        if config.get("enable_checkpointing", True) is False:
+            # the `checkpoint` group's RunCheckpoint is always built; a run that turns checkpointing off gets none
+            # (Lightning refuses a ModelCheckpoint callback with enable_checkpointing=False)
+            if any(isinstance(c, ModelCheckpoint) for c in config.get("callbacks") or []):
+                raise ValueError(
+                    "trainer.enable_checkpointing is false but trainer.callbacks lists a ModelCheckpoint; "
+                    "remove one of the two"
+                )
+            callbacks = [c for c in callbacks if not isinstance(c, ModelCheckpoint)]
+            log.info("trainer.enable_checkpointing is false: no checkpoints are written (the checkpoint.* keys unused)")
         # a rich progress bar unless the run disables progress bars or brings its own
         if config.get("enable_progress_bar", True) is not False and not any(
             isinstance(c, ProgressBar) for c in [*callbacks, *(config.get("callbacks") or [])]
@@ -215,9 +226,80 @@ def _quiet_run_output() -> None:
     logging.getLogger("lightning.fabric.utilities.seed").setLevel(logging.WARNING)
 
 
+_WINDOW_MODULE = "HDF5WindowDataModule"
+
+
+def _config_files(args: Sequence[str]) -> list[tuple[int, str, str]]:
+    """(position, option prefix, path) of each ``-c PATH`` / ``--config PATH`` / ``--config=PATH`` in ``args``."""
+    found = []
+    for i, arg in enumerate(args):
+        if arg in ("-c", "--config") and i + 1 < len(args):
+            found.append((i + 1, "", args[i + 1]))
+        elif arg.startswith("--config="):
+            found.append((i, "--config=", arg.split("=", 1)[1]))
+    return found
+
+
+def move_legacy_data_keys(args: Sequence[str]) -> list[str]:
+    """``args`` with ``HDF5WindowDataModule``'s flat keys of earlier versions moved into their settings groups.
+
+    A config file (``-c``) whose ``data.init_args`` holds flat keys (``window: 128``, as in run folders' saved
+    ``config.yaml``) is passed on as the moved YAML text; ``--data.init_args.window 64`` becomes
+    ``--data.init_args.windows.window 64``. Each move is reported once with the new key
+    (``datamodules.timeseries.settings.LegacyKeyWarning``). Other data modules' arguments are left as they are.
+    """
+    import yaml
+
+    from datamodules.timeseries.settings import LEGACY_KEYS, LegacyKeyWarning, move_legacy_keys
+
+    out = list(args)
+    data_class = ""
+    moved_configs: dict[int, str] = {}
+    for position, option, path in _config_files(out):
+        file = Path(path)
+        if not file.is_file():
+            continue
+        config = yaml.safe_load(file.read_text())
+        data = config.get("data") if isinstance(config, dict) else None
+        if not isinstance(data, dict):
+            continue
+        data_class = str(data.get("class_path", data_class))
+        init = data.get("init_args")
+        if data_class.endswith(_WINDOW_MODULE) and isinstance(init, dict) and set(init) & set(LEGACY_KEYS):
+            move_legacy_keys(init, where=f"{path}: data.init_args")
+            moved_configs[position] = option + yaml.safe_dump(config, sort_keys=False)
+    for i, arg in enumerate(out):
+        if arg in ("--data", "--data.class_path") and i + 1 < len(out):
+            data_class = out[i + 1]
+        elif arg.startswith(("--data=", "--data.class_path=")):
+            data_class = arg.split("=", 1)[1]
+    if not data_class.endswith(_WINDOW_MODULE):
+        return list(args)
+    for position, text in moved_configs.items():
+        out[position] = text
+    prefix = "--data.init_args."
+    given = {arg[len(prefix) :].partition("=")[0] for arg in out if arg.startswith(prefix)}
+    for i, arg in enumerate(out):
+        if not arg.startswith(prefix):
+            continue
+        key, eq, value = arg[len(prefix) :].partition("=")
+        if key in LEGACY_KEYS:
+            group, name = LEGACY_KEYS[key]
+            if f"{group}.{name}" in given:
+                raise ValueError(f"{prefix}{key} is given twice, as {key} and as {group}.{name}; keep {group}.{name}")
+            out[i] = f"{prefix}{group}.{name}{eq}{value}"
+            warnings.warn(
+                f"{prefix}{key} is deprecated and will be removed; use {prefix}{group}.{name}",
+                LegacyKeyWarning,
+                stacklevel=2,
+            )
+    return out
+
+
 def _lightning_main(args: Sequence[str], run: bool = True) -> VidrecCLI:
     """Run LightningCLI on ``args`` (a subcommand and its options)."""
     _quiet_run_output()
+    args = move_legacy_data_keys(args)
     VidrecCLI.version = time.strftime("%Y%m%d-%H%M%S")
     # LightningCLI reads sys.argv[1:] when args is None; handing it `args` through sys.argv (restored after) instead
     # of `args=` avoids its "args and command line arguments both given" warning when the two hold the same thing.

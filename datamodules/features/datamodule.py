@@ -27,6 +27,7 @@ from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, Dataset
 
 from datamodules.features.schema import FeatureFileError, FeatureReader, VideoFeatures
+from datamodules.loaders import split_loader
 from vidrec.spec import ChannelNormalization, DeploymentSpec, Modality, SplitSpec
 
 __all__ = ["FeatureSequenceDataset", "FeatureDataModule", "segment_rows"]
@@ -158,11 +159,11 @@ class FeatureDataModule(LightningDataModule):
     def _loader(self, name: str, train: bool) -> DataLoader[dict[str, Any]]:
         if name not in self.datasets:
             self.setup({"train": "fit", "val": "validate", "test": "test"}[name])
-        return DataLoader(
+        return split_loader(  # training: seeded and resumable (datamodules.loaders)
             self.datasets[name],
+            train=train,
             batch_size=self.batch_size,
-            shuffle=train,
-            drop_last=False,
+            trainer=self.trainer,
             num_workers=self.num_workers,
         )
 

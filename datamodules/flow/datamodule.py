@@ -28,6 +28,7 @@ from torch.utils.data import DataLoader
 from datamodules.flow.dataset import Mode, SegmentSampling, StreamInput, TwoStreamDataset, VideoEntry
 from datamodules.flow.schema import FlowFileError, flow_path, verify_flow_file
 from datamodules.flow.transforms import FrameTransformSettings
+from datamodules.loaders import split_loader
 from datamodules.video.decoding import DecodeSettings, RobustVideoReader
 from datamodules.video.layouts import (
     Split,
@@ -196,14 +197,14 @@ class TwoStreamDataModule(LightningDataModule):
     def _loader(self, split: Split, train: bool) -> DataLoader[dict[str, Any]]:
         if split not in self.datasets:
             self.setup({Split.TRAIN: "fit", Split.VAL: "validate", Split.TEST: "test"}[split])
-        return DataLoader(
+        return split_loader(  # training: seeded and resumable (datamodules.loaders)
             self.datasets[split],
+            train=train,
             batch_size=self.batch_size,
-            shuffle=train,
-            drop_last=train and len(self.datasets[split]) > self.batch_size,
+            trainer=self.trainer,
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
-            persistent_workers=self.num_workers > 0 and train,
+            drop_last=len(self.datasets[split]) > self.batch_size,
         )
 
     def flow_params(self) -> dict[str, Any]:

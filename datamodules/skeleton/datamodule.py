@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from datamodules.loaders import split_loader
 from datamodules.skeleton.protocols import Protocol, is_training_sample
 from datamodules.skeleton.schema import SampleInfo, read_skeleton_info, read_skeleton_sample
 from datamodules.skeleton.transforms import (
@@ -235,12 +236,12 @@ class SkeletonDataModule(L.LightningDataModule):
     def _loader(self, name: str, shuffle: bool) -> DataLoader:
         if not self.datasets:
             raise RuntimeError(f"{self.path}: call setup() before asking for the {name} dataloader")
-        return DataLoader(
+        return split_loader(  # training: seeded and resumable (datamodules.loaders)
             self.datasets[name],
+            train=shuffle,
             batch_size=self.batch_size,
-            shuffle=shuffle,
+            trainer=self.trainer,
             num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
         )
 
     def train_dataloader(self) -> DataLoader:

@@ -21,13 +21,19 @@ from datamodules.timeseries.schema import (
 )
 
 if TYPE_CHECKING:
-    from datamodules.timeseries.datamodule import HDF5WindowDataModule, SplitMode, SubjectSplit, TestRecording
+    from datamodules.timeseries.datamodule import HDF5WindowDataModule, TestRecording
     from datamodules.timeseries.dataset import ChannelNormalization, ContextPadding, LabelPolicy, WindowDataset
+    from datamodules.timeseries.settings import LabelSettings, LoaderSettings, SplitMode, SplitSettings, WindowSettings
+    from datamodules.timeseries.splits import SubjectSplit
 
 _LAZY = {
     "HDF5WindowDataModule": "datamodules.timeseries.datamodule",
-    "SplitMode": "datamodules.timeseries.datamodule",
-    "SubjectSplit": "datamodules.timeseries.datamodule",
+    "LabelSettings": "datamodules.timeseries.settings",
+    "LoaderSettings": "datamodules.timeseries.settings",
+    "SplitMode": "datamodules.timeseries.settings",
+    "SplitSettings": "datamodules.timeseries.settings",
+    "WindowSettings": "datamodules.timeseries.settings",
+    "SubjectSplit": "datamodules.timeseries.splits",
     "TestRecording": "datamodules.timeseries.datamodule",
     "ChannelNormalization": "datamodules.timeseries.dataset",
     "ContextPadding": "datamodules.timeseries.dataset",
@@ -41,13 +47,17 @@ __all__ = [
     "ContextPadding",
     "HDF5WindowDataModule",
     "LabelPolicy",
+    "LabelSettings",
+    "LoaderSettings",
     "Recording",
     "SplitMode",
+    "SplitSettings",
     "SubjectSplit",
     "TestRecording",
     "TimeSeriesFileError",
     "TimeSeriesInfo",
     "WindowDataset",
+    "WindowSettings",
     "describe",
     "read_info",
     "read_recordings",

@@ -1,34 +1,28 @@
 """LightningDataModule of sliding windows over a ``vidrec.timeseries/1`` HDF5 file (wearable-sensor HAR).
 
 Every recording is read whole into memory at ``setup`` (HAPT: 1.1 M x 6 float32 = 27 MB); windows are cut on the
-fly (see :mod:`datamodules.timeseries.dataset` for the geometry and label policies). Splits are by subject:
+fly (see :mod:`datamodules.timeseries.dataset` for the geometry and label policies). Splits are by subject
+(:mod:`datamodules.timeseries.splits`). The settings come in groups (:mod:`datamodules.timeseries.settings`):
+``windows``, ``labels``, ``split``, ``loader``, plus ``normalize``.
 
-- ``SUBJECTS``: explicit ``train_subjects`` / ``val_subjects`` / ``test_subjects`` (train default: all others).
-- ``OFFICIAL``: the recordings' ``split`` attribute; validation = ``val_subjects`` or a ``val_fraction`` of the train
-  subjects (drawn with ``seed``).
-- ``KFOLD``: subjects shuffled with ``seed`` into ``num_folds`` folds; fold ``fold`` is the test split.
-- ``LOSO``: leave one subject out: subject ``fold`` is the test split.
-
-In every mode validation subjects are taken out of the train subjects and must not overlap the test subjects.
 Per-channel mean/std come from the labelled samples of the training recordings only (float64), are applied on the
 fly, saved with checkpoints through ``state_dict`` and exposed as ``normalization`` for streaming.
 """
 
 from __future__ import annotations
 
-import enum
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import lightning as L
 import numpy as np
 from torch.utils.data import DataLoader
 
-from datamodules.samplers import EpochRandomSampler, EpochWeightedRandomSampler, loader_generator, run_seed
+from datamodules.loaders import evaluation_loader, training_loader
 from datamodules.timeseries.dataset import (
     ChannelNormalization,
-    ContextPadding,
     LabelPolicy,
     WindowDataset,
     WindowTable,
@@ -36,32 +30,49 @@ from datamodules.timeseries.dataset import (
     collate_window_batch,
 )
 from datamodules.timeseries.schema import Recording, read_info, read_recordings
+from datamodules.timeseries.settings import (
+    LEGACY_KEYS,
+    LabelSettings,
+    LoaderSettings,
+    SplitMode,
+    SplitSettings,
+    WindowSettings,
+    move_legacy_keys,
+)
+from datamodules.timeseries.splits import SubjectSplit, resolve_subject_split
 from vidrec.spec import DeploymentSpec, Modality, SplitSpec, edge_fill
 
+__all__ = [
+    "HDF5WindowDataModule",
+    "LabelSettings",
+    "LoaderSettings",
+    "SplitMode",
+    "SplitSettings",
+    "SubjectSplit",
+    "TestRecording",
+    "WindowSettings",
+]
+
 log = logging.getLogger(__name__)
+
+_S = TypeVar("_S")
+
+
+def _settings(kind: type[_S], value: _S | Mapping[str, Any] | None) -> _S:
+    """``value`` as a ``kind`` settings object (a mapping's keys are its fields; None: the defaults)."""
+    if value is None:
+        return kind()
+    if isinstance(value, Mapping):
+        return kind(**value)
+    if not isinstance(value, kind):
+        raise TypeError(f"expected {kind.__name__} or a mapping of its fields, got {type(value).__name__}")
+    return value
+
 
 _CREATE_HINT = (
     " (create it with `vidrec data hapt --out PATH.h5`, `vidrec data basicmotions --out PATH.h5`, "
     "`vidrec data uci-har DIR --out PATH.h5`, `vidrec data uea ...` or `vidrec data generic ...`)"
 )
-
-
-class SplitMode(enum.Enum):
-    """How recordings are assigned to train / val / test (always by subject)."""
-
-    SUBJECTS = "subjects"  # explicit subject lists
-    OFFICIAL = "official"  # the file's per-recording `split` attribute
-    KFOLD = "kfold"  # k folds by subject; `fold` is the test fold
-    LOSO = "loso"  # leave one subject out; `fold` is the test subject
-
-
-@dataclass(frozen=True)
-class SubjectSplit:
-    """Subjects of each split (sorted)."""
-
-    train: list[int]
-    val: list[int]
-    test: list[int]
 
 
 @dataclass
@@ -88,178 +99,50 @@ class TestRecording:
     window_targets: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
 
 
-def resolve_subject_split(
-    subjects: list[int],
-    official: dict[int, str | None],
-    *,
-    mode: SplitMode,
-    train_subjects: list[int] | None,
-    val_subjects: list[int] | None,
-    test_subjects: list[int] | None,
-    val_fraction: float,
-    num_folds: int,
-    fold: int,
-    seed: int,
-    where: str,
-) -> SubjectSplit:
-    """Assign subjects to train / val / test (see module docstring); errors name the offending subjects.
-
-    Args:
-        subjects: All subject ids in the file.
-        official: Subject -> official split ("train" / "test" / None).
-        where: Names the file in errors.
-    """
-    all_subjects = set(subjects)
-    for name, given in (("train_subjects", train_subjects), ("val_subjects", val_subjects)):
-        unknown = sorted(set(given or []) - all_subjects)
-        if unknown:
-            raise ValueError(f"{where}: {name} {unknown} not in the file (subjects {sorted(all_subjects)})")
-    unknown = sorted(set(test_subjects or []) - all_subjects)
-    if unknown and mode == SplitMode.SUBJECTS:
-        raise ValueError(f"{where}: test_subjects {unknown} not in the file (subjects {sorted(all_subjects)})")
-
-    if mode == SplitMode.SUBJECTS:
-        test = set(test_subjects or [])
-    elif mode == SplitMode.OFFICIAL:
-        missing = sorted(s for s, split in official.items() if split is None)
-        if missing:
-            raise ValueError(
-                f"{where}: split_mode OFFICIAL needs attribute 'split' on every recording; subjects {missing} have none"
-            )
-        test = {s for s, split in official.items() if split == "test"}
-    elif mode == SplitMode.KFOLD:
-        if not 2 <= num_folds <= len(all_subjects) or not 0 <= fold < num_folds:
-            raise ValueError(
-                f"{where}: KFOLD needs 2 <= num_folds <= {len(all_subjects)} (subjects) and 0 <= fold < num_folds,"
-                f" got num_folds={num_folds}, fold={fold}"
-            )
-        order = np.random.default_rng(seed).permutation(sorted(all_subjects))
-        test = {int(s) for s in np.array_split(order, num_folds)[fold]}
-    elif mode == SplitMode.LOSO:
-        if fold not in all_subjects:
-            raise ValueError(f"{where}: LOSO fold={fold} must be a subject id in the file {sorted(all_subjects)}")
-        test = {fold}
-    else:
-        raise ValueError(f"{where}: unknown split_mode {mode!r}")
-    if mode != SplitMode.SUBJECTS and test_subjects is not None:
-        raise ValueError(f"{where}: test_subjects is only used with split_mode SUBJECTS (got {mode.name})")
-
-    overlap = sorted(set(val_subjects or []) & test)
-    if overlap:
-        raise ValueError(f"{where}: validation subjects {overlap} are also test subjects")
-    if train_subjects is not None:
-        if mode != SplitMode.SUBJECTS:
-            raise ValueError(f"{where}: train_subjects is only used with split_mode SUBJECTS (got {mode.name})")
-        overlap = sorted(set(train_subjects) & (test | set(val_subjects or [])))
-        if overlap:
-            raise ValueError(f"{where}: train subjects {overlap} are also validation or test subjects")
-        pool = set(train_subjects)
-    else:
-        pool = all_subjects - test
-    if val_subjects is not None:
-        val = set(val_subjects)
-    elif val_fraction > 0:
-        if not val_fraction < 1:
-            raise ValueError(f"{where}: val_fraction must be in [0, 1), got {val_fraction}")
-        candidates = np.random.default_rng(seed + 1).permutation(sorted(pool))
-        val = {int(s) for s in candidates[: max(1, round(val_fraction * len(candidates)))]}
-    else:
-        val = set()
-    train = pool - val
-    if not train:
-        raise ValueError(
-            f"{where}: empty train split (subjects {sorted(all_subjects)}, val {sorted(val)}, test {sorted(test)})"
-        )
-    return SubjectSplit(sorted(train), sorted(val), sorted(test))
-
-
 class HDF5WindowDataModule(L.LightningDataModule):
     """Sliding windows over a ``vidrec.timeseries/1`` HDF5 file, split by subject.
 
     Batches: ``{"inputs": float32 (B, C, context + window), "target": int64 (B,), "group": int64 (B,)}`` where
-    ``group`` is the recording's index in the file. Window labels follow ``label_policy`` (default PURE: keep only
-    windows whose target samples all carry one class; MAJORITY: most frequent labelled class, dropped when more than
-    ``max_unlabelled_fraction`` of the samples are unlabelled; CENTER: the centre sample's label). Unlabelled windows
-    are always dropped. Val / test / predict loaders iterate in file order, then time, with hop ``eval_hop``.
+    ``group`` is the recording's index in the file. Window labels follow ``labels.policy`` (default PURE).
+    Unlabelled windows are always dropped. Val / test / predict loaders iterate in file order, then time, with hop
+    ``windows.eval_hop``.
 
     Args:
         path: HDF5 file (``vidrec data ...`` creates it).
-        window: Samples per window (the labelled target region).
-        hop: Hop between training windows, in samples.
-        context: Extra samples of left context before each window (input length = context + window).
-        context_padding: DROP (default): windows whose context would start before their recording do not exist.
-            EDGE: the missing context is copies of the recording's first sample, so every window of ``context = 0`` is
-            kept (streaming: ``first_output = window``; see :mod:`datamodules.timeseries.dataset`).
-        context_truncation: Training only: probability that a window's context is cut at a random point and
-            edge-filled before it, so the model learns the short histories that EDGE padding produces.
-        eval_hop: Hop for val / test / predict windows (default: ``hop``).
-        split_mode: How subjects are split (SUBJECTS, OFFICIAL, KFOLD, LOSO).
-        train_subjects: SUBJECTS mode: train subjects (default: all not in val / test).
-        val_subjects: Validation subjects (taken out of train; never test subjects).
-        test_subjects: SUBJECTS mode: test subjects.
-        val_fraction: Fraction of the train subjects used for validation when ``val_subjects`` is not given.
-        num_folds: KFOLD: number of folds.
-        fold: KFOLD: test fold index; LOSO: test subject id.
-        seed: Seed of the KFOLD subject shuffle and of the ``val_fraction`` draw.
-        label_policy: PURE, MAJORITY or CENTER.
-        max_unlabelled_fraction: MAJORITY: largest unlabelled share of a kept window.
+        windows: Window, hop, evaluation hop and left context (:class:`WindowSettings`).
+        labels: Label policy of a window (:class:`LabelSettings`).
+        split: Which subjects train, validate and test (:class:`SplitSettings`).
+        loader: Batch size, workers, class-balanced draws (:class:`LoaderSettings`).
         normalize: Apply per-channel training statistics (else identity).
-        batch_size: Windows per batch.
-        num_workers: DataLoader workers (0 is fastest here: the data are in memory).
-        balanced: Train with a class-balanced WeightedRandomSampler (with replacement) instead of shuffling.
-        drop_last: Drop the last incomplete training batch.
-        pin_memory: Pin batches (GPU training).
+        **legacy: The flat keys of earlier versions (``window=``, ``split_mode=``, ``batch_size=``, ...): moved into
+            their group with a :class:`LegacyKeyWarning` that names the new key (see ``settings.LEGACY_KEYS``).
     """
 
     def __init__(
         self,
         path: str,
-        window: int = 128,
-        hop: int = 64,
-        context: int = 0,
-        context_padding: ContextPadding = ContextPadding.DROP,
-        context_truncation: float = 0.0,
-        eval_hop: int | None = None,
-        split_mode: SplitMode = SplitMode.OFFICIAL,
-        train_subjects: list[int] | None = None,
-        val_subjects: list[int] | None = None,
-        test_subjects: list[int] | None = None,
-        val_fraction: float = 0.0,
-        num_folds: int = 5,
-        fold: int = 0,
-        seed: int = 0,
-        label_policy: LabelPolicy = LabelPolicy.PURE,
-        max_unlabelled_fraction: float = 0.5,
+        windows: WindowSettings | None = None,
+        labels: LabelSettings | None = None,
+        split: SplitSettings | None = None,
+        loader: LoaderSettings | None = None,
         normalize: bool = True,
-        batch_size: int = 64,
-        num_workers: int = 0,
-        balanced: bool = False,
-        drop_last: bool = False,
-        pin_memory: bool = False,
+        **legacy: Any,
     ) -> None:
         super().__init__()
-        for name, value in (("window", window), ("hop", hop), ("batch_size", batch_size)):
-            if value < 1:
-                raise ValueError(f"{name} must be >= 1, got {value}")
-        if context < 0 or (eval_hop is not None and eval_hop < 1):
-            raise ValueError(f"context must be >= 0 and eval_hop >= 1, got context={context}, eval_hop={eval_hop}")
+        if legacy:
+            unknown = sorted(set(legacy) - set(LEGACY_KEYS))
+            if unknown:
+                raise TypeError(f"HDF5WindowDataModule got unexpected keyword arguments {unknown}")
+            groups: dict[str, Any] = {"windows": windows, "labels": labels, "split": split, "loader": loader}
+            groups.update(legacy)
+            move_legacy_keys(groups, where="HDF5WindowDataModule")
+            windows, labels, split, loader = (groups[k] for k in ("windows", "labels", "split", "loader"))
         self.path = str(path)
-        if not 0.0 <= context_truncation <= 1.0:
-            raise ValueError(f"context_truncation must be a probability in [0, 1], got {context_truncation}")
-        if context_truncation > 0 and context == 0:
-            raise ValueError("context_truncation > 0 needs context > 0")
-        self.window, self.hop, self.context = window, hop, context
-        self.context_padding = ContextPadding(context_padding)
-        self.context_truncation = float(context_truncation)
-        self.eval_hop = hop if eval_hop is None else eval_hop
-        self.split_mode = SplitMode(split_mode)
-        self.train_subjects, self.val_subjects, self.test_subjects = train_subjects, val_subjects, test_subjects
-        self.val_fraction, self.num_folds, self.fold, self.seed = val_fraction, num_folds, fold, seed
-        self.label_policy = LabelPolicy(label_policy)
-        self.max_unlabelled_fraction = max_unlabelled_fraction
+        self.windows = _settings(WindowSettings, windows)
+        self.labels = _settings(LabelSettings, labels)
+        self.split = _settings(SplitSettings, split)
+        self.loader = _settings(LoaderSettings, loader)
         self.normalize = normalize
-        self.batch_size, self.num_workers = batch_size, num_workers
-        self.balanced, self.drop_last, self.pin_memory = balanced, drop_last, pin_memory
 
         info = read_info(self.path, missing_hint=_CREATE_HINT)
         self.sampling_rate: float = info.sampling_rate
@@ -280,13 +163,13 @@ class HDF5WindowDataModule(L.LightningDataModule):
     @property
     def input_length(self) -> int:
         """Samples per input window: context + window."""
-        return self.context + self.window
+        return self.windows.input_length
 
     @property
     def has_validation(self) -> bool:
         """Whether the split has validation subjects (known after ``setup``; the CLI's checkpoint reads it)."""
         if self.subject_split is None:
-            return bool(self.val_subjects) or self.val_fraction > 0
+            return bool(self.split.val_subjects) or self.split.val_fraction > 0
         return bool(self.subject_split.val)
 
     @property
@@ -306,7 +189,7 @@ class HDF5WindowDataModule(L.LightningDataModule):
             raise ValueError(f"{self.path}: channel_names / class_names changed since the datamodule was created")
         self._recordings = recordings
         # EDGE: `context` copies of the first sample (unlabelled) in front of each recording in the window array
-        pad = self.context if self.context_padding is ContextPadding.EDGE and self.context > 0 else 0
+        pad = self.windows.edge_fill_length
         samples = [edge_fill(r.samples, pad, axis=0) for r in recordings]  # (pad + T, C) each
         labels = [np.concatenate([np.full(pad, -1, dtype=r.labels.dtype), r.labels]) for r in recordings]
         lengths = np.array([len(x) for x in labels], dtype=np.int64)
@@ -320,14 +203,7 @@ class HDF5WindowDataModule(L.LightningDataModule):
         split = resolve_subject_split(
             sorted(official),
             official,
-            mode=self.split_mode,
-            train_subjects=self.train_subjects,
-            val_subjects=self.val_subjects,
-            test_subjects=self.test_subjects,
-            val_fraction=self.val_fraction,
-            num_folds=self.num_folds,
-            fold=self.fold,
-            seed=self.seed,
+            self.split,
             where=self.path,
         )
         self.subject_split = split
@@ -336,35 +212,35 @@ class HDF5WindowDataModule(L.LightningDataModule):
         if not self._normalization_loaded:
             self._normalization = self._compute_normalization(train_recs)
         for name, subjects, hop in (
-            ("train", split.train, self.hop),
-            ("val", split.val, self.eval_hop),
-            ("test", split.test, self.eval_hop),
+            ("train", split.train, self.windows.hop),
+            ("val", split.val, self.windows.evaluation_hop),
+            ("test", split.test, self.windows.evaluation_hop),
         ):
             recs = [i for i, r in enumerate(recordings) if r.subject in subjects]
             table = build_window_table(
                 labels,
                 self._offsets,
                 recs,
-                window=self.window,
-                context=self.context,
+                window=self.windows.window,
+                context=self.windows.context,
                 hop=hop,
-                policy=self.label_policy,
+                policy=self.labels.policy,
                 num_classes=self.num_classes,
-                max_unlabelled_fraction=self.max_unlabelled_fraction,
+                max_unlabelled_fraction=self.labels.max_unlabelled_fraction,
             )
             self._log_split(name, subjects, recs, table)
             if subjects and len(table) == 0:
                 raise ValueError(
                     f"{self.path}: {name} split (subjects {subjects}) has no windows of {self.input_length} samples"
-                    f" under label_policy {self.label_policy.name}"
+                    f" under labels.policy {self.labels.policy.name}"
                 )
             self.datasets[name] = WindowDataset(
                 self._data,
                 table,
                 self.input_length,
                 self.normalization,
-                context_truncation=self.context_truncation if name == "train" else 0.0,
-                context=self.context,
+                context_truncation=self.windows.context_truncation if name == "train" else 0.0,
+                context=self.windows.context,
             )
 
     def _compute_normalization(self, train_recs: list[int]) -> ChannelNormalization:
@@ -399,7 +275,7 @@ class HDF5WindowDataModule(L.LightningDataModule):
             dropped,
             table.dropped_unlabelled,
             table.dropped_mixed,
-            self.label_policy.name,
+            self.labels.policy.name,
             table.too_short,
             self.input_length,
             dict(zip(self.class_names, counts.tolist())),
@@ -420,44 +296,48 @@ class HDF5WindowDataModule(L.LightningDataModule):
             raise RuntimeError(f"{self.path}: call setup() before asking for the {name} dataloader")
         return self.datasets[name]
 
-    def _loader(self, dataset: WindowDataset, **kwargs: Any) -> DataLoader:
-        return DataLoader(
+    def train_dataloader(self) -> DataLoader:
+        """Shuffled (or class-balanced) training windows; each epoch's batches are a function of (run seed, epoch)
+        and a run resumed from any checkpoint continues with the same batches (:mod:`datamodules.loaders`)."""
+        dataset = self._dataset("train")
+        weights = None
+        if self.loader.balanced:
+            counts = dataset.table.class_counts(self.num_classes).astype(np.float64)
+            weights = (1.0 / counts[dataset.table.targets]).tolist()
+        return training_loader(
             dataset,
-            batch_size=self.batch_size,
-            num_workers=self.num_workers,
+            batch_size=self.loader.batch_size,
+            trainer=self.trainer,
+            seed=self.split.seed,
+            num_workers=self.loader.num_workers,
+            drop_last=self.loader.drop_last,
+            pin_memory=self.loader.pin_memory,
             collate_fn=collate_window_batch,
-            pin_memory=self.pin_memory,
-            persistent_workers=self.num_workers > 0,
-            **kwargs,
+            weights=weights,
         )
 
-    def train_dataloader(self) -> DataLoader:
-        """Shuffled (or class-balanced) training windows; each epoch's order is a function of (run seed, epoch)."""
-        dataset = self._dataset("train")
-        # exact resume (datamodules.samplers): the order of epoch e depends on (run seed, e) only
-        seed, epoch = run_seed(self.seed), int(getattr(self.trainer, "current_epoch", 0) or 0)
-        generator = loader_generator(seed)
-        if self.balanced:
-            counts = dataset.table.class_counts(self.num_classes).astype(np.float64)
-            weights = 1.0 / counts[dataset.table.targets]
-            weighted = EpochWeightedRandomSampler(weights.tolist(), len(dataset), seed, epoch)
-            return self._loader(dataset, sampler=weighted, drop_last=self.drop_last, generator=generator)
-        sampler = EpochRandomSampler(dataset, seed, epoch)
-        return self._loader(dataset, sampler=sampler, drop_last=self.drop_last, generator=generator)
+    def _eval_loader(self, dataset: WindowDataset) -> DataLoader:
+        return evaluation_loader(
+            dataset,
+            batch_size=self.loader.batch_size,
+            num_workers=self.loader.num_workers,
+            pin_memory=self.loader.pin_memory,
+            collate_fn=collate_window_batch,
+        )
 
     def val_dataloader(self) -> DataLoader:
         """Validation windows in order (empty when no validation subjects are configured)."""
         dataset = self._dataset("val")
         if len(dataset) == 0:
-            log.warning("%s: no validation subjects configured (set val_subjects or val_fraction)", self.path)
-        return self._loader(dataset, shuffle=False)
+            log.warning("%s: no validation subjects (set split.val_subjects or split.val_fraction)", self.path)
+        return self._eval_loader(dataset)
 
     def test_dataloader(self) -> DataLoader:
         """Test windows in file order, then time."""
         dataset = self._dataset("test")
         if len(dataset) == 0:
-            raise ValueError(f"{self.path}: empty test split under split_mode {self.split_mode.name}")
-        return self._loader(dataset, shuffle=False)
+            raise ValueError(f"{self.path}: empty test split under split.mode {self.split.mode.name}")
+        return self._eval_loader(dataset)
 
     def predict_dataloader(self) -> DataLoader:
         """Same windows and order as :meth:`test_dataloader`."""
@@ -471,7 +351,7 @@ class HDF5WindowDataModule(L.LightningDataModule):
         """
         table = self._dataset("test").table
         assert self._recordings is not None and self.subject_split is not None and self._offsets is not None
-        pad = self.context if self.context_padding is ContextPadding.EDGE and self.context > 0 else 0
+        pad = self.windows.edge_fill_length
         out = []
         for i, r in enumerate(self._recordings):
             if r.subject in self.subject_split.test:
@@ -503,22 +383,22 @@ class HDF5WindowDataModule(L.LightningDataModule):
         split = self.subject_split
         return DeploymentSpec(
             modality=Modality.TIMESERIES,
-            window=self.window,
-            hop=self.hop,
-            eval_hop=self.eval_hop,
+            window=self.windows.window,
+            hop=self.windows.hop,
+            eval_hop=self.windows.evaluation_hop,
             rate=self.sampling_rate,
             channels=list(self.channel_names),
             normalization=self.normalization,
             class_names=list(self.class_names),
-            context=self.context,
-            context_padding=self.context_padding,
-            label_policy=self.label_policy.value,
-            max_unlabelled_fraction=self.max_unlabelled_fraction,
+            context=self.windows.context,
+            context_padding=self.windows.context_padding,
+            label_policy=self.labels.policy.value,
+            max_unlabelled_fraction=self.labels.max_unlabelled_fraction,
             split=SplitSpec(
-                mode=self.split_mode.value,
-                fold=self.fold,
-                num_folds=self.num_folds if self.split_mode is SplitMode.KFOLD else 0,
-                seed=self.seed,
+                mode=self.split.mode.value,
+                fold=self.split.fold,
+                num_folds=self.split.num_folds if self.split.mode is SplitMode.KFOLD else 0,
+                seed=self.split.seed,
                 train_subjects=list(split.train),
                 val_subjects=list(split.val),
                 test_subjects=list(split.test),
@@ -550,18 +430,22 @@ class HDF5WindowDataModule(L.LightningDataModule):
             raise ValueError("the deployment spec names no data file; pass its path")
         dm = cls(
             file,
-            window=spec.window,
-            hop=spec.hop,
-            context=spec.context,
-            context_padding=spec.context_padding,
-            eval_hop=spec.eval_hop,
-            split_mode=SplitMode.SUBJECTS,
-            train_subjects=list(spec.split.train_subjects),
-            val_subjects=list(spec.split.val_subjects),
-            test_subjects=list(spec.split.test_subjects),
-            label_policy=LabelPolicy(spec.label_policy),
-            max_unlabelled_fraction=spec.max_unlabelled_fraction,
-            batch_size=batch_size,
+            windows=WindowSettings(
+                window=spec.window,
+                hop=spec.hop,
+                eval_hop=spec.eval_hop,
+                context=spec.context,
+                context_padding=spec.context_padding,
+            ),
+            labels=LabelSettings(LabelPolicy(spec.label_policy), spec.max_unlabelled_fraction),
+            split=SplitSettings(
+                mode=SplitMode.SUBJECTS,
+                train_subjects=list(spec.split.train_subjects),
+                val_subjects=list(spec.split.val_subjects),
+                test_subjects=list(spec.split.test_subjects),
+                seed=spec.split.seed,
+            ),
+            loader=LoaderSettings(batch_size=batch_size),
         )
         if dm.channel_names != spec.channels:
             raise ValueError(f"{file}: channels {dm.channel_names} differ from the checkpoint's {spec.channels}")

@@ -218,6 +218,8 @@ class WindowDataset(Dataset):
         self.table = table
         self.length = length
         self.context_truncation, self.context = float(context_truncation), int(context)
+        # whether items draw random numbers (datamodules.loaders seeds each batch only then)
+        self.draws_random = self.context_truncation > 0
         # (N - L + 1, C, L) strided view: row s is the window starting at sample s; indexing rows copies B windows
         self._windows = (
             sliding_window_view(data, length, axis=1).transpose(1, 0, 2) if data.shape[1] >= length else None

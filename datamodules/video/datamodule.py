@@ -26,6 +26,7 @@ import numpy as np
 from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader
 
+from datamodules.loaders import split_loader
 from datamodules.video.dataset import ClipTiming, SamplingMode, VideoClipDataset
 from datamodules.video.decoding import DecodeSettings, RobustVideoReader
 from datamodules.video.layouts import (
@@ -166,18 +167,18 @@ class VideoClipDataModule(LightningDataModule, abc.ABC):
     def _loader(self, split: Split, train: bool) -> DataLoader[dict[str, Any]]:
         if split not in self.datasets:
             self.setup({Split.TRAIN: "fit", Split.VAL: "validate", Split.TEST: "test"}[split])
-        return DataLoader(
+        return split_loader(  # training: seeded and resumable (datamodules.loaders)
             self.datasets[split],
+            train=train,
             batch_size=self.batch_size,
-            shuffle=train,
-            drop_last=train,  # fixed batch size in training; evaluation sees every view
+            trainer=self.trainer,
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
-            persistent_workers=self.num_workers > 0 and train,
+            drop_last=True,  # fixed batch size in training; evaluation sees every view
         )
 
     def train_dataloader(self) -> DataLoader[dict[str, Any]]:
-        """One random clip per training video per epoch, shuffled."""
+        """One random clip per training video per epoch, shuffled; same batches per (run seed, epoch), resumable."""
         return self._loader(Split.TRAIN, train=True)
 
     def val_dataloader(self) -> DataLoader[dict[str, Any]]:

@@ -13,8 +13,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import yaml
 
 from datamodules.timeseries.schema import Recording, write_recordings
+from datamodules.timeseries.settings import LEGACY_KEYS
 from vidrec.cli import main
 from vidrec.streaming.command import evaluate_checkpoint, recordings_of_test_split
 from vidrec.tasks import load_checkpoint
@@ -51,11 +53,11 @@ def _run(command: str, data: Path, *extra: str) -> None:
             "3",
             "--model.model.init_args.num_classes",
             "3",
-            "--data.init_args.window",
+            "--data.init_args.windows.window",
             "32",
-            "--data.init_args.hop",
+            "--data.init_args.windows.hop",
             "8",
-            "--data.init_args.eval_hop",
+            "--data.init_args.windows.eval_hop",
             "8",
             "--trainer.enable_progress_bar",
             "false",
@@ -66,26 +68,39 @@ def _run(command: str, data: Path, *extra: str) -> None:
     )
 
 
+def _flat_config(saved: Path, out: Path) -> Path:
+    """A run's saved ``config.yaml`` with the data settings written as the flat keys of earlier versions."""
+    config = yaml.safe_load(saved.read_text())
+    init = config["data"]["init_args"]
+    for old, (group, name) in LEGACY_KEYS.items():
+        init[old] = init[group].pop(name)
+    for group in {group for group, _ in LEGACY_KEYS.values()}:
+        assert not init.pop(group)  # every field moved
+    assert "window" in init and "split_mode" in init
+    out.write_text(yaml.safe_dump(config))
+    return out
+
+
 def _last_run(workdir: Path) -> Path:
     return sorted((workdir / "runs" / "basicmotions_resnet1d").iterdir())[-1]
 
 
 SPLITS = {
-    "official": ["--data.init_args.split_mode", "OFFICIAL", "--data.init_args.val_fraction", "0.25"],
+    "official": ["--data.init_args.split.mode", "OFFICIAL", "--data.init_args.split.val_fraction", "0.25"],
     "kfold-edge-majority": [
-        "--data.init_args.split_mode",
+        "--data.init_args.split.mode",
         "KFOLD",
-        "--data.init_args.num_folds",
+        "--data.init_args.split.num_folds",
         "3",
-        "--data.init_args.fold",
+        "--data.init_args.split.fold",
         "1",
-        "--data.init_args.val_fraction",
+        "--data.init_args.split.val_fraction",
         "0",
-        "--data.init_args.context",
+        "--data.init_args.windows.context",
         "8",
-        "--data.init_args.context_padding",
+        "--data.init_args.windows.context_padding",
         "EDGE",
-        "--data.init_args.label_policy",
+        "--data.init_args.labels.policy",
         "MAJORITY",
         "--model.model.init_args.dropout",
         "0.0",
@@ -102,7 +117,11 @@ def test_offline_accuracy_of_evaluate_streaming_equals_vidrec_test(
     data = _tiny_file(tmp_path / "tiny.h5")
     _run("fit", data, "--trainer.max_epochs", "1", *SPLITS[split])
     ckpt = _last_run(tmp_path) / "checkpoints" / "last.ckpt"
-    _run("test", data, "--ckpt_path", str(ckpt), *SPLITS[split])
+    if split == "official":
+        _run("test", data, "--ckpt_path", str(ckpt), *SPLITS[split])
+    else:  # the run's saved config in the flat form of earlier versions (window: 32, split_mode: KFOLD, ...)
+        old = _flat_config(_last_run(tmp_path) / "config.yaml", tmp_path / "old_config.yaml")
+        main(["test", "-c", str(old), "--ckpt_path", str(ckpt), "--trainer.enable_progress_bar", "false"])
     tested = json.loads((_last_run(tmp_path) / "test_metrics.json").read_text())
 
     # the spec is plain data: a weights_only load reads it

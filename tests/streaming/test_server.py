@@ -262,3 +262,25 @@ def test_stream_command_reports_early_for_a_model_trained_with_edge_filled_conte
     padded = np.concatenate([np.repeat(raw[:, :1], WINDOW - 12, axis=1), raw], axis=1)  # sample t at t + 24
     expected = _offline_classes(tiny_model, padded, [e + WINDOW - 12 for e in ends])
     assert [r["class"] for r in rows] == [CLASSES[k] for k in expected]
+
+
+def test_stream_verbose_prints_which_engine_runs_which_part(
+    tiny_model: nn.Module, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = dict(window=WINDOW, hop=HOP, context=0, sampling_rate=RATE, channel_names=["x", "y", "z"])
+    data.update(mean=[0.0] * 3, std=[1.0] * 3)
+    monkeypatch.setattr(stream_command, "load_classifier", lambda path: _Loaded(tiny_model, CLASSES, data))
+    raw = np.random.default_rng(7).standard_normal((3, 40)).astype(np.float32)
+    path = tmp_path / "stdin.txt"
+    path.write_text("".join(json.dumps({"t": t / RATE, "x": raw[:, t].tolist()}) + "\n" for t in range(40)))
+    parser = argparse.ArgumentParser()
+    stream_command.add_parser(parser.add_subparsers())
+    argv = ["stream", "--checkpoint", "x.ckpt", "--input", str(path), "--backend", "eager"]
+    for verbose in (False, True):
+        args = parser.parse_args(argv + (["--verbose"] if verbose else []))
+        summary = args.func(args, out=io.StringIO())
+        err = capsys.readouterr().err
+        assert summary["predictions"] == 2
+        described = str(stream_command.build_runtime(_Loaded(tiny_model, CLASSES, data), HOP, "eager").describe())
+        assert described.startswith("engine: ")
+        assert (described in err) is verbose

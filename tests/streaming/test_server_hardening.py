@@ -190,7 +190,7 @@ _LOW_FD_SERVER = textwrap.dedent(
     """
     import importlib.util, json, queue, resource, sys, time
 
-    # the two source modules alone (numpy only): the child starts in a fraction of a second, without torch
+    # the source modules alone (numpy only): the child starts in a fraction of a second, without torch
     def load(name, path):
         spec = importlib.util.spec_from_file_location(name, path)
         module = importlib.util.module_from_spec(spec)
@@ -199,6 +199,7 @@ _LOW_FD_SERVER = textwrap.dedent(
         return module
 
     load("vidrec.streaming.lines", sys.argv[1] + "/lines.py")
+    load("vidrec.streaming.limits", sys.argv[1] + "/limits.py")
     sources = load("vidrec.streaming.sources", sys.argv[1] + "/sources.py")
     DropReason, EventKind, TCPSource = sources.DropReason, sources.EventKind, sources.TCPSource
 
@@ -350,3 +351,120 @@ def test_a_failing_source_thread_stops_the_server_with_its_error(tiny_model: nn.
 
     with pytest.raises(SourceFailed, match="Broken failed: OSError: disk on fire"):
         serve(Broken(3, stream=io.StringIO("")), _mux(tiny_model), lambda p: None, max_seconds=10)
+
+
+def test_sender_buckets_admit_each_sender_its_own_lines_and_bytes_per_second() -> None:
+    from vidrec.streaming.limits import LimitPolicy, SenderBuckets, SenderLimit
+
+    now = [0.0]
+    buckets = SenderBuckets(SenderLimit(lines_per_second=10, burst_seconds=1.0), clock=lambda: now[0])
+    first = buckets.admit("a", [f"l{i}" for i in range(25)])
+    assert (len(first.lines), first.dropped, first.disconnect) == (10, 15, False)  # the 1 s burst
+    assert first.lines == [f"l{i}" for i in range(10)]  # the leading lines, in order
+    assert buckets.admit("b", ["x"] * 4).dropped == 0  # another sender has its own budget
+    now[0] = 0.5  # half a second refills 5 lines
+    assert len(buckets.admit("a", ["y"] * 8).lines) == 5
+    now[0] = 100.0  # refilled up to the burst, not beyond
+    assert len(buckets.admit("a", ["z"] * 30).lines) == 10
+    assert buckets.limited_senders == {"a"}
+
+    by_bytes = SenderBuckets(SenderLimit(bytes_per_second=100, policy=LimitPolicy.DISCONNECT), clock=lambda: 0.0)
+    over = by_bytes.admit("c", ["x" * 39] * 3)  # 40 bytes a line with its newline: two fit in 100
+    assert (len(over.lines), over.dropped, over.disconnect) == (2, 1, True)
+    unlimited = SenderBuckets(SenderLimit())
+    assert unlimited.admit("d", ["x"] * 10_000).dropped == 0
+    small = SenderBuckets(SenderLimit(lines_per_second=1, max_senders=2), clock=lambda: 0.0)
+    for sender in ("s1", "s2", "s3"):
+        small.admit(sender, ["x"])
+    assert list(small._buckets) == ["s2", "s3"]  # the least recently seen sender is evicted
+    with pytest.raises(ValueError, match="rate limits must be >= 0"):
+        SenderLimit(lines_per_second=-1)
+
+
+def _served_alone(model: nn.Module, lines: list[str]) -> list[tuple[str, int]]:
+    """The predictions of ``lines`` pushed straight into a multiplexer (no network, no other sender)."""
+    mux, got = _mux(model), []
+    for line in lines:
+        rec = parse_line(line, 3, "d", 0.0)
+        assert rec is not None
+        mux.push(rec.stream, rec.timestamp, rec.values)
+        got += [(p.stream, p.class_index) for p in mux.flush()]
+    return got
+
+
+@pytest.mark.parametrize("policy", ["drop", "disconnect"])
+def test_a_flooding_tcp_sender_is_limited_and_the_others_are_served(tiny_model: nn.Module, policy: str) -> None:
+    from vidrec.streaming.limits import LimitPolicy, SenderLimit
+
+    x = np.random.default_rng(8).standard_normal((3, 44)).astype(np.float32)
+    flood_lines = _lines("flood", np.random.default_rng(9).standard_normal((3, 20_000)).astype(np.float32))
+    limit = SenderLimit(lines_per_second=100, burst_seconds=0.5, policy=LimitPolicy(policy))
+    source = TCPSource(3, "127.0.0.1", 0, sender_limit=limit)
+    mux = _mux(tiny_model, max_streams=4)
+    got: list[Prediction] = []
+    sent = threading.Event()
+
+    def send() -> None:
+        while source._server is None:
+            time.sleep(0.01)
+        flood = socket.create_connection(source.address, timeout=5)
+        good = socket.create_connection(source.address, timeout=5)
+        try:
+            flood.sendall(("\n".join(flood_lines) + "\n").encode())  # 20000 lines at once: 200 s of its budget
+        except OSError:
+            pass  # closed by the server (disconnect)
+        for i, line in enumerate(_lines("good", x)):  # 44 lines in 0.44 s: within its own 100 lines/s
+            good.sendall(line.encode() + b"\n")
+            if i % 4 == 3:
+                time.sleep(0.04)
+        good.close()
+        flood.close()
+        sent.set()
+
+    threading.Thread(target=send, daemon=True).start()
+    serve(source, mux, got.append, max_seconds=4)
+    assert sent.is_set()
+    expected = _served_alone(tiny_model, _lines("good", x))
+    assert [(p.stream, p.class_index) for p in got if p.stream == "good"] == expected and len(expected) == 3
+    summary = mux.stats.summary()
+    drops = summary["drops"]
+    assert isinstance(drops, dict) and summary["rate_limited_senders"] == 1
+    flood_served = sum(1 for p in got if p.stream == "flood")
+    assert drops["rate_limited_lines"] > 0 and flood_served <= (50 + 4 * 100) // HOP  # burst + 4 s at the limit
+    if policy == "disconnect":
+        assert drops["rate_limited_connections"] == 1
+    else:
+        assert drops["rate_limited_connections"] == 0
+
+
+def test_a_flooding_udp_sender_is_limited_and_the_others_are_served(tiny_model: nn.Module) -> None:
+    from vidrec.streaming.limits import SenderLimit
+
+    x = np.random.default_rng(10).standard_normal((3, 40)).astype(np.float32)
+    flood = _lines("flood", np.random.default_rng(11).standard_normal((3, 4000)).astype(np.float32))
+    source = UDPSource(3, "127.0.0.1", 0, sender_limit=SenderLimit(lines_per_second=200, burst_seconds=0.5))
+    mux = _mux(tiny_model, max_streams=4)
+    got: list[Prediction] = []
+
+    def send() -> None:
+        while source._sock is None:
+            time.sleep(0.01)
+        bad = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        good = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        for i in range(0, len(flood), 40):
+            bad.sendto("\n".join(flood[i : i + 40]).encode(), source.address)
+        lines = _lines("good", x)
+        for i in range(0, 40, 4):  # 4 lines a datagram, 10 datagrams in 0.3 s
+            good.sendto("\n".join(lines[i : i + 4]).encode(), source.address)
+            time.sleep(0.03)
+        bad.close()
+        good.close()
+
+    threading.Thread(target=send, daemon=True).start()
+    serve(source, mux, got.append, max_seconds=2.5)
+    expected = _served_alone(tiny_model, _lines("good", x))
+    assert [(p.stream, p.class_index) for p in got if p.stream == "good"] == expected and len(expected) == 2
+    drops = mux.stats.summary()["drops"]
+    assert isinstance(drops, dict)
+    kernel = drops["udp_kernel_dropped_datagrams"]
+    assert drops["rate_limited_lines"] + 40 * kernel >= len(flood) - (100 + 3 * 200)  # all but burst + 2.5 s of it

@@ -134,3 +134,25 @@ def test_video_checkpoint_streams_like_offline_clips(tmp_path: Path, monkeypatch
     assert summary["frames"] == len(list(read_frames(videos[0][0]))) == 12
     assert len(rows) == 3 and [r["frame"] for r in rows] == [6, 8, 10]  # clip frames 0, 2, ..., 10; full from the 4th
     assert {r["class"] for r in rows} <= set(loaded.class_names)
+
+
+def test_a_file_with_latin1_metadata_streams_like_training_reads_it(tmp_path: Path) -> None:
+    """An AVI whose title is Latin-1 (not UTF-8), as old AVI writers stored it: plain `av.open` raised
+    UnicodeDecodeError; streaming opens it as training does (`open_container`) and reads every frame in order."""
+    from datamodules.video.decoding.fixture_videos import (
+        decode_every_frame,
+        index_code_frames,
+        read_index_code,
+        set_latin1_title,
+        write_mpeg4_avi,
+    )
+    from vidrec.streaming.video import _native_fps
+
+    title = "Caf\u00e9 d\u00e9j\u00e0 vu"
+    path = set_latin1_title(write_mpeg4_avi(tmp_path / "latin1.avi", index_code_frames(20), title=title), title)
+    assert title.encode("latin-1") in path.read_bytes() and title.encode("utf-8") not in path.read_bytes()
+    frames = list(read_frames(path))
+    assert [f.index for f in frames] == list(range(20)) and _native_fps(path) == pytest.approx(25.0)
+    streamed = np.stack([f.rgb for f in frames])  # (T, H, W, 3)
+    np.testing.assert_array_equal(read_index_code(streamed), np.arange(20))
+    np.testing.assert_array_equal(streamed, decode_every_frame(path))

@@ -9,7 +9,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from datamodules.timeseries import HDF5WindowDataModule
+from datamodules.timeseries import HDF5WindowDataModule, SplitMode, SplitSettings, WindowSettings
 from datamodules.timeseries.converters.uea import convert_basicmotions
 from datamodules.timeseries.schema import Recording, write_recordings
 from vidrec.cli import main
@@ -70,7 +70,9 @@ def test_recordings_shorter_than_a_window_are_counted_in_a_warning(
     ]
     write_recordings(tmp_path / "d.h5", recs, sampling_rate=10.0, channel_names=["a", "b"], class_names=["x"])
     dm = HDF5WindowDataModule(
-        str(tmp_path / "d.h5"), window=32, hop=8, split_mode="subjects", train_subjects=[0, 1, 2, 3]
+        str(tmp_path / "d.h5"),
+        windows=WindowSettings(window=32, hop=8),
+        split=SplitSettings(mode=SplitMode.SUBJECTS, train_subjects=[0, 1, 2, 3]),
     )
     with caplog.at_level(logging.WARNING):
         dm.setup("fit")

@@ -17,6 +17,7 @@ from typing import Any, TextIO
 import torch
 
 from vidrec.spec import DeploymentSpec, Modality
+from vidrec.streaming.limits import LimitPolicy, SenderLimit
 from vidrec.streaming.runtime import StepBackend, StreamingClassifier
 from vidrec.streaming.server import FullTablePolicy, Prediction, StreamMultiplexer, serve
 from vidrec.streaming.sources import MAX_ID_LENGTH, ReplaySource, Source, TCPSource, TextSource, UDPSource
@@ -24,6 +25,7 @@ from vidrec.streaming.sources import MAX_ID_LENGTH, ReplaySource, Source, TCPSou
 __all__ = [
     "add_parser",
     "build_runtime",
+    "print_engine",
     "load_classifier",
     "run_evaluate_streaming",
     "run_export_stream",
@@ -45,7 +47,9 @@ jitter is ignored (samples are taken in arrival order); a jump of more than --ga
 backwards resets that stream (state dropped, warm-up again). Streams silent for --idle-timeout seconds are evicted.
 Limits: stream ids of at most --max-id-length characters, at most --max-streams live streams (a full table refuses
 new streams, or evicts the least recently active one with --full-table evict-idlest), TCP: at most --max-connections
-connections, each closed after --connection-idle-timeout seconds of silence, lines of at most 64 KiB. Everything
+connections, each closed after --connection-idle-timeout seconds of silence, lines of at most 64 KiB; with
+--sender-lines-per-second / --sender-bytes-per-second each TCP connection or UDP address may send that much (a burst
+of --sender-burst seconds above it), its excess dropped or, with --sender-over-limit disconnect, closed. Everything
 dropped (malformed lines, long ids, refused or idle connections, UDP datagrams lost in the kernel) is counted by
 reason with a rate-limited warning. Ctrl-C stops cleanly and prints a summary on stderr.
 
@@ -113,12 +117,21 @@ def recordings_of_test_split(spec: DeploymentSpec, path: str) -> list[str]:
     return [r.id for r in recordings if r.subject in test]
 
 
+def _sender_limit(args: argparse.Namespace) -> SenderLimit:
+    return SenderLimit(
+        lines_per_second=getattr(args, "sender_lines_per_second", 0.0),
+        bytes_per_second=getattr(args, "sender_bytes_per_second", 0.0),
+        burst_seconds=getattr(args, "sender_burst", 1.0),
+        policy=LimitPolicy(getattr(args, "sender_over_limit", LimitPolicy.DROP.value)),
+    )
+
+
 def _make_source(args: argparse.Namespace, channels: int, spec: DeploymentSpec) -> Source:
     id_limit = getattr(args, "max_id_length", MAX_ID_LENGTH)
     if args.source == "stdin":
         return TextSource(channels, path=None if args.input in (None, "-") else args.input, max_id_length=id_limit)
     if args.source == "udp":
-        return UDPSource(channels, args.host, args.port, max_id_length=id_limit)
+        return UDPSource(channels, args.host, args.port, max_id_length=id_limit, sender_limit=_sender_limit(args))
     if args.source == "tcp":
         return TCPSource(
             channels,
@@ -127,6 +140,7 @@ def _make_source(args: argparse.Namespace, channels: int, spec: DeploymentSpec) 
             max_connections=getattr(args, "max_connections", 1024),
             connection_idle_timeout=getattr(args, "connection_idle_timeout", 60.0),
             max_id_length=id_limit,
+            sender_limit=_sender_limit(args),
         )
     if args.source == "replay":
         path = args.data or spec.data_path
@@ -137,6 +151,12 @@ def _make_source(args: argparse.Namespace, channels: int, spec: DeploymentSpec) 
         )  # default: the test subjects of the checkpoint's split
         return ReplaySource(channels, path, ids, speed=args.speed)
     raise ValueError(f"unknown --source {args.source!r}; expected stdin, udp, tcp or replay")
+
+
+def print_engine(args: argparse.Namespace, runtime: Any) -> None:
+    """``--verbose``: which engine runs which part of the model, and why (``runtime.describe()``), on stderr."""
+    if getattr(args, "verbose", False):
+        print(runtime.describe(), file=sys.stderr, flush=True)
 
 
 def _printer(fmt: str, out: TextIO) -> Callable[[Prediction], None]:
@@ -180,6 +200,7 @@ def run_stream(args: argparse.Namespace, out: TextIO | None = None) -> dict[str,
     source = _make_source(args, runtime.in_channels, spec)
     where = f" on {args.host}:{args.port}" if args.source in ("udp", "tcp") else ""
     print(f"vidrec stream: reading {args.source}{where}, hop={hop}, window={runtime.window}", file=sys.stderr)
+    print_engine(args, runtime)
     stats = serve(source, mux, _printer(args.format, out), max_seconds=args.max_seconds, max_samples=args.max_samples)
     summary = stats.summary()
     print("summary: " + json.dumps(summary), file=sys.stderr, flush=True)
@@ -313,10 +334,26 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--max-id-length", type=int, default=MAX_ID_LENGTH, help="longest accepted stream id")
     p.add_argument("--max-connections", type=int, default=1024, help="tcp: concurrent connections (more are refused)")
     p.add_argument("--connection-idle-timeout", type=float, default=60.0, help="tcp: seconds of silence before a close")
+    p.add_argument(
+        "--sender-lines-per-second", type=float, default=0.0, help="tcp/udp: lines/s per sender (0: no limit)"
+    )
+    p.add_argument(
+        "--sender-bytes-per-second", type=float, default=0.0, help="tcp/udp: bytes/s per sender (0: no limit)"
+    )
+    p.add_argument("--sender-burst", type=float, default=1.0, help="seconds a sender may run above its limits")
+    p.add_argument(
+        "--sender-over-limit",
+        choices=[x.value for x in LimitPolicy],
+        default=LimitPolicy.DROP.value,
+        help="a sender over its limit: drop its excess lines (counted), or disconnect it (tcp)",
+    )
     p.add_argument("--max-seconds", type=float, default=None, help="stop after this many seconds")
     p.add_argument("--max-samples", type=int, default=None, help="stop after this many samples")
     p.add_argument("--backend", choices=[b.value for b in StepBackend], default="compiled", help="streaming engine")
     p.add_argument("--precision", choices=list(PRECISIONS), default="fp32", help=_PRECISION_HELP)
+    p.add_argument(
+        "--verbose", action="store_true", help="print which engine runs which part of the model, and why (stderr)"
+    )
     p.add_argument("--extractor", default=None, help=_EXTRACTOR_HELP)
     p.set_defaults(func=run_stream)
 

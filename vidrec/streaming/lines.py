@@ -57,6 +57,8 @@ class DropReason(enum.Enum):
     UDP_KERNEL_DROP = "udp_kernel_dropped_datagrams"  # datagrams lost in the kernel (receive buffer full)
     STREAM_TABLE_FULL = "stream_table_full_samples"  # samples of new streams refused (max_streams live)
     UNPROCESSED_AT_STOP = "unprocessed_at_stop_samples"  # samples still queued when the server stopped
+    RATE_LIMITED = "rate_limited_lines"  # lines of a sender over its lines/s or bytes/s limit (vidrec.streaming.limits)
+    RATE_LIMITED_CONNECTION = "rate_limited_connections"  # TCP connections closed for going over it (DISCONNECT)
 
 
 @dataclass

@@ -18,6 +18,10 @@ Policies (also in ``vidrec stream --help``):
   sample of a new stream: ``REFUSE`` (default) drops it, counted as ``stream_table_full_samples``, so live streams
   are never displaced by a client inventing ids (they free their slots after ``idle_timeout``); ``EVICT_IDLEST``
   evicts the least recently active stream (counted in ``evicted``) to make room, so new streams always get in.
+* **Per-sender rate limit** (``vidrec.streaming.limits``, off unless set): a TCP connection or UDP source address
+  sending more than its lines/s or bytes/s (beyond a burst) has its excess lines dropped before they are parsed,
+  counted as ``rate_limited_lines`` (``rate_limited_senders`` senders in the summary), or is disconnected; every other
+  sender keeps its own budget, so one flood cannot take the consumer's time from the other streams.
 * **Smoothing**: with ``smoothing = k > 1`` the reported class and probability are those of the mean of the class
   probabilities of the last k hops (reset with the stream).
 """
@@ -107,6 +111,7 @@ class ServerStats:
     gap_resets: int = 0
     evicted: int = 0
     rejected_samples: int = 0  # samples of new streams refused because max_streams are live
+    rate_limited_senders: int = 0  # senders that went over their rate limit at least once
     drops: dict[DropReason, int] = field(default_factory=dict)  # every drop, by reason (units in the reason's name)
     latencies_ms: deque[float] = field(default_factory=lambda: deque(maxlen=100_000))
 
@@ -129,6 +134,7 @@ class ServerStats:
             "gap_resets": self.gap_resets,
             "evicted": self.evicted,
             "rejected_samples": self.rejected_samples,
+            "rate_limited_senders": self.rate_limited_senders,
             "udp_kernel_dropped_datagrams": self.drops.get(DropReason.UDP_KERNEL_DROP, 0),
             "drops": {r.value: self.drops.get(r, 0) for r in DropReason},
             "median_latency_ms": float(np.median(lat)) if lat.size else None,
@@ -387,6 +393,9 @@ def serve(
             left += len(event.records or []) if event.kind is EventKind.RECORDS else 0
         if left:
             mux.stats.count_drop(DropReason.UNPROCESSED_AT_STOP, left)
+        limits = getattr(source, "sender_limits", None)
+        if limits is not None:
+            mux.stats.rate_limited_senders = len(limits.limited_senders)
     if failure is not None:
         raise SourceFailed(failure)
     return mux.stats

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
+from vidrec.streaming.limits import SenderBuckets, SenderLimit
 from vidrec.streaming.lines import (
     MAX_ID_LENGTH,
     DropReason,
@@ -135,6 +136,23 @@ class Source:
             if rec is not None:
                 records.append(rec)
 
+    def _admit(self, sender: str, lines: list[str]) -> tuple[list[str], bool]:
+        """The lines of ``sender`` within its rate limit (the excess counted as ``RATE_LIMITED``), and whether it is
+        to be disconnected (``LimitPolicy.DISCONNECT``)."""
+        limits: SenderBuckets | None = getattr(self, "sender_limits", None)
+        if limits is None:
+            return lines, False
+        admission = limits.admit(sender, lines)
+        if admission.dropped:
+            lim = limits.limit
+            self._drop(
+                DropReason.RATE_LIMITED,
+                f"{sender} is over its rate limit ({lim.lines_per_second:g} lines/s, {lim.bytes_per_second:g} bytes/s;"
+                f" 0 = none): {admission.dropped} lines dropped",
+                admission.dropped,
+            )
+        return admission.lines, admission.disconnect
+
     def _emit_lines(self, lines: Iterable[str], default_stream: str) -> None:
         """Parse lines and put one RECORDS event plus one DROPPED event per bad line."""
         records: list[Record] = []
@@ -185,7 +203,8 @@ class UDPSource(Source):
     The receive buffer is asked for ``receive_buffer`` bytes (the kernel caps it at ``net.core.rmem_max``; the
     granted size is in ``receive_buffer_granted``). On Linux the kernel's drop counter (``SO_RXQ_OVFL``) arrives with
     each datagram; its increase is reported as ``UDP_KERNEL_DROP`` (``kernel_drops`` holds the total). Up to
-    ``batch`` datagrams already queued are read per event.
+    ``batch`` datagrams already queued are read per event. ``sender_limit`` caps what each source address may send
+    (``vidrec.streaming.limits``; the excess is ``RATE_LIMITED``).
     """
 
     ends = False
@@ -199,8 +218,10 @@ class UDPSource(Source):
         receive_buffer: int = 8 << 20,
         batch: int = 256,
         max_id_length: int = MAX_ID_LENGTH,
+        sender_limit: SenderLimit | None = None,
     ) -> None:
         super().__init__(num_channels, max_id_length)
+        self.sender_limits = SenderBuckets(sender_limit) if sender_limit is not None and sender_limit.active else None
         self.host, self.port = host, port
         self.receive_buffer, self.batch = receive_buffer, batch
         self.receive_buffer_granted = 0
@@ -263,8 +284,9 @@ class UDPSource(Source):
             now = time.monotonic()
             records: list[Record] = []
             for data, addr in datagrams:
-                text = data.decode("utf-8", errors="replace")
-                self._parse(text.splitlines(), f"{addr[0]}:{addr[1]}", now, records)
+                sender = f"{addr[0]}:{addr[1]}"
+                lines, _ = self._admit(sender, data.decode("utf-8", errors="replace").splitlines())
+                self._parse(lines, sender, now, records)
             if records:
                 self._put(SourceEvent(EventKind.RECORDS, records=records))
 
@@ -290,6 +312,8 @@ class TCPSource(Source):
     ``connection_idle_timeout`` seconds is closed (``IDLE_CONNECTION``). When ``accept()`` fails because the process
     is out of file descriptors, a reserve descriptor is released to accept the pending connection and close it (the
     client sees a reset instead of a hang, the loop does not spin), and the failure is counted (``ACCEPT_FAILED``).
+    ``sender_limit`` caps what each connection may send (``vidrec.streaming.limits``): the excess lines are dropped
+    (``RATE_LIMITED``), or under ``DISCONNECT`` the connection is closed (``RATE_LIMITED_CONNECTION``).
     """
 
     ends = False
@@ -304,8 +328,10 @@ class TCPSource(Source):
         max_connections: int = 1024,
         connection_idle_timeout: float = 60.0,
         max_id_length: int = MAX_ID_LENGTH,
+        sender_limit: SenderLimit | None = None,
     ) -> None:
         super().__init__(num_channels, max_id_length)
+        self.sender_limits = SenderBuckets(sender_limit) if sender_limit is not None and sender_limit.active else None
         if max_line < 1 or max_connections < 1 or connection_idle_timeout <= 0:
             raise ValueError(
                 "TCPSource: expected max_line >= 1, max_connections >= 1, connection_idle_timeout > 0; got "
@@ -441,7 +467,15 @@ class TCPSource(Source):
                                 f"{len(long_lines)} lines over {self.max_line} bytes",
                                 len(long_lines),
                             )
+                        lines, over = self._admit(state.name, lines)
                         self._emit_lines(lines, state.name)
+                        if over and data:
+                            self._drop(
+                                DropReason.RATE_LIMITED_CONNECTION,
+                                f"connection {state.name} closed: over its rate limit",
+                            )
+                            close(conn)
+                            continue
                     if len(buf) > self.max_line:
                         self._drop(DropReason.OVERSIZED_LINE, f"line over {self.max_line} bytes")
                         buf.clear()

@@ -70,17 +70,19 @@ def read_frames(source: str | Path, *, max_frames: int | None = None) -> Iterato
         FileNotFoundError: a local file that does not exist.
         ValueError: the source has no video stream.
     """
-    import av
+    from datamodules.video.decoding.frame_index import (
+        open_container,
+    )  # metadata that is not UTF-8 is read, as in training
 
     text = str(source)
     if _is_device(text):
-        container = av.open(f"/dev/video{text}" if text.isdigit() else text, format="v4l2")
+        container = open_container(f"/dev/video{text}" if text.isdigit() else text, format="v4l2")
     elif "://" in text:
-        container = av.open(text, options={"rtsp_transport": "tcp"} if text.startswith("rtsp") else {})
+        container = open_container(text, options={"rtsp_transport": "tcp"} if text.startswith("rtsp") else {})
     else:
         if not Path(text).is_file():
             raise FileNotFoundError(f"video {text} does not exist")
-        container = av.open(text)
+        container = open_container(text)
     with container:
         if not container.streams.video:
             raise ValueError(f"{text}: no video stream")
@@ -148,12 +150,12 @@ class FramePreprocessor:
 
 
 def _native_fps(source: str | Path) -> float | None:
-    import av
+    from datamodules.video.decoding.frame_index import open_container
 
     text = str(source)
     if _is_device(text) or "://" in text:
         return None
-    with av.open(text) as container:
+    with open_container(text) as container:
         rate = container.streams.video[0].average_rate if container.streams.video else None
         return float(rate) if rate else None
 
@@ -289,6 +291,9 @@ def run_stream(args: argparse.Namespace, loaded: Any, out: TextIO) -> dict[str, 
         raise ValueError("a video checkpoint streams from --input VIDEO_FILE, /dev/videoN or an rtsp:// / http:// URL")
     hop = args.hop or 1
     runtime = build_video_runtime(loaded, hop, getattr(args, "backend", "torch"), getattr(args, "precision", "fp32"))
+    from vidrec.streaming.command import print_engine
+
+    print_engine(args, runtime)
     sampler = FrameSampler(spec, _native_fps(source) if spec.rate > 0 else None)
     prepare = FramePreprocessor(spec)
     names = list(loaded.class_names)

@@ -388,7 +388,6 @@ class Classification(LightningModule):
             self._build_metrics(self.num_classes)
         self.class_names = meta.get("class_names")
 
-
     def _subnet_results(self, scalars: dict[str, float]) -> dict[str, Any]:
         """``{"subnets": {name: {"acc", "f1_macro"}}, "fusion_gain": fused acc - best subnet acc}`` for ensembles."""
         metrics = getattr(self, "_subnet_metrics", {})

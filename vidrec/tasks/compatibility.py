@@ -35,8 +35,8 @@ def check_model_fits_data(model: nn.Module, datamodule: Any, num_classes: int) -
     field = getattr(model, "receptive_field", None)
     if isinstance(field, int) and length < field:
         raise ModelDataMismatch(
-            f"{where}: windows of {length} samples (data.init_args.context + window) are shorter than the receptive "
-            f"field of {type(model).__name__} ({field} samples); use a window of at least {field}"
+            f"{where}: windows of {length} samples (data.init_args.windows.context + windows.window) are shorter than"
+            f" the receptive field of {type(model).__name__} ({field} samples); use a window of at least {field}"
         )
     params = next(model.parameters(), None)
     device = params.device if params is not None else torch.device("cpu")

@@ -13,6 +13,14 @@ import torch
 from datamodules.timeseries.datamodule import HDF5WindowDataModule, SplitMode
 from datamodules.timeseries.dataset import ContextPadding, LabelPolicy, window_labels
 from datamodules.timeseries.schema import Recording, write_recordings
+from datamodules.timeseries.settings import (
+    LEGACY_KEYS,
+    LabelSettings,
+    LegacyKeyWarning,
+    LoaderSettings,
+    SplitSettings,
+    WindowSettings,
+)
 
 
 def _file(
@@ -33,6 +41,22 @@ def _file(
     return path
 
 
+def _dm(path: str | Path, normalize: bool = True, **fields: Any) -> HDF5WindowDataModule:
+    """The data module with each field put in its settings group (``window=8`` -> ``WindowSettings(window=8)``)."""
+    groups: dict[str, dict[str, Any]] = {"windows": {}, "labels": {}, "split": {}, "loader": {}}
+    for key, value in fields.items():
+        group, name = LEGACY_KEYS[key]
+        groups[group][name] = value
+    return HDF5WindowDataModule(
+        str(path),
+        windows=WindowSettings(**groups["windows"]),
+        labels=LabelSettings(**groups["labels"]),
+        split=SplitSettings(**groups["split"]),
+        loader=LoaderSettings(**groups["loader"]),
+        normalize=normalize,
+    )
+
+
 def test_metadata_known_after_init_and_missing_file_hint(tmp_path: Path) -> None:
     dm = HDF5WindowDataModule(str(_file(tmp_path, {1: [40]})))
     assert (dm.num_classes, dm.class_names, dm.in_channels) == (3, ["c0", "c1", "c2"], 2)
@@ -43,7 +67,7 @@ def test_metadata_known_after_init_and_missing_file_hint(tmp_path: Path) -> None
 
 def test_window_counts_and_contents_match_numpy_slicing(tmp_path: Path) -> None:
     path = _file(tmp_path, {1: [100, 37], 2: [64], 4: [19, 60]})
-    dm = HDF5WindowDataModule(
+    dm = _dm(
         str(path),
         window=10,
         hop=6,
@@ -110,9 +134,7 @@ def test_label_policy_through_datamodule(tmp_path: Path, policy: LabelPolicy, ex
     path = write_recordings(
         tmp_path / "p.h5", [rec, other], sampling_rate=1, channel_names=["a", "b"], class_names=["x", "y"]
     )
-    dm = HDF5WindowDataModule(
-        str(path), window=4, hop=4, split_mode=SplitMode.SUBJECTS, test_subjects=[2], label_policy=policy
-    )
+    dm = _dm(str(path), window=4, hop=4, split_mode=SplitMode.SUBJECTS, test_subjects=[2], label_policy=policy)
     dm.setup()
     assert dm.datasets["train"].table.targets.tolist() == expected
 
@@ -125,22 +147,20 @@ def _subjects(dm: HDF5WindowDataModule, split: str) -> set[int]:
 def test_split_modes(tmp_path: Path) -> None:
     path = str(_file(tmp_path, {s: [30] for s in range(1, 7)}, test={5, 6}))
     common: dict[str, Any] = dict(window=8, hop=4)
-    dm = HDF5WindowDataModule(
-        path, split_mode=SplitMode.SUBJECTS, train_subjects=[1, 2], val_subjects=[3], test_subjects=[4], **common
-    )
+    dm = _dm(path, split_mode=SplitMode.SUBJECTS, train_subjects=[1, 2], val_subjects=[3], test_subjects=[4], **common)
     dm.setup()
     assert (_subjects(dm, "train"), _subjects(dm, "val"), _subjects(dm, "test")) == ({1, 2}, {3}, {4})
 
-    dm = HDF5WindowDataModule(path, split_mode=SplitMode.OFFICIAL, val_subjects=[1], **common)
+    dm = _dm(path, split_mode=SplitMode.OFFICIAL, val_subjects=[1], **common)
     dm.setup()
     assert (_subjects(dm, "train"), _subjects(dm, "val"), _subjects(dm, "test")) == ({2, 3, 4}, {1}, {5, 6})
-    dm = HDF5WindowDataModule(path, split_mode=SplitMode.OFFICIAL, val_fraction=0.25, **common)
+    dm = _dm(path, split_mode=SplitMode.OFFICIAL, val_fraction=0.25, **common)
     dm.setup()
     assert len(_subjects(dm, "val")) == 1 and _subjects(dm, "val") | _subjects(dm, "train") == {1, 2, 3, 4}
 
     folds = []
     for fold in range(3):
-        dm = HDF5WindowDataModule(path, split_mode=SplitMode.KFOLD, num_folds=3, fold=fold, val_fraction=0.25, **common)
+        dm = _dm(path, split_mode=SplitMode.KFOLD, num_folds=3, fold=fold, val_fraction=0.25, **common)
         dm.setup()
         test, train, val = _subjects(dm, "test"), _subjects(dm, "train"), _subjects(dm, "val")
         assert len(test) == 2 and not (test & train) and not (test & val) and not (train & val)
@@ -148,7 +168,7 @@ def test_split_modes(tmp_path: Path) -> None:
         folds.append(test)
     assert set().union(*folds) == set(range(1, 7))
 
-    dm = HDF5WindowDataModule(path, split_mode=SplitMode.LOSO, fold=3, val_subjects=[1], **common)
+    dm = _dm(path, split_mode=SplitMode.LOSO, fold=3, val_subjects=[1], **common)
     dm.setup()
     assert (_subjects(dm, "train"), _subjects(dm, "val"), _subjects(dm, "test")) == ({2, 4, 5, 6}, {1}, {3})
 
@@ -160,14 +180,14 @@ def test_split_modes(tmp_path: Path) -> None:
         (dict(split_mode=SplitMode.SUBJECTS, val_subjects=[3], test_subjects=[3]), r"validation subjects \[3\]"),
         (dict(split_mode=SplitMode.SUBJECTS, train_subjects=[1, 4], test_subjects=[4]), r"train subjects \[4\]"),
         (dict(split_mode=SplitMode.SUBJECTS, test_subjects=[9]), r"test_subjects \[9\] not in the file"),
-        (dict(split_mode=SplitMode.LOSO, fold=42), r"LOSO fold=42"),
+        (dict(split_mode=SplitMode.LOSO, fold=42), r"LOSO split.fold=42"),
         (dict(split_mode=SplitMode.KFOLD, num_folds=3, fold=3), r"KFOLD"),
         (dict(split_mode=SplitMode.SUBJECTS, test_subjects=[1, 2, 3, 4, 5, 6]), r"empty train split"),
     ],
 )
 def test_split_errors_name_subjects(tmp_path: Path, kwargs: dict, message: str) -> None:
     path = str(_file(tmp_path, {s: [30] for s in range(1, 7)}, test={5, 6}))
-    dm = HDF5WindowDataModule(path, window=8, hop=4, **kwargs)
+    dm = _dm(path, window=8, hop=4, **kwargs)
     with pytest.raises(ValueError, match=rf"tiny\.h5: .*{message}"):
         dm.setup()
 
@@ -177,12 +197,12 @@ def test_official_split_needs_split_attribute(tmp_path: Path) -> None:
     with h5py.File(path, "a") as f:
         del f["recordings/s2_0"].attrs["split"]
     with pytest.raises(ValueError, match=r"OFFICIAL needs attribute 'split'.*\[2\]"):
-        HDF5WindowDataModule(str(path), window=8).setup()
+        _dm(str(path), window=8).setup()
 
 
 def test_empty_split_is_an_error(tmp_path: Path) -> None:
     path = str(_file(tmp_path, {1: [40], 2: [10]}))  # subject 2 is shorter than a window
-    dm = HDF5WindowDataModule(path, window=16, split_mode=SplitMode.SUBJECTS, test_subjects=[2])
+    dm = _dm(path, window=16, split_mode=SplitMode.SUBJECTS, test_subjects=[2])
     with pytest.raises(ValueError, match=r"test split \(subjects \[2\]\) has no windows"):
         dm.setup()
 
@@ -190,7 +210,7 @@ def test_empty_split_is_an_error(tmp_path: Path) -> None:
 def test_normalization_from_train_only_and_state_dict_round_trip(tmp_path: Path) -> None:
     path = str(_file(tmp_path, {1: [50], 2: [70], 3: [40]}))
     kwargs: dict[str, Any] = dict(window=8, hop=4, split_mode=SplitMode.SUBJECTS, val_subjects=[2], test_subjects=[3])
-    dm = HDF5WindowDataModule(path, **kwargs)
+    dm = _dm(path, **kwargs)
     dm.setup()
     rec = (dm._recordings or [])[0]
     labelled = rec.samples[rec.labels >= 0].astype(np.float64)  # subject 1 only, unlabelled tail excluded
@@ -202,7 +222,7 @@ def test_normalization_from_train_only_and_state_dict_round_trip(tmp_path: Path)
     np.testing.assert_allclose(x, expected, rtol=1e-5, atol=1e-5)
 
     state = dm.state_dict()
-    fresh = HDF5WindowDataModule(path, **kwargs)
+    fresh = _dm(path, **kwargs)
     fresh.load_state_dict(state)
     fresh.setup()  # keeps the loaded statistics
     np.testing.assert_array_equal(fresh.normalization.mean, dm.normalization.mean)
@@ -220,9 +240,9 @@ def test_normalization_from_train_only_and_state_dict_round_trip(tmp_path: Path)
 
 def test_dataloaders_deterministic_length_and_order(tmp_path: Path) -> None:
     path = str(_file(tmp_path, {1: [300], 2: [200], 3: [150]}, test={3}))
-    dm = HDF5WindowDataModule(path, window=16, hop=8, eval_hop=4, batch_size=7, val_subjects=[2])
+    dm = _dm(path, window=16, hop=8, eval_hop=4, batch_size=7, val_subjects=[2])
     dm.setup()
-    again = HDF5WindowDataModule(path, window=16, hop=8, eval_hop=4, batch_size=7, val_subjects=[2])
+    again = _dm(path, window=16, hop=8, eval_hop=4, batch_size=7, val_subjects=[2])
     again.setup()
     for split in ("train", "val", "test"):
         assert len(dm.datasets[split]) == len(again.datasets[split]) > 0
@@ -235,7 +255,7 @@ def test_dataloaders_deterministic_length_and_order(tmp_path: Path) -> None:
     )
     predicted = torch.cat([b["inputs"] for b in dm.predict_dataloader()])
     torch.testing.assert_close(predicted, torch.cat(starts))
-    balanced = HDF5WindowDataModule(path, window=16, hop=8, balanced=True, batch_size=16, val_subjects=[2])
+    balanced = _dm(path, window=16, hop=8, balanced=True, batch_size=16, val_subjects=[2])
     balanced.setup()
     assert sum(len(b["target"]) for b in balanced.train_dataloader()) == len(balanced.datasets["train"])
 
@@ -246,12 +266,41 @@ def test_constructor_is_configurable_from_jsonargparse(tmp_path: Path) -> None:
     parser.add_class_arguments(HDF5WindowDataModule, "data")
     path = str(_file(tmp_path, {1: [40], 2: [40]}))
     cfg = parser.parse_args(
-        ["--data.path", path, "--data.split_mode", "LOSO", "--data.fold", "2", "--data.label_policy", "MAJORITY"]
-        + ["--data.val_subjects", "[1]", "--data.eval_hop", "2"]
+        ["--data.path", path, "--data.split.mode", "LOSO", "--data.split.fold", "2", "--data.labels.policy", "MAJORITY"]
+        + ["--data.split.val_subjects", "[1]", "--data.windows.eval_hop", "2", "--data.loader", '{"batch_size": 3}']
     )
     dm = parser.instantiate_classes(cfg).data
-    assert dm.split_mode == SplitMode.LOSO and dm.label_policy == LabelPolicy.MAJORITY and dm.val_subjects == [1]
-    assert dm.eval_hop == 2
+    assert dm.split.mode == SplitMode.LOSO and dm.labels.policy == LabelPolicy.MAJORITY and dm.split.val_subjects == [1]
+    assert dm.windows.evaluation_hop == 2 and dm.windows.hop == 64 and dm.loader.batch_size == 3
+
+
+def test_flat_keyword_arguments_of_earlier_versions_warn_with_the_new_key_and_build_the_same_module(
+    tmp_path: Path,
+) -> None:
+    path = str(_file(tmp_path, {1: [60], 2: [60], 3: [60]}))
+    grouped = HDF5WindowDataModule(
+        path,
+        windows=WindowSettings(window=8, hop=4, eval_hop=2),
+        split=SplitSettings(mode=SplitMode.SUBJECTS, test_subjects=[3]),
+        labels=LabelSettings(policy=LabelPolicy.MAJORITY),
+        loader=LoaderSettings(batch_size=5),
+    )
+    with pytest.warns(
+        LegacyKeyWarning, match=r"HDF5WindowDataModule: .*window -> windows\.window.*split_mode -> split\.mode"
+    ):
+        flat = HDF5WindowDataModule(
+            path, window=8, hop=4, eval_hop=2, split_mode="SUBJECTS", test_subjects=[3], label_policy="MAJORITY",
+            batch_size=5,
+        )  # fmt: skip
+    assert (flat.windows, flat.split, flat.labels, flat.loader) == (
+        grouped.windows, grouped.split, grouped.labels, grouped.loader,
+    )  # fmt: skip
+    with pytest.raises(ValueError, match=r"hop is given twice, as hop and as windows\.hop"):
+        HDF5WindowDataModule(path, windows=WindowSettings(hop=4), hop=8)
+    with pytest.raises(TypeError, match=r"unexpected keyword arguments \['windw'\]"):
+        HDF5WindowDataModule(path, windw=8)
+    with pytest.raises(ValueError, match=r"windows\.context_truncation > 0 needs windows\.context > 0"):
+        WindowSettings(context_truncation=0.5)
 
 
 def test_normalization_travels_with_lightning_checkpoint(tmp_path: Path) -> None:
@@ -276,14 +325,14 @@ def test_normalization_travels_with_lightning_checkpoint(tmp_path: Path) -> None
 
     path = str(convert_basicmotions(tmp_path / "bm.h5"))
     quiet: dict[str, Any] = dict(logger=False, enable_progress_bar=False, enable_model_summary=False)
-    dm = HDF5WindowDataModule(path, window=50, hop=25, batch_size=16)
+    dm = _dm(path, window=50, hop=25, batch_size=16)
     trainer = L.Trainer(max_epochs=1, limit_val_batches=0, default_root_dir=str(tmp_path), **quiet)
     trainer.fit(Probe(), dm)
     ckpt = trainer.checkpoint_callback.best_model_path  # type: ignore[union-attr]
     saved = torch.load(ckpt, weights_only=False)["HDF5WindowDataModule"]
     np.testing.assert_allclose(saved["normalization_mean"], dm.normalization.mean)
 
-    restored = HDF5WindowDataModule(path, window=50, hop=25, batch_size=16)
+    restored = _dm(path, window=50, hop=25, batch_size=16)
     restored.setup()
     restored.load_state_dict(dict(saved, normalization_mean=[0.0] * 6))  # stale stats, replaced by the checkpoint's
     L.Trainer(default_root_dir=str(tmp_path), **quiet).test(Probe(), restored, ckpt_path=ckpt, verbose=False)
@@ -296,9 +345,9 @@ def test_edge_context_padding_keeps_every_window_and_fills_history_with_the_firs
     common: dict[str, Any] = dict(
         window=10, hop=6, split_mode=SplitMode.SUBJECTS, train_subjects=[1, 2], normalize=False
     )
-    plain = HDF5WindowDataModule(str(path), context=0, **common)
-    edge = HDF5WindowDataModule(str(path), context=16, context_padding=ContextPadding.EDGE, **common)
-    drop = HDF5WindowDataModule(str(path), context=16, **common)
+    plain = _dm(str(path), context=0, **common)
+    edge = _dm(str(path), context=16, context_padding=ContextPadding.EDGE, **common)
+    drop = _dm(str(path), context=16, **common)
     for dm in (plain, edge, drop):
         dm.setup("fit")
     t_plain, t_edge = plain.datasets["train"].table, edge.datasets["train"].table
@@ -327,8 +376,8 @@ def test_edge_context_padding_keeps_every_window_and_fills_history_with_the_firs
 def test_context_truncation_edge_fills_a_random_prefix_of_the_context_only(tmp_path: Path) -> None:
     path = _file(tmp_path, {1: [200], 2: [200]}, test={2})
     common: dict[str, Any] = dict(window=10, hop=2, context=20, split_mode=SplitMode.OFFICIAL, normalize=False)
-    always = HDF5WindowDataModule(str(path), context_truncation=1.0, **common)
-    never = HDF5WindowDataModule(str(path), **common)
+    always = _dm(str(path), context_truncation=1.0, **common)
+    never = _dm(str(path), **common)
     for dm in (always, never):
         dm.setup("fit")
     idx = list(range(len(never.datasets["train"])))
@@ -350,4 +399,4 @@ def test_context_truncation_edge_fills_a_random_prefix_of_the_context_only(tmp_p
         never.datasets["test"].__getitems__([0, 1])["inputs"].numpy(),
     )
     with pytest.raises(ValueError, match="context_truncation"):
-        HDF5WindowDataModule(str(path), window=10, context_truncation=0.5)
+        _dm(str(path), window=10, context_truncation=0.5)
