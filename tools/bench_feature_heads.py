@@ -3,13 +3,23 @@
     python tools/bench_feature_heads.py accuracy  [--workdir runs/bench_feature_heads] [--heads ...]  vidrec fit/test
     python tools/bench_feature_heads.py train     [--dim 4096] [--batch 32] [--steps 20]  training samples/s per head
     python tools/bench_feature_heads.py stream    [--dim 4096] [--steps 50]               streaming cost and exactness
+    python tools/bench_feature_heads.py live      [--backbone resnet18] [--steps 48]      backbone + head per frame
+    python tools/bench_feature_heads.py approximate [--workdir ...] [--epochs 10]        "same" Inception streamed
 
 ``accuracy`` writes the ordered-events set (3 events, 6 orders, chance 1/6) and trains every head with its
 ``configs/video/ordered_events_<head>.yaml`` through ``vidrec fit`` then ``vidrec test`` (same features, same split),
 printing each test accuracy. ``train`` times forward + backward + Adam on random ``(batch, D, 25)`` inputs.
 ``stream`` runs ``vidrec.streaming.to_streaming`` over one long random feature stream and reports, per new frame, the
 streaming step's cost against recomputing the whole window offline at each hop, and the largest |streamed - offline|
-logit over every reported window. Figures on a shared 2-core machine are noisy: compare ratios within one run.
+logit over every reported window. ``live`` runs the live pipeline of ``vidrec.streaming.features`` (a torchvision
+backbone, randomly initialised, on 128 x 171 frames cropped to 112, once per new frame; the head streams over the
+cached features) and compares its cost per frame with recomputing the window at each hop: the backbone on the
+window's ``window`` clips (batched 32 at a time, as ``extract-features`` runs it) plus the head on the window.
+``approximate`` writes the ordered-events set at 24 frames per video, trains the "same"-padded Temporal-Inception
+with its config through ``vidrec fit``, then streams its valid twin (``approximate_model_streaming``, hop 24) over
+streams of test videos laid end to end: each hop ends at a video's last frame, so every streamed window is compared
+with the padded model offline on that video alone (max |approx - offline| logits, top-1 agreement, accuracies).
+Figures on a shared 2-core machine are noisy: compare ratios within one run.
 """
 
 from __future__ import annotations
@@ -127,9 +137,128 @@ def stream(dim: int, steps: int) -> None:
         print(f"  mean_pool_linear    {_stream_case(mp, dim, 25, hop, steps)}")
 
 
+def _live_case(backbone: str, head: nn.Module, dim: int, window: int, hop: int, steps: int) -> str:
+    import numpy as np
+
+    from datamodules.features.extract import ExtractionSettings, torchvision_encoder
+    from vidrec.streaming.features import FeatureHeadStream, LiveFrameFeatures, head_runtime
+
+    encoder = torchvision_encoder(backbone, None)
+    settings = ExtractionSettings(frames=None, short_side=128, crop_size=112, dtype="float32")
+    stream = FeatureHeadStream(
+        LiveFrameFeatures(encoder, settings, frame_step=1), head_runtime(head.eval(), window, hop, dim)
+    )
+    rng = np.random.default_rng(0)
+    frames = [rng.integers(0, 256, (128, 171, 3), dtype=np.uint8) for _ in range(8)]
+    total = window + steps
+    feats, worst, started = [], 0.0, 0.0
+    for t in range(total):
+        if t == window:  # time the steady state only
+            started, backbone0, head0 = time.perf_counter(), stream.features.backbone_seconds, stream.head_seconds
+        feature, logits = stream.push(frames[t % len(frames)])
+        assert feature is not None
+        feats.append(feature)
+        if logits is not None:
+            with torch.inference_mode():
+                offline = head(torch.stack(feats[-window:], dim=1)[None])
+            worst = max(worst, float((logits - offline[0]).abs().max()))
+    live = (time.perf_counter() - started) / steps * 1e3
+    backbone_ms = (stream.features.backbone_seconds - backbone0) / steps * 1e3
+    head_ms = (stream.head_seconds - head0) / steps * 1e3
+    # recomputing the window at each hop: `window` clips through the backbone (batched), then the head offline
+    clips = torch.randn(32, 3, 1, 112, 112)
+    with torch.inference_mode():
+        encoder.encode(clips)
+        start = time.perf_counter()
+        for _ in range(2):
+            encoder.encode(clips)
+        per_clip = (time.perf_counter() - start) / 64
+        x = torch.randn(1, dim, window)
+        head(x)
+        start = time.perf_counter()
+        for _ in range(5):
+            head(x)
+        head_window = (time.perf_counter() - start) / 5
+    recompute = (window * per_clip + head_window) / hop * 1e3
+    return (
+        f"window {window:3d} hop {hop:2d}: live {live:7.2f} ms/frame (backbone {backbone_ms:6.2f}, head "
+        f"{head_ms:6.3f}), recompute window {recompute:8.2f} ms/frame ({recompute / live:5.1f}x; backbone "
+        f"{per_clip * 1e3:.2f} ms/clip batched), max |stream - offline| {worst:.1e}"
+    )
+
+
+def live(backbone: str, steps: int) -> None:
+    """Backbone once per new frame + head streaming over cached features, against recomputing the window."""
+    torch.manual_seed(0)
+    dim = {"resnet18": 512, "resnet34": 512}.get(backbone, 2048)
+    print(f"live {backbone} (D={dim}) at 112 x 112, one stream, {torch.get_num_threads()} threads:")
+    print(f"  ts_lstm             {_live_case(backbone, _head('ts_lstm', dim, 101), dim, 24, 8, steps)}")
+    print(f"  mean_pool_linear    {_live_case(backbone, _head('mean_pool_linear', dim, 101), dim, 25, 1, steps)}")
+    ti = _head("temporal_inception", dim, 101, padding="valid")
+    print(f"  temporal_inception  {_live_case(backbone, ti, dim, 114, 24, steps)}")
+
+
+def approximate(workdir: Path, epochs: int, streams: int = 6) -> None:
+    """The "same"-padded Temporal-Inception through the approximate mode: deviation on the ordered-events test set."""
+    import os
+
+    import numpy as np
+
+    from datamodules.features import FeatureReader
+    from datamodules.features.ordered_events import OrderedEventsSettings, generate_ordered_events
+    from vidrec.cli import main as cli
+    from vidrec.streaming.approximate import approximate_model_streaming, streamed_window_logits
+    from vidrec.tasks import load_checkpoint  # type: ignore[attr-defined]
+
+    workdir.mkdir(parents=True, exist_ok=True)
+    frames = 24  # = the hop (the twin's stride): every hop ends at a video boundary
+    data = workdir / "ordered_events_24.h5"
+    if not data.is_file():
+        generate_ordered_events(data, OrderedEventsSettings(events=3, feature_dim=64, frames=frames))
+    run = workdir / "runs" / "ordered_events_temporal_inception"
+    ckpts = sorted(run.rglob("last.ckpt"))
+    if not ckpts:
+        config = ROOT / "configs" / "video" / "ordered_events_temporal_inception.yaml"
+        os.chdir(workdir)
+        args = ["fit", "-c", str(config), "--data.init_args.path", str(data), "--data.init_args.num_frames", "24"]
+        args += ["--trainer.max_epochs", str(epochs), "--trainer.enable_progress_bar", "false"]
+        assert cli(args) == 0
+        ckpts = sorted(run.rglob("last.ckpt"))
+    loaded = load_checkpoint(ckpts[-1])
+    model = loaded.model.eval()
+    test = [v for v in FeatureReader(data).read() if v.split == "test"]
+    order = np.random.default_rng(0).permutation(len(test))
+    per = len(test) // streams
+    xs, labels = [], []
+    for s in range(streams):  # stream s: test videos order[s * per : (s + 1) * per] end to end
+        picked = [test[i] for i in order[s * per : (s + 1) * per]]
+        xs.append(torch.from_numpy(np.concatenate([v.features for v in picked]).astype(np.float32)).T)  # (D, n*24)
+        labels.append([v.label for v in picked])
+    x = torch.stack(xs)  # (streams, D, per * 24)
+    with torch.inference_mode():
+        offline_all = model(torch.from_numpy(np.stack([v.features.T for v in test]).astype(np.float32)))
+    accuracy = float((offline_all.argmax(1) == torch.tensor([v.label for v in test])).float().mean())
+    runtime, report = approximate_model_streaming(model, frames, frames, calibration=x, capacity=streams)
+    logits, ends = streamed_window_logits(runtime, x, frames)  # (streams * n, K) in (stream, end) order
+    target = torch.tensor([labels[b][int(e) // frames - 1] for b in range(streams) for e in ends[b]])
+    with torch.inference_mode():
+        wins = torch.cat([x[b : b + 1, :, int(e) - frames : int(e)] for b in range(streams) for e in ends[b]])
+        offline = model(wins)
+    print(f"ordered events, 24 frames, D=64, {len(test)} test videos; same-padded Temporal-Inception ({epochs} epochs)")
+    print(f"  offline test accuracy (padded model, each video alone): {accuracy:.3f}")
+    print(f"  approximate streaming, hop 24, twin receptive field {runtime.model.receptive_field} frames: {report}")
+    print(
+        f"  on the {len(target)} streamed videos (after each stream's {runtime.warmup}-frame warm-up): accuracy "
+        f"offline {float((offline.argmax(1) == target).float().mean()):.3f}, approximate stream "
+        f"{float((logits.argmax(1) == target).float().mean()):.3f}"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("figure", choices=["accuracy", "train", "stream"])
+    parser.add_argument("figure", choices=["accuracy", "train", "stream", "live", "approximate"])
+    parser.add_argument("--epochs", type=int, default=10, help="approximate: training epochs of the padded head")
+    parser.add_argument("--backbone", default="resnet18", help="live: torchvision 2D backbone (random weights)")
     parser.add_argument("--workdir", type=Path, default=Path("runs/bench_feature_heads"))
     parser.add_argument("--dim", type=int, default=4096, help="feature dimension (4096: two-stream ResNet-101)")
     parser.add_argument("--batch", type=int, default=32)
@@ -143,6 +272,10 @@ def main() -> None:
         accuracy(args.workdir.resolve(), args.heads)
     elif args.figure == "train":
         train(args.dim, args.batch, args.steps)
+    elif args.figure == "approximate":
+        approximate(args.workdir.resolve(), args.epochs)
+    elif args.figure == "live":
+        live(args.backbone, args.steps)
     else:
         stream(args.dim, args.steps)
 

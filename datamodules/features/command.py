@@ -37,11 +37,24 @@ def add_extract_parser(parser: argparse.ArgumentParser) -> None:
     source.add_argument("--backbone", help="a torchvision model name (resnet101, r2plus1d_18, ...)")
     parser.add_argument("--weights", type=Path, default=None, help="local state_dict of --backbone (never downloaded)")
     parser.add_argument(
+        "--flow-root",
+        type=Path,
+        default=None,
+        help="with --checkpoint of a temporal (flow) stream: the vidrec.flow/1 files of `vidrec data flow`; the "
+        "stream reads the stack of fields centred on each sampled frame (join with the RGB file: join-features)",
+    )
+    parser.add_argument(
         "--random-init", action="store_true", help="allow --backbone without --weights (timing and tests only)"
     )
     sampling = parser.add_mutually_exclusive_group()
     sampling.add_argument("--frames", type=int, default=25, help="evenly spaced frames per video (default 25)")
     sampling.add_argument("--every-frame", action="store_true", help="a feature for every frame")
+    parser.add_argument(
+        "--frame-step",
+        type=int,
+        default=1,
+        help="with --every-frame: a feature for every N-th frame (0, N, 2N, ...: what a live stream reproduces)",
+    )
     parser.add_argument("--batch-size", type=int, default=32, help="clips per forward pass")
     parser.add_argument("--short-side", type=int, default=128, help="resize frames to this short side")
     parser.add_argument("--crop-size", type=int, default=112, help="centre crop")
@@ -104,10 +117,13 @@ def _extract(args: argparse.Namespace) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.flow_root is not None:
+        return _extract_flow(args)
     if args.backbone and args.weights is None and not args.random_init:
         raise SystemExit("--backbone needs --weights (a local state_dict); --random-init for timing and tests only")
     settings = ExtractionSettings(
         frames=None if args.every_frame else args.frames,
+        frame_step=args.frame_step,
         batch_size=args.batch_size,
         short_side=args.short_side,
         crop_size=args.crop_size,
@@ -138,6 +154,38 @@ def _extract(args: argparse.Namespace) -> int:
         f"(D={encoder.feature_dim}) "
         f"in {summary.seconds:.1f} s: {summary.clips_per_second:.1f} clips/s, "
         f"{summary.frames_per_second:.1f} decoded frames/s (backbone {summary.encode_seconds:.1f} s)"
+    )
+    return 0
+
+
+def _extract_flow(args: argparse.Namespace) -> int:
+    from datamodules.features.flow_features import FlowFeatureSettings, extract_flow_features, flow_stream_encoder
+
+    if args.checkpoint is None:
+        raise ValueError("--flow-root needs --checkpoint of a temporal stream (temporal_stream_resnet*)")
+    settings = FlowFeatureSettings(
+        frames=None if args.every_frame else args.frames,
+        frame_step=args.frame_step,
+        crop_size=args.crop_size,
+        batch_size=args.batch_size,
+        dtype=args.dtype,
+    )
+    encoder = flow_stream_encoder(args.checkpoint)
+    videos, names = _index(args)
+    summary = extract_flow_features(
+        videos,  # type: ignore[arg-type]
+        encoder,
+        args.flow_root,
+        args.out,
+        settings,
+        class_names=names,
+        source=str(args.root),
+        progress=not args.no_progress,
+    )
+    print(
+        f"{args.out}: wrote {summary.written} videos, skipped {summary.skipped} already complete, quarantined "
+        f"{len(summary.quarantined)}; {summary.clips} stacks of {encoder.context_frames} flow fields "
+        f"(D={encoder.feature_dim}) in {summary.seconds:.1f} s ({summary.clips_per_second:.1f} stacks/s)"
     )
     return 0
 

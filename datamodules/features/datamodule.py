@@ -186,8 +186,31 @@ class FeatureDataModule(LightningDataModule):
         """How a head trained here is fed: ``(D, num_frames)`` feature sequences, no normalisation, official split.
 
         ``data_path`` is the feature file; the extractor behind it is in the file's root attributes (its
-        ``extractor_hash`` names it). Streaming a head over a live feature stream uses every frame (``hop = 1``).
+        ``extractor_hash`` names it). Streaming a head over a live feature stream uses every sampled frame
+        (``hop = 1``). ``data_source["features"]`` is what a live stream needs to make the same features
+        (``vidrec.streaming.features``): the extractor record (backbone, weights sha256, preprocessing, clip context),
+        the sampling, D, the video root, and ``frame_step``, the native frames between the head's time steps: the
+        file's step for every-frame sampling (live features then equal the file's), else the median video length
+        over ``num_frames`` (uniformly sampled files have no live equivalent; ``exact_sampling`` is False).
         """
+        info = self.reader.info
+        sampling = dict(info.sampling)
+        exact = sampling.get("mode") == "every"
+        if exact:
+            frame_step = int(sampling.get("step", 1))
+        else:
+            lengths = [v.num_frames for videos in self._load().values() for v in videos] or [self.num_frames]
+            frame_step = max(1, round(float(np.median(lengths)) / self.num_frames))
+        features = {
+            "feature_file": str(self.path),
+            "feature_dim": int(self.feature_dim),
+            "extractor": info.extractor,
+            "extractor_hash": info.extractor_hash,
+            "sampling": sampling,
+            "video_root": info.source,
+            "frame_step": frame_step,
+            "exact_sampling": exact,
+        }
         return DeploymentSpec(
             modality=Modality.TIMESERIES,
             window=self.num_frames,
@@ -200,4 +223,9 @@ class FeatureDataModule(LightningDataModule):
             label_policy="video",
             split=SplitSpec(mode="official"),
             data_path=str(self.path),
+            data_source={
+                "class_path": "datamodules.features.FeatureDataModule",
+                "init_args": {"path": str(self.path), "num_frames": self.num_frames},
+                "features": features,
+            },
         )

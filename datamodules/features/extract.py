@@ -6,7 +6,8 @@ of the streaming runtime) goes through the backbone's ``forward_features``; the 
 over space. For a vidrec checkpoint the clip length defaults to the model's temporal receptive field, so a valid
 (streamable) R(2+1)D or P3D gives exactly one position per clip; a 2D torchvision backbone (``resnet101``: the
 paper's) reads the frame alone. Frames are taken at ``frames`` evenly spaced positions (the centres of equal
-segments; the paper's 25) or at every frame.
+segments; the paper's 25), at every frame, or at every ``frame_step``-th frame (``0, N, 2N, ...``: the sampling a
+live stream can reproduce, ``vidrec.streaming.features``).
 
 Writes the feature file of ``datamodules.features.schema``: per video ``(T, D)`` features, frame indices, label,
 split, fps, and at the root the extractor's settings and the checkpoint's (or weights') sha256. Batched (clips of a
@@ -52,6 +53,7 @@ class ExtractorKind(enum.Enum):
 
     CHECKPOINT = "checkpoint"  # a model trained with `vidrec fit` (RGB or flow stream, P3D, R(2+1)D)
     TORCHVISION = "torchvision"  # torchvision.models.<name> with weights from a local file
+    FLOW_CHECKPOINT = "flow_checkpoint"  # a two-stream temporal stream over flow stacks (features.flow_features)
 
 
 @dataclass
@@ -59,7 +61,8 @@ class ExtractionSettings:
     """How frames are sampled and preprocessed.
 
     Attributes:
-        frames: F evenly spaced frames per video (the paper: 25); None: every frame.
+        frames: F evenly spaced frames per video (the paper: 25); None: every ``frame_step``-th frame.
+        frame_step: with ``frames=None``: native frames between sampled frames (1: every frame).
         batch_size: clips per forward pass.
         short_side: frames are resized so their short side is this ...
         crop_size: ... and centre-cropped to this square.
@@ -71,6 +74,7 @@ class ExtractionSettings:
     """
 
     frames: int | None = 25
+    frame_step: int = 1
     batch_size: int = 32
     short_side: int = 128
     crop_size: int = 112
@@ -83,8 +87,22 @@ class ExtractionSettings:
     def __post_init__(self) -> None:
         if self.frames is not None and self.frames < 1:
             raise ValueError(f"frames must be >= 1 or None (every frame), got {self.frames}")
-        if self.batch_size < 1 or self.frame_stride < 1:
-            raise ValueError(f"batch_size and frame_stride must be >= 1, got {self.batch_size}, {self.frame_stride}")
+        if self.batch_size < 1 or self.frame_stride < 1 or self.frame_step < 1:
+            raise ValueError(
+                f"batch_size, frame_stride and frame_step must be >= 1, got {self.batch_size}, {self.frame_stride}, "
+                f"{self.frame_step}"
+            )
+        if self.frames is not None and self.frame_step != 1:
+            raise ValueError("frame_step applies to every-frame sampling (frames=None) only")
+
+    @property
+    def sampling(self) -> dict[str, Any]:
+        """The feature file's ``sampling`` record."""
+        if self.frames is not None:
+            return {"mode": "uniform", "frames": self.frames}
+        if self.frame_step == 1:
+            return {"mode": "every", "frames": None}
+        return {"mode": "every", "frames": None, "step": self.frame_step}
 
 
 @dataclass
@@ -139,12 +157,13 @@ def file_sha256(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def sampled_frames(num_frames: int, frames: int | None) -> np.ndarray:
-    """Native indices of the sampled frames: the centres of ``frames`` equal segments, or every frame (None)."""
+def sampled_frames(num_frames: int, frames: int | None, step: int = 1) -> np.ndarray:
+    """Native indices of the sampled frames: the centres of ``frames`` equal segments, or (None) every ``step``-th
+    frame from frame 0."""
     if num_frames < 1:
         raise ValueError(f"a video with {num_frames} frames has nothing to sample")
     if frames is None:
-        return np.arange(num_frames, dtype=np.int64)
+        return np.arange(0, num_frames, step, dtype=np.int64)
     return np.minimum(((np.arange(frames) + 0.5) * num_frames / frames).astype(np.int64), num_frames - 1)
 
 
@@ -265,12 +284,14 @@ def extract_features(
     """Extract per-frame features of ``videos`` into the feature file ``out`` (resuming it when it exists)."""
     out = Path(out)
     context = settings.context_frames or encoder.context_frames
+    # the sampling is the file's `sampling` record, not the extractor's (files of one backbone join across samplings)
     settings_record = {**asdict(settings), "context_frames": context}
+    settings_record.pop("frame_step")
     info = FeatureFileInfo(
         feature_dim=encoder.feature_dim,
         dtype=settings.dtype,
         class_names=list(class_names),
-        sampling={"mode": "every" if settings.frames is None else "uniform", "frames": settings.frames},
+        sampling=settings.sampling,
         extractor={**encoder.description, "settings": settings_record},
         source=source,
     )
@@ -296,7 +317,7 @@ def extract_features(
             picked: dict[str, np.ndarray] = {}
 
             def choose(num_frames: int, fps: float, picked: dict[str, np.ndarray] = picked) -> list[int]:
-                frames = sampled_frames(num_frames, settings.frames)
+                frames = sampled_frames(num_frames, settings.frames, settings.frame_step)
                 clips = _context_indices(frames, context, settings.frame_stride)  # (N, context)
                 unique, inverse = np.unique(clips, return_inverse=True)
                 picked.update(frames=frames, inverse=inverse.reshape(clips.shape))

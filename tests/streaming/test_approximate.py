@@ -122,3 +122,42 @@ def test_approximate_streaming_of_a_same_padded_video_model_reports_its_deviatio
         feats = approx.features(x[:, :, 48 - 4 - r : 48])  # exactly 2 valid positions at stride 4
         ref = approx.classifier(feats.flatten(3).mean(3).mean(2))
     torch.testing.assert_close(logits[0, -1], ref[0], atol=1e-4, rtol=0)
+
+
+def test_same_padded_temporal_inception_streams_approximately_through_its_layer_twins(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Conv2d (k x 1) over feature rows, parallel branches and pools: twinned layer by layer, deviation measured."""
+    from vidrec.layers.lowering import valid_twin_rule
+    from vidrec.models import list_models
+    from vidrec.models._registry import StreamMode
+    from vidrec.models.temporal_inception import TemporalConcat, temporal_inception
+    from vidrec.streaming.approximate import approximate_model_streaming, valid_copy
+
+    # measured at chance on ordered events at its 24-25 frame window (tools/bench_feature_heads.py approximate)
+    assert "temporal_inception" in list_models(streams=StreamMode.NONE)
+    torch.manual_seed(0)
+    model = randomize_batchnorm(temporal_inception(feature_dim=8, num_classes=4))
+    for m in model.modules():  # weights of both signs, so the 1-channel maps do not die in the ReLUs
+        if isinstance(m, nn.Conv2d):
+            nn.init.normal_(m.weight, 0.0, 0.6)
+    assert valid_twin_rule(nn.Conv2d(1, 1, (5, 1))) is not None
+    stage = valid_copy(model.features[1])
+    assert isinstance(stage, TemporalConcat) and stage.receptive_field == 8 and stage.stride == 2  # k=7 + pool 2
+    with pytest.raises(TypeError, match="register its valid twin"):
+        valid_copy(nn.LSTM(2, 2))
+    window, hop = 24, 24  # offline 24 -> 12 -> 6 -> 3 -> 1 position; the twin's receptive field is 114
+    calibration = torch.randn(2, 8, 24 * 9)
+    with caplog.at_level(logging.WARNING, logger="vidrec.streaming"):
+        runtime, rep = approximate_model_streaming(model, window, hop, calibration=calibration)
+    approx = runtime.model
+    assert (approx.receptive_field, approx.stride, approx.pool.positions, runtime.warmup) == (114, 24, 1, 114)
+    assert rep.windows == 2 * 5 and rep.max_abs_delta > 1e-3  # hops 5..9; a real deviation: zeros vs 90 more frames
+    # the twin streams its own (valid) positions exactly: the position ending at the last frame
+    x = calibration[:1]
+    runtime.reset()
+    logits, ready = runtime.run(x)
+    with torch.no_grad():
+        ref = approx.classifier(approx.features(x[:, :, -114:]).mean(dim=2))
+    assert ready[0, -1] and not ready[0, 3]
+    torch.testing.assert_close(logits[0, -1], ref[0], atol=1e-4, rtol=0)

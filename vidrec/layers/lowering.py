@@ -13,6 +13,11 @@ converted model into straight-line code. Both walk the module tree the same way,
 A new temporal layer made of existing layers needs one generic registration in its own file. A module with no
 lowering on a target is never skipped: the target records a ``LoweringDecision`` (its name, the engine that runs it
 instead, the reason) and calls it through its own ``stream_step``.
+
+The approximate twin (``vidrec.streaming.approximate``: a zero-padded "same" model rebuilt with valid temporal
+layers and the same weights) uses the same per-layer registration: ``register_valid_twin(LayerType)`` registers,
+beside the layer, ``fn(module, twin) -> module`` building its valid streaming counterpart (``twin`` converts a
+child); ``valid_twin_rule(module)`` finds it along the class hierarchy.
 """
 
 from __future__ import annotations
@@ -30,6 +35,8 @@ __all__ = [
     "TARGETS",
     "lowering_for",
     "register_lowering",
+    "register_valid_twin",
+    "valid_twin_rule",
 ]
 
 TARGETS = ("compiled", "numpy")  # code generators that consult the registry
@@ -113,6 +120,35 @@ def lowering_for(module: nn.Module, target: str) -> Lowering | None:
     """The registered lowering of ``module`` on ``target``: along its MRO, the target's own before the generic one."""
     for cls in type(module).__mro__:
         fn = _LOWERINGS.get((cls, target)) or _LOWERINGS.get((cls, None))  # type: ignore[arg-type]
+        if fn is not None:
+            return fn
+    return None
+
+
+TwinRule = Callable[[Any, Callable[[nn.Module], nn.Module]], nn.Module]  # (module, twin of a child) -> valid twin
+_TWINS: dict[type[nn.Module], TwinRule] = {}
+
+
+def register_valid_twin(module_type: type[nn.Module]) -> Callable[[TwinRule], TwinRule]:
+    """Register ``fn(module, twin) -> module``: the valid (unpadded in time) streaming twin of ``module_type``.
+
+    Raises:
+        ValueError: the type has a twin rule already.
+    """
+
+    def decorate(fn: TwinRule) -> TwinRule:
+        if module_type in _TWINS:
+            raise ValueError(f"a valid-twin rule of {module_type.__name__} is registered")
+        _TWINS[module_type] = fn
+        return fn
+
+    return decorate
+
+
+def valid_twin_rule(module: nn.Module) -> TwinRule | None:
+    """The registered valid-twin rule of ``module`` along its MRO, or None."""
+    for cls in type(module).__mro__:
+        fn = _TWINS.get(cls)
         if fn is not None:
             return fn
     return None

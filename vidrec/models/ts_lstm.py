@@ -130,9 +130,11 @@ class SegmentLSTMHead(TemporalModule):
     def configure_stream(self, window: int, hop: int) -> None:
         """Stream windows of ``window = S * L`` frames every ``hop`` frames (a multiple of L)."""
         if window % self.num_segments:
+            fit = self.num_segments * (window // self.num_segments or 1)
             raise ValueError(
-                f"TS-LSTM: window={window} is not a multiple of the {self.num_segments} segments; "
-                f"use a window of S * L frames, e.g. {self.num_segments * (window // self.num_segments or 1)}"
+                f"TS-LSTM: window={window} is not a multiple of the {self.num_segments} segments (offline it would "
+                f"leave the last {window % self.num_segments} frames unused); stream a window of S * L frames, e.g. "
+                f"{fit}: train with FeatureDataModule num_frames: {fit}, the window the deployment spec records"
             )
         frames = window // self.num_segments
         if self.segment_frames is not None and frames != self.segment_frames:
@@ -143,6 +145,10 @@ class SegmentLSTMHead(TemporalModule):
         self._set_geometry(frames)
         check_stream_geometry("TS-LSTM", self.receptive_field, self.stride, window, hop)
         self._stream_frames = frames
+
+    def min_stream_hop(self, window: int) -> int:
+        """The smallest hop at which a window of ``window`` frames streams: one segment, ``window // S`` frames."""
+        return max(1, window // self.num_segments)
 
     def stream_state(self, x: Tensor) -> State:
         """``[max (B, D, S), min (B, D, S)]``: raw per-channel extremes of each segment of the window."""
@@ -220,6 +226,10 @@ class TSLSTM(TemporalModule):
         """See ``SegmentLSTMHead.configure_stream``."""
         self.head.configure_stream(window, hop)
         self.receptive_field, self.stride = self.head.receptive_field, self.head.stride
+
+    def min_stream_hop(self, window: int) -> int:
+        """See ``SegmentLSTMHead.min_stream_hop``."""
+        return self.head.min_stream_hop(window)
 
     def stream_state(self, x: Tensor) -> State:
         return self.head.stream_state(x)

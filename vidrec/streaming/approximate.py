@@ -8,10 +8,16 @@ the temporal padding (each convolution becomes valid and streams with cached act
 the padded model pools offline. Every streamed position has full real context, so the result deviates from offline
 by the padding effect (and a delay of about half the receptive field).
 
-Two entry points: ``approximate_streaming`` for a padded ``nn.Sequential`` of 1D/3D convolutions plus a head, and
-``approximate_model_streaming`` for vidrec models built with ``TemporalPadding.SAME`` (torchvision-compatible
-R(2+1)D, the authors' P3D layout): those are rebuilt with the same architecture and weights but valid temporal
-convolutions (``valid_twin``), which stream exactly through the ordinary runtime, frame by frame for video.
+Two entry points: ``approximate_streaming`` for a padded ``nn.Sequential`` of convolutions plus a head, and
+``approximate_model_streaming`` for vidrec models with zero temporal padding. Models built with
+``TemporalPadding.SAME`` that record their architecture (torchvision-compatible R(2+1)D, the authors' P3D layout) are
+rebuilt with valid temporal convolutions and the same weights (``valid_twin``); other models whose ``features`` is a
+padded ``nn.Sequential`` (Temporal-Inception's "same" form: ``k x 1`` Conv2d over feature rows, parallel branches)
+are converted layer by layer (``valid_copy``). Either twin streams exactly through the ordinary runtime.
+
+The layer-by-layer conversion is a per-layer registration beside each layer (``register_valid_twin`` of
+``vidrec.layers.lowering``, the registry the engines' lowerings use): rules for Conv1d/2d/3d (time on axis 2), max
+and average pools and ``nn.Sequential`` live here, a model's own containers register theirs in the model's file.
 
 The deviation is never hidden: ``measure_deviation`` compares offline and streamed logits on the same windows
 (NRMSE of logits, argmax agreement, max |delta|), and ``approximate_streaming`` refuses to build a runtime without
@@ -20,6 +26,7 @@ calibration data to measure it on.
 
 from __future__ import annotations
 
+import copy as _copy
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -29,6 +36,7 @@ import torch
 from torch import Tensor, nn
 
 from vidrec.layers.conv2plus1d import TemporalPadding
+from vidrec.layers.lowering import register_valid_twin, valid_twin_rule
 from vidrec.layers.temporal import TemporalAvgPoolHead, TemporalSequential, TemporalWindowOp, is_time_pointwise
 from vidrec.models._base import StreamableClassifier
 from vidrec.streaming.runtime import StreamingClassifier
@@ -37,6 +45,7 @@ __all__ = [
     "ApproximateTwinModel",
     "approximate_model_streaming",
     "valid_twin",
+    "valid_copy",
     "DeviationReport",
     "measure_deviation",
     "ApproximateStreamingModel",
@@ -87,34 +96,72 @@ def measure_deviation(
     )
 
 
-def _valid_copy(module: nn.Module) -> nn.Module:
-    """A temporal conv without its temporal padding, wrapped to stream; pointwise modules unchanged."""
-    if isinstance(module, (nn.Conv1d, nn.Conv3d)):
-        pad = module.padding
-        if isinstance(pad, str):
-            raise ValueError(f"{module}: string padding {pad!r} is not supported; use explicit integers")
-        conv = type(
-            module
-        )(
-            module.in_channels,
-            module.out_channels,
-            module.kernel_size,  # type: ignore[arg-type]
-            stride=module.stride,  # type: ignore[arg-type]
-            padding=(0, *pad[1:]),  # type: ignore[arg-type]
-            dilation=module.dilation,  # type: ignore[arg-type]
-            groups=module.groups,
-            bias=module.bias is not None,
-        )
-        conv.load_state_dict(module.state_dict())
-        if is_time_pointwise(conv):
-            return conv
-        r = module.dilation[0] * (module.kernel_size[0] - 1) + 1
-        return TemporalWindowOp(conv, r, module.stride[0])
-    if isinstance(module, nn.Sequential):
-        return TemporalSequential(*(_valid_copy(m) for m in module))
+def _unpadded_in_time(module: nn.Module) -> nn.Module:
+    """A copy of a conv or pool with its temporal (first spatial axis) padding removed, same weights."""
+    copy = _copy.deepcopy(module)
+    pad = getattr(module, "padding", 0)
+    if isinstance(pad, str):
+        raise ValueError(f"{module}: string padding {pad!r} is not supported; use explicit integers")
+    if isinstance(pad, tuple):
+        copy.padding = (0, *pad[1:])  # type: ignore[assignment]
+    elif pad:
+        if not isinstance(module, (nn.Conv1d, nn.MaxPool1d, nn.AvgPool1d)):
+            raise ValueError(f"{module}: an integer padding pads every axis; give (time, ...) padding explicitly")
+        copy.padding = (0,) if isinstance(module, nn.Conv1d) else 0  # type: ignore[assignment]
+    return copy
+
+
+def _first(v: object) -> int:
+    return int(v if isinstance(v, int) else v[0])  # type: ignore[index]
+
+
+@register_valid_twin(nn.Conv1d)
+@register_valid_twin(nn.Conv2d)  # (B, C, T, D): kernels k x 1 over feature rows (Temporal-Inception)
+@register_valid_twin(nn.Conv3d)
+def _conv_twin(module: nn.Conv1d | nn.Conv2d | nn.Conv3d, twin: Callable[[nn.Module], nn.Module]) -> nn.Module:
+    conv = _unpadded_in_time(module)
+    if isinstance(conv, (nn.Conv1d, nn.Conv3d)) and is_time_pointwise(conv):
+        return conv
+    r = module.dilation[0] * (module.kernel_size[0] - 1) + 1
+    return TemporalWindowOp(conv, r, module.stride[0])
+
+
+@register_valid_twin(nn.MaxPool1d)
+@register_valid_twin(nn.MaxPool2d)
+@register_valid_twin(nn.MaxPool3d)
+@register_valid_twin(nn.AvgPool2d)
+@register_valid_twin(nn.AvgPool3d)
+def _pool_twin(module: nn.Module, twin: Callable[[nn.Module], nn.Module]) -> nn.Module:
+    if getattr(module, "ceil_mode", False):
+        raise ValueError(f"{module}: ceil_mode pools read past the window; approximate streaming needs floor mode")
+    kernel = _first(module.kernel_size)  # type: ignore[arg-type]
+    stride = _first(module.stride if module.stride is not None else module.kernel_size)  # type: ignore[arg-type]
+    if kernel == 1 and stride == 1 and is_time_pointwise(module):
+        return module
+    return TemporalWindowOp(_unpadded_in_time(module), kernel, stride)
+
+
+@register_valid_twin(nn.Sequential)
+def _sequential_twin(module: nn.Sequential, twin: Callable[[nn.Module], nn.Module]) -> nn.Module:
+    return TemporalSequential(*(twin(m) for m in module))
+
+
+def valid_copy(module: nn.Module) -> nn.Module:
+    """The valid (unpadded in time) streaming twin of a module, through the per-layer ``register_valid_twin`` rules
+    (``vidrec.layers.lowering``); time-pointwise modules are shared unchanged.
+
+    Raises:
+        TypeError: a module with no rule that is not time-pointwise.
+    """
+    rule = valid_twin_rule(module)
+    if rule is not None:
+        return rule(module, valid_copy)
     if is_time_pointwise(module):
         return module
-    raise TypeError(f"approximate streaming cannot convert {type(module).__name__}; expected convs and pointwise ops")
+    raise TypeError(
+        f"approximate streaming cannot convert {type(module).__name__}; register its valid twin with "
+        "vidrec.layers.lowering.register_valid_twin beside the layer"
+    )
 
 
 class ApproximateStreamingModel(StreamableClassifier):
@@ -129,7 +176,7 @@ class ApproximateStreamingModel(StreamableClassifier):
     def __init__(self, features: nn.Sequential, classifier: nn.Module, in_channels: int) -> None:
         super().__init__()
         self.padded_features = features
-        self.features = TemporalSequential(*(_valid_copy(m) for m in features))
+        self.features = TemporalSequential(*(valid_copy(m) for m in features))
         self.pool = TemporalAvgPoolHead()
         self.classifier = classifier
         self.in_channels = in_channels
@@ -235,8 +282,14 @@ def approximate_model_streaming(
     """
     if not isinstance(model, StreamableClassifier):
         raise TypeError(f"approximate_model_streaming needs a vidrec StreamableClassifier, got {type(model).__name__}")
-    approx = ApproximateTwinModel(model).eval()
     in_channels, frame_shape = int(calibration.shape[1]), tuple(int(v) for v in calibration.shape[3:])
+    approx: ApproximateStreamingModel | ApproximateTwinModel
+    features = getattr(model, "features", None)
+    if getattr(model, "arch", None) is None and isinstance(features, nn.Sequential):
+        # a padded features stack (e.g. Temporal-Inception's "same" form): twins layer by layer, same weights
+        approx = ApproximateStreamingModel(features, model.classifier, in_channels).eval()
+    else:
+        approx = ApproximateTwinModel(model).eval()
     return _calibrated_runtime(approx, window, hop, calibration, capacity, in_channels, frame_shape)
 
 

@@ -55,7 +55,9 @@ one or two bodies), `[stream_id,][timestamp,]v1,...` or JSON `{"stream": "a", "t
 as training clips were (see vidrec.skeleton_spec).
 
 Video checkpoints read --input (a file, a camera or an RTSP/HTTP URL) frame by frame and print one line per clip
-frame once a clip is full: frame index, time, class, probability, latency."""
+frame once a clip is full: frame index, time, class, probability, latency. Feature heads (TS-LSTM, Temporal-Inception,
+mean pool on an extract-features file) read --input too: the file's backbone runs once per sampled frame and the
+head streams over the cached features."""
 
 
 def load_classifier(path: str) -> Any:
@@ -160,6 +162,10 @@ def run_stream(args: argparse.Namespace, out: TextIO | None = None) -> dict[str,
     spec = _spec(loaded)
     if spec.modality is Modality.VIDEO:
         return run_stream_video(args, loaded, out)
+    if _feature_head(spec):  # a head over per-frame features: the backbone runs live (vidrec.streaming.features)
+        from vidrec.streaming import features
+
+        return features.run_stream(args, loaded, out)
     hop = args.hop or spec.eval_hop
     runtime: Any = build_runtime(
         loaded, hop, args.backend, capacity=min(64, args.max_streams), precision=args.precision
@@ -188,6 +194,17 @@ def run_stream(args: argparse.Namespace, out: TextIO | None = None) -> dict[str,
     return summary
 
 
+def _feature_head(spec: DeploymentSpec) -> bool:
+    """A head trained on a feature file (``datamodules.features``): its spec names the features' extractor."""
+    return isinstance(spec.data_source.get("features"), dict)
+
+
+_EXTRACTOR_HELP = (
+    "feature-head checkpoints: the backbone checkpoint or weights file, when it is no longer where the feature "
+    "file records it (its sha256 must match)"
+)
+
+
 def run_evaluate_streaming(args: argparse.Namespace) -> dict[str, Any]:
     """``vidrec evaluate-streaming``: offline vs streaming on the windows ``vidrec test`` scored; writes JSON + PNG."""
     from vidrec.streaming.evaluation import write_report
@@ -196,6 +213,10 @@ def run_evaluate_streaming(args: argparse.Namespace) -> dict[str, Any]:
     spec = _spec(loaded)
     if spec.modality is Modality.VIDEO:
         return run_evaluate_streaming_video(args, loaded)
+    if _feature_head(spec):
+        from vidrec.streaming import features
+
+        return features.run_evaluate_streaming(args, loaded)
     result = evaluate_checkpoint(loaded, data=args.data, hop=args.hop, precision=args.precision)
     js, png = write_report(result, args.out)
     print(json.dumps(result.report, indent=2))
@@ -299,6 +320,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--max-samples", type=int, default=None, help="stop after this many samples")
     p.add_argument("--backend", choices=[b.value for b in StepBackend], default="compiled", help="streaming engine")
     p.add_argument("--precision", choices=list(PRECISIONS), default="fp32", help=_PRECISION_HELP)
+    p.add_argument("--extractor", default=None, help=_EXTRACTOR_HELP)
     p.set_defaults(func=run_stream)
 
     e = subparsers.add_parser(
@@ -317,6 +339,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     e.add_argument("--out", required=True, help="output directory")
     e.add_argument("--max-videos", type=int, default=None, help="video checkpoints: evaluate the first N test videos")
     e.add_argument("--precision", choices=list(PRECISIONS), default="fp32", help=_PRECISION_HELP)
+    e.add_argument("--extractor", default=None, help=_EXTRACTOR_HELP)
     e.set_defaults(func=run_evaluate_streaming)
 
     x = subparsers.add_parser("export-stream", help="export the streaming step to ONNX")

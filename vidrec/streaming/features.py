@@ -1,0 +1,497 @@
+"""Live feature heads: the video backbone once per new frame, its feature cached, the head streamed over the cache.
+
+A feature head (TS-LSTM, valid Temporal-Inception, the mean-pool baseline; "TS-LSTM and Temporal-Inception", Ma et
+al. 2017) is trained on a feature file of ``vidrec extract-features``. Its checkpoint's deployment spec records, in
+``data_source["features"]``, the extractor of that file (backbone, weights sha256, preprocessing, clip context) and
+its sampling, so a live stream makes the features the head was trained on::
+
+    native frame uint8 (H, W, 3), in order
+      -> LiveFrameFeatures   every ``frame_step``-th native frame (the feature file's sampling) is a head time step;
+                             its clip is the ``context_frames`` frames ending at it, ``frame_stride`` apart,
+                             edge-filled with frame 0 (as ``extract-features``); frames are resized and cropped
+                             exactly as the extraction's reader and transform do; the backbone runs on that one clip
+      -> (D,) feature        cached by the head's streaming state (nothing is recomputed for old frames)
+      -> StreamingClassifier(head, window, hop)   one step per ``hop`` new features: logits of the last ``window``
+
+For a file sampled at every (``frame_step``-th) frame the live features equal the file's rows of the same frames, and
+the streamed logits equal the head offline on the window of those features (``tests/streaming/test_features.py``).
+A file of ``F`` uniformly spaced frames per video has no live equivalent: the head steps every ``frame_step`` native
+frames, the median video length over F, and the report says the sampling is approximate.
+
+Cost: a stream pays one backbone clip and one head step per new frame, where recomputing the window pays ``window``
+backbone clips and the head on the whole window (``tools/bench_feature_heads.py live``).
+
+``vidrec stream --input VIDEO`` and ``vidrec evaluate-streaming`` of a feature-head checkpoint come here
+(``vidrec.streaming.command``). The backbone is found where the feature file says; ``--extractor PATH`` names it when
+it moved (its sha256 must still match).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TextIO
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from vidrec.spec import DeploymentSpec
+
+__all__ = [
+    "FeatureHeadError",
+    "FeatureSourceSpec",
+    "FeatureHeadStream",
+    "LiveFrameFeatures",
+    "evaluate_feature_head",
+    "head_runtime",
+    "is_feature_head",
+    "load_encoder",
+    "run_evaluate_streaming",
+    "run_stream",
+]
+
+
+class FeatureHeadError(ValueError):
+    """A feature head cannot be streamed live as its checkpoint and feature file describe (names what and why)."""
+
+
+@dataclass(frozen=True)
+class FeatureSourceSpec:
+    """Where a feature head's features come from: ``DeploymentSpec.data_source["features"]``.
+
+    Attributes:
+        feature_file: the feature file the head was trained on.
+        feature_dim: D.
+        extractor: the file's extractor record (kind, name, checkpoint or weights path and sha256, settings).
+        extractor_hash: sha256 of that record.
+        sampling: the file's sampling record (``{"mode": "every", "step": N}`` or ``{"mode": "uniform", ...}``).
+        video_root: the data set root the file's video paths are relative to.
+        frame_step: native frames between the head's time steps.
+        exact_sampling: True when live features are the file's rows (every-frame sampling).
+    """
+
+    feature_file: str
+    feature_dim: int
+    extractor: dict[str, Any]
+    extractor_hash: str
+    sampling: dict[str, Any]
+    video_root: str
+    frame_step: int
+    exact_sampling: bool
+
+    @staticmethod
+    def of(spec: DeploymentSpec, where: str = "checkpoint") -> FeatureSourceSpec:
+        """The feature source of a head's spec; raises naming ``where`` when the spec has none."""
+        d = spec.data_source.get("features")
+        if not isinstance(d, dict):
+            raise FeatureHeadError(
+                f"{where}: the deployment spec names no feature source (data_source.features); it was not trained "
+                "on a feature file by datamodules.features.FeatureDataModule, or before the spec recorded one"
+            )
+        return FeatureSourceSpec(
+            feature_file=str(d["feature_file"]),
+            feature_dim=int(d["feature_dim"]),
+            extractor=dict(d["extractor"]),
+            extractor_hash=str(d["extractor_hash"]),
+            sampling=dict(d["sampling"]),
+            video_root=str(d.get("video_root", "")),
+            frame_step=int(d["frame_step"]),
+            exact_sampling=bool(d["exact_sampling"]),
+        )
+
+    def settings(self) -> Any:
+        """The extraction's ``ExtractionSettings`` (preprocessing and clip context) from the extractor record."""
+        from datamodules.features.extract import ExtractionSettings
+
+        s = dict(self.extractor.get("settings") or {})
+        if not s:
+            raise FeatureHeadError(
+                f"{self.feature_file}: the extractor record has no settings (kind {self.extractor.get('kind')!r}); "
+                "only files of `vidrec extract-features` can be reproduced live"
+            )
+        return ExtractionSettings(
+            frames=None,
+            frame_step=self.frame_step,
+            batch_size=int(s.get("batch_size", 32)),
+            short_side=int(s["short_side"]),
+            crop_size=int(s["crop_size"]),
+            mean=tuple(float(v) for v in s["mean"]),  # type: ignore[arg-type]
+            std=tuple(float(v) for v in s["std"]),  # type: ignore[arg-type]
+            frame_stride=int(s.get("frame_stride", 1)),
+            context_frames=int(s["context_frames"]) if s.get("context_frames") else None,
+            dtype=str(s.get("dtype", "float32")),
+        )
+
+
+def is_feature_head(spec: DeploymentSpec) -> bool:
+    """True when the spec is a head trained on a feature file (its data source names the features)."""
+    return isinstance(spec.data_source.get("features"), dict)
+
+
+def load_encoder(source: FeatureSourceSpec, override: str | Path | None = None) -> Any:
+    """The backbone of the feature file as a ``FrameEncoder``, its weights file checked against the recorded sha256.
+
+    Args:
+        source: the head's feature source.
+        override: the checkpoint (or torchvision weights) file when it is no longer where the record says.
+
+    Raises:
+        FeatureHeadError: the record names no reproducible backbone (a generator, random initialisation), the file
+            is missing, or its sha256 or feature size differ from the record.
+    """
+    from datamodules.features.extract import ExtractorKind, checkpoint_encoder, file_sha256, torchvision_encoder
+
+    record = source.extractor
+    kind = record.get("kind")
+    if kind == ExtractorKind.CHECKPOINT.value:
+        key, sha_key = "checkpoint", "checkpoint_sha256"
+    elif kind == ExtractorKind.TORCHVISION.value:
+        key, sha_key = "weights", "weights_sha256"
+    else:
+        raise FeatureHeadError(
+            f"{source.feature_file}: features written by {kind or record.get('name')!r}, not a video backbone; "
+            "there is nothing to run on live frames"
+        )
+    recorded = record.get(key)
+    if recorded is None and override is None:
+        raise FeatureHeadError(
+            f"{source.feature_file}: the backbone {record.get('name')!r} was randomly initialised (--random-init); "
+            "its features cannot be reproduced live"
+        )
+    path = Path(override if override is not None else str(recorded))
+    if not path.is_file():
+        raise FeatureHeadError(
+            f"the feature file's backbone {path} does not exist (extractor {record.get('name')!r} of "
+            f"{source.feature_file}); pass --extractor PATH where it is now"
+        )
+    digest = file_sha256(path)
+    if record.get(sha_key) and digest != record[sha_key]:
+        raise FeatureHeadError(
+            f"{path}: sha256 {digest[:12]}... differs from the {record[sha_key][:12]}... that {source.feature_file} "
+            "records: another backbone than the one the head's features came from"
+        )
+    settings = source.settings()
+    if kind == ExtractorKind.CHECKPOINT.value:
+        encoder = checkpoint_encoder(path, settings.context_frames)
+    else:
+        encoder = torchvision_encoder(str(record["name"]), path)
+    if encoder.feature_dim != source.feature_dim:
+        raise FeatureHeadError(
+            f"{path}: the backbone gives D={encoder.feature_dim}, the head reads D={source.feature_dim}"
+        )
+    return encoder
+
+
+class LiveFrameFeatures:
+    """Native frames in order -> the feature ``(D,)`` of every sampled frame; the backbone once per sampled frame.
+
+    Frame preprocessing is the extraction's: ``resize_short_side`` (what the decoder's reader returns), then the
+    evaluation transform (centre crop, normalisation) frame by frame. The clip of sampled frame ``t`` holds frames
+    ``max(t - k * frame_stride, 0)``; only frames some clip needs are preprocessed and kept.
+
+    Args:
+        encoder: ``datamodules.features.extract.FrameEncoder``.
+        settings: the extraction's ``ExtractionSettings`` (short side, crop, mean, std, stride, context).
+        frame_step: native frames between sampled frames.
+    """
+
+    def __init__(self, encoder: Any, settings: Any, frame_step: int) -> None:
+        from datamodules.video.transforms import EvalClipTransform, TransformSettings
+
+        if frame_step < 1:
+            raise ValueError(f"frame_step must be >= 1, got {frame_step}")
+        self.encoder, self.frame_step = encoder, int(frame_step)
+        self.context = int(settings.context_frames or encoder.context_frames)
+        self.stride, self.short_side = int(settings.frame_stride), int(settings.short_side)
+        self._transform = EvalClipTransform(
+            TransformSettings(
+                crop_size=settings.crop_size,
+                train_short_side=settings.short_side,
+                test_short_side=settings.short_side,
+                mean=settings.mean,
+                std=settings.std,
+            )
+        )
+        self._span = (self.context - 1) * self.stride + 1  # native frames from a clip's first frame to its last
+        self.reset()
+
+    def reset(self) -> None:
+        """A new video: frame counter, kept frames and frame 0 dropped."""
+        self.index = 0  # native index of the next frame
+        self._frames: deque[tuple[int, Tensor]] = deque()
+        self._first: Tensor | None = None
+        self.backbone_seconds = 0.0
+        self.clips = 0
+
+    def _needed(self, index: int) -> bool:
+        return index == 0 or any((index + k * self.stride) % self.frame_step == 0 for k in range(self.context))
+
+    def _prepare(self, rgb: np.ndarray) -> Tensor:
+        from datamodules.video.decoding import resize_short_side
+
+        scaled = resize_short_side(np.ascontiguousarray(rgb[None]), self.short_side)  # (1, h, w, 3) uint8
+        return self._transform(scaled)[:, 0]  # (3, 1, crop, crop) -> (3, crop, crop)
+
+    def push(self, rgb: np.ndarray) -> Tensor | None:
+        """Take the next native frame (uint8 ``(H, W, 3)``); returns its feature ``(D,)`` float32 if it is sampled."""
+        index = self.index
+        self.index += 1
+        if not self._needed(index):
+            return None
+        frame = self._prepare(rgb)
+        if index == 0:
+            self._first = frame
+        self._frames.append((index, frame))
+        while self._frames[0][0] <= index - self._span:
+            self._frames.popleft()
+        if index % self.frame_step:
+            return None
+        kept = dict(self._frames)
+        assert self._first is not None  # frame 0 is always kept
+        kept[0] = self._first  # the edge fill: clip frames before the video's start are frame 0
+        clip = [kept[max(index - k * self.stride, 0)] for k in reversed(range(self.context))]
+        x = torch.stack(clip, dim=1)[None]  # context x (3, crop, crop) -> (1, 3, context, crop, crop)
+        t0 = time.perf_counter()
+        with torch.inference_mode():
+            feature = self.encoder.encode(x).float()[0]  # (D,)
+        self.backbone_seconds += time.perf_counter() - t0
+        self.clips += 1
+        return feature
+
+
+def default_hop(model: nn.Module, window: int, eval_hop: int) -> int:
+    """The spec's evaluation hop, raised to a multiple of the head's smallest hop (TS-LSTM: one segment)."""
+    smallest = getattr(model, "min_stream_hop", None)
+    unit = int(smallest(window)) if callable(smallest) else int(getattr(model, "stride", 1) or 1)
+    return math.lcm(max(eval_hop, 1), max(unit, 1))
+
+
+def head_runtime(
+    model: nn.Module, window: int, hop: int, feature_dim: int, backend: str = "compiled", where: str = ""
+) -> Any:
+    """The head's ``StreamingClassifier`` over ``(1, D, hop)`` feature chunks; a head that cannot stream the spec's
+    window at ``hop`` raises ``FeatureHeadError`` naming the checkpoint, the window and what the head needs."""
+    from vidrec.streaming.runtime import StepBackend, StreamingClassifier
+
+    try:
+        return StreamingClassifier(model, window, hop, in_channels=feature_dim, backend=StepBackend.parse(backend))
+    except (TypeError, ValueError) as error:
+        raise FeatureHeadError(
+            f"{where or type(model).__name__}: {type(model).__name__} cannot stream the deployment spec's window of "
+            f"{window} feature frames at hop {hop}: {error}"
+        ) from error
+
+
+class FeatureHeadStream:
+    """One live video: ``LiveFrameFeatures`` feeding the head's runtime ``hop`` features at a time.
+
+    ``push(rgb)`` returns ``(feature, logits)``: the new frame's feature when it is sampled, and the logits of the
+    window of the last ``window`` features when a hop completed and the head has seen a full window.
+    """
+
+    def __init__(self, features: LiveFrameFeatures, runtime: Any) -> None:
+        self.features, self.runtime = features, runtime
+        self.window, self.hop = int(runtime.window), int(runtime.hop)
+        self._pending: list[Tensor] = []
+        self.head_seconds = 0.0
+
+    def reset(self) -> None:
+        """A new video."""
+        self.features.reset()
+        self.runtime.reset()
+        self._pending = []
+
+    def push(self, rgb: np.ndarray) -> tuple[Tensor | None, Tensor | None]:
+        feature = self.features.push(rgb)
+        if feature is None:
+            return None, None
+        self._pending.append(feature)
+        if len(self._pending) < self.hop:
+            return feature, None
+        chunk = torch.stack(self._pending, dim=1)[None]  # hop x (D,) -> (1, D, hop)
+        self._pending = []
+        t0 = time.perf_counter()
+        res = self.runtime.step(chunk)
+        self.head_seconds += time.perf_counter() - t0
+        return feature, res.logits[0].float() if bool(res.ready[0]) else None
+
+
+def build_stream(
+    loaded: Any, *, hop: int | None = None, backend: str = "compiled", extractor: str | Path | None = None
+) -> tuple[FeatureHeadStream, FeatureSourceSpec]:
+    """The live stream of a loaded feature-head checkpoint (``vidrec.tasks.LoadedClassifier``)."""
+    spec: DeploymentSpec = loaded.require_spec()
+    where = str(getattr(loaded, "path", "") or "checkpoint")
+    source = FeatureSourceSpec.of(spec, where)
+    model = loaded.model.eval()
+    hop = hop or default_hop(model, spec.input_length, spec.eval_hop)
+    runtime = head_runtime(model, spec.input_length, hop, source.feature_dim, backend, where)
+    features = LiveFrameFeatures(load_encoder(source, extractor), source.settings(), source.frame_step)
+    return FeatureHeadStream(features, runtime), source
+
+
+def run_stream(args: argparse.Namespace, loaded: Any, out: TextIO) -> dict[str, Any]:
+    """``vidrec stream --input VIDEO`` of a feature-head checkpoint: one JSON line (or table row) per hop."""
+    from vidrec.streaming.video import read_frames
+
+    if args.input in (None, "-"):
+        raise ValueError("a feature-head checkpoint streams from --input VIDEO_FILE, /dev/videoN or a URL")
+    stream, source = build_stream(
+        loaded, hop=args.hop, backend=getattr(args, "backend", "compiled"), extractor=getattr(args, "extractor", None)
+    )
+    names = list(loaded.class_names)
+    print(
+        f"vidrec stream: {args.input}, a feature every {source.frame_step} native frames "
+        f"({'as' if source.exact_sampling else 'approximating'} the feature file's sampling), window="
+        f"{stream.window} features, hop={stream.hop}",
+        file=sys.stderr,
+    )
+    if args.format == "table":
+        print(f"{'frame':>8} {'t':>10} {'class':<24} {'prob':>6} {'latency_ms':>10}", file=out, flush=True)
+    frames, emitted, started = 0, 0, time.perf_counter()
+    for frame in read_frames(args.input, max_frames=args.max_samples):
+        if args.max_seconds is not None and time.perf_counter() - started > args.max_seconds:
+            break
+        frames += 1
+        arrived = time.perf_counter()
+        _, logits = stream.push(frame.rgb)
+        if logits is None:
+            continue
+        probs = logits.softmax(0)
+        k = int(probs.argmax())
+        latency = (time.perf_counter() - arrived) * 1000.0
+        emitted += 1
+        if args.format == "json":
+            row = {"stream": str(args.input), "frame": frame.index, "t": frame.time, "class": names[k]}
+            row.update(probability=float(probs[k]), latency_ms=latency)
+            print(json.dumps(row), file=out, flush=True)
+        else:
+            print(
+                f"{frame.index:>8} {frame.time:>10.3f} {names[k]:<24} {float(probs[k]):>6.3f} {latency:>10.3f}",
+                file=out,
+                flush=True,
+            )
+    summary = {
+        "frames": frames,
+        "predictions": emitted,
+        "seconds": time.perf_counter() - started,
+        "backbone_clips": stream.features.clips,
+        "backbone_seconds": stream.features.backbone_seconds,
+        "head_seconds": stream.head_seconds,
+    }
+    print("summary: " + json.dumps(summary), file=sys.stderr, flush=True)
+    return summary
+
+
+def evaluate_feature_head(
+    loaded: Any,
+    *,
+    root: str | None = None,
+    max_videos: int | None = None,
+    hop: int | None = None,
+    backend: str = "compiled",
+    extractor: str | Path | None = None,
+) -> dict[str, Any]:
+    """Stream the test videos of the head's feature file and compare with the head offline on the same features.
+
+    Per video: every native frame goes through the live pipeline; each reported window is compared with the head
+    offline on the window of the same live features (``max |streamed - offline|``, argmax agreement); where the
+    sampling is exact the live features are compared with the file's rows of the same frames (float16 files round).
+    Both sides are scored against the video label: window accuracy, and video accuracy as the mean of the windows'
+    softmax. ``vidrec test`` scores one sample of F uniformly spaced rows per video, not these sliding windows.
+    """
+    from datamodules.features.schema import FeatureReader
+    from vidrec.streaming.video import read_frames
+
+    stream, source = build_stream(loaded, hop=hop, backend=backend, extractor=extractor)
+    model = loaded.model.eval()
+    window = stream.window
+    reader = FeatureReader(source.feature_file, source.feature_dim)
+    videos = [v for v in reader.read() if v.split == "test"][:max_videos]
+    base = Path(root or source.video_root)
+    totals = {"windows": 0, "offline": 0, "streaming": 0, "agree": 0, "video_off": 0, "video_str": 0, "scored": 0}
+    deltas, feature_deltas, native_frames, skipped = [], [], 0, []
+    started = time.perf_counter()
+    for video in videos:
+        stream.reset()
+        feats, streamed = [], []
+        for frame in read_frames(base / video.path):
+            native_frames += 1
+            feature, logits = stream.push(frame.rgb)
+            if feature is not None:
+                feats.append(feature)
+            if logits is not None:
+                streamed.append((len(feats), logits))
+        if not streamed:
+            skipped.append(video.path)
+            continue
+        live = torch.stack(feats, dim=1)  # (D, T_live)
+        if source.exact_sampling:
+            rows = min(live.shape[1], len(video.features))
+            stored = torch.from_numpy(video.features[:rows].astype(np.float32)).T  # (D, rows)
+            feature_deltas.append(float((live[:, :rows] - stored).abs().max()))
+        with torch.inference_mode():
+            offline = model(torch.stack([live[:, end - window : end] for end, _ in streamed]))  # (n, K)
+        got = torch.stack([logits for _, logits in streamed])  # (n, K)
+        deltas.append(float((got - offline).abs().max()))
+        p_off, p_str = offline.argmax(1), got.argmax(1)
+        totals["windows"] += len(got)
+        totals["offline"] += int((p_off == video.label).sum())
+        totals["streaming"] += int((p_str == video.label).sum())
+        totals["agree"] += int((p_off == p_str).sum())
+        totals["video_off"] += int(int(offline.softmax(1).mean(0).argmax()) == video.label)
+        totals["video_str"] += int(int(got.softmax(1).mean(0).argmax()) == video.label)
+        totals["scored"] += 1
+    seconds = time.perf_counter() - started
+    if not totals["scored"]:
+        raise FeatureHeadError(
+            f"{source.feature_file}: no test video gives a window of {window} features every {source.frame_step} "
+            f"frames ({len(videos)} test videos)"
+        )
+    n, v = totals["windows"], totals["scored"]
+    return {
+        "modality": "features",
+        "feature_file": source.feature_file,
+        "extractor": source.extractor.get("name"),
+        "frame_step": source.frame_step,
+        "exact_sampling": source.exact_sampling,
+        "window": window,
+        "hop": stream.hop,
+        "videos": v,
+        "videos_shorter_than_a_window": skipped,
+        "windows": n,
+        "label_policy": "every window carries its video's label",
+        "offline": {"window_accuracy": totals["offline"] / n, "video_accuracy": totals["video_off"] / v},
+        "streaming": {"window_accuracy": totals["streaming"] / n, "video_accuracy": totals["video_str"] / v},
+        "max_abs_logit_delta": max(deltas),
+        "argmax_agreement": totals["agree"] / n,
+        "max_abs_live_vs_file_feature_delta": max(feature_deltas) if feature_deltas else None,
+        "feature_file_dtype": reader.info.dtype,
+        "ms_per_native_frame": seconds * 1000.0 / max(native_frames, 1),
+        "class_names": list(loaded.class_names),
+    }
+
+
+def run_evaluate_streaming(args: argparse.Namespace, loaded: Any) -> dict[str, Any]:
+    """``vidrec evaluate-streaming`` of a feature-head checkpoint: writes ``streaming_eval.json``."""
+    report = evaluate_feature_head(
+        loaded,
+        root=args.data,
+        max_videos=getattr(args, "max_videos", None),
+        hop=args.hop,
+        extractor=getattr(args, "extractor", None),
+    )
+    report["checkpoint"] = str(getattr(loaded, "path", ""))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "streaming_eval.json").write_text(json.dumps(report, indent=2))
+    print(json.dumps(report, indent=2))
+    print(f"wrote {out / 'streaming_eval.json'}", file=sys.stderr)
+    return report
