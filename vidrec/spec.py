@@ -27,6 +27,8 @@ from typing import Any, TypeVar
 import numpy as np
 import torch
 
+from vidrec.skeleton_spec import SkeletonSpec
+
 __all__ = [
     "SPEC_VERSION",
     "ChannelNormalization",
@@ -47,6 +49,7 @@ class Modality(enum.Enum):
 
     TIMESERIES = "timeseries"  # a (C,) sample of C sensor channels; inputs (B, C, T)
     VIDEO = "video"  # a (3, H, W) frame; inputs (B, 3, T, H, W)
+    SKELETON = "skeleton"  # a frame of M bodies x V joints x C coordinates; inputs (B, M * V * C, T) (see ``skeleton``)
 
 
 class ContextPadding(enum.Enum):
@@ -225,6 +228,8 @@ class DeploymentSpec:
         data_source: Video: ``{"class_path": ..., "init_args": {...}}`` of the data module that lists the test
             videos (root, annotations, official split), so ``evaluate-streaming`` reads the videos ``vidrec test``
             read; empty for time series (:meth:`HDF5WindowDataModule.from_spec` rebuilds those from the split).
+        skeleton: Skeleton: the joint layout and the anchoring (centring, view alignment) that ``vidrec stream``
+            applies to live joint frames as the data module did to clips (``vidrec.skeleton_spec``); else None.
     """
 
     modality: Modality
@@ -245,6 +250,7 @@ class DeploymentSpec:
     short_side: int = 0
     frame_stride: int = 1
     data_source: dict[str, Any] = field(default_factory=dict)
+    skeleton: SkeletonSpec | None = None
 
     def __post_init__(self) -> None:
         for name in ("window", "hop", "eval_hop"):
@@ -252,6 +258,13 @@ class DeploymentSpec:
                 raise ValueError(f"deployment spec: {name} must be >= 1, got {getattr(self, name)}")
         if self.context < 0:
             raise ValueError(f"deployment spec: context must be >= 0, got {self.context}")
+        if self.modality is Modality.SKELETON and (
+            self.skeleton is None or self.skeleton.num_channels != len(self.channels)
+        ):
+            raise ValueError(
+                f"deployment spec: a skeleton spec needs its joint layout (skeleton) for its {len(self.channels)} "
+                f"channels, got {self.skeleton}"
+            )
         if self.normalization.num_channels != len(self.channels):
             raise ValueError(
                 f"deployment spec: {len(self.channels)} channels but normalisation statistics for "
@@ -320,6 +333,7 @@ class DeploymentSpec:
             "short_side": int(self.short_side),
             "frame_stride": int(self.frame_stride),
             "data_source": _plain(self.data_source),
+            "skeleton": None if self.skeleton is None else _plain(self.skeleton.to_dict()),
         }
 
     @staticmethod
@@ -352,6 +366,9 @@ class DeploymentSpec:
             short_side=int(d.get("short_side", 0)),
             frame_stride=int(d.get("frame_stride", 1)),
             data_source=dict(d.get("data_source") or {}),
+            skeleton=None
+            if d.get("skeleton") is None
+            else SkeletonSpec.from_dict(d["skeleton"], f"{where}: spec.skeleton"),
         )
 
     @staticmethod

@@ -1,5 +1,6 @@
 """``vidrec data`` subcommands for skeletons: ``ntu-skeleton``, ``synthetic-skeleton``, ``pose-pickle``,
-``skeleton-folder`` (each writes a ``vidrec.skeleton/1`` HDF5 file and prints what it skipped)."""
+``skeleton-folder``, ``video-to-skeleton`` (each writes a ``vidrec.skeleton/1`` HDF5 file and prints what it
+skipped)."""
 
 from __future__ import annotations
 
@@ -48,6 +49,19 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
     folder.add_argument("root", type=Path, help="folder with index.csv (name,label,performer[,camera,...,split])")
     folder.add_argument("--out", type=Path, required=True, help="HDF5 file to write")
     folder.set_defaults(func=_folder)
+
+    video = subparsers.add_parser(
+        "video-to-skeleton",
+        help="extract NTU-layout skeletons from videos with MediaPipe Pose (the [pose] extra)",
+        description="Run MediaPipe Pose on every frame of each video and map its 33 landmarks onto NTU's 25 joints "
+        "(see datamodules/skeleton/pose_extract.py for the mapping and the synthesised joints). Labels: the class "
+        "subfolder of each video (root/<class>/<video>), else one class 'unlabelled'. Videos that cannot be decoded "
+        "or show no person are skipped and listed.",
+    )
+    video.add_argument("inputs", type=Path, nargs="+", help="video files or folders (searched recursively)")
+    video.add_argument("--out", type=Path, required=True, help="HDF5 file to write")
+    video.add_argument("--max-frames", type=int, default=None, help="read at most this many frames per video")
+    video.set_defaults(func=_video)
 
 
 def _print_skipped(skipped: list[tuple[str, str]]) -> None:
@@ -110,3 +124,21 @@ def _folder(args: argparse.Namespace) -> int:
     print(f"wrote {n} samples to {args.out}")
     _print_skipped(skipped)
     return 0
+
+
+def _video(args: argparse.Namespace) -> int:
+    from datamodules.skeleton.pose_extract import PoseUnavailable, convert_videos
+
+    try:
+        report = convert_videos(args.inputs, args.out, max_frames=args.max_frames)
+    except PoseUnavailable as err:
+        print(f"vidrec data video-to-skeleton: {err}")
+        return 2
+    print(
+        f"wrote {report.written} samples ({', '.join(report.class_names)}) to {report.out}; "
+        f"{report.frames} frames at {report.frames_per_second:.1f} frames/s"
+    )
+    for name, frames, with_person, visibility in report.videos:
+        print(f"  {name}: a person in {with_person} of {frames} frames (mean landmark visibility {visibility:.2f})")
+    _print_skipped(report.skipped)
+    return 0 if report.written else 1

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,7 @@ from datamodules.skeleton.transforms import (
     joints_to_channels,
     preprocess_joints,
 )
+from vidrec.spec import ChannelNormalization, DeploymentSpec, Modality, SplitSpec
 
 __all__ = ["SkeletonDataset", "SkeletonDataModule", "read_split_list"]
 
@@ -118,6 +120,9 @@ class SkeletonDataModule(L.LightningDataModule):
         scale: Training augmentation: per-axis scaling range.
         min_crop: Training augmentation: smallest temporal crop fraction.
         val_fraction: Fraction of the training performers held out for validation (0: no validation).
+        stream_hop: Frames between the windows a deployment streams (the deployment spec's hop; a multiple of the
+            model's temporal stride, 4 for the skeleton networks).
+        frame_rate: Frames per second of the recordings (Kinect v2: 30).
         batch_size: Batch size.
         num_workers: DataLoader workers.
         seed: Seed of the validation draw and the augmentation.
@@ -141,6 +146,8 @@ class SkeletonDataModule(L.LightningDataModule):
         scale: float = 0.0,
         min_crop: float = 1.0,
         val_fraction: float = 0.0,
+        stream_hop: int = 4,
+        frame_rate: float = 30.0,
         batch_size: int = 32,
         num_workers: int = 0,
         seed: int = 0,
@@ -162,6 +169,7 @@ class SkeletonDataModule(L.LightningDataModule):
         )
         self.augmentation = SkeletonAugmentation(rotation_deg=rotation_deg, scale=scale, min_crop=min_crop)
         self.val_fraction, self.batch_size, self.num_workers, self.seed = val_fraction, batch_size, num_workers, seed
+        self.stream_hop, self.frame_rate = stream_hop, frame_rate
         self.info = read_skeleton_info(path)
         self.class_names = list(self.info.class_names)
         self.num_classes = len(self.class_names)
@@ -265,3 +273,40 @@ class SkeletonDataModule(L.LightningDataModule):
         return {
             i: {"sample": s.name, "subject": s.performer, "camera": s.camera} for i, s in enumerate(self.info.samples)
         }
+
+    def deployment_spec(self) -> DeploymentSpec:
+        """Window, hop, frame rate, joint layout and anchoring of this data, for checkpoints (``vidrec.spec``).
+
+        The anchoring (centring on the spine base, view alignment) is described so that ``vidrec stream`` applies
+        it to live joint frames as ``setup`` applied it to clips (``vidrec.skeleton_spec``). No mean/std
+        normalisation: the identity statistics.
+        """
+        skeleton = replace(
+            self.preprocessing.spec(self.max_bodies, self.info.num_joints, tuple(self.info.coords)),
+            length_mode=self.length_mode.value,
+        )
+        channels = skeleton.channel_names()
+        split = None
+        if self.split_names:
+            by_name = {s.name: s for s in self.info.samples}
+            split = SplitSpec(
+                mode=self.protocol.name.lower(),
+                train_subjects=sorted({by_name[n].performer for n in self.split_names.get("train", [])}),
+                val_subjects=sorted({by_name[n].performer for n in self.split_names.get("val", [])}),
+                test_subjects=sorted({by_name[n].performer for n in self.split_names.get("test", [])}),
+                seed=self.seed,
+            )
+        return DeploymentSpec(
+            modality=Modality.SKELETON,
+            window=self.length,
+            hop=self.stream_hop,
+            eval_hop=self.stream_hop,
+            rate=self.frame_rate,
+            channels=channels,
+            normalization=ChannelNormalization.identity(len(channels)),
+            class_names=list(self.class_names),
+            label_policy="clip",
+            split=split,
+            data_path=str(self.path),
+            skeleton=skeleton,
+        )

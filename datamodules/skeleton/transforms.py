@@ -3,7 +3,8 @@
 Preprocessing (deterministic, train and test alike), in the order of pyskl's ``PreNormalize3D`` ("Revisiting
 Skeleton-based Action Recognition", Duan et al., CVPR 2022) and of the NTU authors' normalisation:
 
-1. **Centre** on the spine base of the main actor at its first present frame (absent bodies stay all zero).
+1. **Centre** on the spine base of the main actor at its first present frame (absent bodies stay all zero; frames
+   before that one are zeroed, as a live stream must: see ``vidrec.skeleton_spec``).
 2. **View alignment** (optional): rotate so that the main actor's hips (right -> left hip) lie on x and its spine
    (base -> shoulders) on y at that frame, which removes the camera's viewpoint.
 3. **Scale** (optional): divide by the main actor's mean spine length (base -> shoulders), removing body size.
@@ -24,6 +25,8 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+
+from vidrec.skeleton_spec import NTU25_JOINT_NAMES, Centring, SkeletonSpec, anchor_transform, apply_anchor
 
 __all__ = [
     "LengthMode",
@@ -57,6 +60,23 @@ class SkeletonPreprocessing:
     left_hip: int = LEFT_HIP
     right_hip: int = RIGHT_HIP
 
+    def spec(self, bodies: int = 2, joints: int = 25, coords: tuple[str, ...] = ("x", "y", "z")) -> SkeletonSpec:
+        """The ``vidrec.skeleton_spec.SkeletonSpec`` of this preprocessing (the part a deployment applies live)."""
+        names = NTU25_JOINT_NAMES if joints == 25 else tuple(f"j{i:02d}" for i in range(joints))
+        return SkeletonSpec(
+            bodies=bodies,
+            joints=joints,
+            coords=coords,
+            joint_names=names,
+            centring=Centring.FIRST_FRAME if self.center else Centring.NONE,
+            align_view=self.align_view,
+            normalize_scale=self.normalize_scale,
+            spine_base=self.spine_base,
+            spine_top=self.spine_top,
+            left_hip=self.left_hip,
+            right_hip=self.right_hip,
+        )
+
 
 @dataclass(frozen=True)
 class SkeletonAugmentation:
@@ -81,24 +101,21 @@ def _rotation(ax: float, ay: float, az: float) -> np.ndarray:
 
 
 def preprocess_joints(joints: np.ndarray, prep: SkeletonPreprocessing) -> np.ndarray:
-    """Centre, align and scale ``(M, T, V, C)`` joints (C >= 3 uses the first three as x, y, z); returns a copy."""
+    """Centre, align and scale ``(M, T, V, C)`` joints (C >= 3 uses the first three as x, y, z); returns a copy.
+
+    Centring and view alignment are ``vidrec.skeleton_spec``'s anchoring, the one implementation ``vidrec stream``
+    applies to live joint frames: anchored at the main actor's first present frame, earlier frames zeroed.
+    """
     out = np.array(joints, dtype=np.float32, copy=True)
     present = _present(out)
     if not present[0].any() or out.shape[3] < 3:
         return out
     first = int(np.argmax(present[0]))
-    mask = present[:, :, None, None]
-    if prep.center:
-        origin = out[0, first, prep.spine_base, :3].copy()
-        out[..., :3] = np.where(mask, out[..., :3] - origin, 0.0)
-    if prep.align_view:
-        hips = out[0, first, prep.left_hip, :3] - out[0, first, prep.right_hip, :3]
-        spine = out[0, first, prep.spine_top, :3] - out[0, first, prep.spine_base, :3]
-        ex = hips / max(float(np.linalg.norm(hips)), 1e-6)
-        ey = spine - float(spine @ ex) * ex
-        ey = ey / max(float(np.linalg.norm(ey)), 1e-6)
-        rot = np.stack([ex, ey, np.cross(ex, ey)])  # rows: new axes in old coordinates
-        out[..., :3] = np.where(mask, out[..., :3] @ rot.T.astype(np.float32), 0.0)
+    spec = prep.spec(bodies=out.shape[0], joints=out.shape[2], coords=tuple(f"c{i}" for i in range(out.shape[3])))
+    if spec.anchored:
+        origin, rotation = anchor_transform(out[0, first], spec)
+        out[:, :first] = 0.0  # a stream cannot anchor before it sees the main actor; the clip does the same
+        out[:, first:] = apply_anchor(out[:, first:], origin, rotation)
     if prep.normalize_scale:
         frames = present[0]
         length = np.linalg.norm(out[0, frames, prep.spine_top, :3] - out[0, frames, prep.spine_base, :3], axis=1)

@@ -111,3 +111,29 @@ def test_two_stream_refuses_other_window_lengths() -> None:
         model(torch.randn(1, 150, 40))
     with pytest.raises(ValueError, match="receptive field"):
         build_model("skeleton_two_stream", in_channels=30, num_classes=3, window=64, width=8, kernel_size=8)
+
+
+def test_the_ensemble_streams_as_one_model_equal_to_offline() -> None:
+    """Fused streamed logits == offline ensemble logits of each window; subnets on the compiled engine."""
+    model = _build("skeleton_ensemble")
+    x = torch.randn(3, 150, 72)
+    rt = to_streaming(model, WINDOW, HOP, capacity=3)  # in_channels from the ensemble itself
+    description = rt.describe()
+    assert rt.compiled and description.engine == "compiled"
+    eager_parts = {d.part for d in description.decisions if d.reason.startswith("not lowered")}
+    assert eager_parts == {"two_stream.spatial"}  # only the whole-window spatial stream is recomputed eagerly
+    logits, ready = rt.run(x)
+    ends = [(k + 1) * HOP for k in range(72 // HOP) if ready[0, k]]
+    assert ends[0] == WINDOW and len(ends) == 7
+    with torch.no_grad():
+        ref = torch.stack([model(x[:, :, e - WINDOW : e]) for e in ends], dim=1)
+    torch.testing.assert_close(logits[:, ready[0]], ref, atol=2e-5, rtol=0)
+
+
+def test_ensemble_checkpoint_names_are_subnet_prefixed() -> None:
+    model = _build("skeleton_ensemble")
+    names = list(model.state_dict())
+    assert all(n.startswith("subnets.") for n in names)
+    assert any(n.startswith("subnets.two_stream.spatial.") for n in names)
+    copy = build_model("skeleton_ensemble", **dict(SMALL, window=WINDOW))
+    copy.load_state_dict(model.state_dict())  # strict: the names are those of the subnets' ModuleDict

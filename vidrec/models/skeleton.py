@@ -30,15 +30,16 @@ the stride changes). The four subnets:
 vidrec differs from the paper in one way by design: every temporal convolution is *valid* and right-aligned (no
 zero padding in time, see ``vidrec.layers.temporal``), so the temporal subnets (base, body part, attention, frame
 difference) stream exactly: ``vidrec.streaming.to_streaming`` returns, at every hop, the logits of the window ending
-there. The spatial stream sees the whole window at once (its channels are the frames), so ``TwoStreamNet`` streams
-by keeping the last ``window`` frames and recomputing the spatial stream at each hop (exact, at the cost of one
-spatial forward per hop). Fusing the streamed subnets into one streamed ensemble is left to the runtime's parallel
-classifiers.
+there. The spatial stream sees the whole window at once (its channels are the frames), so it streams by keeping the
+last ``window`` frames and recomputing its forward at each hop (exact, at the cost of one spatial forward per hop;
+``tools/bench_skeleton_streaming.py`` measures it). ``TwoStreamNet`` and ``SkeletonEnsemble`` are
+``ParallelClassifiers`` (product and mean-of-probabilities fusion), so ``to_streaming(ensemble, window, hop)``
+streams the whole ensemble as one model: every subnet on its own compiled step (the spatial stream eager, a logged
+decision), fused at every hop, equal to the offline ensemble on the same window.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -57,7 +58,7 @@ from vidrec.layers.temporal import (
     stream_step_of,
     temporal_conv1d,
 )
-from vidrec.models._base import StreamableClassifier, check_stream_geometry
+from vidrec.models._base import FusionRule, ParallelClassifiers, StreamableClassifier, check_stream_geometry
 from vidrec.models._registry import register_model
 
 __all__ = [
@@ -70,6 +71,7 @@ __all__ = [
     "FrameDifferenceNet",
     "AttentionNet",
     "BodyPartNet",
+    "SpatialStream",
     "TwoStreamNet",
     "SkeletonEnsemble",
     "skeleton_resnet1d",
@@ -347,19 +349,45 @@ class BodyPartNet(StreamableClassifier):
         self.classifier = nn.Sequential(nn.Dropout(dropout), nn.Linear(self.num_features, num_classes))
         self._init_geometry()
 
+
+class SpatialStream(SkeletonResNet1D):
+    """The spatial stream of ``TwoStreamNet``: the base network over the coordinate axis, the frames as channels.
+
+    Reads a window ``(B, MVC, L)`` transposed to ``(B, L, MVC)``, so it needs windows of exactly ``window`` frames
+    and has no temporal structure to stream: it keeps the last ``window`` frames and recomputes its whole forward at
+    every hop (exact; one spatial forward per hop, which the compiled engine leaves eager and logs as a decision).
+    """
+
+    def __init__(self, *, window: int, **kwargs: object) -> None:
+        super().__init__(in_channels=window, **kwargs)  # type: ignore[arg-type]
+        self.window = window
+        self.coordinate_field = self.receptive_field  # along the coordinates, not time
+        self.receptive_field, self.stride = window, 1  # in time: the whole window, any hop
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.shape[2] != self.window:
+            raise ValueError(f"the spatial stream was built for windows of {self.window} frames, got {x.shape[2]}")
+        return super().forward(x.transpose(1, 2))  # (B, MVC, L) -> (B, L, MVC): frames as channels
+
+    def configure_stream(self, window: int, hop: int) -> None:
+        if window != self.window:
+            raise ValueError(f"the spatial stream recomputes windows of {self.window} frames (built so), got {window}")
+        check_stream_geometry(type(self).__name__, self.receptive_field, self.stride, window, hop)
+
+    def stream_state(self, x: Tensor) -> list[Tensor]:
+        return [x.new_zeros(x.shape[0], x.shape[1], self.window)]
+
     def stream_step(self, x: Tensor, state: list[Tensor]) -> tuple[Tensor, list[Tensor]]:
-        # Same step as StreamableClassifier's. Overriding it keeps the runtime on its eager step: the compiled fast
-        # path (vidrec.streaming.fastpath) lowers _PartFeatures as an opaque module, and its double-buffered pool
-        # state then aliases the buffer it concatenates into ("some elements ... refer to a single memory location").
-        return super().stream_step(x, state)
+        frames = torch.cat([state[0], x], dim=2)[:, :, -self.window :]  # (B, MVC, window): the last window
+        return self(frames), [frames]
 
 
-class TwoStreamNet(TemporalModule):
-    """Temporal and spatial base networks with product fusion; returns ``log_softmax(a) + log_softmax(b)``.
+class TwoStreamNet(ParallelClassifiers):
+    """Temporal and spatial base networks with product fusion (``FusionRule.PRODUCT_PROBABILITIES``).
 
-    The spatial network reads the window transposed, ``(B, L, MVC)``: frames are its channels and it convolves along
-    the coordinate axis, so it needs windows of exactly ``window`` frames. The returned scores are the log of the
-    product of both streams' probabilities (unnormalised; ``softmax`` of them is the authors' L1-normalised product).
+    ``temporal`` is the base network over time (streams exactly); ``spatial`` is a ``SpatialStream`` (frames as
+    channels, recomputed per hop). The output is ``log_softmax(log_softmax(a) + log_softmax(b))``: the log of the
+    authors' L1-normalised product of the two streams' probabilities. Windows must have exactly ``window`` frames.
     """
 
     def __init__(
@@ -374,69 +402,64 @@ class TwoStreamNet(TemporalModule):
         stem_width: int = 64,
         dropout: float = 0.2,
     ) -> None:
-        super().__init__()
         common = dict(num_classes=num_classes, kernel_size=kernel_size, stem_width=stem_width, dropout=dropout)
-        self.temporal = SkeletonResNet1D(in_channels=in_channels, stages=stages, **common)  # type: ignore[arg-type]
-        self.spatial = SkeletonResNet1D(in_channels=window, stages=spatial_stages or stages, **common)  # type: ignore[arg-type]
-        if self.spatial.receptive_field > in_channels:
+        temporal = SkeletonResNet1D(in_channels=in_channels, stages=stages, **common)  # type: ignore[arg-type]
+        spatial = SpatialStream(window=window, stages=spatial_stages or stages, **common)
+        if spatial.coordinate_field > in_channels:
             raise ValueError(
-                f"the spatial stream's receptive field ({self.spatial.receptive_field}) exceeds the {in_channels} "
+                f"the spatial stream's receptive field ({spatial.coordinate_field}) exceeds the {in_channels} "
                 "coordinates it convolves over; use a smaller kernel or fewer spatial stages"
             )
-        self.window = window
-        self.receptive_field = max(window, self.temporal.receptive_field)
-        self.stride = self.temporal.stride
-        self._stream_window: int | None = None
-
-    def _check(self, x: Tensor) -> None:
-        if x.shape[2] != self.window:
-            raise ValueError(f"TwoStreamNet was built for windows of {self.window} frames, got {x.shape[2]}")
-
-    def _fuse(self, temporal_logits: Tensor, x: Tensor) -> Tensor:
-        spatial_logits = self.spatial(x.transpose(1, 2))  # (B, MVC, L) -> (B, L, MVC): frames as channels
-        return temporal_logits.log_softmax(dim=1) + spatial_logits.log_softmax(dim=1)
+        super().__init__({"temporal": temporal, "spatial": spatial}, FusionRule.PRODUCT_PROBABILITIES)
+        self.temporal, self.spatial = temporal, spatial
+        self.window, self.in_channels = window, in_channels
 
     def forward(self, x: Tensor) -> Tensor:
-        self._check(x)
-        return self._fuse(self.temporal(x), x)
+        if x.shape[2] != self.window:
+            raise ValueError(f"TwoStreamNet was built for windows of {self.window} frames, got {x.shape[2]}")
+        return super().forward(x)
 
     def configure_stream(self, window: int, hop: int) -> None:
         """Stream windows of ``self.window`` frames: the temporal stream streams, the spatial one is recomputed."""
         if window != self.window:
             raise ValueError(f"TwoStreamNet streams windows of {self.window} frames (built so), got window={window}")
-        check_stream_geometry(type(self).__name__, self.receptive_field, self.stride, window, hop)
-        self.temporal.configure_stream(window, hop)
-
-    def stream_state(self, x: Tensor) -> list[Tensor]:
-        return self.temporal.stream_state(x) + [x.new_zeros(x.shape[0], x.shape[1], self.window)]
-
-    def stream_step(self, x: Tensor, state: list[Tensor]) -> tuple[Tensor, list[Tensor]]:
-        logits, ts = self.temporal.stream_step(x, state[:-1])
-        frames = torch.cat([state[-1], x], dim=2)[:, :, -self.window :]  # (B, MVC, window): the last window
-        return self._fuse(logits, frames), ts + [frames]
+        super().configure_stream(window, hop)
 
 
-class SkeletonEnsemble(nn.Module):
-    """Late fusion of the four subnets: the log of their mean class probabilities, ``(B, MVC, L) -> (B, K)``.
+class SkeletonEnsemble(ParallelClassifiers):
+    """Late fusion of the subnets: the log of their mean class probabilities, ``(B, MVC, L) -> (B, K)``.
 
+    A ``ParallelClassifiers`` with ``FusionRule.MEAN_PROBABILITIES`` whose members live in the ``subnets``
+    ``ModuleDict`` (parameter names ``subnets.<name>.*``, as checkpoints store them), so ``to_streaming`` streams the
+    whole ensemble as one model: each subnet on its own engine (compiled where it lowers), fused at every hop.
     Training (``training_loss``) adds each subnet's own cross-entropy, so every subnet learns as if trained alone (the
     parameters are disjoint) and the fusion rule has no parameters, as in the paper.
     """
 
     def __init__(self, subnets: dict[str, nn.Module]) -> None:
-        super().__init__()
         if not subnets:
             raise ValueError("SkeletonEnsemble needs at least one subnet")
+        if len(subnets) == 1:  # ParallelClassifiers needs two members; one subnet fuses to its own log-softmax
+            raise ValueError(f"SkeletonEnsemble needs at least two subnets, got {list(subnets)}")
+        super().__init__(dict(subnets), FusionRule.MEAN_PROBABILITIES)
+        for name in subnets:  # keep the members under ``subnets.`` only (checkpoint names)
+            delattr(self, name)
         self.subnets = nn.ModuleDict(subnets)
+        channels = {getattr(n, "in_channels", None) for n in subnets.values()} - {None}
+        if len(channels) == 1:
+            self.in_channels = int(channels.pop())  # type: ignore[arg-type]
+
+    def members(self) -> list[nn.Module]:
+        """The subnets in fusion order."""
+        return [self.subnets[n] for n in self.member_names]
 
     def subnet_logits(self, x: Tensor) -> dict[str, Tensor]:
-        """Each subnet's scores ``(B, K)`` (logits, or log-probability products for the two-stream subnet)."""
+        """Each subnet's scores ``(B, K)`` (logits, or normalised log-probability products for the two-stream one)."""
         return {name: net(x) for name, net in self.subnets.items()}
 
-    def fuse(self, logits: dict[str, Tensor]) -> Tensor:
-        """``log(mean_s softmax(logits_s))``: (B, K) log-probabilities of the ensemble."""
-        log_probs = torch.stack([v.log_softmax(dim=1) for v in logits.values()])  # (S, B, K)
-        return torch.logsumexp(log_probs, dim=0) - math.log(len(logits))
+    def fuse(self, outputs: list[Tensor] | dict[str, Tensor]) -> Tensor:  # type: ignore[override]
+        """``log(mean_s softmax(logits_s))``: (B, K) log-probabilities, from a list or a ``subnet_logits`` dict."""
+        return super().fuse(list(outputs.values()) if isinstance(outputs, dict) else outputs)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.fuse(self.subnet_logits(x))

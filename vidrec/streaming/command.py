@@ -53,6 +53,11 @@ of --sender-burst seconds above it), its excess dropped or, with --sender-over-l
 dropped (malformed lines, long ids, refused or idle connections, UDP datagrams lost in the kernel) is counted by
 reason with a rate-limited warning. Ctrl-C stops cleanly and prints a summary on stderr.
 
+Skeleton checkpoints read joint frames on stdin/udp/tcp: one frame a line, 75 or 150 values (x y z of 25 joints for
+one or two bodies), `[stream_id,][timestamp,]v1,...` or JSON `{"stream": "a", "t": 1.2, "x": [...]}` /
+`{"joints": [[x, y, z], ...]}`; each stream is centred (and view-aligned) on its first frame showing the main actor,
+as training clips were (see vidrec.skeleton_spec).
+
 Video checkpoints read --input (a file, a camera or an RTSP/HTTP URL) frame by frame and print one line per clip
 frame once a clip is full: frame index, time, class, probability, latency. Feature heads (TS-LSTM, Temporal-Inception,
 mean pool on an extract-features file) read --input too: the file's backbone runs once per sampled frame and the
@@ -186,7 +191,13 @@ def run_stream(args: argparse.Namespace, out: TextIO | None = None) -> dict[str,
 
         return features.run_stream(args, loaded, out)
     hop = args.hop or spec.eval_hop
-    runtime = build_runtime(loaded, hop, args.backend, capacity=min(64, args.max_streams), precision=args.precision)
+    runtime: Any = build_runtime(
+        loaded, hop, args.backend, capacity=min(64, args.max_streams), precision=args.precision
+    )
+    if spec.modality is Modality.SKELETON:  # joint frames, anchored per stream (vidrec.streaming.joints)
+        from vidrec.streaming.joints import skeleton_stream_runtime
+
+        runtime = skeleton_stream_runtime(runtime, spec, args.source)
     mux = StreamMultiplexer(
         runtime,
         list(loaded.class_names),
@@ -198,6 +209,7 @@ def run_stream(args: argparse.Namespace, out: TextIO | None = None) -> dict[str,
         full_table=FullTablePolicy(getattr(args, "full_table", FullTablePolicy.REFUSE.value)),
     )
     source = _make_source(args, runtime.in_channels, spec)
+    source.parser = getattr(runtime, "line_parser", None)  # joint frames for skeleton checkpoints
     where = f" on {args.host}:{args.port}" if args.source in ("udp", "tcp") else ""
     print(f"vidrec stream: reading {args.source}{where}, hop={hop}, window={runtime.window}", file=sys.stderr)
     print_engine(args, runtime)

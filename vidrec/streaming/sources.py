@@ -26,7 +26,7 @@ import struct
 import sys
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
@@ -73,6 +73,9 @@ class Source:
     def __init__(self, num_channels: int, max_id_length: int = MAX_ID_LENGTH) -> None:
         self.num_channels = num_channels
         self.max_id_length = max_id_length
+        # (line, default_stream, arrival, max_id_length) -> Record | None; None: ``parse_line`` (skeleton checkpoints
+        # set ``vidrec.streaming.joints.JointLineParser`` for joint frames)
+        self.parser: Callable[[str, str, float, int], Record | None] | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._queue: queue.Queue[SourceEvent] | None = None
@@ -126,7 +129,10 @@ class Source:
         """Parse ``lines`` into ``records``; one DROPPED event per bad line (no line can raise out of here)."""
         for line in lines:
             try:
-                rec = parse_line(line, self.num_channels, default_stream, now, self.max_id_length)
+                if self.parser is not None:
+                    rec = self.parser(line, default_stream, now, self.max_id_length)
+                else:
+                    rec = parse_line(line, self.num_channels, default_stream, now, self.max_id_length)
             except MalformedLine as err:
                 self._drop(err.drop, str(err))
                 continue

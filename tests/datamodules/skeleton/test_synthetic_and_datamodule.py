@@ -112,3 +112,7 @@ def test_a_tiny_ensemble_fit_reports_every_subnet(synthetic_h5: Path, tmp_path: 
     best = max(v["acc"] for v in results["subnets"].values())
     assert results["fusion_gain"] == pytest.approx(results["test/acc"] - best)
     assert set(results["per_subject"]) == {"3"}
+    trainer.save_checkpoint(tmp_path / "m.ckpt")  # the deployment spec is stored as plain types
+    # (weights_only=False: this task was built in Python with a default optimizer factory, not by `vidrec fit`)
+    spec = json.loads(json.dumps(torch.load(tmp_path / "m.ckpt", weights_only=False)["vidrec"]["spec"]))
+    assert spec["modality"] == "skeleton" and spec["window"] == 40 and spec["skeleton"]["centring"] == "first_frame"

@@ -163,12 +163,16 @@ class CompiledParallelEngine:
         self.model = model
         self.capacity = 0
         self.decisions: list[LoweringDecision] = []
-        self.members: list[TensorStateEngine] = []
+        from vidrec.models._base import ParallelClassifiers
+
+        self.members: list[TensorStateEngine | CompiledParallelEngine] = []
         for name, member in zip(model.member_names, model.members()):  # type: ignore[operator,arg-type]
             try:
-                engine: TensorStateEngine = CompiledEngine(
-                    member, chunk_shape, dtype, device, ring_buffers=ring_buffers
-                )
+                engine: TensorStateEngine | CompiledParallelEngine
+                if isinstance(member, ParallelClassifiers):  # nested (the skeleton ensemble's two-stream subnet)
+                    engine = CompiledParallelEngine(member, chunk_shape, dtype, device, ring_buffers=ring_buffers)
+                else:
+                    engine = CompiledEngine(member, chunk_shape, dtype, device, ring_buffers=ring_buffers)
                 self.decisions += [replace(d, part=f"{name}.{d.part}" if d.part else name) for d in engine.decisions]
             except EngineUnavailable as err:
                 decision = LoweringDecision(name, type(member).__name__, "eager", f"not lowered: {err}")
