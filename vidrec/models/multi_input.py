@@ -17,9 +17,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from torch import Tensor, nn
+from torch import Tensor
 
-from vidrec.models._base import FusionRule, ParallelClassifiers
+from vidrec.models._base import ParallelClassifiers
 
 __all__ = ["NamedInputClassifiers"]
 
@@ -32,14 +32,6 @@ class NamedInputClassifiers(ParallelClassifiers):
         rule: The fusion rule.
         weights: One weight per member for the mean of probabilities and the weighted logits (default: equal).
     """
-
-    def __init__(
-        self,
-        members: dict[str, nn.Module],
-        rule: FusionRule = FusionRule.MEAN_PROBABILITIES,
-        weights: list[float] | None = None,
-    ) -> None:
-        super().__init__(members, rule, weights)
 
     @property
     def input_names(self) -> list[str]:

@@ -19,7 +19,6 @@ its first frame showing the main actor (``vidrec.skeleton_spec``), re-anchored w
 
 from __future__ import annotations
 
-import json
 import time
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -28,29 +27,19 @@ from typing import Any
 import numpy as np
 
 from vidrec.skeleton_spec import AnchoredJoints, SkeletonSpec
-from vidrec.streaming.lines import MAX_ID_LENGTH, DropReason, MalformedLine, Record
+from vidrec.streaming.lines import (
+    MAX_ID_LENGTH,
+    DropReason,
+    MalformedLine,
+    Record,
+    finite_numbers,
+    load_json_line,
+)
 from vidrec.streaming.runtime import StepResult, StreamingClassifier
 
 __all__ = ["AnchoredRuntime", "JointLineParser", "skeleton_stream_runtime"]
 
-_NUMBER_ERRORS = (TypeError, ValueError, OverflowError)
 _MAX_COUNTED_STREAMS = 65536  # streams whose frame counter is kept (least recently seen forgotten first)
-
-
-def _reject_constant(name: str) -> float:
-    raise ValueError(f"JSON constant {name} is not a finite number")
-
-
-def _finite(values: Sequence[object], text: str, dtype: type[np.floating]) -> np.ndarray:
-    if any(isinstance(v, (bool, list, dict)) or v is None for v in values):
-        raise MalformedLine(f"non-numeric value in {text[:80]!r}")
-    try:
-        arr = np.asarray([float(v) for v in values], dtype=np.float64)  # type: ignore[arg-type]
-    except _NUMBER_ERRORS as err:
-        raise MalformedLine(f"non-numeric value in {text[:80]!r}") from err
-    if not np.isfinite(arr).all() or (arr.size and float(np.abs(arr).max()) > float(np.finfo(dtype).max)):
-        raise MalformedLine(f"non-finite or out-of-range value in {text[:80]!r}")
-    return arr.astype(dtype)
 
 
 class JointLineParser:
@@ -111,8 +100,8 @@ class JointLineParser:
                 )
             stream = (fields[0] or default_stream) if extra == 2 else default_stream
             if extra >= 1:
-                stamp = float(_finite(fields[extra - 1 : extra], text, np.float64)[0])
-            values = _finite(fields[extra:], text, np.float32)
+                stamp = float(finite_numbers(fields[extra - 1 : extra], text, np.float64)[0])
+            values = finite_numbers(fields[extra:], text, np.float32)
         if len(stream) > max_id_length:
             raise MalformedLine(
                 f"stream id of {len(stream)} characters (max_id_length={max_id_length}): {stream[:40]!r}...",
@@ -122,14 +111,7 @@ class JointLineParser:
         return Record(stream, self._next_time(stream) if stamp is None else stamp, values, arrival)
 
     def _json(self, text: str, default_stream: str) -> tuple[str, float | None, np.ndarray]:
-        try:
-            obj = json.loads(text, parse_int=float, parse_constant=_reject_constant)
-        except json.JSONDecodeError as err:
-            raise MalformedLine(f"invalid JSON {text[:80]!r}: {err.msg}") from err
-        except RecursionError as err:
-            raise MalformedLine(f"JSON nested too deep: {text[:80]!r}") from err
-        except _NUMBER_ERRORS as err:
-            raise MalformedLine(f"invalid JSON {text[:80]!r}: {err}") from err
+        obj = load_json_line(text)
         if not isinstance(obj, dict) or ("x" in obj) == ("joints" in obj):
             raise MalformedLine(f"JSON joint frame needs exactly one of 'x' (flat list) or 'joints': {text[:80]!r}")
         raw = obj.get("x", obj.get("joints"))
@@ -137,8 +119,8 @@ class JointLineParser:
             raw = _flatten(raw, text, len(self.spec.coords))
         if not isinstance(raw, list):
             raise MalformedLine(f"JSON 'x' must be a list of numbers: {text[:80]!r}")
-        values = _finite(raw, text, np.float32)
-        stamp = float(_finite([obj["t"]], text, np.float64)[0]) if "t" in obj else None
+        values = finite_numbers(raw, text, np.float32)
+        stamp = float(finite_numbers([obj["t"]], text, np.float64)[0]) if "t" in obj else None
         raw_stream = obj.get("stream", default_stream)
         if not isinstance(raw_stream, (str, int, float)) or isinstance(raw_stream, bool):
             raise MalformedLine(f"JSON 'stream' must be a string or a number: {text[:80]!r}")

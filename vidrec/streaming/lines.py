@@ -17,10 +17,21 @@ import json
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
-__all__ = ["MAX_ID_LENGTH", "DropReason", "EventKind", "MalformedLine", "Record", "SourceEvent", "parse_line"]
+__all__ = [
+    "MAX_ID_LENGTH",
+    "DropReason",
+    "EventKind",
+    "MalformedLine",
+    "Record",
+    "SourceEvent",
+    "finite_numbers",
+    "load_json_line",
+    "parse_line",
+]
 
 MAX_ID_LENGTH = 128  # characters of a stream id (longer ids are dropped: 4,096 ids of 64 KiB cost 0.4 GB)
 
@@ -88,10 +99,12 @@ class MalformedLine(ValueError):
 _NUMBER_ERRORS = (TypeError, ValueError, OverflowError)
 
 
-def _numbers(values: Iterable[object], line: str, dtype: type[np.floating]) -> np.ndarray:
+def finite_numbers(values: Iterable[object], line: str, dtype: type[np.floating]) -> np.ndarray:
+    """The values as a ``dtype`` array, or ``MalformedLine`` naming the line: booleans, nested lists, ``None``,
+    non-numbers, non-finite values and values beyond ``dtype``'s range are refused."""
     values = list(values)
     if any(isinstance(v, bool) for v in values):  # JSON true/false are no measurements
-        raise MalformedLine(f"boolean where a number belongs in {line[:80]!r}")
+        raise MalformedLine(f"non-numeric value (a boolean where a number belongs) in {line[:80]!r}")
     try:
         arr = np.asarray([float(v) for v in values], dtype=np.float64)  # type: ignore[arg-type]
     except _NUMBER_ERRORS as err:
@@ -101,6 +114,22 @@ def _numbers(values: Iterable[object], line: str, dtype: type[np.floating]) -> n
     if arr.size and float(np.abs(arr).max()) > float(np.finfo(dtype).max):  # finite in float64, not in float32
         raise MalformedLine(f"value out of range in {line[:80]!r}")
     return arr.astype(dtype)
+
+
+def load_json_line(text: str) -> Any:
+    """``json.loads`` of an untrusted line, every failure a ``MalformedLine``.
+
+    Integers are parsed as floats: a 5,000-digit integer becomes inf (refused by ``finite_numbers``), not a
+    ValueError of Python's int-string limit; NaN/Infinity constants are refused.
+    """
+    try:
+        return json.loads(text, parse_int=float, parse_constant=_reject_constant)
+    except json.JSONDecodeError as err:
+        raise MalformedLine(f"invalid JSON {text[:80]!r}: {err.msg}") from err
+    except RecursionError as err:
+        raise MalformedLine(f"JSON nested too deep: {text[:80]!r}") from err
+    except _NUMBER_ERRORS as err:
+        raise MalformedLine(f"invalid JSON {text[:80]!r}: {err}") from err
 
 
 def _reject_constant(name: str) -> float:
@@ -127,22 +156,13 @@ def parse_line(
         return None
     arrival = time.monotonic() if arrival is None else arrival
     if text.startswith("{"):
-        try:
-            # integers parsed as floats: a 5,000-digit integer becomes inf (refused below), not a ValueError of
-            # Python's int-string limit; NaN/Infinity constants are refused
-            obj = json.loads(text, parse_int=float, parse_constant=_reject_constant)
-        except json.JSONDecodeError as err:
-            raise MalformedLine(f"invalid JSON {text[:80]!r}: {err.msg}") from err
-        except RecursionError as err:
-            raise MalformedLine(f"JSON nested too deep: {text[:80]!r}") from err
-        except _NUMBER_ERRORS as err:
-            raise MalformedLine(f"invalid JSON {text[:80]!r}: {err}") from err
+        obj = load_json_line(text)
         if not isinstance(obj, dict) or "t" not in obj or "x" not in obj or not isinstance(obj["x"], list):
             raise MalformedLine(f"JSON sample needs keys 't' and 'x' (a list): {text[:80]!r}")
         if len(obj["x"]) != num_channels:
             raise MalformedLine(f"expected {num_channels} channel values, got {len(obj['x'])}: {text[:80]!r}")
-        values = _numbers(obj["x"], text, np.float32)
-        stamp = _numbers([obj["t"]], text, np.float64)
+        values = finite_numbers(obj["x"], text, np.float32)
+        stamp = finite_numbers([obj["t"]], text, np.float64)
         raw_stream = obj.get("stream", default_stream)
         if not isinstance(raw_stream, (str, int, float)) or isinstance(raw_stream, bool):
             raise MalformedLine(f"JSON 'stream' must be a string or a number: {text[:80]!r}")
@@ -151,12 +171,12 @@ def parse_line(
         fields = [f.strip() for f in text.split(",")]
         if len(fields) == num_channels + 1:
             stream = default_stream
-            stamp = _numbers(fields[:1], text, np.float64)
-            values = _numbers(fields[1:], text, np.float32)
+            stamp = finite_numbers(fields[:1], text, np.float64)
+            values = finite_numbers(fields[1:], text, np.float32)
         elif len(fields) == num_channels + 2:
             stream = fields[0] or default_stream
-            stamp = _numbers(fields[1:2], text, np.float64)
-            values = _numbers(fields[2:], text, np.float32)
+            stamp = finite_numbers(fields[1:2], text, np.float64)
+            values = finite_numbers(fields[2:], text, np.float32)
         else:
             raise MalformedLine(
                 f"expected {num_channels + 1} or {num_channels + 2} comma-separated fields "
