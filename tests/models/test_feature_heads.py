@@ -125,6 +125,49 @@ def test_temporal_inception_valid_streams_exactly() -> None:
     assert (model.receptive_field, model.stride) == (114, 24)
     for window, backend in ((114, StepBackend.TORCH), (138, StepBackend.TORCH_EAGER)):
         assert _streamed_vs_offline(model, window, 24, steps=3, backend=backend) < 1e-4
+    assert _streamed_vs_offline(model, 114, 24, steps=3, fold_bn=False) < 1e-4  # the twin folds batch norm itself
+
+
+def test_valid_temporal_inception_is_lowered_whole_by_the_compiled_engine() -> None:
+    """vidrec layers per feature row (TemporalConcat, TemporalMaxPool1d), streamed rows-major as grouped convolutions:
+    nothing runs eagerly, so the step is traced and keeps ring buffers."""
+    from vidrec.layers import TemporalConcat, TemporalMaxPool1d
+
+    model = _randomize(build_model("temporal_inception", feature_dim=D, num_classes=K, padding="valid"))
+    stages = [m for m in model.features if isinstance(m, TemporalConcat)]
+    assert len(stages) == 4 and all(isinstance(b[-1], TemporalMaxPool1d) for m in stages for b in m.branches)
+    rt = to_streaming(model, 114, 24, in_channels=D)
+    d = rt.describe()
+    assert (d.engine, d.ring_buffers, d.decisions) == ("compiled", True, [])
+    assert rt.engine.compiled.traced  # type: ignore[attr-defined]
+    assert not any(k.startswith("features._twin") for k in model.state_dict())  # the twin is not a parameter
+
+
+def test_valid_temporal_inception_loads_the_earlier_image_layout() -> None:
+    """Checkpoints of the earlier valid form (Conv2d k x 1 kernels over a (B, 1, T, D) image) load strictly."""
+    torch.manual_seed(0)
+    model = _randomize(build_model("temporal_inception", feature_dim=D, num_classes=K, padding="valid"))
+    earlier = {
+        k: v[..., None] if k.startswith("features.") and k.endswith(".weight") and v.dim() == 3 else v
+        for k, v in model.state_dict().items()
+    }
+    assert earlier["features.layers.1.branches.1.layers.0.op.weight"].shape == (1, 1, 7, 1)
+    fresh = build_model("temporal_inception", feature_dim=D, num_classes=K, padding="valid").eval()
+    fresh.load_state_dict(earlier)
+    x = torch.randn(2, D, 120)
+    with torch.no_grad():
+        torch.testing.assert_close(fresh(x), model(x))
+
+
+def test_ts_lstm_registers_as_exactly_streaming() -> None:
+    from vidrec.models import Modality, StreamMode, list_models, model_info
+
+    info = model_info("ts_lstm")
+    assert (info.streams, info.modality) == (StreamMode.EXACT, Modality.FEATURES)
+    assert set(list_models(streams=StreamMode.EXACT, modality=Modality.FEATURES)) == {"ts_lstm", "mean_pool_linear"}
+    model = _randomize(build_model("ts_lstm", feature_dim=D, num_classes=K, hidden_sizes=[12]))
+    d = to_streaming(model, 24, 8, in_channels=D).describe()  # nothing before the head to lower: the eager engine
+    assert d.engine == "eager" and [x.module for x in d.decisions] == ["TSLSTM"]
 
 
 def test_small_temporal_inception_streams_at_several_hops() -> None:
