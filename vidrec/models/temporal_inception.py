@@ -18,36 +18,34 @@ ResNet features); ``approximate_model_streaming`` streams its valid twin (layer 
 deviation measured at chance level at this window (its twin's receptive field is 114 frames).
 ``InceptionPadding.VALID`` removes the zero padding and streams exactly through ``vidrec.streaming.to_streaming``.
 No layer mixes feature rows, so its features are one 1D network of vidrec layers applied to every row on its own
-(``RowwiseTemporalNet``): ``TemporalConcat`` of the branches (``temporal_conv1d`` -> BN -> ReLU ->
-``TemporalMaxPool1d``, cropped on the left to a common length), then the 1x1 reductions, offline on ``(B D, 1, T)``
-(weights and batch-norm statistics shared over rows as the authors' ``1 x k`` convolutions). Streaming runs the same
-computation in the rows-major layout ``(B, D c, T)``, where a shared convolution is one grouped ``Conv1d`` (D groups)
-and a stage's branches merge into one grouped convolution; the compiled engine lowers all of it (ring buffers, traced
-step). It needs ``receptive_field`` frames (114 with the default stages: every frame of ~4.6 s at 25 fps) and hops
-that are multiples of its stride (24). Checkpoints of the earlier valid layout (``Conv2d (k x 1)`` over a
+(``RowwiseTemporalNet``, offline and streaming on the rows as a batch ``(B D, c, T)``, weights and batch-norm
+statistics shared over rows as the authors' ``1 x k`` convolutions): per stage a ``TemporalConcat`` of the branches
+(``temporal_conv1d`` -> BN -> ReLU -> ``TemporalMaxPool1d``, cropped on the left to a common length), then the 1x1
+reductions. It needs ``receptive_field`` frames (114 with the default stages: every frame of ~4.6 s at 25 fps) and
+hops that are multiples of its stride (24). Checkpoints of the earlier valid layout (``Conv2d (k x 1)`` over a
 ``(B, 1, T, D)`` image) load: same parameter names, their kernels' trailing 1 squeezed.
 """
 
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, cast
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-from vidrec.layers.lowering import LoweringBuilder, register_lowering, register_valid_twin
+from vidrec.layers.lowering import register_batchnorm_fold, register_valid_twin
 from vidrec.layers.pooling import TemporalMaxPool1d
+from vidrec.layers.stream_state import map_state
 from vidrec.layers.temporal import (
     State,
     TemporalAvgPoolHead,
     TemporalConcat,
     TemporalModule,
     TemporalSequential,
-    TemporalWindowOp,
+    stream_state_of,
+    stream_step_of,
     temporal_conv1d,
 )
 from vidrec.models._base import StreamableClassifier
@@ -155,143 +153,84 @@ def _squeeze_image_kernels(state_dict: dict[str, Tensor], prefix: str, *_: objec
             state_dict[key] = value.squeeze(-1)
 
 
-class RowwiseTemporalNet(TemporalSequential):
-    """A 1D temporal network applied to each of ``rows`` feature rows on its own: ``(B, D, T) -> (B, D, T')``.
+class RowwiseTemporalNet(TemporalModule):
+    """A 1D network of vidrec temporal layers applied to each of ``rows`` feature rows on its own.
 
-    Offline (training): ``(B, D, T) -> (B D, 1, T) -> layers -> (B D, 1, T') -> (B, D, T')``, so every convolution
-    is ``1 x k`` along time with its weights shared over the rows and batch norm pools its statistics over batch,
-    rows and time (the authors' ``Conv2d``/``BatchNorm2d`` over the ``(1, T, D)`` image). Then the authors' spatial
-    dropout on the one-channel map (a whole sample's map at once).
+    ``(B, D, T) -> (B D, 1, T) -> layers -> (B D, 1, T') -> (B, D, T')``: every convolution is ``1 x k`` along time
+    with its weights shared over the rows, and batch norm pools its statistics over batch, rows and time (the
+    authors' ``Conv2d``/``BatchNorm2d`` over the ``(1, T, D)`` image). Then the authors' spatial dropout on the
+    one-channel map (a whole sample's map at once).
 
-    Streaming: the same computation in the rows-major layout ``(B, D c, T)`` (channel ``d c + i`` is channel ``i``
-    of row ``d``; with ``c = 1`` that is the input itself). There a shared convolution is one grouped ``Conv1d``
-    (``D`` groups, its kernel repeated), and the parallel branches of a stage, which differ only in their kernel,
-    merge into one grouped convolution whose shorter kernels are zero-padded on the left (right alignment): its
-    output is each row's branch channels in branch order, the offline concatenation. ``stream_twin()`` builds that
-    ``TemporalSequential`` of vidrec layers from the current weights (eval-mode batch norm folded in);
-    ``stream_state`` / ``stream_step`` are the twin's (built by ``stream_state``), and the streaming engines lower
-    the twin (``TemporalWindowOp`` over ``Conv1d``, ReLU, ``TemporalMaxPool1d``).
+    Streaming runs the layers' own streaming steps on the rows as a batch, ``(B D, c, n)``, so each hop costs the
+    batched convolutions of its new positions (a grouped convolution over ``(B, D c, n)`` costs several times more
+    on CPUs: ``groups=D`` with a few channels per group). The state is the layers' state of ``B D`` rows viewed
+    ``(B, D c, ...)``, so streams stay on axis 0 for the engines' slots. The compiled engine has no rows-as-batch
+    primitive and steps this module as it is inside its compiled step (a ``LoweringDecision`` names it); the head
+    after it is lowered.
 
     Args:
         rows: D, the feature rows.
-        layers: The per-row network on ``(B D, 1, T)``: time-pointwise modules, ``TemporalWindowOp`` over
-            ``Conv1d``, ``TemporalMaxPool1d``, and ``TemporalConcat`` of branches ``conv -> BN -> ReLU -> max pool``
-            with the same pool (the Temporal-Inception stages); the last output has one channel.
+        layers: The per-row network on ``(B D, 1, T)`` (vidrec temporal layers and time-pointwise modules); its last
+            output has one channel.
         dropout: Probability of the spatial dropout.
     """
 
     def __init__(self, rows: int, layers: Sequence[nn.Module], dropout: float = 0.0) -> None:
-        super().__init__(*layers)
+        super().__init__()
         self.rows = int(rows)
+        self.layers = nn.ModuleList(layers)
         self.dropout = nn.Dropout2d(dropout)
-        self._twin: list[TemporalSequential] = []  # the streaming twin, held outside the module tree (no state_dict)
+        geometry = TemporalSequential(*layers)  # the composed geometry (not kept: the layers live in self.layers)
+        self.receptive_field, self.stride = geometry.receptive_field, geometry.stride
         self._register_load_state_dict_pre_hook(_squeeze_image_kernels)
 
-    def forward(self, x: Tensor) -> Tensor:
-        b, d, t = x.shape
-        if d != self.rows:
+    def __iter__(self) -> Iterator[nn.Module]:
+        return iter(self.layers)
+
+    def _check(self, x: Tensor) -> tuple[int, int, int]:
+        if x.dim() != 3 or x.shape[1] != self.rows:
             raise ValueError(f"RowwiseTemporalNet: expected (B, D={self.rows}, T), got {tuple(x.shape)}")
-        y = super().forward(x.reshape(b * d, 1, t))  # (B D, 1, T')
+        return int(x.shape[0]), int(x.shape[1]), int(x.shape[2])
+
+    def forward(self, x: Tensor) -> Tensor:
+        b, d, t = self._check(x)
+        y = x.reshape(b * d, 1, t)
+        for m in self.layers:
+            y = m(y)  # (B D, c, T_i)
         if y.shape[1] != 1:
             raise ValueError(f"RowwiseTemporalNet: the per-row network must end with 1 channel, got {y.shape[1]}")
         return self.dropout(y.reshape(b, 1, d, -1)).reshape(b, d, -1)  # the dropout sees the (1, D, T') map
 
-    def stream_twin(self) -> TemporalSequential:
-        """The rows-major streaming form of the current weights (eval mode; see the class docstring)."""
-        from vidrec.streaming.optimize import fold_batchnorm  # lazy: vidrec.streaming imports the models
-
-        folded = cast(TemporalSequential, fold_batchnorm(TemporalSequential(*self.layers)))
-        grouped = [_rows_major(m, self.rows) for m in folded.layers]
-        return TemporalSequential(*(m for m in grouped if m is not None)).eval()
-
     def stream_state(self, x: Tensor) -> State:
-        """The twin's state (the twin is rebuilt from the current weights here)."""
-        self._twin[:] = [self.stream_twin().to(device=x.device, dtype=x.dtype)]
-        return self._twin[0].stream_state(x)
+        """One entry per layer: its state for ``B D`` rows, each tensor viewed ``(B, D c, ...)``."""
+        b, d, n = self._check(x)
+        y, states = x.reshape(b * d, 1, n), []
+        with torch.no_grad():
+            for m in self.layers:
+                s = stream_state_of(m, y)
+                states.append(s)
+                y, _ = stream_step_of(m, y, s)
+        return map_state(lambda t: _per_stream(t, b), states)
 
     def stream_step(self, x: Tensor, state: State) -> tuple[Tensor, State]:
-        if not self._twin:
-            raise RuntimeError("RowwiseTemporalNet: call stream_state(x) before stream_step (it builds the twin)")
-        return self._twin[0].stream_step(x, state)
+        b, d, n = self._check(x)
+        if isinstance(state, Tensor) or len(state) != len(self.layers):
+            raise ValueError(f"RowwiseTemporalNet.stream_step expects one state entry per layer ({len(self.layers)})")
+        rows = map_state(lambda t: t.reshape(b * d, t.shape[1] // d, *t.shape[2:]), state)
+        y, new = x.reshape(b * d, 1, n), []
+        for m, s in zip(self.layers, rows, strict=True):
+            y, s = stream_step_of(m, y, s)
+            new.append(s)
+        return y.reshape(b, d, -1), map_state(lambda t: _per_stream(t, b), new)
 
 
-def _grouped_conv(weight: Tensor, bias: Tensor | None, rows: int) -> TemporalWindowOp:
-    """``(O, C, k)`` shared over ``rows`` -> a valid grouped ``Conv1d(rows C, rows O, k, groups=rows)``."""
-    c_out, c_in, k = weight.shape
-    conv = nn.Conv1d(rows * c_in, rows * c_out, k, groups=rows, bias=bias is not None)
-    conv = conv.to(device=weight.device, dtype=weight.dtype)
-    with torch.no_grad():
-        conv.weight.copy_(weight.repeat(rows, 1, 1))
-        if bias is not None and conv.bias is not None:
-            conv.bias.copy_(bias.repeat(rows))
-    return TemporalWindowOp(conv, receptive_field=k)
+def _per_stream(t: Tensor, streams: int) -> Tensor:
+    """A state tensor of ``B D`` rows ``(B D, c, ...)`` viewed ``(B, D c, ...)`` (rows of a stream are adjacent)."""
+    return t.reshape(streams, (t.shape[0] // streams) * t.shape[1], *t.shape[2:])
 
 
-def _plain_conv(m: nn.Module) -> nn.Conv1d:
-    op = m.op if isinstance(m, TemporalWindowOp) else None
-    if not isinstance(op, nn.Conv1d) or op.groups != 1 or op.stride[0] != 1 or op.dilation[0] != 1:
-        raise TypeError(f"RowwiseTemporalNet streams convolutions of stride and dilation 1, got {m}")
-    return op
-
-
-def _merged_branches(concat: TemporalConcat, rows: int) -> TemporalSequential:
-    """Branches ``conv k_b -> ReLU -> max pool p`` (batch norm folded) -> one grouped conv of ``max k_b`` taps."""
-    convs, tails = [], []
-    for branch in concat.branches:
-        parts = [m for m in cast(TemporalSequential, branch).layers if not isinstance(m, (nn.Identity, nn.Dropout))]
-        if len(parts) != 3 or not isinstance(parts[1], nn.ReLU) or not isinstance(parts[2], TemporalMaxPool1d):
-            raise TypeError(f"RowwiseTemporalNet merges branches of conv -> BN -> ReLU -> max pool, got {branch}")
-        convs.append(_plain_conv(parts[0]))
-        tails.append((parts[2].kernel_size, parts[2].stride))
-    if len(set(tails)) != 1:
-        raise TypeError(f"RowwiseTemporalNet merges branches with the same max pool, got {tails}")
-    k = max(c.kernel_size[0] for c in convs)
-    # right alignment: branch b's output at t reads [t - k_b + 1, t], the last k_b of the merged kernel's k taps
-    weight = torch.cat([F.pad(c.weight.detach(), (k - c.kernel_size[0], 0)) for c in convs])
-    biases = [c.bias.detach() if c.bias is not None else c.weight.new_zeros(c.out_channels) for c in convs]
-    kernel, stride = tails[0]
-    return TemporalSequential(
-        _grouped_conv(weight, torch.cat(biases), rows), nn.ReLU(), TemporalMaxPool1d(kernel, stride)
-    )
-
-
-def _rows_major(m: nn.Module, rows: int) -> nn.Module | None:
-    """A per-row layer (batch norm folded) -> its rows-major streaming form; None for the identity and dropout."""
-    if isinstance(m, (nn.Identity, nn.Dropout, nn.Dropout1d, nn.Dropout2d)):
-        return None
-    if isinstance(m, nn.ReLU):
-        return nn.ReLU()
-    if isinstance(m, TemporalMaxPool1d):
-        return TemporalMaxPool1d(m.kernel_size, m.stride)
-    if isinstance(m, TemporalConcat):
-        return _merged_branches(m, rows)
-    if isinstance(m, TemporalWindowOp):
-        conv = _plain_conv(m)
-        return _grouped_conv(conv.weight.detach(), None if conv.bias is None else conv.bias.detach(), rows)
-    raise TypeError(f"RowwiseTemporalNet has no rows-major form of {type(m).__name__} (a batch norm not after a conv?)")
-
-
-# the engines lower the rows-major twin (vidrec.layers.lowering): grouped Conv1d, ReLU and max pool of vidrec layers
-@register_lowering(RowwiseTemporalNet)
-def _lower_rowwise(b: LoweringBuilder[Any], m: RowwiseTemporalNet, x: Any) -> Any:
-    return b.lower(m._twin[0] if m._twin else m.stream_twin(), x)
-
-
-class _HeadBatchNorm(nn.BatchNorm1d, TemporalModule):
-    """The MLP head's ``BatchNorm1d`` (same parameters, statistics and behaviour), which the streaming engines lower
-    as the per-channel affine map it is in eval mode (a diagonal linear layer) instead of calling it eagerly."""
-
-
-@register_lowering(_HeadBatchNorm)
-def _lower_head_batchnorm(b: LoweringBuilder[Any], m: _HeadBatchNorm, x: Any) -> Any:
-    mean, var = cast(Tensor, m.running_mean), cast(Tensor, m.running_var)
-    scale = torch.rsqrt(var + m.eps) * (m.weight if m.weight is not None else 1.0)
-    shift = (m.bias if m.bias is not None else 0.0) - mean * scale
-    affine = nn.Linear(m.num_features, m.num_features).to(device=mean.device, dtype=mean.dtype)
-    with torch.no_grad():
-        affine.weight.copy_(torch.diag(scale.detach()))
-        affine.bias.copy_(shift.detach())
-    return b.lower(affine, x)
+# batch-norm folding (vidrec.streaming.optimize): the per-row layers run in order
+register_batchnorm_fold(RowwiseTemporalNet, sequence=lambda m: m.layers)
 
 
 class TemporalInception(StreamableClassifier):
@@ -334,7 +273,7 @@ class TemporalInception(StreamableClassifier):
         self.pool = TemporalAvgPoolHead()
         self.classifier = nn.Sequential(
             nn.Linear(feature_dim, hidden),
-            _HeadBatchNorm(hidden),
+            nn.BatchNorm1d(hidden),
             nn.ReLU(inplace=True),
             nn.Dropout(head_dropout),
             nn.Linear(hidden, num_classes),
