@@ -167,3 +167,41 @@ def test_cli_streams_and_evaluates_a_head_checkpoint(
     report = json.loads(Path("eval/streaming_eval.json").read_text())
     assert report["max_abs_logit_delta"] < 1e-4 and report["argmax_agreement"] == 1.0
     assert report["max_abs_live_vs_file_feature_delta"] < 1e-4
+
+
+def test_live_flow_features_equal_the_extracted_flow_stream_rows(tmp_path: Path) -> None:
+    """Flow from the cached previous frame, the L fields centred on each frame, the temporal stream once a frame:
+    the rows `extract-features --flow-root` writes (every frame), up to the stacks the file shifts at the video end."""
+    from datamodules.features.extract import LabelledVideo
+    from datamodules.features.flow_features import FlowFeatureSettings, extract_flow_features, flow_model_encoder
+    from datamodules.flow.methods import FlowSettings
+    from datamodules.flow.schema import FlowFile, flow_path
+    from datamodules.video.synthetic import SyntheticSettings, generate_synthetic_actions
+    from vidrec.cli import main
+    from vidrec.models.two_stream import temporal_stream_resnet18
+    from vidrec.streaming.features import LiveFlowFeatures
+    from vidrec.streaming.video import read_frames
+
+    root = tmp_path / "ucf"
+    generate_synthetic_actions(root, SyntheticSettings(num_classes=1, videos_per_class=1, frames=12, size=32))
+    flows = tmp_path / "flow"
+    args = ["data", "flow", "--videos", str(root), "--out", str(flows), "--method", "dis", "--dis-preset", "ultrafast"]
+    assert main([*args, "--short-side", "32", "--no-progress"]) == 0
+    (video,) = sorted(root.rglob("*.mp4"))
+    relative = str(video.relative_to(root))
+    torch.manual_seed(0)
+    encoder = flow_model_encoder(temporal_stream_resnet18(num_classes=2, stack_length=4).eval(), {"kind": "test"})
+    out = tmp_path / "flow.h5"
+    settings = FlowFeatureSettings(frames=None, frame_step=2, crop_size=24, dtype="float32")
+    videos = [LabelledVideo(video, relative, 0, "test")]
+    extract_flow_features(videos, encoder, flows, out, settings, class_names=["a"], progress=False)
+    (stored,) = list(FeatureReader(out).read())
+    with FlowFile(flow_path(flows, str(Path(relative).with_suffix("")))) as f:
+        flow, fields = FlowSettings.from_dict(f.header.params), f.num_fields
+    live = LiveFlowFeatures(encoder, flow, crop_size=24, frame_step=2)
+    got = dict(pair for frame in read_frames(video) for pair in live.push(frame.rgb))
+    inside = [t for t in stored.frame_indices.tolist() if max(0, t - 2) + 4 <= fields]  # stacks not shifted at the end
+    assert sorted(got) == inside and len(inside) >= 4 and live.clips == len(inside)
+    for row, t in enumerate(stored.frame_indices.tolist()):
+        if t in got:
+            np.testing.assert_allclose(got[t].numpy(), stored.features[row], atol=1e-5, rtol=0)

@@ -48,6 +48,7 @@ __all__ = [
     "FeatureHeadError",
     "FeatureSourceSpec",
     "FeatureHeadStream",
+    "LiveFlowFeatures",
     "LiveFrameFeatures",
     "evaluate_feature_head",
     "head_runtime",
@@ -264,6 +265,86 @@ class LiveFrameFeatures:
         self.backbone_seconds += time.perf_counter() - t0
         self.clips += 1
         return feature
+
+
+class LiveFlowFeatures:
+    """Native frames in order -> the flow-stream feature of every sampled frame, as ``extract-features --flow-root``.
+
+    Each new frame gives one flow field from the cached previous frame only
+    (``datamodules.flow.extraction.IncrementalFlow``: the field ``vidrec data flow`` stores for the same two frames).
+    The feature of sampled frame ``t`` is the temporal stream on the ``L`` fields centred on it
+    (``stack_field_range``: fields ``[t - L // 2, t - L // 2 + L)``, shifted to start at 0 near the video's start)
+    after the extraction's centre crop and flow units (``transform_flow``); the stream runs once per sampled frame.
+
+    A stack reads fields after ``t``, so the feature of ``t`` is ready ``L - L // 2`` frames later (``push`` returns
+    the ``(t, feature)`` pairs that became ready). Near a video's end the feature file shifts the last stacks inside
+    the video, which a live stream that has not ended cannot know: the last ``L - L // 2`` sampled frames of a video
+    are the file's only where the stack fits before its end.
+
+    Args:
+        encoder: The temporal stream as a ``FrameEncoder`` (``context_frames`` = L).
+        flow: The ``FlowSettings`` the feature file's flow files were computed with.
+        crop_size: The extraction's centre crop (``FlowFeatureSettings.crop_size``).
+        flow_mean: ``"none"`` or ``"field"`` (``FlowFeatureSettings.flow_mean``).
+        frame_step: Native frames between sampled frames.
+    """
+
+    def __init__(self, encoder: Any, flow: Any, crop_size: int, flow_mean: str = "none", frame_step: int = 1) -> None:
+        from datamodules.flow.extraction import IncrementalFlow
+
+        if frame_step < 1:
+            raise ValueError(f"frame_step must be >= 1, got {frame_step}")
+        self.encoder, self.length, self.frame_step = encoder, int(encoder.context_frames), int(frame_step)
+        self.crop_size, self.flow_mean = int(crop_size), str(flow_mean)
+        self._flow = IncrementalFlow(flow)
+        self.reset()
+
+    def reset(self) -> None:
+        """A new video: cached frame, kept fields and the sampling position dropped."""
+        self._flow.reset()
+        self._fields: list[np.ndarray] = []  # uint8 (2, h, w) fields from index self._first on
+        self._first = 0
+        self._next = 0  # the next sampled frame whose feature is due
+        self._transform: tuple[Any, Any] | None = None
+        self.backbone_seconds = 0.0
+        self.clips = 0
+
+    def _stack_start(self, t: int) -> int:
+        return max(0, t - self.length // 2)
+
+    def _encode(self, stack: np.ndarray) -> Tensor:
+        from datamodules.flow.transforms import FlowMean, FrameTransformSettings, crop_boxes, transform_flow
+
+        if self._transform is None:  # the extraction's settings at the stored field size
+            height, width = stack.shape[-2:]
+            settings = FrameTransformSettings(
+                crop_size=self.crop_size, short_side=min(height, width), flow_mean=FlowMean(self.flow_mean)
+            )
+            self._transform = (crop_boxes(settings, height, width, 1)[0], settings)
+        box, settings = self._transform
+        t0 = time.perf_counter()
+        with torch.inference_mode():
+            feature = self.encoder.encode(transform_flow(stack[None], box, settings)).float()[0]  # (D,)
+        self.backbone_seconds += time.perf_counter() - t0
+        self.clips += 1
+        return feature
+
+    def push(self, rgb: np.ndarray) -> list[tuple[int, Tensor]]:
+        """Take the next native frame (uint8 ``(H, W, 3)``); returns ``(sampled frame, feature (D,))`` now ready."""
+        field = self._flow.push(rgb)
+        if field is None:
+            return []
+        self._fields.append(field)
+        ready = []
+        while self._stack_start(self._next) + self.length <= self._first + len(self._fields):
+            start = self._stack_start(self._next) - self._first
+            ready.append((self._next, self._encode(np.stack(self._fields[start : start + self.length]))))
+            self._next += self.frame_step
+        drop = self._stack_start(self._next) - self._first  # fields no later stack reads
+        if drop > 0:
+            del self._fields[:drop]
+            self._first += drop
+        return ready
 
 
 def default_hop(model: nn.Module, window: int, eval_hop: int) -> int:
