@@ -169,18 +169,17 @@ def test_cli_streams_and_evaluates_a_head_checkpoint(
     assert report["max_abs_live_vs_file_feature_delta"] < 1e-4
 
 
-def test_live_flow_features_equal_the_extracted_flow_stream_rows(tmp_path: Path) -> None:
+def test_live_flow_and_joined_features_equal_the_extracted_rows(tmp_path: Path) -> None:
     """Flow from the cached previous frame, the L fields centred on each frame, the temporal stream once a frame:
-    the rows `extract-features --flow-root` writes (every frame), up to the stacks the file shifts at the video end."""
-    from datamodules.features.extract import LabelledVideo
+    the rows `extract-features --flow-root` writes (every 2nd frame), up to the stacks the file shifts at the video
+    end; joined with the live RGB features, the rows of `join-features`, and a head streamed over them == offline."""
+    from datamodules.features.extract import torchvision_encoder
     from datamodules.features.flow_features import FlowFeatureSettings, extract_flow_features, flow_model_encoder
+    from datamodules.features.schema import join_feature_files
     from datamodules.flow.methods import FlowSettings
     from datamodules.flow.schema import FlowFile, flow_path
-    from datamodules.video.synthetic import SyntheticSettings, generate_synthetic_actions
-    from vidrec.cli import main
     from vidrec.models.two_stream import temporal_stream_resnet18
-    from vidrec.streaming.features import LiveFlowFeatures
-    from vidrec.streaming.video import read_frames
+    from vidrec.streaming.features import FeatureHeadStream, LiveFlowFeatures, LiveJoinedFeatures
 
     root = tmp_path / "ucf"
     generate_synthetic_actions(root, SyntheticSettings(num_classes=1, videos_per_class=1, frames=12, size=32))
@@ -189,19 +188,40 @@ def test_live_flow_features_equal_the_extracted_flow_stream_rows(tmp_path: Path)
     assert main([*args, "--short-side", "32", "--no-progress"]) == 0
     (video,) = sorted(root.rglob("*.mp4"))
     relative = str(video.relative_to(root))
-    torch.manual_seed(0)
-    encoder = flow_model_encoder(temporal_stream_resnet18(num_classes=2, stack_length=4).eval(), {"kind": "test"})
-    out = tmp_path / "flow.h5"
-    settings = FlowFeatureSettings(frames=None, frame_step=2, crop_size=24, dtype="float32")
     videos = [LabelledVideo(video, relative, 0, "test")]
-    extract_flow_features(videos, encoder, flows, out, settings, class_names=["a"], progress=False)
-    (stored,) = list(FeatureReader(out).read())
+    torch.manual_seed(0)
+    flow_encoder = flow_model_encoder(temporal_stream_resnet18(num_classes=2, stack_length=4).eval(), {"kind": "t"})
+    flow_settings = FlowFeatureSettings(frames=None, frame_step=2, crop_size=24, dtype="float32")
+    extract_flow_features(videos, flow_encoder, flows, tmp_path / "flow.h5", flow_settings, class_names=["a"])
+    rgb_encoder = torchvision_encoder("resnet18", None)
+    rgb_settings = ExtractionSettings(frames=None, frame_step=2, short_side=32, crop_size=32, dtype="float32")
+    extract_features(videos, rgb_encoder, tmp_path / "rgb.h5", rgb_settings, class_names=["a"], progress=False)
+    join_feature_files(tmp_path / "rgb.h5", tmp_path / "flow.h5", tmp_path / "both.h5", strict=True)
+    (stored,) = list(FeatureReader(tmp_path / "flow.h5").read())
+    (joined,) = list(FeatureReader(tmp_path / "both.h5").read())
     with FlowFile(flow_path(flows, str(Path(relative).with_suffix("")))) as f:
         flow, fields = FlowSettings.from_dict(f.header.params), f.num_fields
-    live = LiveFlowFeatures(encoder, flow, crop_size=24, frame_step=2)
+    live = LiveFlowFeatures(flow_encoder, flow, crop_size=24, frame_step=2)
     got = dict(pair for frame in read_frames(video) for pair in live.push(frame.rgb))
     inside = [t for t in stored.frame_indices.tolist() if max(0, t - 2) + 4 <= fields]  # stacks not shifted at the end
     assert sorted(got) == inside and len(inside) >= 4 and live.clips == len(inside)
-    for row, t in enumerate(stored.frame_indices.tolist()):
-        if t in got:
-            np.testing.assert_allclose(got[t].numpy(), stored.features[row], atol=1e-5, rtol=0)
+    for row, t in enumerate(inside):
+        np.testing.assert_allclose(got[t].numpy(), stored.features[row], atol=1e-5, rtol=0)
+    # RGB + flow per frame, in the joined file's column order
+    both = LiveJoinedFeatures(
+        [LiveFrameFeatures(rgb_encoder, rgb_settings, 2), LiveFlowFeatures(flow_encoder, flow, 24)]
+    )
+    head = mean_pool_linear(feature_dim=1024, num_classes=2).eval()
+    stream = FeatureHeadStream(both, head_runtime(head, 3, 1, 1024))
+    feats, reports = [], []
+    for frame in read_frames(video):
+        ready, done = stream.push_all(frame.rgb)
+        feats += ready
+        reports += done
+    rows = torch.stack(feats).numpy()  # (len(inside), 1024)
+    np.testing.assert_allclose(rows, joined.features[: len(inside)], atol=1e-4, rtol=1e-5)
+    live_seq = torch.stack(feats, dim=1)  # (D, T)
+    assert [end for end, _ in reports] == list(range(3, len(inside) + 1))
+    with torch.no_grad():
+        for end, logits in reports:
+            torch.testing.assert_close(logits, head(live_seq[None, :, end - 3 : end])[0], atol=1e-5, rtol=0)

@@ -50,6 +50,7 @@ __all__ = [
     "FeatureHeadStream",
     "LiveFlowFeatures",
     "LiveFrameFeatures",
+    "LiveJoinedFeatures",
     "evaluate_feature_head",
     "head_runtime",
     "is_feature_head",
@@ -347,6 +348,59 @@ class LiveFlowFeatures:
         return ready
 
 
+class LiveJoinedFeatures:
+    """The joined ``(D_1 + D_2)`` feature of every sampled frame (``vidrec data join-features``), from two live
+    sources over the same native frames: a ``LiveFrameFeatures`` (RGB, ready at its frame) and a ``LiveFlowFeatures``
+    (ready ``L - L // 2`` frames later), in the join's column order. ``push`` returns the ``(t, feature)`` pairs
+    whose two parts are both ready, in frame order.
+
+    Args:
+        parts: The two sources in the joined file's column order (its extractor record's ``parts``).
+    """
+
+    def __init__(self, parts: list[Any]) -> None:
+        if len(parts) != 2:
+            raise ValueError(f"a joined feature joins two sources, got {len(parts)}")
+        self.parts = parts
+        self.reset()
+
+    def reset(self) -> None:
+        """A new video in both sources."""
+        for part in self.parts:
+            part.reset()
+        self.index = 0
+        self._waiting: list[dict[int, Tensor]] = [{}, {}]
+
+    @property
+    def clips(self) -> int:
+        """Backbone runs of both sources."""
+        return sum(int(part.clips) for part in self.parts)
+
+    @property
+    def backbone_seconds(self) -> float:
+        """Seconds in both backbones."""
+        return sum(float(part.backbone_seconds) for part in self.parts)
+
+    def push(self, rgb: np.ndarray) -> list[tuple[int, Tensor]]:
+        """Take the next native frame; returns the joined features that became complete."""
+        for part, waiting in zip(self.parts, self._waiting, strict=True):
+            waiting.update(ready_features(part, rgb, self.index))
+        self.index += 1
+        done = sorted(set(self._waiting[0]) & set(self._waiting[1]))
+        return [(t, torch.cat([self._waiting[0].pop(t), self._waiting[1].pop(t)])) for t in done]
+
+
+def ready_features(source: Any, rgb: np.ndarray, index: int) -> list[tuple[int, Tensor]]:
+    """``source.push(rgb)`` as ``(sampled frame, feature)`` pairs: a ``LiveFrameFeatures`` returns the feature of
+    frame ``index`` or None, the delayed sources (flow, joined) a list of pairs."""
+    out = source.push(rgb)
+    if out is None:
+        return []
+    if isinstance(out, Tensor):
+        return [(index, out)]
+    return list(out)
+
+
 def default_hop(model: nn.Module, window: int, eval_hop: int) -> int:
     """The spec's evaluation hop, raised to a multiple of the head's smallest hop (TS-LSTM: one segment)."""
     smallest = getattr(model, "min_stream_hop", None)
@@ -371,16 +425,20 @@ def head_runtime(
 
 
 class FeatureHeadStream:
-    """One live video: ``LiveFrameFeatures`` feeding the head's runtime ``hop`` features at a time.
+    """One live video: a live feature source feeding the head's runtime ``hop`` features at a time.
 
-    ``push(rgb)`` returns ``(feature, logits)``: the new frame's feature when it is sampled, and the logits of the
-    window of the last ``window`` features when a hop completed and the head has seen a full window.
+    The source is a ``LiveFrameFeatures`` (RGB backbone), ``LiveFlowFeatures`` (temporal stream) or
+    ``LiveJoinedFeatures`` (both, joined per frame). ``push(rgb)`` returns ``(feature, logits)``: the newest feature
+    that became ready with this frame (or None), and the logits of the window of the last ``window`` features when a
+    hop completed and the head has seen a full window; ``push_all`` returns every feature that became ready (the
+    delayed sources release several at once at a video's start).
     """
 
-    def __init__(self, features: LiveFrameFeatures, runtime: Any) -> None:
+    def __init__(self, features: Any, runtime: Any) -> None:
         self.features, self.runtime = features, runtime
         self.window, self.hop = int(runtime.window), int(runtime.hop)
         self._pending: list[Tensor] = []
+        self._frame = self._fed = 0  # frames pushed, features fed to the head
         self.head_seconds = 0.0
 
     def reset(self) -> None:
@@ -388,20 +446,31 @@ class FeatureHeadStream:
         self.features.reset()
         self.runtime.reset()
         self._pending = []
+        self._frame = self._fed = 0
 
     def push(self, rgb: np.ndarray) -> tuple[Tensor | None, Tensor | None]:
-        feature = self.features.push(rgb)
-        if feature is None:
-            return None, None
-        self._pending.append(feature)
-        if len(self._pending) < self.hop:
-            return feature, None
-        chunk = torch.stack(self._pending, dim=1)[None]  # hop x (D,) -> (1, D, hop)
-        self._pending = []
-        t0 = time.perf_counter()
-        res = self.runtime.step(chunk)
-        self.head_seconds += time.perf_counter() - t0
-        return feature, res.logits[0].float() if bool(res.ready[0]) else None
+        features, reports = self.push_all(rgb)
+        return (features[-1] if features else None), (reports[-1][1] if reports else None)
+
+    def push_all(self, rgb: np.ndarray) -> tuple[list[Tensor], list[tuple[int, Tensor]]]:
+        """The features that became ready with this frame, in order, and ``(end, logits)`` of every reported window
+        they completed (``end``: features of the video fed to the head so far, the window's last one included)."""
+        ready = [f for _, f in ready_features(self.features, rgb, self._frame)]
+        self._frame += 1
+        reports = []
+        for feature in ready:
+            self._pending.append(feature)
+            self._fed += 1
+            if len(self._pending) < self.hop:
+                continue
+            chunk = torch.stack(self._pending, dim=1)[None]  # hop x (D,) -> (1, D, hop)
+            self._pending = []
+            t0 = time.perf_counter()
+            res = self.runtime.step(chunk)
+            self.head_seconds += time.perf_counter() - t0
+            if bool(res.ready[0]):
+                reports.append((self._fed, res.logits[0].float()))
+        return ready, reports
 
 
 def build_stream(
@@ -505,11 +574,9 @@ def evaluate_feature_head(
         feats, streamed = [], []
         for frame in read_frames(base / video.path):
             native_frames += 1
-            feature, logits = stream.push(frame.rgb)
-            if feature is not None:
-                feats.append(feature)
-            if logits is not None:
-                streamed.append((len(feats), logits))
+            ready, reports = stream.push_all(frame.rgb)
+            feats.extend(ready)
+            streamed.extend(reports)
         if not streamed:
             skipped.append(video.path)
             continue
