@@ -225,3 +225,56 @@ def test_live_flow_and_joined_features_equal_the_extracted_rows(tmp_path: Path) 
     with torch.no_grad():
         for end, logits in reports:
             torch.testing.assert_close(logits, head(live_seq[None, :, end - 3 : end])[0], atol=1e-5, rtol=0)
+
+
+def test_a_head_on_joined_rgb_and_flow_features_streams_live(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The head checkpoint's feature source names both extractors: the live pipeline runs the RGB backbone and the
+    temporal stream over incremental flow; live features == the joined file's rows, streamed logits == offline."""
+    import torchvision
+
+    import datamodules.features.flow_features as flow_features
+    from datamodules.features.extract import file_sha256, torchvision_encoder
+    from datamodules.features.flow_features import FlowFeatureSettings, extract_flow_features, flow_model_encoder
+    from datamodules.features.schema import join_feature_files
+    from vidrec.models.two_stream import temporal_stream_resnet18
+    from vidrec.streaming.features import LiveJoinedFeatures, live_features
+
+    root = tmp_path / "ucf"
+    generate_synthetic_actions(root, SyntheticSettings(num_classes=2, videos_per_class=3, frames=12, size=32))
+    flows = tmp_path / "flow"
+    args = ["data", "flow", "--videos", str(root), "--out", str(flows), "--method", "dis", "--dis-preset", "ultrafast"]
+    assert main([*args, "--short-side", "32", "--no-progress"]) == 0
+    videos = _labelled(root)
+    torch.manual_seed(0)
+    weights, ckpt = tmp_path / "resnet18.pth", tmp_path / "flow_stream.ckpt"
+    torch.save(torchvision.models.resnet18().state_dict(), weights)
+    ckpt.write_bytes(b"stands for the temporal stream checkpoint")  # its sha256 is what the record checks
+    stream = temporal_stream_resnet18(num_classes=2, stack_length=4).eval()
+    record = {"kind": "flow_checkpoint", "name": "t", "checkpoint": str(ckpt), "checkpoint_sha256": file_sha256(ckpt)}
+    flow_encoder = flow_model_encoder(stream, record)
+    monkeypatch.setattr(flow_features, "flow_stream_encoder", lambda path: flow_encoder)
+    flow_settings = FlowFeatureSettings(frames=None, frame_step=2, crop_size=24, dtype="float32")
+    names, where = ["a", "b"], str(root)
+    extract_flow_features(
+        videos,
+        flow_encoder,
+        flows,
+        tmp_path / "flow.h5",
+        flow_settings,
+        class_names=names,
+        source=where,
+        progress=False,
+    )
+    rgb_settings = ExtractionSettings(frames=None, frame_step=2, short_side=32, crop_size=24, dtype="float32")
+    rgb = torchvision_encoder("resnet18", weights)
+    extract_features(videos, rgb, tmp_path / "rgb.h5", rgb_settings, class_names=names, source=where, progress=False)
+    join_feature_files(tmp_path / "rgb.h5", tmp_path / "flow.h5", tmp_path / "both.h5", strict=True)
+    torch.manual_seed(1)
+    loaded = _loaded(mean_pool_linear(feature_dim=1024, num_classes=2), tmp_path / "both.h5", num_frames=3)
+    source = FeatureSourceSpec.of(loaded.require_spec())
+    assert isinstance(live_features(source), LiveJoinedFeatures)
+    report = evaluate_feature_head(loaded, backend="eager")
+    assert report["windows"] > 0 and report["max_abs_logit_delta"] < 1e-5 and report["argmax_agreement"] == 1.0
+    assert report["max_abs_live_vs_file_feature_delta"] < 1e-4  # RGB backbone and temporal stream == the files
+    with pytest.raises(FeatureHeadError, match="joined features of 2 extractors"):
+        live_features(source, override=weights)

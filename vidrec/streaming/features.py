@@ -21,6 +21,11 @@ frames, the median video length over F, and the report says the sampling is appr
 Cost: a stream pays one backbone clip and one head step per new frame, where recomputing the window pays ``window``
 backbone clips and the head on the whole window (``tools/bench_feature_heads.py live``).
 
+Flow-stream features (``extract-features --flow-root``) come from ``LiveFlowFeatures``: one flow field per new frame
+from the cached previous frame (the settings the feature file records), the temporal stream on the ``L`` fields
+centred on each sampled frame, so a feature is ready ``L - L // 2`` frames after its frame; joined RGB + flow files
+(``join-features``) from ``LiveJoinedFeatures``. ``live_features`` picks the source from the extractor record.
+
 ``vidrec stream --input VIDEO`` and ``vidrec evaluate-streaming`` of a feature-head checkpoint come here
 (``vidrec.streaming.command``). The backbone is found where the feature file says; ``--extractor PATH`` names it when
 it moved (its sha256 must still match).
@@ -54,6 +59,7 @@ __all__ = [
     "evaluate_feature_head",
     "head_runtime",
     "is_feature_head",
+    "live_features",
     "load_encoder",
     "run_evaluate_streaming",
     "run_stream",
@@ -137,12 +143,13 @@ def is_feature_head(spec: DeploymentSpec) -> bool:
     return isinstance(spec.data_source.get("features"), dict)
 
 
-def load_encoder(source: FeatureSourceSpec, override: str | Path | None = None) -> Any:
+def load_encoder(source: FeatureSourceSpec, override: str | Path | None = None, check_dim: bool = True) -> Any:
     """The backbone of the feature file as a ``FrameEncoder``, its weights file checked against the recorded sha256.
 
     Args:
         source: the head's feature source.
         override: the checkpoint (or torchvision weights) file when it is no longer where the record says.
+        check_dim: compare the backbone's feature size with the head's D (not for one part of joined features).
 
     Raises:
         FeatureHeadError: the record names no reproducible backbone (a generator, random initialisation), the file
@@ -184,11 +191,84 @@ def load_encoder(source: FeatureSourceSpec, override: str | Path | None = None) 
         encoder = checkpoint_encoder(path, settings.context_frames)
     else:
         encoder = torchvision_encoder(str(record["name"]), path)
-    if encoder.feature_dim != source.feature_dim:
+    if check_dim and encoder.feature_dim != source.feature_dim:
         raise FeatureHeadError(
             f"{path}: the backbone gives D={encoder.feature_dim}, the head reads D={source.feature_dim}"
         )
     return encoder
+
+
+def live_features(source: FeatureSourceSpec, override: str | Path | None = None) -> Any:
+    """The live source of a head's features, as its feature file's extractor record says: the RGB backbone
+    (``LiveFrameFeatures``), the temporal stream over incremental flow (``LiveFlowFeatures``), or both joined per frame
+    (``LiveJoinedFeatures``, a file of ``vidrec data join-features``).
+
+    Raises:
+        FeatureHeadError: a backbone cannot be reproduced (see ``load_encoder``), a flow record does not say how its
+            flow was computed, ``override`` names one file for joined features, or the live D differs from the head's.
+    """
+    import dataclasses
+
+    parts = source.extractor.get("parts")
+    if isinstance(parts, list):
+        if override is not None:
+            raise FeatureHeadError(
+                f"{source.feature_file}: joined features of {len(parts)} extractors; --extractor names one backbone "
+                "file, so put the parts' backbones where their records say"
+            )
+        live: Any = LiveJoinedFeatures([_live_part(dataclasses.replace(source, extractor=dict(p))) for p in parts])
+        dim = sum(int(part.encoder.feature_dim) for part in live.parts)
+    else:
+        live = _live_part(source, override)
+        dim = int(live.encoder.feature_dim)
+    if dim != source.feature_dim:
+        raise FeatureHeadError(
+            f"{source.feature_file}: the live features have D={dim}, the head reads D={source.feature_dim}"
+        )
+    return live
+
+
+def _live_part(source: FeatureSourceSpec, override: str | Path | None = None) -> Any:
+    from datamodules.features.extract import ExtractorKind
+
+    if source.extractor.get("kind") == ExtractorKind.FLOW_CHECKPOINT.value:
+        return _live_flow(source, override)
+    return LiveFrameFeatures(load_encoder(source, override, check_dim=False), source.settings(), source.frame_step)
+
+
+def _live_flow(source: FeatureSourceSpec, override: str | Path | None) -> LiveFlowFeatures:
+    """The temporal stream of a flow-feature record (checkpoint sha256 checked) over the recorded flow settings."""
+    from datamodules.features.extract import file_sha256
+    from datamodules.features.flow_features import flow_stream_encoder
+    from datamodules.flow.methods import FlowSettings
+
+    record = source.extractor
+    path = Path(override if override is not None else str(record.get("checkpoint")))
+    if not path.is_file():
+        raise FeatureHeadError(
+            f"the temporal stream {path} does not exist (flow extractor of {source.feature_file}); pass --extractor "
+            "PATH where it is now"
+        )
+    digest = file_sha256(path)
+    if record.get("checkpoint_sha256") and digest != record["checkpoint_sha256"]:
+        raise FeatureHeadError(
+            f"{path}: sha256 {digest[:12]}... differs from the {record['checkpoint_sha256'][:12]}... that "
+            f"{source.feature_file} records: another temporal stream than the one the features came from"
+        )
+    params = record.get("flow")
+    if not isinstance(params, dict):
+        raise FeatureHeadError(
+            f"{source.feature_file}: its flow-stream record does not say how the flow was computed (no 'flow' "
+            "settings: written before they were recorded); extract it again with `vidrec extract-features --flow-root`"
+        )
+    settings = dict(record.get("settings") or {})
+    return LiveFlowFeatures(
+        flow_stream_encoder(path),
+        FlowSettings.from_dict(params, f"{source.feature_file}: extractor.flow"),
+        crop_size=int(settings.get("crop_size", 224)),
+        flow_mean=str(settings.get("flow_mean", "none")),
+        frame_step=source.frame_step,
+    )
 
 
 class LiveFrameFeatures:
@@ -483,8 +563,7 @@ def build_stream(
     model = loaded.model.eval()
     hop = hop or default_hop(model, spec.input_length, spec.eval_hop)
     runtime = head_runtime(model, spec.input_length, hop, source.feature_dim, backend, where)
-    features = LiveFrameFeatures(load_encoder(source, extractor), source.settings(), source.frame_step)
-    return FeatureHeadStream(features, runtime), source
+    return FeatureHeadStream(live_features(source, extractor), runtime), source
 
 
 def run_stream(args: argparse.Namespace, loaded: Any, out: TextIO) -> dict[str, Any]:
