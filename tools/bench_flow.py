@@ -11,6 +11,11 @@ flow, quantise, HDF5) against mmaction2's ``tools/misc/flow_extraction.py`` loop
 OpenCV call, ``cv2.imwrite`` of one JPEG per component and frame), same estimator, same video::
 
     OMP_NUM_THREADS=1 nice -n 10 python tools/bench_flow.py [--pairs 3] [--video-frames 40] [--repeats 3]
+
+``--raft`` times torchvision's RAFT instead (``raft_small``, ``--raft-large`` too; 12 and 6 updates) on one CPU thread
+and, where a GPU is present, on it; without ``--raft-weights`` the networks are randomly initialised (same cost)::
+
+    OMP_NUM_THREADS=1 nice -n 10 python tools/bench_flow.py --raft --pairs 3 [--raft-large]
 """
 
 from __future__ import annotations
@@ -93,6 +98,47 @@ def pairs_table(pairs: int) -> None:
         print(f"{name:34s} {ms:9.1f} {1000 / ms:14.1f} {np.mean(errors):8.3f} {np.mean(to_full):17.3f}")
 
 
+def raft_table(pairs: int, large: bool, weights: Path | None) -> None:
+    """RAFT's time per 320x240 pair on one CPU thread (and on the GPU where one is present).
+
+    Without ``weights`` the networks are randomly initialised: the time is that of the trained network (same
+    layers, same number of updates), the field is not, so no endpoint error is printed.
+    """
+    import torch
+
+    torch.set_num_threads(1)
+    data = [known_motion_pair(seed) for seed in range(pairs)]
+    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    with tempfile.TemporaryDirectory() as tmp:
+        for small in [True] + ([False] if large else []):
+            name = "raft_small" if small else "raft_large"
+            file = weights
+            if file is None:
+                from torchvision.models.optical_flow import raft_large, raft_small
+
+                torch.manual_seed(0)
+                file = Path(tmp) / f"{name}.pth"
+                torch.save((raft_small if small else raft_large)(weights=None).state_dict(), file)
+            for device in devices:
+                for updates in (12, 6):
+                    settings = FlowSettings(
+                        method=FlowMethod.RAFT, raft_weights=str(file), raft_small=small, raft_updates=updates,
+                        device=device,
+                    )  # fmt: skip
+                    estimator = build_estimator(settings)
+                    estimator(data[0][0], data[0][1])  # warm up (allocator, cuDNN)
+                    times = []
+                    for first, second, _ in data:
+                        if device == "cuda":
+                            torch.cuda.synchronize()
+                        start = time.perf_counter()
+                        estimator(first, second)  # returns a NumPy field: the GPU work is done
+                        times.append(time.perf_counter() - start)
+                    ms = 1000 * float(np.median(times))
+                    where = "1 CPU thread" if device == "cpu" else "GPU"
+                    print(f"{name}, {updates:2d} updates, {where:12s} {ms:9.1f} ms/pair {1000 / ms:8.2f} frames/s")
+
+
 def mmaction2_loop(video: Path, out: Path, settings: FlowSettings, bound: float = 20.0) -> int:
     """mmaction2's tools/misc/flow_extraction.py: read every frame, one OpenCV call per pair, two JPEGs per field."""
     import cv2
@@ -146,7 +192,13 @@ def main() -> None:
     parser.add_argument("--video-frames", type=int, default=40, help="frames of the whole-video comparison")
     parser.add_argument("--repeats", type=int, default=3, help="whole-video runs per side (best counts)")
     parser.add_argument("--skip-pairs", action="store_true", help="only the whole-video comparison")
+    parser.add_argument("--raft", action="store_true", help="only RAFT's time per pair (torchvision)")
+    parser.add_argument("--raft-large", action="store_true", help="--raft: raft_large too")
+    parser.add_argument("--raft-weights", type=Path, default=None, help="--raft: a local state_dict (else random)")
     args = parser.parse_args()
+    if args.raft:
+        raft_table(args.pairs, args.raft_large, args.raft_weights)
+        return
     if not args.skip_pairs:
         pairs_table(args.pairs)
     video_table(args.video_frames, args.repeats)
