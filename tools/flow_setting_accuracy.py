@@ -87,16 +87,17 @@ def main() -> None:
     videos = work / "videos"
     if not (videos / "ucfTrainTestlist").is_dir():
         generate_motion_set(videos, MotionSettings(videos_per_class=args.videos_per_class, workers=args.workers))
-    rows = {}
+    table = work / "flow_setting_accuracy.json"
+    rows = json.loads(table.read_text()) if table.is_file() else {}  # earlier runs' settings stay in the table
     for name in args.settings:
         rows[name] = run_setting(work, videos, name, args.epochs, args.workers)
         print(f"{name}: {json.dumps(rows[name])}", flush=True)
-    (work / "flow_setting_accuracy.json").write_text(json.dumps(rows, indent=2))
+        table.write_text(json.dumps(rows, indent=2))
     print(f"\n{'setting':14s} {'extract s':>10s} {'fields/s':>9s} {'clip top-1':>11s} {'video top-1':>12s}")
     for name, r in rows.items():
         print(
             f"{name:14s} {r['extraction_s']:10.1f} {r['fields_per_s']:9.1f} {r['clip_top1']:11.3f} "
-            f"{r['video_top1']:12.3f}  ({r['videos']:.0f} test videos, {args.epochs} epochs)"
+            f"{r['video_top1']:12.3f}  ({r['videos']:.0f} test videos)"
         )
 
 

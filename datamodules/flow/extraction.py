@@ -131,7 +131,8 @@ def to_gray_short_side(frames: np.ndarray, short_side: int | None) -> np.ndarray
 
 def flow_field(estimator: FlowEstimator, previous: np.ndarray, current: np.ndarray, bound: float) -> np.ndarray:
     """The stored field of one pair of grayscale frames ``(H, W)``: uint8 ``(2, H, W)``, x then y, quantised."""
-    return quantize(estimator(previous, current).transpose(2, 0, 1), bound)  # (H, W, 2) px -> (2, H, W) uint8
+    q = quantize(estimator(previous, current), bound)  # (H, W, 2) px -> uint8, on the contiguous float field
+    return np.ascontiguousarray(q.transpose(2, 0, 1))  # (2, H, W): moving bytes is cheaper than strided floats
 
 
 class IncrementalFlow:
@@ -226,8 +227,10 @@ def extract_video_flow(
         f.create_dataset("frame_indices", data=pairs)
         start = 0  # video index of gray[0]
         while True:
+            block = np.empty((len(gray) - 1, 2, height, width), dtype=np.uint8)  # one write per decoded chunk
             for k in range(len(gray) - 1):
-                flow_ds[start + k] = flow_field(estimator, gray[k], gray[k + 1], settings.bound)  # (2, H, W) uint8
+                block[k] = flow_field(estimator, gray[k], gray[k + 1], settings.bound)  # (2, H, W) uint8
+            flow_ds[start : start + len(block)] = block
             start += len(gray) - 1
             if start >= fields:
                 break
