@@ -7,7 +7,7 @@ extracted once per setting, and the same temporal stream (ResNet-18 on stacks of
 protocol (25 frames per video, video-level top-1 of the mean softmax)::
 
     OMP_NUM_THREADS=1 nice -n 10 python tools/flow_setting_accuracy.py --work /tmp/flow_settings \
-        [--settings tvl1-tuned tvl1-1warp dis] [--epochs 8] [--videos-per-class 24]
+        [--settings tvl1-tuned tvl1-1warp dis] [--epochs 8] [--videos-per-class 24] [--seed 0]
 
 Settings (the rows of ``tools/bench_flow.py``): ``tvl1-default`` (OpenCV's defaults, the papers' extractor; slow),
 ``tvl1-tuned`` (``TVL1Params.fast()``), ``tvl1-1warp`` (3 scales, 1 warp, 1 x 5 iterations), ``dis`` (DIS medium,
@@ -42,7 +42,7 @@ SETTINGS: dict[str, FlowSettings] = {  # native size (the set is 64 x 64), as `v
 }
 
 
-def run_setting(work: Path, videos: Path, name: str, epochs: int, workers: int) -> dict[str, float]:
+def run_setting(work: Path, videos: Path, name: str, epochs: int, workers: int, seed: int = 0) -> dict[str, float]:
     """Extract the set's flow with one setting, train the temporal stream on it, test it; the figures."""
     flow = work / f"flow_{name}"
     start = time.perf_counter()
@@ -59,7 +59,8 @@ def run_setting(work: Path, videos: Path, name: str, epochs: int, workers: int) 
     ]  # fmt: skip
     checkpoints = sorted(run_dir.glob("runs/synthetic_motion_flow/*/checkpoints/last.ckpt"))
     if not checkpoints:
-        vidrec(["fit", *common, "--trainer.max_epochs", str(epochs), "--model.scheduler.init_args.T_max", str(epochs)])
+        schedule = ["--trainer.max_epochs", str(epochs), "--model.scheduler.init_args.T_max", str(epochs)]
+        vidrec(["fit", *common, *schedule, "--seed_everything", str(seed)])
         checkpoints = sorted(run_dir.glob("runs/synthetic_motion_flow/*/checkpoints/last.ckpt"))
     before = set(run_dir.glob("runs/synthetic_motion_flow/*/test_metrics.json"))
     vidrec(["test", *common, "--ckpt_path", str(checkpoints[-1])])
@@ -82,6 +83,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=8)
     parser.add_argument("--videos-per-class", type=int, default=24, help="motion set size (every fourth is test)")
     parser.add_argument("--workers", type=int, default=2, help="flow extraction processes")
+    parser.add_argument("--seed", type=int, default=0, help="training seed (initialisation, sampling, augmentation)")
     args = parser.parse_args()
     work = args.work.resolve()
     videos = work / "videos"
@@ -90,7 +92,7 @@ def main() -> None:
     table = work / "flow_setting_accuracy.json"
     rows = json.loads(table.read_text()) if table.is_file() else {}  # earlier runs' settings stay in the table
     for name in args.settings:
-        rows[name] = run_setting(work, videos, name, args.epochs, args.workers)
+        rows[name] = run_setting(work, videos, name, args.epochs, args.workers, args.seed)
         print(f"{name}: {json.dumps(rows[name])}", flush=True)
         table.write_text(json.dumps(rows, indent=2))
     print(f"\n{'setting':14s} {'extract s':>10s} {'fields/s':>9s} {'clip top-1':>11s} {'video top-1':>12s}")
