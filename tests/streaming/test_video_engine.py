@@ -36,13 +36,17 @@ def _tiny_p3d() -> nn.Module:
     return randomize_batchnorm(P3D(stages=stages, num_classes=5, dropout=0.0))
 
 
-def _stream_and_compare(model: nn.Module, hop: int, *, backend: str = "compiled", fold_bn: bool = True) -> float:
+def _stream_and_compare(
+    model: nn.Module, hop: int, *, backend: str = "compiled", fold_bn: bool = True, device: str = "cpu"
+) -> float:
     """Three slots, each fed its own sequence: slot 2 joins late, slot 1 is reset midway and skips some steps
     (steps of a subset of slots), more steps than the rings' period (wrap-arounds); every ready output vs offline."""
     window = model.receptive_field + 2 * hop  # type: ignore[operator]
     ticks = window // hop + 12
     x = torch.randn(3, 3, ticks * hop, SIZE, SIZE)
-    rt = to_streaming(model, window, hop, capacity=2, frame_shape=(SIZE, SIZE), backend=backend, fold_bn=fold_bn)
+    rt = to_streaming(
+        model, window, hop, capacity=2, frame_shape=(SIZE, SIZE), backend=backend, fold_bn=fold_bn, device=device
+    )
     pos, origin = [0, 0, 0], [0, 0, 0]  # next sample of each slot's sequence; where its current run started
     streamed, offline = [], []
     for tick in range(ticks):
@@ -185,6 +189,16 @@ def test_float64_steps_match_offline_to_1e_9() -> None:
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+@pytest.mark.parametrize("build", [_tiny_r2plus1d, _tiny_p3d], ids=["r2plus1d", "p3d"])
+def test_video_engine_on_cuda_streams_exactly_over_any_slot_pattern(build: object) -> None:
+    model = build()  # type: ignore[operator]
+    rt = to_streaming(model, model.receptive_field + 2, 2, frame_shape=(SIZE, SIZE), device="cuda")
+    assert rt.describe().decisions == [] and isinstance(rt.engine, CompiledVideoEngine)
+    assert all(t.device.type == "cuda" for t in rt.engine.rings.tensors)
+    assert _stream_and_compare(model, 2, device="cuda") < 1e-3  # TF32 convolutions may round more than the CPU
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 def test_video_engine_on_cuda_matches_the_cpu() -> None:
     model = _tiny_p3d()
     x = torch.randn(2, 3, 12, SIZE, SIZE)
@@ -195,3 +209,4 @@ def test_video_engine_on_cuda_matches_the_cpu() -> None:
     sub = rt.step(np.random.default_rng(0).standard_normal((1, 3, 1, SIZE, SIZE)).astype(np.float32), [1])
     assert sub.logits.device.type == "cpu"
     torch.testing.assert_close(cuda, cpu, atol=1e-4, rtol=1e-4)
+
