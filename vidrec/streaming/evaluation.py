@@ -245,9 +245,9 @@ def evaluate_streaming(
     n_hops = longest // hop
     padded = np.zeros((len(recs), channels, n_hops * hop), dtype=np.float32)  # (N, C, T_max)
     for i, (r, shift) in enumerate(zip(recs, shifts)):
-        x = edge_fill(np.asarray(r.samples, dtype=np.float32), shift, axis=1)  # (C, shift + T)
-        t = min(x.shape[1], n_hops * hop)
-        padded[i, :, :t] = x[:, :t]
+        shifted = edge_fill(np.asarray(r.samples, dtype=np.float32), shift, axis=1)  # (C, shift + T)
+        t = min(shifted.shape[1], n_hops * hop)
+        padded[i, :, :t] = shifted[:, :t]
     t0 = time.perf_counter()
     stream_logits, _ = runtime.run(padded)  # (N, n_hops, K)
     stream_seconds = time.perf_counter() - t0
