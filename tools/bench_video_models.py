@@ -47,6 +47,7 @@ import torchvision
 from torch import nn
 
 from vidrec.layers.conv2plus1d import TemporalPadding
+from vidrec.layers.stream_state import map_state
 from vidrec.models.p3d import p3d63
 from vidrec.models.r2plus1d import load_torchvision_r2plus1d, r2plus1d_18
 from vidrec.streaming.optimize import fold_batchnorm
@@ -287,7 +288,7 @@ def _bench_model(
     clip, frame = x[:, :, :FRAMES], x[:, :, -1:]
     with torch.inference_mode():
         flop_clip = _flops(lambda: folded(clip))
-        state = [t.clone() for t in rts["eager"].state()]
+        state = map_state(lambda t: t.clone(), rts["eager"].state())  # the model's state tree, batch 1
         flop_step = _flops(lambda: folded.stream_step(frame, state))  # type: ignore[operator]
     dev = {b: float((v - offline).abs().max()) for b, v in logits.items()}
     print(
