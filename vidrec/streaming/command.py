@@ -242,6 +242,10 @@ def run_evaluate_streaming(args: argparse.Namespace) -> dict[str, Any]:
     spec = _spec(loaded)
     if spec.modality is Modality.VIDEO:
         return run_evaluate_streaming_video(args, loaded)
+    if spec.modality is Modality.SKELETON:  # test clips offline vs streamed (vidrec.streaming.skeleton_eval)
+        from vidrec.streaming import skeleton_eval
+
+        return skeleton_eval.run_evaluate_streaming(args, loaded)
     if _feature_head(spec):
         from vidrec.streaming import features
 
