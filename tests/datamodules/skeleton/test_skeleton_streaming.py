@@ -7,6 +7,7 @@ import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -243,3 +244,34 @@ def test_a_skeleton_spec_whose_test_side_differs_is_refused(skeleton_h5: Path) -
         SkeletonDataModule.from_spec(
             DeploymentSpec.from_dict({**spec.to_dict(), "modality": "timeseries", "skeleton": None})
         )
+
+
+def test_export_stream_writes_the_step_of_a_skeleton_checkpoint(
+    skeleton_h5: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The ONNX step, run hop by hop from a zero state, ends on the offline logits of the window."""
+    pytest.importorskip("onnxruntime")
+    from vidrec.streaming.export import onnx_session
+
+    dm = SkeletonDataModule(str(skeleton_h5), protocol=Protocol.CUSTOM, test_performers=[3], length=WINDOW)
+    dm.setup("fit")
+    model = build_model("skeleton_body_part", in_channels=150, num_classes=3, width=4, kernel_size=2).eval()
+    spec = dm.deployment_spec()
+    monkeypatch.setattr(stream_command, "load_classifier", lambda path: _LoadedCheckpoint(model, ["a", "b", "c"], spec))
+    parser = argparse.ArgumentParser()
+    stream_command.add_parser(parser.add_subparsers())
+    out = tmp_path / "step.onnx"
+    args = parser.parse_args(["export-stream", "--checkpoint", "x.ckpt", "--out", str(out)])
+    assert args.func(args) == str(out)
+    session: Any = onnx_session(out)
+    state = {
+        i.name: np.zeros([d if isinstance(d, int) else 1 for d in i.shape], np.float32)
+        for i in session.get_inputs()
+        if i.name != "chunk"
+    }
+    x = torch.randn(1, 150, WINDOW)
+    for k in range(WINDOW // HOP):
+        logits, *new = session.run(None, {"chunk": x[:, :, k * HOP : (k + 1) * HOP].numpy(), **state})
+        state = dict(zip(state, new))
+    with torch.no_grad():
+        np.testing.assert_allclose(logits, model(x).numpy(), atol=1e-4)
