@@ -152,14 +152,14 @@ def _lower_output_batchnorm(b: LoweringBuilder[Any], m: _OutputBatchNorm, x: Any
     """Eval batch norm ``y = scale * x + shift`` per channel, as a 1-step convolution with a diagonal weight."""
     if m.training or m.running_mean is None or m.running_var is None:
         raise TypeError("the output batch norm is lowered in eval mode with running statistics only")
-    scale = torch.rsqrt(m.running_var + m.eps)
-    if m.weight is not None:
-        scale = scale * m.weight
-    shift = -m.running_mean * scale + (m.bias if m.bias is not None else 0.0)
-    conv = nn.Conv1d(m.num_features, m.num_features, 1, device=scale.device, dtype=scale.dtype)
+    conv = nn.Conv1d(m.num_features, m.num_features, 1, bias=False, device=m.running_var.device)
     with torch.no_grad():
+        scale = torch.rsqrt(m.running_var + m.eps)
+        if m.weight is not None:
+            scale = scale * m.weight
+        shift = -m.running_mean * scale + (m.bias if m.bias is not None else 0.0)
         conv.weight.copy_(torch.diag(scale)[:, :, None])
-        conv.bias.copy_(shift)
+        conv.bias = nn.Parameter(shift.to(conv.weight.dtype))
     return b.lower(conv.requires_grad_(False).eval(), x)
 
 
