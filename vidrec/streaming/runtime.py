@@ -231,6 +231,7 @@ class StreamingClassifier:
             self.state_layout: StateLayout = state_layout(self.model.stream_state(one))  # type: ignore[operator]
         self.capacity = 0
         self.samples_seen = np.zeros(0, dtype=np.int64)
+        self._all_slots = np.zeros(0, dtype=np.int64)  # arange(capacity): the slots of a step that names none
         self.grow(capacity)
 
     def _normalisation(
@@ -288,6 +289,7 @@ class StreamingClassifier:
         self.engine.grow(capacity)
         self.samples_seen = np.concatenate([self.samples_seen, np.zeros(capacity - self.capacity, dtype=np.int64)])
         self.capacity = capacity
+        self._all_slots = np.arange(capacity)
 
     def reset(self, slots: Sequence[int] | np.ndarray | None = None) -> None:
         """Zero the state and sample counters of ``slots`` (all slots when None)."""
@@ -309,7 +311,7 @@ class StreamingClassifier:
         Returns:
             The logits of the windows ending at this hop and which of them are valid predictions.
         """
-        x = torch.as_tensor(chunk, dtype=self._input_dtype).to(self.device)
+        x = torch.as_tensor(chunk, dtype=self._input_dtype, device=self.device)
         n = self.capacity if slots is None else len(slots)
         expected = (n, self.in_channels, self.hop, *self.frame_shape)
         if tuple(x.shape) != expected:
@@ -317,9 +319,10 @@ class StreamingClassifier:
         if self._scale is not None and self._shift is not None:
             x = x * self._scale - self._shift  # as ChannelNormalization.apply: (n, C, hop, ...)
         x = x.to(self.dtype)
-        slot_idx = np.arange(self.capacity) if slots is None else self._check_slots(slots)
+        slot_idx = self._all_slots if slots is None else self._check_slots(slots)
         self._lead_in_slots(x, slot_idx)
-        logits = self._advance(x, slot_idx)
+        # a step of every slot in order skips _advance's check: this is the hop-1 single-stream hot path
+        logits = self.engine.step(x, None) if slots is None else self._advance(x, slot_idx)
         self.samples_seen[slot_idx] += self.hop
         if logits.dtype in (torch.bfloat16, torch.float16):
             logits = logits.float()  # 16-bit steps report float32 logits

@@ -76,7 +76,7 @@ class NumpyEngine:
     def step(self, x: Tensor, slots: np.ndarray | None) -> Tensor:
         """One hop of ``(n, C, hop)`` for ``slots`` (all when None): a loop over the slots' NumPy steps."""
         rows = x.numpy()
+        if len(rows) == 1:  # one stream: the latency-bound case, no index list
+            return torch.from_numpy(self._slots[0 if slots is None else int(slots[0])].step(rows[0])[None])  # (1, K)
         idx = range(self.capacity) if slots is None else slots.tolist()
-        if len(rows) == 1:
-            return torch.from_numpy(self._slots[next(iter(idx))].step(rows[0])[None])  # (1, K)
         return torch.from_numpy(np.stack([self._slots[s].step(row) for s, row in zip(idx, rows)]))  # (n, K)
