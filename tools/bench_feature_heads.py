@@ -2,7 +2,7 @@
 
     python tools/bench_feature_heads.py accuracy  [--workdir runs/bench_feature_heads] [--heads ...]  vidrec fit/test
     python tools/bench_feature_heads.py train     [--dim 4096] [--batch 32] [--steps 20]  training samples/s per head
-    python tools/bench_feature_heads.py stream    [--dim 4096] [--steps 50]               streaming cost and exactness
+    python tools/bench_feature_heads.py stream    [--dim 4096] [--steps 50] [--heads ...] streaming cost and exactness
     python tools/bench_feature_heads.py live      [--backbone resnet18] [--steps 48]      backbone + head per frame
     python tools/bench_feature_heads.py approximate [--workdir ...] [--epochs 10]        "same" Inception streamed
 
@@ -120,21 +120,34 @@ def _stream_case(model: nn.Module, dim: int, window: int, hop: int, steps: int, 
     )
 
 
-def stream(dim: int, steps: int) -> None:
+def stream(dim: int, steps: int, heads: list[str]) -> None:
     """Streaming cost per frame of each streamable head against recomputing the window, and exactness."""
     from vidrec.streaming.runtime import StepBackend
 
     torch.manual_seed(0)
     print(f"streaming one stream of (D={dim}) features, batch 1, {torch.get_num_threads()} threads:")
-    ts = _head("ts_lstm", dim, 101)
-    for hop in (8, 24):
-        print(f"  ts_lstm             {_stream_case(ts, dim, 24, hop, steps)}")
-    ti = _head("temporal_inception", dim, 101, padding="valid")
-    print(f"  temporal_inception  {_stream_case(ti, dim, 114, 24, steps // 4)}")
-    print(f"  temporal_inception  {_stream_case(ti, dim, 114, 24, steps // 4, backend=StepBackend.TORCH_EAGER)}")
-    mp = _head("mean_pool_linear", dim, 101)
-    for hop in (1, 8):
-        print(f"  mean_pool_linear    {_stream_case(mp, dim, 25, hop, steps)}")
+    if "ts_lstm" in heads:
+        ts = _head("ts_lstm", dim, 101)
+        for hop in (8, 24):
+            print(f"  ts_lstm             {_stream_case(ts, dim, 24, hop, steps)}")
+    if "temporal_inception" in heads:
+        ti = _head("temporal_inception", dim, 101, padding="valid")
+        print(f"  temporal_inception  {_stream_case(ti, dim, 114, 24, steps // 4)}")
+        print(f"  temporal_inception  {_stream_case(ti, dim, 114, 24, steps // 4, backend=StepBackend.TORCH_EAGER)}")
+        print("  " + str(to_streaming_description(ti, dim)).replace("\n", "\n  "))
+    if "mean_pool_linear" in heads:
+        mp = _head("mean_pool_linear", dim, 101)
+        for hop in (1, 8):
+            print(f"  mean_pool_linear    {_stream_case(mp, dim, 25, hop, steps)}")
+
+
+def to_streaming_description(model: nn.Module, dim: int) -> str:
+    """What the compiled engine makes of the valid Temporal-Inception (engine, ring buffers, modules run eagerly)."""
+    from vidrec.streaming import to_streaming
+
+    runtime = to_streaming(model.eval(), 114, 24, in_channels=dim)
+    traced = bool(getattr(getattr(runtime.engine, "compiled", None), "traced", False))
+    return f"{runtime.describe()}\n(compiled step traced: {traced})"
 
 
 def _live_case(backbone: str, head: nn.Module, dim: int, window: int, hop: int, steps: int) -> str:
@@ -264,7 +277,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--heads", nargs="+", choices=HEADS, default=HEADS, help="accuracy: heads to train")
+    parser.add_argument("--heads", nargs="+", choices=HEADS, default=HEADS, help="accuracy, stream: the heads")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -277,7 +290,7 @@ def main() -> None:
     elif args.figure == "live":
         live(args.backbone, args.steps)
     else:
-        stream(args.dim, args.steps)
+        stream(args.dim, args.steps, args.heads)
 
 
 if __name__ == "__main__":

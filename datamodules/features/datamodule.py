@@ -27,7 +27,7 @@ from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, Dataset
 
 from datamodules.features.schema import FeatureFileError, FeatureReader, VideoFeatures
-from datamodules.loaders import split_loader
+from datamodules.loaders import evaluation_loader, training_loader
 from vidrec.spec import ChannelNormalization, DeploymentSpec, Modality, SplitSpec
 
 __all__ = ["FeatureSequenceDataset", "FeatureDataModule", "segment_rows"]
@@ -46,20 +46,26 @@ def segment_rows(stored: int, frames: int, rng: np.random.Generator | None = Non
 
 
 class FeatureSequenceDataset(Dataset[dict[str, Any]]):
-    """Fixed-length feature sequences of a list of videos held in memory."""
+    """Fixed-length feature sequences of a list of videos held in memory.
 
-    def __init__(self, videos: list[VideoFeatures], num_frames: int, jitter: bool, seed: int = 0) -> None:
+    With ``jitter`` each read draws its rows from torch's global generator, which the training loader seeds per item
+    with ``(run seed, epoch, position in the epoch)`` (``datamodules.loaders.SeededItems``): an item's rows do not
+    depend on the DataLoader worker that builds it or on what was read before, and a resumed run draws the same.
+    """
+
+    def __init__(self, videos: list[VideoFeatures], num_frames: int, jitter: bool) -> None:
         self.videos = videos
         self.num_frames = num_frames
         self.jitter = jitter
-        self._rng = np.random.default_rng(seed)
+        self.draws_random = jitter  # the training loader seeds the items only then
 
     def __len__(self) -> int:
         return len(self.videos)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         video = self.videos[index]
-        rows = segment_rows(len(video.features), self.num_frames, self._rng if self.jitter else None)
+        rng = np.random.default_rng(int(torch.randint(0, 2**62, ()).item())) if self.jitter else None
+        rows = segment_rows(len(video.features), self.num_frames, rng)
         feats = torch.from_numpy(np.ascontiguousarray(video.features[rows].T, dtype=np.float32))  # (T, D) -> (D, F)
         return {"inputs": feats, "target": video.label, "group": index}
 
@@ -76,7 +82,8 @@ class FeatureDataModule(LightningDataModule):
         val_split: split validated on when the file has no ``val`` videos.
         expected_feature_dim: fail when the file's D differs (a file of another extractor).
         min_video_frames: skip (and report) videos with fewer decodable frames than this.
-        seed: seed of the training jitter.
+        seed: seed of the training order and jitter when the run sets none (``seed_everything`` /
+            ``PL_GLOBAL_SEED`` wins, as for every vidrec data module).
     """
 
     def __init__(
@@ -153,17 +160,19 @@ class FeatureDataModule(LightningDataModule):
             if name not in self.datasets:
                 videos = self._load()[self._split(name)]
                 self.datasets[name] = FeatureSequenceDataset(
-                    videos, self.num_frames, jitter=self.jitter and name == "train", seed=self.seed
+                    videos, self.num_frames, jitter=self.jitter and name == "train"
                 )
 
     def _loader(self, name: str, train: bool) -> DataLoader[dict[str, Any]]:
         if name not in self.datasets:
             self.setup({"train": "fit", "val": "validate", "test": "test"}[name])
-        return split_loader(  # training: seeded and resumable (datamodules.loaders)
+        if not train:
+            return evaluation_loader(self.datasets[name], batch_size=self.batch_size, num_workers=self.num_workers)
+        return training_loader(  # seeded per (run seed, epoch, position) and resumable (datamodules.loaders)
             self.datasets[name],
-            train=train,
             batch_size=self.batch_size,
             trainer=self.trainer,
+            seed=self.seed,
             num_workers=self.num_workers,
         )
 

@@ -9,8 +9,9 @@ through the temporal stream's ``forward_features`` after the evaluation transfor
 the bound, ``transform_flow``). The feature file has the RGB file's video keys, labels and splits, so
 ``vidrec data join-features rgb.h5 flow.h5`` joins them per video into ``(T, D_rgb + D_flow)``.
 
-Flow files come from ``vidrec data flow --videos ROOT --out FLOW_ROOT``; a video without a (complete) flow file is
-quarantined and the run goes on.
+Flow files come from ``vidrec data flow --videos ROOT --out FLOW_ROOT``; a video without a (complete) flow file, or
+one computed with other flow settings than the others, is quarantined and the run goes on. The extractor record
+keeps those settings (``"flow"``), so a live stream computes the same fields (``vidrec.streaming.features``).
 """
 
 from __future__ import annotations
@@ -116,6 +117,21 @@ def _stacks(flow: Any, positions: np.ndarray, length: int) -> np.ndarray:
     return np.stack(stacks)
 
 
+def _flow_params(videos: Sequence[LabelledVideo], flow_root: str | Path) -> dict[str, Any] | None:
+    """The flow extractor's parameters (``FlowSettings.as_dict``) of the first readable flow file, or None."""
+    from datamodules.flow.schema import FlowFile, FlowFileError, flow_path
+
+    for video in videos:
+        path = flow_path(flow_root, str(Path(video.relative).with_suffix("")))
+        if path.is_file():
+            try:
+                with FlowFile(path) as flow:
+                    return dict(flow.header.params)
+            except (FlowFileError, OSError):
+                continue
+    return None
+
+
 def extract_flow_features(
     videos: Sequence[LabelledVideo],
     encoder: FrameEncoder,
@@ -133,12 +149,14 @@ def extract_flow_features(
 
     out = Path(out)
     length = encoder.context_frames  # L fields per stack
+    flow_params = _flow_params(videos, flow_root)
     info = FeatureFileInfo(
         feature_dim=encoder.feature_dim,
         dtype=settings.dtype,
         class_names=list(class_names),
         sampling=settings.sampling,
-        extractor={**encoder.description, "stack_length": length, "settings": asdict(settings)},
+        # "flow": how the flow files were computed (a live stream computes the same fields, vidrec.streaming.features)
+        extractor={**encoder.description, "stack_length": length, "settings": asdict(settings), "flow": flow_params},
         source=source,
     )
     summary = ExtractionSummary()
@@ -157,6 +175,11 @@ def extract_flow_features(
                 with FlowFile(path) as flow:
                     if flow.num_fields < 1:
                         raise FlowFileError(f"{path}: no flow fields")
+                    if flow_params is not None and flow.header.params != flow_params:
+                        raise FlowFileError(
+                            f"{path}: computed with other flow settings than the data set's first flow file "
+                            f"({flow.header.params} vs {flow_params}); one feature file holds one flow extraction"
+                        )
                     num_frames, fps = int(flow.header.video_frames), float(flow.header.fps)
                     positions = sampled_frames(num_frames, settings.frames, settings.frame_step)
                     stacks = _stacks(flow, positions, length)  # (N, L, 2, H, W)

@@ -294,8 +294,9 @@ def join_feature_files(first: str | Path, second: str | Path, out: str | Path, *
             "name": "join",
             "parts": [a.info.extractor, b.info.extractor],
             "part_hashes": [a.info.extractor_hash, b.info.extractor_hash],
+            "files": [str(first), str(second)],
         },
-        source=f"join({first}, {second})",
+        source=a.info.source or b.info.source,  # the data set root the video paths are relative to
     )
     with FeatureWriter(out, info) as writer:
         for va, vb in zip(a.read(common), b.read(common)):

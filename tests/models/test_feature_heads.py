@@ -125,6 +125,59 @@ def test_temporal_inception_valid_streams_exactly() -> None:
     assert (model.receptive_field, model.stride) == (114, 24)
     for window, backend in ((114, StepBackend.TORCH), (138, StepBackend.TORCH_EAGER)):
         assert _streamed_vs_offline(model, window, 24, steps=3, backend=backend) < 1e-4
+    assert _streamed_vs_offline(model, 114, 24, steps=3, fold_bn=False) < 1e-4  # the twin folds batch norm itself
+
+
+def test_valid_temporal_inception_is_built_of_vidrec_layers_per_feature_row() -> None:
+    """TemporalConcat of conv -> BN -> ReLU -> TemporalMaxPool1d branches per row; streamed on the rows as a batch,
+    its state per layer viewed (streams, D c, ...); the compiled engine names the one module it steps as it is."""
+    from vidrec.layers import TemporalConcat, TemporalMaxPool1d
+    from vidrec.models.temporal_inception import RowwiseTemporalNet
+
+    model = _randomize(build_model("temporal_inception", feature_dim=D, num_classes=K, padding="valid"))
+    assert isinstance(model.features, RowwiseTemporalNet)
+    stages = [m for m in model.features if isinstance(m, TemporalConcat)]
+    assert len(stages) == 4 and all(isinstance(b[-1], TemporalMaxPool1d) for m in stages for b in m.branches)
+    rt = to_streaming(model, 114, 24, capacity=3, in_channels=D)
+    d = rt.describe()
+    assert d.engine == "compiled"
+    assert {(x.part, x.module) for x in d.decisions} == {
+        ("features", "RowwiseTemporalNet"),
+        ("classifier.1", "BatchNorm1d"),
+    }
+    first_stage = rt.state()[0][1]  # features state, layer 1 (stage 1): one state per branch
+    assert tuple(first_stage[1][0][0].shape) == (
+        3,
+        D * 1,
+        6,
+    )  # branch k=7, its conv keeps 6 steps of D rows x 1 channel
+
+
+def test_valid_temporal_inception_loads_the_earlier_image_layout() -> None:
+    """Checkpoints of the earlier valid form (Conv2d k x 1 kernels over a (B, 1, T, D) image) load strictly."""
+    torch.manual_seed(0)
+    model = _randomize(build_model("temporal_inception", feature_dim=D, num_classes=K, padding="valid"))
+    earlier = {
+        k: v[..., None] if k.startswith("features.") and k.endswith(".weight") and v.dim() == 3 else v
+        for k, v in model.state_dict().items()
+    }
+    assert earlier["features.layers.1.branches.1.layers.0.op.weight"].shape == (1, 1, 7, 1)
+    fresh = build_model("temporal_inception", feature_dim=D, num_classes=K, padding="valid").eval()
+    fresh.load_state_dict(earlier)
+    x = torch.randn(2, D, 120)
+    with torch.no_grad():
+        torch.testing.assert_close(fresh(x), model(x))
+
+
+def test_ts_lstm_registers_as_exactly_streaming() -> None:
+    from vidrec.models import Modality, StreamMode, list_models, model_info
+
+    info = model_info("ts_lstm")
+    assert (info.streams, info.modality) == (StreamMode.EXACT, Modality.FEATURES)
+    assert set(list_models(streams=StreamMode.EXACT, modality=Modality.FEATURES)) == {"ts_lstm", "mean_pool_linear"}
+    model = _randomize(build_model("ts_lstm", feature_dim=D, num_classes=K, hidden_sizes=[12]))
+    d = to_streaming(model, 24, 8, in_channels=D).describe()  # nothing before the head to lower: the eager engine
+    assert d.engine == "eager" and [x.module for x in d.decisions] == ["TSLSTM"]
 
 
 def test_small_temporal_inception_streams_at_several_hops() -> None:

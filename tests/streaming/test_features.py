@@ -167,3 +167,114 @@ def test_cli_streams_and_evaluates_a_head_checkpoint(
     report = json.loads(Path("eval/streaming_eval.json").read_text())
     assert report["max_abs_logit_delta"] < 1e-4 and report["argmax_agreement"] == 1.0
     assert report["max_abs_live_vs_file_feature_delta"] < 1e-4
+
+
+def test_live_flow_and_joined_features_equal_the_extracted_rows(tmp_path: Path) -> None:
+    """Flow from the cached previous frame, the L fields centred on each frame, the temporal stream once a frame:
+    the rows `extract-features --flow-root` writes (every 2nd frame), up to the stacks the file shifts at the video
+    end; joined with the live RGB features, the rows of `join-features`, and a head streamed over them == offline."""
+    from datamodules.features.extract import torchvision_encoder
+    from datamodules.features.flow_features import FlowFeatureSettings, extract_flow_features, flow_model_encoder
+    from datamodules.features.schema import join_feature_files
+    from datamodules.flow.methods import FlowSettings
+    from datamodules.flow.schema import FlowFile, flow_path
+    from vidrec.models.two_stream import temporal_stream_resnet18
+    from vidrec.streaming.features import FeatureHeadStream, LiveFlowFeatures, LiveJoinedFeatures
+
+    root = tmp_path / "ucf"
+    generate_synthetic_actions(root, SyntheticSettings(num_classes=1, videos_per_class=1, frames=12, size=32))
+    flows = tmp_path / "flow"
+    args = ["data", "flow", "--videos", str(root), "--out", str(flows), "--method", "dis", "--dis-preset", "ultrafast"]
+    assert main([*args, "--short-side", "32", "--no-progress"]) == 0
+    (video,) = sorted(root.rglob("*.mp4"))
+    relative = str(video.relative_to(root))
+    videos = [LabelledVideo(video, relative, 0, "test")]
+    torch.manual_seed(0)
+    flow_encoder = flow_model_encoder(temporal_stream_resnet18(num_classes=2, stack_length=4).eval(), {"kind": "t"})
+    flow_settings = FlowFeatureSettings(frames=None, frame_step=2, crop_size=24, dtype="float32")
+    extract_flow_features(videos, flow_encoder, flows, tmp_path / "flow.h5", flow_settings, class_names=["a"])
+    rgb_encoder = torchvision_encoder("resnet18", None)
+    rgb_settings = ExtractionSettings(frames=None, frame_step=2, short_side=32, crop_size=32, dtype="float32")
+    extract_features(videos, rgb_encoder, tmp_path / "rgb.h5", rgb_settings, class_names=["a"], progress=False)
+    join_feature_files(tmp_path / "rgb.h5", tmp_path / "flow.h5", tmp_path / "both.h5", strict=True)
+    (stored,) = list(FeatureReader(tmp_path / "flow.h5").read())
+    (joined,) = list(FeatureReader(tmp_path / "both.h5").read())
+    with FlowFile(flow_path(flows, str(Path(relative).with_suffix("")))) as f:
+        flow, fields = FlowSettings.from_dict(f.header.params), f.num_fields
+    live = LiveFlowFeatures(flow_encoder, flow, crop_size=24, frame_step=2)
+    got = dict(pair for frame in read_frames(video) for pair in live.push(frame.rgb))
+    inside = [t for t in stored.frame_indices.tolist() if max(0, t - 2) + 4 <= fields]  # stacks not shifted at the end
+    assert sorted(got) == inside and len(inside) >= 4 and live.clips == len(inside)
+    for row, t in enumerate(inside):
+        np.testing.assert_allclose(got[t].numpy(), stored.features[row], atol=1e-5, rtol=0)
+    # RGB + flow per frame, in the joined file's column order
+    both = LiveJoinedFeatures(
+        [LiveFrameFeatures(rgb_encoder, rgb_settings, 2), LiveFlowFeatures(flow_encoder, flow, 24)]
+    )
+    head = mean_pool_linear(feature_dim=1024, num_classes=2).eval()
+    stream = FeatureHeadStream(both, head_runtime(head, 3, 1, 1024))
+    feats, reports = [], []
+    for frame in read_frames(video):
+        ready, done = stream.push_all(frame.rgb)
+        feats += ready
+        reports += done
+    rows = torch.stack(feats).numpy()  # (len(inside), 1024)
+    np.testing.assert_allclose(rows, joined.features[: len(inside)], atol=1e-4, rtol=1e-5)
+    live_seq = torch.stack(feats, dim=1)  # (D, T)
+    assert [end for end, _ in reports] == list(range(3, len(inside) + 1))
+    with torch.no_grad():
+        for end, logits in reports:
+            torch.testing.assert_close(logits, head(live_seq[None, :, end - 3 : end])[0], atol=1e-5, rtol=0)
+
+
+def test_a_head_on_joined_rgb_and_flow_features_streams_live(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The head checkpoint's feature source names both extractors: the live pipeline runs the RGB backbone and the
+    temporal stream over incremental flow; live features == the joined file's rows, streamed logits == offline."""
+    import torchvision
+
+    import datamodules.features.flow_features as flow_features
+    from datamodules.features.extract import file_sha256, torchvision_encoder
+    from datamodules.features.flow_features import FlowFeatureSettings, extract_flow_features, flow_model_encoder
+    from datamodules.features.schema import join_feature_files
+    from vidrec.models.two_stream import temporal_stream_resnet18
+    from vidrec.streaming.features import LiveJoinedFeatures, live_features
+
+    root = tmp_path / "ucf"
+    generate_synthetic_actions(root, SyntheticSettings(num_classes=2, videos_per_class=3, frames=12, size=32))
+    flows = tmp_path / "flow"
+    args = ["data", "flow", "--videos", str(root), "--out", str(flows), "--method", "dis", "--dis-preset", "ultrafast"]
+    assert main([*args, "--short-side", "32", "--no-progress"]) == 0
+    videos = _labelled(root)
+    torch.manual_seed(0)
+    weights, ckpt = tmp_path / "resnet18.pth", tmp_path / "flow_stream.ckpt"
+    torch.save(torchvision.models.resnet18().state_dict(), weights)
+    ckpt.write_bytes(b"stands for the temporal stream checkpoint")  # its sha256 is what the record checks
+    stream = temporal_stream_resnet18(num_classes=2, stack_length=4).eval()
+    record = {"kind": "flow_checkpoint", "name": "t", "checkpoint": str(ckpt), "checkpoint_sha256": file_sha256(ckpt)}
+    flow_encoder = flow_model_encoder(stream, record)
+    monkeypatch.setattr(flow_features, "flow_stream_encoder", lambda path: flow_encoder)
+    flow_settings = FlowFeatureSettings(frames=None, frame_step=2, crop_size=24, dtype="float32")
+    names, where = ["a", "b"], str(root)
+    extract_flow_features(
+        videos,
+        flow_encoder,
+        flows,
+        tmp_path / "flow.h5",
+        flow_settings,
+        class_names=names,
+        source=where,
+        progress=False,
+    )
+    rgb_settings = ExtractionSettings(frames=None, frame_step=2, short_side=32, crop_size=24, dtype="float32")
+    rgb = torchvision_encoder("resnet18", weights)
+    extract_features(videos, rgb, tmp_path / "rgb.h5", rgb_settings, class_names=names, source=where, progress=False)
+    join_feature_files(tmp_path / "rgb.h5", tmp_path / "flow.h5", tmp_path / "both.h5", strict=True)
+    torch.manual_seed(1)
+    loaded = _loaded(mean_pool_linear(feature_dim=1024, num_classes=2), tmp_path / "both.h5", num_frames=3)
+    source = FeatureSourceSpec.of(loaded.require_spec())
+    assert isinstance(live_features(source), LiveJoinedFeatures)
+    report = evaluate_feature_head(loaded, backend="eager")
+    assert report["windows"] > 0 and report["max_abs_logit_delta"] < 1e-5 and report["argmax_agreement"] == 1.0
+    assert report["max_abs_live_vs_file_feature_delta"] < 1e-4  # RGB backbone and temporal stream == the files
+    with pytest.raises(FeatureHeadError, match="joined features of 2 extractors"):
+        live_features(source, override=weights)

@@ -16,32 +16,37 @@ With 25 frames and "same" padding (``InceptionPadding.SAME``, the authors' form)
 so the mean is over one position and the head is the authors' ``Reshape`` + MLP (4096 -> 1024 -> K for two-stream
 ResNet features); ``approximate_model_streaming`` streams its valid twin (layer by layer, same weights), with a
 deviation measured at chance level at this window (its twin's receptive field is 114 frames).
-``InceptionPadding.VALID`` removes the zero padding: every layer is a valid, right-aligned vidrec temporal layer
-(``TemporalWindowOp``), branches are cropped on the left to a common length before concatenation, and the whole
-model is a ``StreamableClassifier`` that streams exactly through ``vidrec.streaming.to_streaming``. The valid form
-needs ``receptive_field`` frames (114 with the default stages: feed every frame of ~4.6 s at 25 fps) and hops that
-are multiples of its stride (24).
+``InceptionPadding.VALID`` removes the zero padding and streams exactly through ``vidrec.streaming.to_streaming``.
+No layer mixes feature rows, so its features are one 1D network of vidrec layers applied to every row on its own
+(``RowwiseTemporalNet``, offline and streaming on the rows as a batch ``(B D, c, T)``, weights and batch-norm
+statistics shared over rows as the authors' ``1 x k`` convolutions): per stage a ``TemporalConcat`` of the branches
+(``temporal_conv1d`` -> BN -> ReLU -> ``TemporalMaxPool1d``, cropped on the left to a common length), then the 1x1
+reductions. It needs ``receptive_field`` frames (114 with the default stages: every frame of ~4.6 s at 25 fps) and
+hops that are multiples of its stride (24). Checkpoints of the earlier valid layout (``Conv2d (k x 1)`` over a
+``(B, 1, T, D)`` image) load: same parameter names, their kernels' trailing 1 squeezed.
 """
 
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
-from vidrec.layers.lowering import register_valid_twin
+from vidrec.layers.lowering import register_batchnorm_fold, register_valid_twin
+from vidrec.layers.pooling import TemporalMaxPool1d
+from vidrec.layers.stream_state import map_state
 from vidrec.layers.temporal import (
+    State,
     TemporalAvgPoolHead,
+    TemporalConcat,
     TemporalModule,
     TemporalSequential,
-    TemporalWindowOp,
-    crop_left_to,
     stream_state_of,
     stream_step_of,
-    temporal_geometry,
+    temporal_conv1d,
 )
 from vidrec.models._base import StreamableClassifier
 from vidrec.models._registry import Modality, StreamMode, register_model
@@ -51,11 +56,10 @@ __all__ = [
     "InceptionStageSettings",
     "TemporalConcat",
     "RowsImage",
+    "RowwiseTemporalNet",
     "TemporalInception",
     "temporal_inception",
 ]
-
-State = list[Tensor]
 
 
 class InceptionPadding(enum.Enum):
@@ -100,64 +104,21 @@ class RowsImage(TemporalModule):
         return self(x), state
 
 
-class TemporalConcat(TemporalModule):
-    """Parallel branches concatenated on channels, each cropped on the left to the shortest (right alignment).
-
-    ::
-
-        x ─┬► branch 0 ─► crop ─┐
-           └► branch 1 ─► crop ─┴► cat(dim=1)
-
-    Branches must share the temporal stride; in streaming every branch returns the same new positions per hop.
-    """
-
-    def __init__(self, branches: Sequence[nn.Module]) -> None:
-        super().__init__()
-        self.branches = nn.ModuleList(branches)
-        geometry = [temporal_geometry(b) for b in branches]
-        strides = {s for _, s in geometry}
-        if len(strides) != 1:
-            raise ValueError(f"TemporalConcat: branches have different temporal strides {sorted(strides)}")
-        self.receptive_field, self.stride = max(r for r, _ in geometry), strides.pop()
-
-    def forward(self, x: Tensor) -> Tensor:
-        ys = [b(x) for b in self.branches]
-        n = min(y.shape[2] for y in ys)
-        return torch.cat([crop_left_to(y, n) for y in ys], dim=1)
-
-    def stream_state(self, x: Tensor) -> State:
-        state: State = []
-        self._sizes = []
-        for b in self.branches:
-            s = stream_state_of(b, x)
-            self._sizes.append(len(s))
-            state.extend(s)
-        return state
-
-    def stream_step(self, x: Tensor, state: State) -> tuple[Tensor, State]:
-        ys, new, i = [], [], 0
-        for b, n in zip(self.branches, self._sizes):
-            y, s = stream_step_of(b, x, state[i : i + n])
-            ys.append(y)
-            new.extend(s)
-            i += n
-        return torch.cat(ys, dim=1), new
-
-
-def _branch(c_in: int, c_out: int, kernel: int, pool: int, padding: InceptionPadding) -> nn.Module:
-    """conv ``k x 1`` over (time, rows) -> BN -> ReLU -> max pool ``p x 1``."""
-    pad = (kernel - 1) // 2 if padding is InceptionPadding.SAME else 0
-    if padding is InceptionPadding.SAME and kernel % 2 == 0:
+def _branch(c_in: int, c_out: int, kernel: int, pool: int) -> nn.Module:
+    """The "same" form's branch: conv ``k x 1`` over (time, rows) -> BN -> ReLU -> max pool ``p x 1``."""
+    if kernel % 2 == 0:
         raise ValueError(f"InceptionPadding.SAME needs odd kernels, got {kernel}")
-    conv = nn.Conv2d(c_in, c_out, (kernel, 1), padding=(pad, 0))
-    pooling = nn.MaxPool2d((pool, 1), (pool, 1))
-    if padding is InceptionPadding.SAME:
-        return nn.Sequential(conv, nn.BatchNorm2d(c_out), nn.ReLU(inplace=True), pooling)
+    conv = nn.Conv2d(c_in, c_out, (kernel, 1), padding=((kernel - 1) // 2, 0))
+    return nn.Sequential(conv, nn.BatchNorm2d(c_out), nn.ReLU(inplace=True), nn.MaxPool2d((pool, 1), (pool, 1)))
+
+
+def _valid_branch(c_in: int, c_out: int, kernel: int, pool: int) -> TemporalSequential:
+    """The valid form's branch over one feature row ``(B D, c, T)``: conv k -> BN -> ReLU -> max pool p."""
     return TemporalSequential(
-        TemporalWindowOp(conv, kernel),
-        nn.BatchNorm2d(c_out),
+        temporal_conv1d(c_in, c_out, kernel, bias=True),
+        nn.BatchNorm1d(c_out),
         nn.ReLU(inplace=True),
-        TemporalWindowOp(pooling, pool, pool),
+        TemporalMaxPool1d(pool),
     )
 
 
@@ -176,7 +137,7 @@ class _SameConcat(nn.Module):
 # the right-aligned TemporalConcat of the branches' twins; the rows image is time-pointwise
 @register_valid_twin(_SameConcat)
 def _same_concat_twin(module: _SameConcat, twin: Callable[[nn.Module], nn.Module]) -> nn.Module:
-    return TemporalConcat([twin(b) for b in module.branches])
+    return TemporalConcat(*(twin(b) for b in module.branches))
 
 
 @register_valid_twin(RowsImage)
@@ -184,9 +145,92 @@ def _rows_image_twin(module: RowsImage, twin: Callable[[nn.Module], nn.Module]) 
     return module
 
 
-def _pointwise(module: nn.Module, padding: InceptionPadding) -> nn.Module:
-    """A 1x1 conv as a streamable op (valid form) or as it is."""
-    return TemporalWindowOp(module, 1) if padding is InceptionPadding.VALID else module
+def _squeeze_image_kernels(state_dict: dict[str, Tensor], prefix: str, *_: object) -> None:
+    """The earlier valid layout's ``Conv2d`` kernels ``(O, C, k, 1)`` -> this layout's ``Conv1d`` ``(O, C, k)``."""
+    for key in [k for k in state_dict if k.startswith(prefix) and k.endswith(".weight")]:
+        value = state_dict[key]
+        if value.dim() == 4 and value.shape[-1] == 1:
+            state_dict[key] = value.squeeze(-1)
+
+
+class RowwiseTemporalNet(TemporalModule):
+    """A 1D network of vidrec temporal layers applied to each of ``rows`` feature rows on its own.
+
+    ``(B, D, T) -> (B D, 1, T) -> layers -> (B D, 1, T') -> (B, D, T')``: every convolution is ``1 x k`` along time
+    with its weights shared over the rows, and batch norm pools its statistics over batch, rows and time (the
+    authors' ``Conv2d``/``BatchNorm2d`` over the ``(1, T, D)`` image). Then the authors' spatial dropout on the
+    one-channel map (a whole sample's map at once).
+
+    Streaming runs the layers' own streaming steps on the rows as a batch, ``(B D, c, n)``, so each hop costs the
+    batched convolutions of its new positions (a grouped convolution over ``(B, D c, n)`` costs several times more
+    on CPUs: ``groups=D`` with a few channels per group). The state is the layers' state of ``B D`` rows viewed
+    ``(B, D c, ...)``, so streams stay on axis 0 for the engines' slots. The compiled engine has no rows-as-batch
+    primitive and steps this module as it is inside its compiled step (a ``LoweringDecision`` names it); the head
+    after it is lowered.
+
+    Args:
+        rows: D, the feature rows.
+        layers: The per-row network on ``(B D, 1, T)`` (vidrec temporal layers and time-pointwise modules); its last
+            output has one channel.
+        dropout: Probability of the spatial dropout.
+    """
+
+    def __init__(self, rows: int, layers: Sequence[nn.Module], dropout: float = 0.0) -> None:
+        super().__init__()
+        self.rows = int(rows)
+        self.layers = nn.ModuleList(layers)
+        self.dropout = nn.Dropout2d(dropout)
+        geometry = TemporalSequential(*layers)  # the composed geometry (not kept: the layers live in self.layers)
+        self.receptive_field, self.stride = geometry.receptive_field, geometry.stride
+        self._register_load_state_dict_pre_hook(_squeeze_image_kernels)
+
+    def __iter__(self) -> Iterator[nn.Module]:
+        return iter(self.layers)
+
+    def _check(self, x: Tensor) -> tuple[int, int, int]:
+        if x.dim() != 3 or x.shape[1] != self.rows:
+            raise ValueError(f"RowwiseTemporalNet: expected (B, D={self.rows}, T), got {tuple(x.shape)}")
+        return int(x.shape[0]), int(x.shape[1]), int(x.shape[2])
+
+    def forward(self, x: Tensor) -> Tensor:
+        b, d, t = self._check(x)
+        y = x.reshape(b * d, 1, t)
+        for m in self.layers:
+            y = m(y)  # (B D, c, T_i)
+        if y.shape[1] != 1:
+            raise ValueError(f"RowwiseTemporalNet: the per-row network must end with 1 channel, got {y.shape[1]}")
+        return self.dropout(y.reshape(b, 1, d, -1)).reshape(b, d, -1)  # the dropout sees the (1, D, T') map
+
+    def stream_state(self, x: Tensor) -> State:
+        """One entry per layer: its state for ``B D`` rows, each tensor viewed ``(B, D c, ...)``."""
+        b, d, n = self._check(x)
+        y, states = x.reshape(b * d, 1, n), []
+        with torch.no_grad():
+            for m in self.layers:
+                s = stream_state_of(m, y)
+                states.append(s)
+                y, _ = stream_step_of(m, y, s)
+        return map_state(lambda t: _per_stream(t, b), states)
+
+    def stream_step(self, x: Tensor, state: State) -> tuple[Tensor, State]:
+        b, d, n = self._check(x)
+        if isinstance(state, Tensor) or len(state) != len(self.layers):
+            raise ValueError(f"RowwiseTemporalNet.stream_step expects one state entry per layer ({len(self.layers)})")
+        rows = map_state(lambda t: t.reshape(b * d, t.shape[1] // d, *t.shape[2:]), state)
+        y, new = x.reshape(b * d, 1, n), []
+        for m, s in zip(self.layers, rows, strict=True):
+            y, s = stream_step_of(m, y, s)
+            new.append(s)
+        return y.reshape(b, d, -1), map_state(lambda t: _per_stream(t, b), new)
+
+
+def _per_stream(t: Tensor, streams: int) -> Tensor:
+    """A state tensor of ``B D`` rows ``(B D, c, ...)`` viewed ``(B, D c, ...)`` (rows of a stream are adjacent)."""
+    return t.reshape(streams, (t.shape[0] // streams) * t.shape[1], *t.shape[2:])
+
+
+# batch-norm folding (vidrec.streaming.optimize): the per-row layers run in order
+register_batchnorm_fold(RowwiseTemporalNet, sequence=lambda m: m.layers)
 
 
 class TemporalInception(StreamableClassifier):
@@ -222,24 +266,10 @@ class TemporalInception(StreamableClassifier):
         if not reductions or reductions[-1] != 1:
             raise ValueError(f"reductions must end with 1 channel (one map of D rows), got {list(reductions)}")
         self.feature_dim, self.padding = feature_dim, InceptionPadding(padding)
-        layers: list[nn.Module] = [RowsImage(to_image=True)]
-        channels = 1
-        for stage in stages:
-            branches = [_branch(channels, channels, k, stage.pool, self.padding) for k in stage.kernels]
-            layers.append(TemporalConcat(branches) if self.padding is InceptionPadding.VALID else _SameConcat(branches))
-            channels *= len(stage.kernels)  # (B, c, T, D) -> (B, c * branches, T / pool, D)
-        for width in reductions:
-            layers += [
-                _pointwise(nn.Conv2d(channels, width, 1), self.padding),
-                nn.BatchNorm2d(width),
-                nn.ReLU(inplace=True),
-            ]
-            channels = width
-        layers += [nn.Dropout2d(dropout), RowsImage(to_image=False)]  # (B, 1, T', D) -> (B, D, T')
         if self.padding is InceptionPadding.VALID:
-            self.features = TemporalSequential(*layers)
+            self.features = self._valid_features(stages, reductions, dropout)
         else:
-            self.features = nn.Sequential(*layers)  # type: ignore[assignment]
+            self.features = self._same_features(stages, reductions, dropout)  # type: ignore[assignment]
         self.pool = TemporalAvgPoolHead()
         self.classifier = nn.Sequential(
             nn.Linear(feature_dim, hidden),
@@ -252,6 +282,35 @@ class TemporalInception(StreamableClassifier):
             self._init_geometry()
         else:
             self.receptive_field, self.stride = 1, 1  # not meaningful: the SAME form does not stream
+
+    def _valid_features(
+        self, stages: Sequence[InceptionStageSettings], reductions: Sequence[int], dropout: float
+    ) -> RowwiseTemporalNet:
+        """The per-row network of vidrec layers (index 0 is the earlier layout's rows image: same parameter names)."""
+        layers: list[nn.Module] = [nn.Identity()]
+        channels = 1
+        for stage in stages:
+            layers.append(TemporalConcat(*(_valid_branch(channels, channels, k, stage.pool) for k in stage.kernels)))
+            channels *= len(stage.kernels)  # (B D, c, T) -> (B D, c * branches, T / pool)
+        for width in reductions:
+            layers += [temporal_conv1d(channels, width, 1, bias=True), nn.BatchNorm1d(width), nn.ReLU(inplace=True)]
+            channels = width
+        return RowwiseTemporalNet(self.feature_dim, layers, dropout)
+
+    def _same_features(
+        self, stages: Sequence[InceptionStageSettings], reductions: Sequence[int], dropout: float
+    ) -> nn.Sequential:
+        """The authors' zero-padded form over the ``(B, 1, T, D)`` image."""
+        layers: list[nn.Module] = [RowsImage(to_image=True)]
+        channels = 1
+        for stage in stages:
+            layers.append(_SameConcat([_branch(channels, channels, k, stage.pool) for k in stage.kernels]))
+            channels *= len(stage.kernels)  # (B, c, T, D) -> (B, c * branches, T / pool, D)
+        for width in reductions:
+            layers += [nn.Conv2d(channels, width, 1), nn.BatchNorm2d(width), nn.ReLU(inplace=True)]
+            channels = width
+        layers += [nn.Dropout2d(dropout), RowsImage(to_image=False)]  # (B, 1, T', D) -> (B, D, T')
+        return nn.Sequential(*layers)
 
     def forward(self, x: Tensor) -> Tensor:
         if x.dim() != 3 or x.shape[1] != self.feature_dim:

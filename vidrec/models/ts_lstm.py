@@ -31,7 +31,7 @@ from torch import Tensor, nn
 
 from vidrec.layers.temporal import TemporalAvgPoolHead, TemporalModule, TemporalSequential
 from vidrec.models._base import StreamableClassifier, check_stream_geometry
-from vidrec.models._registry import register_model
+from vidrec.models._registry import Modality, StreamMode, register_model
 
 __all__ = [
     "SegmentLSTMHead",
@@ -189,7 +189,11 @@ class SegmentLSTMHead(TemporalModule):
 class TSLSTM(TemporalModule):
     """TS-LSTM: ``SegmentLSTMHead`` -> BatchNorm1d -> dropout -> linear; ``(B, D, T) -> (B, K)``.
 
-    Streams through ``vidrec.streaming.to_streaming(model, window=S*L, hop=multiple of L, in_channels=D)``.
+    Streams exactly through ``vidrec.streaming.to_streaming(model, window=S*L, hop=multiple of L, in_channels=D)``
+    (registered ``StreamMode.EXACT``; ``tests/streaming/test_runtime.py`` streams it with every registered model).
+    It has no temporal layers before its head, so the compiled engine has nothing to lower and the runtime steps it
+    on the eager engine, a decision ``describe()`` names; the head inside a model with lowered features (a
+    ``StreamableClassifier`` whose ``pool`` is a ``SegmentLSTMHead``) runs eagerly on the compiled features' output.
     """
 
     def __init__(
@@ -209,6 +213,7 @@ class TSLSTM(TemporalModule):
         self.dropout = nn.Dropout(dropout)
         self.classifier = nn.Linear(self.head.out_features, num_classes)
         self.feature_dim, self.num_classes = feature_dim, num_classes
+        self.in_channels = feature_dim  # the streaming runtime's input channels (no convolution to infer them from)
         if init_uniform:  # the authors' `-uniform 0.1`: every parameter uniform in [-0.1, 0.1]
             for name, p in self.named_parameters():
                 if "norm" not in name:
@@ -286,7 +291,7 @@ class MeanPoolClassifier(StreamableClassifier):
         return super().forward(x)
 
 
-@register_model
+@register_model(streams=StreamMode.EXACT, modality=Modality.FEATURES)
 def ts_lstm(
     *,
     feature_dim: int = 4096,
@@ -310,7 +315,7 @@ def ts_lstm(
     )
 
 
-@register_model
+@register_model(streams=StreamMode.NONE, modality=Modality.FEATURES)
 def frame_lstm(
     *, feature_dim: int = 4096, num_classes: int = 101, hidden_sizes: Sequence[int] = (512,), dropout: float = 0.5
 ) -> FrameLSTM:
@@ -318,7 +323,7 @@ def frame_lstm(
     return FrameLSTM(feature_dim=feature_dim, num_classes=num_classes, hidden_sizes=hidden_sizes, dropout=dropout)
 
 
-@register_model
+@register_model(streams=StreamMode.EXACT, modality=Modality.FEATURES)
 def mean_pool_linear(*, feature_dim: int = 4096, num_classes: int = 101, dropout: float = 0.5) -> MeanPoolClassifier:
     """The paper's mean-pooling baseline: temporal mean of the per-frame features, linear classifier."""
     return MeanPoolClassifier(feature_dim=feature_dim, num_classes=num_classes, dropout=dropout)

@@ -21,6 +21,11 @@ frames, the median video length over F, and the report says the sampling is appr
 Cost: a stream pays one backbone clip and one head step per new frame, where recomputing the window pays ``window``
 backbone clips and the head on the whole window (``tools/bench_feature_heads.py live``).
 
+Flow-stream features (``extract-features --flow-root``) come from ``LiveFlowFeatures``: one flow field per new frame
+from the cached previous frame (the settings the feature file records), the temporal stream on the ``L`` fields
+centred on each sampled frame, so a feature is ready ``L - L // 2`` frames after its frame; joined RGB + flow files
+(``join-features``) from ``LiveJoinedFeatures``. ``live_features`` picks the source from the extractor record.
+
 ``vidrec stream --input VIDEO`` and ``vidrec evaluate-streaming`` of a feature-head checkpoint come here
 (``vidrec.streaming.command``). The backbone is found where the feature file says; ``--extractor PATH`` names it when
 it moved (its sha256 must still match).
@@ -48,10 +53,13 @@ __all__ = [
     "FeatureHeadError",
     "FeatureSourceSpec",
     "FeatureHeadStream",
+    "LiveFlowFeatures",
     "LiveFrameFeatures",
+    "LiveJoinedFeatures",
     "evaluate_feature_head",
     "head_runtime",
     "is_feature_head",
+    "live_features",
     "load_encoder",
     "run_evaluate_streaming",
     "run_stream",
@@ -135,12 +143,13 @@ def is_feature_head(spec: DeploymentSpec) -> bool:
     return isinstance(spec.data_source.get("features"), dict)
 
 
-def load_encoder(source: FeatureSourceSpec, override: str | Path | None = None) -> Any:
+def load_encoder(source: FeatureSourceSpec, override: str | Path | None = None, check_dim: bool = True) -> Any:
     """The backbone of the feature file as a ``FrameEncoder``, its weights file checked against the recorded sha256.
 
     Args:
         source: the head's feature source.
         override: the checkpoint (or torchvision weights) file when it is no longer where the record says.
+        check_dim: compare the backbone's feature size with the head's D (not for one part of joined features).
 
     Raises:
         FeatureHeadError: the record names no reproducible backbone (a generator, random initialisation), the file
@@ -182,11 +191,84 @@ def load_encoder(source: FeatureSourceSpec, override: str | Path | None = None) 
         encoder = checkpoint_encoder(path, settings.context_frames)
     else:
         encoder = torchvision_encoder(str(record["name"]), path)
-    if encoder.feature_dim != source.feature_dim:
+    if check_dim and encoder.feature_dim != source.feature_dim:
         raise FeatureHeadError(
             f"{path}: the backbone gives D={encoder.feature_dim}, the head reads D={source.feature_dim}"
         )
     return encoder
+
+
+def live_features(source: FeatureSourceSpec, override: str | Path | None = None) -> Any:
+    """The live source of a head's features, as its feature file's extractor record says: the RGB backbone
+    (``LiveFrameFeatures``), the temporal stream over incremental flow (``LiveFlowFeatures``), or both joined per frame
+    (``LiveJoinedFeatures``, a file of ``vidrec data join-features``).
+
+    Raises:
+        FeatureHeadError: a backbone cannot be reproduced (see ``load_encoder``), a flow record does not say how its
+            flow was computed, ``override`` names one file for joined features, or the live D differs from the head's.
+    """
+    import dataclasses
+
+    parts = source.extractor.get("parts")
+    if isinstance(parts, list):
+        if override is not None:
+            raise FeatureHeadError(
+                f"{source.feature_file}: joined features of {len(parts)} extractors; --extractor names one backbone "
+                "file, so put the parts' backbones where their records say"
+            )
+        live: Any = LiveJoinedFeatures([_live_part(dataclasses.replace(source, extractor=dict(p))) for p in parts])
+        dim = sum(int(part.encoder.feature_dim) for part in live.parts)
+    else:
+        live = _live_part(source, override)
+        dim = int(live.encoder.feature_dim)
+    if dim != source.feature_dim:
+        raise FeatureHeadError(
+            f"{source.feature_file}: the live features have D={dim}, the head reads D={source.feature_dim}"
+        )
+    return live
+
+
+def _live_part(source: FeatureSourceSpec, override: str | Path | None = None) -> Any:
+    from datamodules.features.extract import ExtractorKind
+
+    if source.extractor.get("kind") == ExtractorKind.FLOW_CHECKPOINT.value:
+        return _live_flow(source, override)
+    return LiveFrameFeatures(load_encoder(source, override, check_dim=False), source.settings(), source.frame_step)
+
+
+def _live_flow(source: FeatureSourceSpec, override: str | Path | None) -> LiveFlowFeatures:
+    """The temporal stream of a flow-feature record (checkpoint sha256 checked) over the recorded flow settings."""
+    from datamodules.features.extract import file_sha256
+    from datamodules.features.flow_features import flow_stream_encoder
+    from datamodules.flow.methods import FlowSettings
+
+    record = source.extractor
+    path = Path(override if override is not None else str(record.get("checkpoint")))
+    if not path.is_file():
+        raise FeatureHeadError(
+            f"the temporal stream {path} does not exist (flow extractor of {source.feature_file}); pass --extractor "
+            "PATH where it is now"
+        )
+    digest = file_sha256(path)
+    if record.get("checkpoint_sha256") and digest != record["checkpoint_sha256"]:
+        raise FeatureHeadError(
+            f"{path}: sha256 {digest[:12]}... differs from the {record['checkpoint_sha256'][:12]}... that "
+            f"{source.feature_file} records: another temporal stream than the one the features came from"
+        )
+    params = record.get("flow")
+    if not isinstance(params, dict):
+        raise FeatureHeadError(
+            f"{source.feature_file}: its flow-stream record does not say how the flow was computed (no 'flow' "
+            "settings: written before they were recorded); extract it again with `vidrec extract-features --flow-root`"
+        )
+    settings = dict(record.get("settings") or {})
+    return LiveFlowFeatures(
+        flow_stream_encoder(path),
+        FlowSettings.from_dict(params, f"{source.feature_file}: extractor.flow"),
+        crop_size=int(settings.get("crop_size", 224)),
+        flow_mean=str(settings.get("flow_mean", "none")),
+        frame_step=source.frame_step,
+    )
 
 
 class LiveFrameFeatures:
@@ -266,6 +348,139 @@ class LiveFrameFeatures:
         return feature
 
 
+class LiveFlowFeatures:
+    """Native frames in order -> the flow-stream feature of every sampled frame, as ``extract-features --flow-root``.
+
+    Each new frame gives one flow field from the cached previous frame only
+    (``datamodules.flow.extraction.IncrementalFlow``: the field ``vidrec data flow`` stores for the same two frames).
+    The feature of sampled frame ``t`` is the temporal stream on the ``L`` fields centred on it
+    (``stack_field_range``: fields ``[t - L // 2, t - L // 2 + L)``, shifted to start at 0 near the video's start)
+    after the extraction's centre crop and flow units (``transform_flow``); the stream runs once per sampled frame.
+
+    A stack reads fields after ``t``, so the feature of ``t`` is ready ``L - L // 2`` frames later (``push`` returns
+    the ``(t, feature)`` pairs that became ready). Near a video's end the feature file shifts the last stacks inside
+    the video, which a live stream that has not ended cannot know: the last ``L - L // 2`` sampled frames of a video
+    are the file's only where the stack fits before its end.
+
+    Args:
+        encoder: The temporal stream as a ``FrameEncoder`` (``context_frames`` = L).
+        flow: The ``FlowSettings`` the feature file's flow files were computed with.
+        crop_size: The extraction's centre crop (``FlowFeatureSettings.crop_size``).
+        flow_mean: ``"none"`` or ``"field"`` (``FlowFeatureSettings.flow_mean``).
+        frame_step: Native frames between sampled frames.
+    """
+
+    def __init__(self, encoder: Any, flow: Any, crop_size: int, flow_mean: str = "none", frame_step: int = 1) -> None:
+        from datamodules.flow.extraction import IncrementalFlow
+
+        if frame_step < 1:
+            raise ValueError(f"frame_step must be >= 1, got {frame_step}")
+        self.encoder, self.length, self.frame_step = encoder, int(encoder.context_frames), int(frame_step)
+        self.crop_size, self.flow_mean = int(crop_size), str(flow_mean)
+        self._flow = IncrementalFlow(flow)
+        self.reset()
+
+    def reset(self) -> None:
+        """A new video: cached frame, kept fields and the sampling position dropped."""
+        self._flow.reset()
+        self._fields: list[np.ndarray] = []  # uint8 (2, h, w) fields from index self._first on
+        self._first = 0
+        self._next = 0  # the next sampled frame whose feature is due
+        self._transform: tuple[Any, Any] | None = None
+        self.backbone_seconds = 0.0
+        self.clips = 0
+
+    def _stack_start(self, t: int) -> int:
+        return max(0, t - self.length // 2)
+
+    def _encode(self, stack: np.ndarray) -> Tensor:
+        from datamodules.flow.transforms import FlowMean, FrameTransformSettings, crop_boxes, transform_flow
+
+        if self._transform is None:  # the extraction's settings at the stored field size
+            height, width = stack.shape[-2:]
+            settings = FrameTransformSettings(
+                crop_size=self.crop_size, short_side=min(height, width), flow_mean=FlowMean(self.flow_mean)
+            )
+            self._transform = (crop_boxes(settings, height, width, 1)[0], settings)
+        box, settings = self._transform
+        t0 = time.perf_counter()
+        with torch.inference_mode():
+            feature = self.encoder.encode(transform_flow(stack[None], box, settings)).float()[0]  # (D,)
+        self.backbone_seconds += time.perf_counter() - t0
+        self.clips += 1
+        return feature
+
+    def push(self, rgb: np.ndarray) -> list[tuple[int, Tensor]]:
+        """Take the next native frame (uint8 ``(H, W, 3)``); returns ``(sampled frame, feature (D,))`` now ready."""
+        field = self._flow.push(rgb)
+        if field is None:
+            return []
+        self._fields.append(field)
+        ready = []
+        while self._stack_start(self._next) + self.length <= self._first + len(self._fields):
+            start = self._stack_start(self._next) - self._first
+            ready.append((self._next, self._encode(np.stack(self._fields[start : start + self.length]))))
+            self._next += self.frame_step
+        drop = self._stack_start(self._next) - self._first  # fields no later stack reads
+        if drop > 0:
+            del self._fields[:drop]
+            self._first += drop
+        return ready
+
+
+class LiveJoinedFeatures:
+    """The joined ``(D_1 + D_2)`` feature of every sampled frame (``vidrec data join-features``), from two live
+    sources over the same native frames: a ``LiveFrameFeatures`` (RGB, ready at its frame) and a ``LiveFlowFeatures``
+    (ready ``L - L // 2`` frames later), in the join's column order. ``push`` returns the ``(t, feature)`` pairs
+    whose two parts are both ready, in frame order.
+
+    Args:
+        parts: The two sources in the joined file's column order (its extractor record's ``parts``).
+    """
+
+    def __init__(self, parts: list[Any]) -> None:
+        if len(parts) != 2:
+            raise ValueError(f"a joined feature joins two sources, got {len(parts)}")
+        self.parts = parts
+        self.reset()
+
+    def reset(self) -> None:
+        """A new video in both sources."""
+        for part in self.parts:
+            part.reset()
+        self.index = 0
+        self._waiting: list[dict[int, Tensor]] = [{}, {}]
+
+    @property
+    def clips(self) -> int:
+        """Backbone runs of both sources."""
+        return sum(int(part.clips) for part in self.parts)
+
+    @property
+    def backbone_seconds(self) -> float:
+        """Seconds in both backbones."""
+        return sum(float(part.backbone_seconds) for part in self.parts)
+
+    def push(self, rgb: np.ndarray) -> list[tuple[int, Tensor]]:
+        """Take the next native frame; returns the joined features that became complete."""
+        for part, waiting in zip(self.parts, self._waiting, strict=True):
+            waiting.update(ready_features(part, rgb, self.index))
+        self.index += 1
+        done = sorted(set(self._waiting[0]) & set(self._waiting[1]))
+        return [(t, torch.cat([self._waiting[0].pop(t), self._waiting[1].pop(t)])) for t in done]
+
+
+def ready_features(source: Any, rgb: np.ndarray, index: int) -> list[tuple[int, Tensor]]:
+    """``source.push(rgb)`` as ``(sampled frame, feature)`` pairs: a ``LiveFrameFeatures`` returns the feature of
+    frame ``index`` or None, the delayed sources (flow, joined) a list of pairs."""
+    out = source.push(rgb)
+    if out is None:
+        return []
+    if isinstance(out, Tensor):
+        return [(index, out)]
+    return list(out)
+
+
 def default_hop(model: nn.Module, window: int, eval_hop: int) -> int:
     """The spec's evaluation hop, raised to a multiple of the head's smallest hop (TS-LSTM: one segment)."""
     smallest = getattr(model, "min_stream_hop", None)
@@ -290,16 +505,20 @@ def head_runtime(
 
 
 class FeatureHeadStream:
-    """One live video: ``LiveFrameFeatures`` feeding the head's runtime ``hop`` features at a time.
+    """One live video: a live feature source feeding the head's runtime ``hop`` features at a time.
 
-    ``push(rgb)`` returns ``(feature, logits)``: the new frame's feature when it is sampled, and the logits of the
-    window of the last ``window`` features when a hop completed and the head has seen a full window.
+    The source is a ``LiveFrameFeatures`` (RGB backbone), ``LiveFlowFeatures`` (temporal stream) or
+    ``LiveJoinedFeatures`` (both, joined per frame). ``push(rgb)`` returns ``(feature, logits)``: the newest feature
+    that became ready with this frame (or None), and the logits of the window of the last ``window`` features when a
+    hop completed and the head has seen a full window; ``push_all`` returns every feature that became ready (the
+    delayed sources release several at once at a video's start).
     """
 
-    def __init__(self, features: LiveFrameFeatures, runtime: Any) -> None:
+    def __init__(self, features: Any, runtime: Any) -> None:
         self.features, self.runtime = features, runtime
         self.window, self.hop = int(runtime.window), int(runtime.hop)
         self._pending: list[Tensor] = []
+        self._frame = self._fed = 0  # frames pushed, features fed to the head
         self.head_seconds = 0.0
 
     def reset(self) -> None:
@@ -307,20 +526,31 @@ class FeatureHeadStream:
         self.features.reset()
         self.runtime.reset()
         self._pending = []
+        self._frame = self._fed = 0
 
     def push(self, rgb: np.ndarray) -> tuple[Tensor | None, Tensor | None]:
-        feature = self.features.push(rgb)
-        if feature is None:
-            return None, None
-        self._pending.append(feature)
-        if len(self._pending) < self.hop:
-            return feature, None
-        chunk = torch.stack(self._pending, dim=1)[None]  # hop x (D,) -> (1, D, hop)
-        self._pending = []
-        t0 = time.perf_counter()
-        res = self.runtime.step(chunk)
-        self.head_seconds += time.perf_counter() - t0
-        return feature, res.logits[0].float() if bool(res.ready[0]) else None
+        features, reports = self.push_all(rgb)
+        return (features[-1] if features else None), (reports[-1][1] if reports else None)
+
+    def push_all(self, rgb: np.ndarray) -> tuple[list[Tensor], list[tuple[int, Tensor]]]:
+        """The features that became ready with this frame, in order, and ``(end, logits)`` of every reported window
+        they completed (``end``: features of the video fed to the head so far, the window's last one included)."""
+        ready = [f for _, f in ready_features(self.features, rgb, self._frame)]
+        self._frame += 1
+        reports = []
+        for feature in ready:
+            self._pending.append(feature)
+            self._fed += 1
+            if len(self._pending) < self.hop:
+                continue
+            chunk = torch.stack(self._pending, dim=1)[None]  # hop x (D,) -> (1, D, hop)
+            self._pending = []
+            t0 = time.perf_counter()
+            res = self.runtime.step(chunk)
+            self.head_seconds += time.perf_counter() - t0
+            if bool(res.ready[0]):
+                reports.append((self._fed, res.logits[0].float()))
+        return ready, reports
 
 
 def build_stream(
@@ -333,8 +563,7 @@ def build_stream(
     model = loaded.model.eval()
     hop = hop or default_hop(model, spec.input_length, spec.eval_hop)
     runtime = head_runtime(model, spec.input_length, hop, source.feature_dim, backend, where)
-    features = LiveFrameFeatures(load_encoder(source, extractor), source.settings(), source.frame_step)
-    return FeatureHeadStream(features, runtime), source
+    return FeatureHeadStream(live_features(source, extractor), runtime), source
 
 
 def run_stream(args: argparse.Namespace, loaded: Any, out: TextIO) -> dict[str, Any]:
@@ -424,11 +653,9 @@ def evaluate_feature_head(
         feats, streamed = [], []
         for frame in read_frames(base / video.path):
             native_frames += 1
-            feature, logits = stream.push(frame.rgb)
-            if feature is not None:
-                feats.append(feature)
-            if logits is not None:
-                streamed.append((len(feats), logits))
+            ready, reports = stream.push_all(frame.rgb)
+            feats.extend(ready)
+            streamed.extend(reports)
         if not streamed:
             skipped.append(video.path)
             continue

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -164,3 +165,32 @@ def test_ordered_events_file_and_mean_pool_at_chance(tmp_path: Path) -> None:
         hits = [int(np.argmin(((centroids - x) ** 2).sum(1)) == y) for x, y in test]
         assert low <= float(np.mean(hits)) <= high
     assert chance(3) == pytest.approx(1 / 6)
+
+
+def _rows_video(key: str, frames: int, dim: int = 3) -> VideoFeatures:
+    """A video whose feature row ``t`` is ``t`` in every channel: a sample's values are the rows it drew."""
+    rows = np.repeat(np.arange(frames, dtype=np.float32)[:, None], dim, axis=1)
+    return dataclasses.replace(_video(key, dim, frames=frames), features=rows)
+
+
+def _epoch(dm: FeatureDataModule, workers: int) -> tuple[np.ndarray, np.ndarray]:
+    dm.num_workers = workers
+    batches = list(dm.train_dataloader())
+    rows = np.concatenate([b["inputs"][:, 0].numpy() for b in batches])  # (videos, F) drawn rows
+    return np.concatenate([b["group"].numpy() for b in batches]), rows
+
+
+def test_jitter_is_seeded_per_item_not_per_worker(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("PL_GLOBAL_SEED", raising=False)  # the data module's seed is the run's
+    videos = [_rows_video(f"A__v{i}", 40) for i in range(8)]
+    videos.append(dataclasses.replace(_rows_video("A__e0", 40), split="test"))
+    path = _write(tmp_path / "f.h5", 3, videos)
+    dm = FeatureDataModule(path, num_frames=5, batch_size=3, seed=7)
+    order0, rows0 = _epoch(dm, 0)
+    order2, rows2 = _epoch(dm, 2)
+    np.testing.assert_array_equal(order0, order2)  # the same order ...
+    np.testing.assert_array_equal(rows0, rows2)  # ... and the same jittered rows whichever worker built an item
+    assert np.all(rows0 // 8 == np.arange(5))  # one row in each of the 5 segments of 40 rows
+    assert len({tuple(r) for r in rows0}) > 4  # positions draw their own rows (identical videos here)
+    dm.seed = 8
+    assert not np.array_equal(_epoch(dm, 0)[1], rows0)  # another run seed, other draws
