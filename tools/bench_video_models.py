@@ -19,7 +19,14 @@ Usage: ``python tools/bench_video_models.py [--threads 2] [--repeats 5] [--batch
 [--train-repeats 3] [--skip-train] [--skip-stream]``
 
 Streaming table alone, for several thread counts in one run: ``python tools/bench_video_models.py --stream-only 1,2
-[--models r2plus1d_18,p3d63] [--size 112] [--repeats 15] [--profile]``
+[--models r2plus1d_18,p3d63] [--size 112] [--repeats 15] [--profile] [--baseline REV]``; ``--baseline REV`` also
+times the compiled video engine of git revision ``REV`` (its ``engines/video.py`` and ``video_ops.py``) on the same
+converted model, round-robin with the current one, for before/after figures from one run.
+
+Video ensembles on the compiled engine against the eager one (one frame a step, batch 1, small frames):
+``python tools/bench_video_models.py --ensembles 1 [--size 32] [--repeats 15]``: a ``ParallelClassifiers`` of
+``r2plus1d_18`` and ``p3d63`` on the same clip, and a two-stream ``NamedInputClassifiers`` (RGB ``r2plus1d_18``, flow
+``r2plus1d_18`` on 10 channels: 5 stacked fields) streamed by ``MultiInputStreaming``.
 """
 
 from __future__ import annotations
@@ -27,14 +34,20 @@ from __future__ import annotations
 import argparse
 import copy
 import statistics
+import subprocess
+import sys
 import time
+import types
 from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 import torch
 import torchvision
 from torch import nn
 
 from vidrec.layers.conv2plus1d import TemporalPadding
+from vidrec.layers.stream_state import map_state
 from vidrec.models.p3d import p3d63
 from vidrec.models.r2plus1d import load_torchvision_r2plus1d, r2plus1d_18
 from vidrec.streaming.optimize import fold_batchnorm
@@ -92,8 +105,14 @@ def main() -> None:
     parser.add_argument(
         "--models", default="r2plus1d_18", help="--stream-only: registered model names, comma-separated"
     )
-    parser.add_argument("--size", type=int, default=SIZE, help="--stream-only: frame size")
+    parser.add_argument("--size", type=int, default=None, help="--stream-only / --ensembles: frame size (112 / 32)")
     parser.add_argument("--profile", action="store_true", help="--stream-only: also profile each engine's step")
+    parser.add_argument(
+        "--ensembles", metavar="THREADS", help="only the video ensembles' step, compiled vs eager, at these threads"
+    )
+    parser.add_argument(
+        "--baseline", metavar="REV", help="--stream-only: also time the compiled video engine of this git revision"
+    )
     parser.add_argument(
         "--exactness", action="store_true", help="only the exactness table of the streamable video models"
     )
@@ -102,13 +121,17 @@ def main() -> None:
         torch.set_num_threads(args.threads)
         exactness_table(["r2plus1d_18", "r2plus1d_34", "p3d63", "p3d131", "p3d199"])
         return
+    if args.ensembles:
+        bench_ensembles([int(t) for t in args.ensembles.split(",")], repeats=args.repeats, size=args.size or 32)
+        return
     if args.stream_only:
         bench_streaming(
             args.models.split(","),
             threads=[int(t) for t in args.stream_only.split(",")],
             repeats=args.repeats,
-            size=args.size,
+            size=args.size or SIZE,
             profile=args.profile,
+            baseline=args.baseline,
         )
         return
     if min(args.batch, args.train_batch, args.repeats, args.train_repeats) < 1:
@@ -178,21 +201,70 @@ def _flops(fn: Callable[[], object]) -> int:
     return int(counter.get_total_flops())
 
 
-def bench_streaming(names: list[str], *, threads: list[int], repeats: int, size: int, profile: bool = False) -> None:
+def baseline_video_engine(rev: str) -> Any:
+    """The ``CompiledVideoEngine`` class of git revision ``rev``, loaded from its two source files.
+
+    Its lowering walk sees only the generic registrations of ``vidrec.layers.lowering`` (the ones that revision had):
+    the video-target registrations of the current tree call primitives its builder does not have.
+    """
+    from vidrec.layers import lowering
+
+    root = Path(__file__).resolve().parents[1]
+
+    def load(path: str, name: str, replace: dict[str, str]) -> types.ModuleType:
+        cmd = ["git", "-C", str(root), "show", f"{rev}:{path}"]
+        text = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+        for old, new in replace.items():
+            text = text.replace(old, new)
+        module = types.ModuleType(name)
+        sys.modules[name] = module  # dataclasses resolve the module's annotations through sys.modules
+        exec(compile(text, f"{rev}:{path}", "exec"), module.__dict__)  # noqa: S102  # the project's own history
+        return module
+
+    load("vidrec/streaming/engines/video_ops.py", "_baseline_video_ops", {})
+    engine = load(
+        "vidrec/streaming/engines/video.py",
+        "_baseline_video",
+        {"vidrec.streaming.engines.video_ops": "_baseline_video_ops"},
+    )
+
+    def generic_lowering(module: nn.Module, target: str) -> Any:
+        for cls in type(module).__mro__:
+            fn = lowering._LOWERINGS.get((cls, None))
+            if fn is not None:
+                return fn
+        return None
+
+    engine.lowering_for = generic_lowering
+    return engine.CompiledVideoEngine
+
+
+def bench_streaming(
+    names: list[str],
+    *,
+    threads: list[int],
+    repeats: int,
+    size: int,
+    profile: bool = False,
+    baseline: str | None = None,
+) -> None:
     """Streaming one frame (hop 1, 16-frame window, batch 1) on the eager and compiled engines vs recomputing the clip.
 
     For each model and thread count, in one round-robin run: the median time of a step of each engine
     (``vidrec.streaming.to_streaming``, BatchNorm folded as the runtime does), of the 16-frame clip forward with
     BatchNorm folded (the fair baseline) and without (the model as trained); the ratios clip / step; the FLOP ratio
     (clip / step, counted by ``torch.utils.flop_counter``) that bounds them; and max |streamed - offline| of each
-    engine's last logits.
+    engine's last logits. With ``baseline``, the compiled video engine of that git revision too (``before``).
     """
     print(f"\nstreaming one frame vs recomputing a {FRAMES}-frame clip (batch 1, {size}x{size}, hop 1; ms, medians)")
+    before = None if baseline is None else baseline_video_engine(baseline)
     for name in names:
-        _bench_model(name, threads, repeats, size, profile)
+        _bench_model(name, threads, repeats, size, profile, before, baseline)
 
 
-def _bench_model(name: str, threads: list[int], repeats: int, size: int, profile: bool) -> None:
+def _bench_model(
+    name: str, threads: list[int], repeats: int, size: int, profile: bool, before: Any = None, rev: str | None = None
+) -> None:
     from vidrec.models import build_model
     from vidrec.streaming import to_streaming
 
@@ -200,6 +272,15 @@ def _bench_model(name: str, threads: list[int], repeats: int, size: int, profile
     model = build_model(name).eval()
     x = torch.randn(1, 3, FRAMES + 8, size, size)  # (B, C, T, H, W): 8 frames of warm-up beyond the window
     rts = {b: to_streaming(model, FRAMES, 1, frame_shape=(size, size), backend=b) for b in ("eager", "compiled")}
+    if before is not None:  # the same runtime, with the revision's engine on its converted model
+        rt = to_streaming(model, FRAMES, 1, frame_shape=(size, size), backend="compiled")
+        rt.engine = before(rt.model, (3, 1, size, size), rt.dtype, rt.device)
+        rt.engine.grow(rt.capacity)
+        rts["before"] = rt
+    print(
+        f"{name}: "
+        + "; ".join(f"{b}: {rt.describe().engine}, {len(rt.describe().decisions)} decisions" for b, rt in rts.items())
+    )
     with torch.inference_mode():
         logits = {b: rt.run(x[:, :, : FRAMES + 7])[0][0, -1] for b, rt in rts.items()}
         offline = model(x[:, :, 7 : FRAMES + 7])[0]
@@ -207,13 +288,14 @@ def _bench_model(name: str, threads: list[int], repeats: int, size: int, profile
     clip, frame = x[:, :, :FRAMES], x[:, :, -1:]
     with torch.inference_mode():
         flop_clip = _flops(lambda: folded(clip))
-        state = [t.clone() for t in rts["eager"].state()]
+        state = map_state(lambda t: t.clone(), rts["eager"].state())  # the model's state tree, batch 1
         flop_step = _flops(lambda: folded.stream_step(frame, state))  # type: ignore[operator]
     dev = {b: float((v - offline).abs().max()) for b, v in logits.items()}
     print(
         f"{name}: FLOPs clip {flop_clip / 1e9:.2f} G, step {flop_step / 1e9:.3f} G, so the FLOP ratio allows "
-        f"{flop_clip / flop_step:.1f}x; max |streamed - offline| logits: compiled {dev['compiled']:.2e}, "
-        f"eager {dev['eager']:.2e} (logits up to {float(offline.abs().max()):.2g})"
+        f"{flop_clip / flop_step:.1f}x; max |streamed - offline| logits: "
+        + ", ".join(f"{b} {d:.2e}" for b, d in dev.items())
+        + f" (logits up to {float(offline.abs().max()):.2g})"
     )
 
     def run_clip() -> None:
@@ -232,20 +314,95 @@ def _bench_model(name: str, threads: list[int], repeats: int, size: int, profile
         "clip_folded": run_clip,
         "clip": _forward(model, clip),
     }
+    if "before" in rts:
+        jobs["before"] = stepper("before")
+    extra = f"{f'compiled@{rev}':>18s}{'before/now':>12s}" if "before" in rts else ""
     print(
         f"{'threads':>8s}{'eager step':>12s}{'compiled':>10s}{'clip, BN folded':>17s}{'clip':>8s}"
-        f"{'clip/eager':>12s}{'clip/compiled':>15s}{'eager/compiled':>16s}"
+        f"{'clip/eager':>12s}{'clip/compiled':>15s}{'eager/compiled':>16s}{extra}"
     )
     for n in threads:
         torch.set_num_threads(n)
         t = _round_robin(jobs, repeats)
-        print(
+        row = (
             f"{n:8d}{t['eager'] * 1e3:12.1f}{t['compiled'] * 1e3:10.1f}{t['clip_folded'] * 1e3:17.1f}"
             f"{t['clip'] * 1e3:8.1f}{t['clip_folded'] / t['eager']:11.2f}x{t['clip_folded'] / t['compiled']:14.2f}x"
             f"{t['eager'] / t['compiled']:15.2f}x"
         )
+        if "before" in t:
+            row += f"{t['before'] * 1e3:18.1f}{t['before'] / t['compiled']:11.2f}x"
+        print(row, flush=True)
         if profile:
             _profile({k: jobs[k] for k in ("eager", "compiled")}, f"{name}, {n} thread(s)")
+
+
+def bench_ensembles(threads: list[int], *, repeats: int, size: int) -> None:
+    """One frame a step (batch 1, hop 1, 16-frame windows) of two video ensembles, compiled engine vs eager engine.
+
+    A ``ParallelClassifiers`` (``r2plus1d_18`` and ``p3d63``, mean of probabilities) on one clip, through
+    ``to_streaming``; a two-stream ``NamedInputClassifiers`` (RGB and flow ``r2plus1d_18``, the flow one on ``2 L = 10``
+    channels) through ``MultiInputStreaming``, both inputs stepped. Median ms a step, max |compiled - eager| logits.
+    """
+    from vidrec.models import build_model
+    from vidrec.models._base import FusionRule, ParallelClassifiers
+    from vidrec.models.multi_input import NamedInputClassifiers
+    from vidrec.streaming import to_streaming
+    from vidrec.streaming.multi import MultiInputStreaming
+
+    torch.manual_seed(0)
+    frame = (size, size)
+    pair = ParallelClassifiers(
+        {"r2p": build_model("r2plus1d_18", num_classes=10), "p3d": build_model("p3d63", num_classes=10)},
+        rule=FusionRule.MEAN_PROBABILITIES,
+    ).eval()
+    two = NamedInputClassifiers(
+        {
+            "rgb": build_model("r2plus1d_18", num_classes=10),
+            "flow": build_model("r2plus1d_18", num_classes=10, in_channels=10),
+        },
+        rule=FusionRule.WEIGHTED_LOGITS,
+        weights=[0.4, 0.6],
+    ).eval()
+    x = torch.randn(1, 3, FRAMES + 2, size, size)  # (B, C, T, H, W)
+    flow = torch.randn(1, 10, FRAMES + 2, size, size)
+    steppers: dict[str, Callable[[], Any]] = {}
+    last: dict[str, torch.Tensor] = {}
+    for backend in ("compiled", "eager"):
+        rt = to_streaming(pair, FRAMES, 1, frame_shape=frame, backend=backend)
+        multi = MultiInputStreaming(
+            two,
+            windows={"rgb": FRAMES, "flow": FRAMES},
+            backend=backend,
+            member_kwargs={"rgb": {"frame_shape": frame}, "flow": {"frame_shape": frame}},
+        )
+        print(
+            f"{backend}: pair {rt.describe().engine}, {len(rt.describe().decisions)} decisions; two-stream "
+            + ", ".join(f"{n} {m.describe().engine}" for n, m in multi.members.items())
+        )
+        for t in range(FRAMES + 1):  # warm up past the window
+            last[f"pair {backend}"] = rt.step(x[:, :, t : t + 1]).logits
+            last[f"two-stream {backend}"] = multi.step(
+                {"rgb": x[:, :, t : t + 1], "flow": flow[:, :, t : t + 1]}
+            ).logits
+        steppers[f"pair {backend}"] = lambda rt=rt: rt.step(x[:, :, -1:])
+        steppers[f"two-stream {backend}"] = lambda m=multi: m.step({"rgb": x[:, :, -1:], "flow": flow[:, :, -1:]})
+    for what in ("pair", "two-stream"):
+        d = float((last[f"{what} compiled"] - last[f"{what} eager"]).abs().max())
+        print(f"{what}: max |compiled - eager| logits after {FRAMES + 1} frames: {d:.2e}")
+    print(f"\nvideo ensembles, one frame a step ({size}x{size}, batch 1, hop 1; ms, medians of {repeats})")
+    print(
+        f"{'threads':>8s}{'pair eager':>12s}{'compiled':>10s}{'ratio':>8s}{'2-stream eager':>16s}{'compiled':>10s}"
+        f"{'ratio':>8s}"
+    )
+    for n in threads:
+        torch.set_num_threads(n)
+        t = _round_robin(steppers, repeats)
+        print(
+            f"{n:8d}{t['pair eager'] * 1e3:12.1f}{t['pair compiled'] * 1e3:10.1f}"
+            f"{t['pair eager'] / t['pair compiled']:7.2f}x{t['two-stream eager'] * 1e3:16.1f}"
+            f"{t['two-stream compiled'] * 1e3:10.1f}{t['two-stream eager'] / t['two-stream compiled']:7.2f}x",
+            flush=True,
+        )
 
 
 def exactness_table(names: list[str], size: int = 32) -> None:

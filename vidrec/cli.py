@@ -296,6 +296,17 @@ def move_legacy_data_keys(args: Sequence[str]) -> list[str]:
     return out
 
 
+def saved_config_name(args: Sequence[str]) -> str:
+    """The name a LightningCLI run saves its config under in the run folder.
+
+    ``fit`` writes ``config.yaml``, the training config that ``vidrec test -c RUN/config.yaml`` reads back; the other
+    subcommands write ``<subcommand>_config.yaml`` (a test run from a run's config logs into that run's folder, and
+    must not replace the training config there).
+    """
+    command = args[0] if args and args[0] in LIGHTNING_COMMANDS else "fit"
+    return "config.yaml" if command == "fit" else f"{command}_config.yaml"
+
+
 def _lightning_main(args: Sequence[str], run: bool = True) -> VidrecCLI:
     """Run LightningCLI on ``args`` (a subcommand and its options)."""
     _quiet_run_output()
@@ -311,7 +322,7 @@ def _lightning_main(args: Sequence[str], run: bool = True) -> VidrecCLI:
             LightningDataModule,
             subclass_mode_data=True,
             trainer_defaults=trainer_defaults(),
-            save_config_kwargs={"overwrite": True},
+            save_config_kwargs={"overwrite": True, "config_filename": saved_config_name(args)},
             run=run,
         )
     finally:

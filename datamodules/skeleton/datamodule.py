@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from datamodules.loaders import split_loader
+from datamodules.loaders import evaluation_loader, training_loader
 from datamodules.skeleton.protocols import Protocol, is_training_sample
 from datamodules.skeleton.schema import SampleInfo, read_skeleton_info, read_skeleton_sample
 from datamodules.skeleton.transforms import (
@@ -40,6 +40,7 @@ from datamodules.skeleton.transforms import (
     joints_to_channels,
     preprocess_joints,
 )
+from vidrec.skeleton_spec import Centring
 from vidrec.spec import ChannelNormalization, DeploymentSpec, Modality, SplitSpec
 
 __all__ = ["SkeletonDataset", "SkeletonDataModule", "read_split_list"]
@@ -64,7 +65,12 @@ def read_split_list(path: str | Path, known: Sequence[str]) -> tuple[list[str], 
 
 
 class SkeletonDataset(Dataset):
-    """Fixed-length inputs of in-memory samples; augmentation when ``augmentation`` is given."""
+    """Fixed-length inputs of in-memory samples; augmentation when ``augmentation`` is given.
+
+    An augmented item draws its crop, rotation and scaling from a NumPy generator seeded by one draw of torch's
+    global generator, which the training loader seeds per (run seed, epoch, position in the epoch)
+    (``datamodules.loaders.SeededItems``): an item is the same whichever worker builds it, and two positions differ.
+    """
 
     def __init__(
         self,
@@ -76,13 +82,11 @@ class SkeletonDataset(Dataset):
         length_mode: LengthMode,
         max_bodies: int,
         augmentation: SkeletonAugmentation | None,
-        seed: int = 0,
     ) -> None:
         self.joints, self.labels, self.groups = joints, labels, groups
         self.length, self.length_mode, self.max_bodies = length, length_mode, max_bodies
         self.augmentation = augmentation
-        self.seed = seed
-        self._epoch_rng = np.random.default_rng(seed)
+        self.draws_random = augmentation is not None  # unaugmented items are not seeded by the loader
 
     def __len__(self) -> int:
         return len(self.joints)
@@ -91,7 +95,7 @@ class SkeletonDataset(Dataset):
         x = self.joints[i]
         rng = None
         if self.augmentation is not None:
-            rng = np.random.default_rng(self._epoch_rng.integers(1 << 62))
+            rng = np.random.default_rng(int(torch.randint(0, 1 << 62, ()).item()))  # the item's seed (see above)
             x = augment_joints(x, self.augmentation, rng)
         x = fix_length(x, self.length, self.length_mode, rng)
         return {
@@ -125,7 +129,8 @@ class SkeletonDataModule(L.LightningDataModule):
         frame_rate: Frames per second of the recordings (Kinect v2: 30).
         batch_size: Batch size.
         num_workers: DataLoader workers.
-        seed: Seed of the validation draw and the augmentation.
+        seed: Seed of the validation draw, and of the training order and augmentation when the run sets no seed
+            (``seed_everything`` wins, see ``datamodules.loaders.training_loader``).
     """
 
     def __init__(
@@ -236,7 +241,6 @@ class SkeletonDataModule(L.LightningDataModule):
                     length_mode=self.length_mode,
                     max_bodies=self.max_bodies,
                     augmentation=self.augmentation if name == "train" else None,
-                    seed=self.seed,
                 )
                 self.split_names[name] = [s.name for s in samples]
                 log.info("%s: %s split: %d samples", self.path, name, len(samples))
@@ -244,13 +248,15 @@ class SkeletonDataModule(L.LightningDataModule):
     def _loader(self, name: str, shuffle: bool) -> DataLoader:
         if not self.datasets:
             raise RuntimeError(f"{self.path}: call setup() before asking for the {name} dataloader")
-        return split_loader(  # training: seeded and resumable (datamodules.loaders)
-            self.datasets[name],
-            train=shuffle,
-            batch_size=self.batch_size,
-            trainer=self.trainer,
-            num_workers=self.num_workers,
-        )
+        if shuffle:  # seeded per (run seed, epoch, position) and resumable; ``seed`` when the run sets none
+            return training_loader(
+                self.datasets[name],
+                batch_size=self.batch_size,
+                trainer=self.trainer,
+                seed=self.seed,
+                num_workers=self.num_workers,
+            )
+        return evaluation_loader(self.datasets[name], batch_size=self.batch_size, num_workers=self.num_workers)
 
     def train_dataloader(self) -> DataLoader:
         """Shuffled, augmented training samples."""
@@ -273,6 +279,61 @@ class SkeletonDataModule(L.LightningDataModule):
         return {
             i: {"sample": s.name, "subject": s.performer, "camera": s.camera} for i, s in enumerate(self.info.samples)
         }
+
+    @classmethod
+    def from_spec(cls, spec: DeploymentSpec, path: str | None = None, *, batch_size: int = 64) -> SkeletonDataModule:
+        """The data module of a skeleton checkpoint's spec: its protocol, window, length mode and anchoring.
+
+        The test side is decided again by the protocol (or the performers, for ``custom``) on ``path`` (default: the
+        file the spec names) and checked against the spec's test performers, so the test clips are those
+        ``vidrec test`` scored. A model trained with split lists is evaluated on its protocol's test side; when
+        that has other performers, the error says so.
+
+        Raises:
+            ValueError: not a skeleton spec, no split or data file, an unknown protocol, or another test side.
+        """
+        file = path or spec.data_path
+        if spec.modality is not Modality.SKELETON or spec.skeleton is None:
+            raise ValueError(f"{file}: a {spec.modality.value} deployment spec does not describe a skeleton file")
+        if spec.split is None:
+            raise ValueError(f"{file}: the checkpoint's deployment spec names no split; test it with `vidrec test`")
+        if not file:
+            raise ValueError("the deployment spec names no skeleton file; pass its path (--data)")
+        known = {p.value: p for p in Protocol}
+        if spec.split.mode not in known:
+            raise ValueError(
+                f"{file}: the spec's split mode {spec.split.mode!r} is not a skeleton protocol {sorted(known)}"
+            )
+        protocol, sk = known[spec.split.mode], spec.skeleton
+        dm = cls(
+            file,
+            protocol=protocol,
+            test_performers=list(spec.split.test_subjects) if protocol is Protocol.CUSTOM else None,
+            length=spec.window,
+            length_mode=LengthMode(sk.length_mode),
+            max_bodies=sk.bodies,
+            center=sk.centring is Centring.FIRST_FRAME,
+            align_view=sk.align_view,
+            normalize_scale=sk.normalize_scale,
+            stream_hop=spec.hop,
+            frame_rate=spec.rate,
+            batch_size=batch_size,
+            seed=spec.split.seed,
+        )
+        if dm.in_channels != len(spec.channels):
+            raise ValueError(
+                f"{file}: {dm.in_channels} channels per frame ({sk.bodies} bodies x {dm.info.num_joints} joints x "
+                f"{len(dm.info.coords)} coords), the checkpoint expects {len(spec.channels)}"
+            )
+        dm.setup("test")
+        by_name = {s.name: s for s in dm.info.samples}
+        have = sorted({by_name[n].performer for n in dm.split_names["test"]})
+        if have != sorted(spec.split.test_subjects):
+            raise ValueError(
+                f"{file}: protocol {spec.split.mode} gives test performers {have}, the checkpoint was tested on "
+                f"{sorted(spec.split.test_subjects)} (another file, or split lists)"
+            )
+        return dm
 
     def deployment_spec(self) -> DeploymentSpec:
         """Window, hop, frame rate, joint layout and anchoring of this data, for checkpoints (``vidrec.spec``).

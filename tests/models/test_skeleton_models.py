@@ -19,6 +19,7 @@ from vidrec.streaming import to_streaming
 SMALL = dict(in_channels=150, num_classes=5, width=8, kernel_size=3)
 WINDOW, HOP = 48, 4
 SUBNETS = ["skeleton_resnet1d", "skeleton_frame_difference", "skeleton_attention", "skeleton_body_part"]
+FULLY_LOWERED = {"skeleton_resnet1d", "skeleton_frame_difference", "skeleton_body_part"}  # traced, ring buffers
 
 
 def _build(name: str) -> nn.Module:
@@ -47,6 +48,9 @@ def test_every_subnet_streams_exactly(name: str) -> None:
     model = _build(name)
     x = torch.randn(2, 150, 64)
     rt = to_streaming(model, WINDOW, HOP, capacity=2, in_channels=150)
+    if name in FULLY_LOWERED:  # part networks with their channel selection, the frame difference, the output BN
+        description = rt.describe()
+        assert description.engine == "compiled" and description.ring_buffers and not description.decisions
     logits, ready = rt.run(x)
     ends = [(k + 1) * HOP for k in range(64 // HOP) if ready[0, k]]
     assert ends[0] == WINDOW and len(ends) == 5
@@ -122,12 +126,21 @@ def test_the_ensemble_streams_as_one_model_equal_to_offline() -> None:
     assert rt.compiled and description.engine == "compiled"
     eager_parts = {d.part for d in description.decisions if d.reason.startswith("not lowered")}
     assert eager_parts == {"two_stream.spatial"}  # only the whole-window spatial stream is recomputed eagerly
+    eager_modules = {d.part for d in description.decisions} - eager_parts  # inside compiled steps: attention only
+    assert eager_modules == {"attention.channel_attention", "attention.pool", "attention.classifier"}
     logits, ready = rt.run(x)
     ends = [(k + 1) * HOP for k in range(72 // HOP) if ready[0, k]]
     assert ends[0] == WINDOW and len(ends) == 7
     with torch.no_grad():
         ref = torch.stack([model(x[:, :, e - WINDOW : e]) for e in ends], dim=1)
     torch.testing.assert_close(logits[:, ready[0]], ref, atol=2e-5, rtol=0)
+
+
+def test_body_part_channel_selectors_copy_each_parts_channels() -> None:
+    features = _build("skeleton_body_part").features
+    x = torch.randn(2, 150, 5)
+    for pick, part in zip(features.selectors(), features._split(x)):
+        torch.testing.assert_close(pick(x), part, atol=0, rtol=0)
 
 
 def test_ensemble_checkpoint_names_are_subnet_prefixed() -> None:

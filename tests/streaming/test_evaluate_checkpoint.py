@@ -2,7 +2,8 @@
 
 A tiny HDF5 file (6 subjects, 3 classes) is written in tmp_path; a model is trained for one epoch with `vidrec fit`,
 tested with `vidrec test`, and evaluated with `vidrec evaluate-streaming`: its offline accuracy must equal the test
-accuracy, for the official split and for a k-fold split with edge-filled context and the MAJORITY label policy.
+accuracy, for the official split and for a k-fold split with edge-filled context and the MAJORITY label policy (at an
+evaluation hop of 8, and of 12, where the scored windows end off the stream's multiples of the hop).
 """
 
 from __future__ import annotations
@@ -106,6 +107,8 @@ SPLITS = {
         "0.0",
     ],
 }
+# the same with an evaluation hop of 12: `vidrec test` scores windows ending at 32, 44, ... (off the multiples of 12)
+SPLITS["kfold-edge-hop12"] = [*SPLITS["kfold-edge-majority"], "--data.init_args.windows.eval_hop", "12"]
 
 
 @pytest.mark.slow

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 from torch import nn
 
@@ -64,3 +65,39 @@ def test_edge_filled_start_is_evaluated_from_the_first_output_on_both_sides(tiny
     window = torch.cat([x[:, :1].expand(-1, 24), x[:, :16]], dim=1)[None]
     with torch.no_grad():
         assert int(result.offline_pred["rec0"][0]) == int(tiny_model(window).argmax())
+
+
+def _scored_every(recs: list[EvalRecording], first: int, eval_hop: int) -> list[EvalRecording]:
+    """The recordings with the windows a data module with left context scores: ending at first + k eval_hop."""
+    out = []
+    for r in recs:
+        ends = np.arange(first, r.samples.shape[1] + 1, eval_hop)
+        out.append(EvalRecording(r.id, r.samples, r.labels, ends, r.labels[ends - 1]))
+    return out
+
+
+def test_windows_scored_off_the_hop_grid_are_streamed_from_an_earlier_start(tiny_model: nn.Module) -> None:
+    # window 40 = 8 samples of edge-filled context + 32; `vidrec test` scores windows ending at 32, 44, 56, ...
+    recs = _scored_every(_recordings(), 32, 12)
+    reports = {}
+    for hop in (4, 12):
+        result = evaluate_streaming(tiny_model, recs, 40, hop, ["a", "b", "c"], timing_repeats=2, first_output=32)
+        rep = reports[hop] = result.report
+        assert rep["windows"] == sum(len(r.window_ends) for r in recs if r.window_ends is not None)
+        assert rep["argmax_agreement"] == 1.0 and rep["max_abs_logit_delta"] <= 1e-4
+        scored_ends = result.ends["rec0"][result.scored["rec0"]]
+        assert scored_ends.tolist() == list(range(32, 151, 12))
+    # hop 12: each stream starts 4 samples early (36 = 32 + 4 is on its grid), edge fill like the context
+    assert reports[12]["stream_offsets"] == {"rec0": 4, "rec1": 4} and reports[4]["stream_offsets"] == {}
+    for side in ("offline", "streaming"):  # the same scored windows (latency differs: hop 4 emits more of them)
+        for metric in ("accuracy", "macro_f1"):
+            assert reports[12][side][metric] == reports[4][side][metric]
+
+
+def test_a_hop_that_cannot_emit_the_scored_windows_names_the_hops_that_can(tiny_model: nn.Module) -> None:
+    recs = _scored_every(_recordings(), 32, 12)
+    stride = int(tiny_model.stride)
+    valid = ", ".join(str(h) for h in range(stride, 13, stride) if 12 % h == 0)
+    expected = rf"they end every 12 samples .* divides 12 .* stride {stride}: {valid} \(--hop\)"
+    with pytest.raises(ValueError, match=expected):
+        evaluate_streaming(tiny_model, recs, 40, 8, ["a", "b", "c"], timing_repeats=2, first_output=32)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
 import pytest
 import torch
@@ -36,13 +38,17 @@ def _tiny_p3d() -> nn.Module:
     return randomize_batchnorm(P3D(stages=stages, num_classes=5, dropout=0.0))
 
 
-def _stream_and_compare(model: nn.Module, hop: int, *, backend: str = "compiled", fold_bn: bool = True) -> float:
+def _stream_and_compare(
+    model: nn.Module, hop: int, *, backend: str = "compiled", fold_bn: bool = True, device: str = "cpu"
+) -> float:
     """Three slots, each fed its own sequence: slot 2 joins late, slot 1 is reset midway and skips some steps
     (steps of a subset of slots), more steps than the rings' period (wrap-arounds); every ready output vs offline."""
     window = model.receptive_field + 2 * hop  # type: ignore[operator]
     ticks = window // hop + 12
     x = torch.randn(3, 3, ticks * hop, SIZE, SIZE)
-    rt = to_streaming(model, window, hop, capacity=2, frame_shape=(SIZE, SIZE), backend=backend, fold_bn=fold_bn)
+    rt = to_streaming(
+        model, window, hop, capacity=2, frame_shape=(SIZE, SIZE), backend=backend, fold_bn=fold_bn, device=device
+    )
     pos, origin = [0, 0, 0], [0, 0, 0]  # next sample of each slot's sequence; where its current run started
     streamed, offline = [], []
     for tick in range(ticks):
@@ -184,7 +190,26 @@ def test_float64_steps_match_offline_to_1e_9() -> None:
     assert float((logits[0, -4:] - ref).abs().max()) < 1e-9
 
 
+@pytest.fixture
+def exact_cuda() -> Iterator[None]:
+    """cuDNN convolutions in full float32 (CUDA's default rounds them to TF32), so CUDA steps compare at 1e-4."""
+    with torch.backends.cudnn.flags(enabled=True, allow_tf32=False):
+        yield
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+@pytest.mark.usefixtures("exact_cuda")
+@pytest.mark.parametrize("build", [_tiny_r2plus1d, _tiny_p3d], ids=["r2plus1d", "p3d"])
+def test_video_engine_on_cuda_streams_exactly_over_any_slot_pattern(build: object) -> None:
+    model = build()  # type: ignore[operator]
+    rt = to_streaming(model, model.receptive_field + 2, 2, frame_shape=(SIZE, SIZE), device="cuda")
+    assert rt.describe().decisions == [] and isinstance(rt.engine, CompiledVideoEngine)
+    assert all(t.device.type == "cuda" for t in rt.engine.rings.tensors)
+    assert _stream_and_compare(model, 2, device="cuda") < 1e-4
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+@pytest.mark.usefixtures("exact_cuda")
 def test_video_engine_on_cuda_matches_the_cpu() -> None:
     model = _tiny_p3d()
     x = torch.randn(2, 3, 12, SIZE, SIZE)
@@ -195,3 +220,16 @@ def test_video_engine_on_cuda_matches_the_cpu() -> None:
     sub = rt.step(np.random.default_rng(0).standard_normal((1, 3, 1, SIZE, SIZE)).astype(np.float32), [1])
     assert sub.logits.device.type == "cpu"
     torch.testing.assert_close(cuda, cpu, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_video_engine_builds_under_cudas_default_tf32_convolutions() -> None:
+    model = _tiny_r2plus1d()
+    window = model.receptive_field + 1
+    rt = to_streaming(model, window, 1, frame_shape=(SIZE, SIZE), device="cuda")  # checked against a TF32 eager step
+    assert rt.describe().engine == "compiled" and rt.describe().decisions == []
+    x = torch.randn(1, 3, window + 2, SIZE, SIZE)
+    logits, _ = rt.run(x)
+    with torch.no_grad():
+        ref = torch.cat([model(x[:, :, t - window : t]) for t in range(window, window + 3)])
+    torch.testing.assert_close(logits[0, -3:], ref, atol=5e-2 * max(1.0, float(ref.abs().max())), rtol=0)

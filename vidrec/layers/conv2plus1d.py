@@ -16,16 +16,23 @@ Speed: every conv here keeps activations in ``channels_last_3d`` memory order (t
 Spatial ``1 x d x d`` convs run as 2D convs over the ``B * T`` frames of that layout (a free view), which oneDNN does
 faster than a 3D conv; temporal ``t x 1 x 1`` convs run as ``channels_last_3d`` 3D convs, which avoids PyTorch's slow
 native kernel for small batches. Outputs equal the plain ``nn.Conv3d`` ones up to float rounding.
+
+Lowerings (``vidrec.layers.lowering``), registered at the end of this file: ``NamedTemporalSequential`` decomposes
+into its children on every target; on the compiled video engine (target ``"video"``) a ``SpatialConv3d`` (and a
+``TemporalConv3d`` with temporal kernel 1) is a convolution on every frame, and the temporal conv of
+:func:`temporal_conv` is the ``TemporalWindowOp``'s (``t`` matmuls on its ring buffer).
 """
 
 from __future__ import annotations
 
 import enum
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from vidrec.layers.lowering import LoweringBuilder, VideoLoweringBuilder, register_lowering
 from vidrec.layers.temporal import (
     State,
     TemporalModule,
@@ -303,3 +310,22 @@ class Conv2Plus1d(NamedTemporalSequential):
             }
         )
         self.mid_channels = mid_channels
+
+
+# Lowerings for the code generators of the streaming engines (vidrec.layers.lowering)
+@register_lowering(NamedTemporalSequential)
+def _lower_named_sequential(b: LoweringBuilder[Any], m: NamedTemporalSequential, x: Any) -> Any:
+    for child in m.children():
+        x = b.lower(child, x)
+    return x
+
+
+@register_lowering(SpatialConv3d, target="video")
+def _lower_spatial_conv(b: VideoLoweringBuilder[Any], m: SpatialConv3d, x: Any) -> Any:
+    return b.frame_conv(m, x)  # 1 x k x k: a 2D conv on every frame (1 x 1: one matmul)
+
+
+@register_lowering(TemporalConv3d, target="video")
+def _lower_temporal_conv(b: VideoLoweringBuilder[Any], m: TemporalConv3d, x: Any) -> Any:
+    # outside a TemporalWindowOp only temporal kernel and stride 1 are pointwise in time; frame_conv refuses others
+    return b.frame_conv(m, x)

@@ -1,18 +1,24 @@
 """Lowering registry shared by the code generators of the streaming engines (one compiler core, several targets).
 
-The compiled (torch, ``vidrec.streaming.fastpath``) and NumPy (``vidrec.streaming.numpy_step``) engines turn a
-converted model into straight-line code. Both walk the module tree the same way, so the walk lives here:
+The compiled time-series (torch, ``vidrec.streaming.fastpath``), NumPy (``vidrec.streaming.numpy_step``) and
+compiled video (``vidrec.streaming.engines.video``) engines turn a converted model into straight-line code. All walk
+the module tree the same way, so the walk lives here:
 
 * ``register_lowering(LayerType)`` registers, beside the layer, how it decomposes into its children and the
   primitives every target provides (``LoweringBuilder``: ``lower`` a child, ``shared`` for a value read by several
   branches, ``add``, ``concat``, ``window_max``); the decomposition is written once and holds for every target.
-* ``register_lowering(LayerType, target="compiled")`` registers a target-specific lowering (a target's own
-  primitives: convolutions, pools, heads) and wins over the generic one for that target.
-* ``lowering_for(module, target)`` finds the lowering along the module's class hierarchy (target-specific first).
+* ``register_lowering(LayerType, target="video")`` registers a target-specific lowering (a target's own
+  primitives: convolutions, pools, heads) and wins over the generic one for that target. The video target's
+  primitives are ``VideoLoweringBuilder``'s (convolutions on every frame, temporal convolutions on ring buffers,
+  per-channel maps, the average-pool head); the video layers register theirs beside the layer
+  (``vidrec.layers.conv2plus1d``), torch's own modules in the engine (``vidrec.streaming.engines.video``).
+* ``lowering_for(module, target)`` finds the lowering along the module's class hierarchy (at each class the
+  target-specific one first, then the generic one).
 
-A new temporal layer made of existing layers needs one generic registration in its own file. A module with no
-lowering on a target is never skipped: the target records a ``LoweringDecision`` (its name, the engine that runs it
-instead, the reason) and calls it through its own ``stream_step``.
+A new temporal layer made of existing layers needs one generic registration in its own file; a new layer with its
+own arithmetic registers one lowering per target it should run fast on. A module with no lowering on a target is
+never skipped: the target records a ``LoweringDecision`` (its name, the engine that runs it instead, the reason) and
+calls it through its own ``stream_step``.
 
 Batch-norm folding (``vidrec.streaming.optimize.fold_batchnorm``) is registered beside each layer the same way:
 ``register_batchnorm_fold(LayerType, sequence=..., output=...)`` says which of the layer's containers runs its
@@ -40,6 +46,7 @@ __all__ = [
     "LoweringDecision",
     "Lowering",
     "TARGETS",
+    "VideoLoweringBuilder",
     "batchnorm_fold_for",
     "lowering_for",
     "register_batchnorm_fold",
@@ -48,7 +55,7 @@ __all__ = [
     "valid_twin_rule",
 ]
 
-TARGETS = ("compiled", "numpy")  # code generators that consult the registry
+TARGETS = ("compiled", "numpy", "video")  # code generators that consult the registry
 
 V = TypeVar("V")
 
@@ -76,6 +83,53 @@ class LoweringBuilder(Protocol[V]):
 
     def window_max(self, module: nn.Module, x: V, kernel: int, stride: int) -> V:
         """Maximum over the last ``kernel`` steps every ``stride`` steps; ``module`` owns the history state."""
+        ...
+
+
+class VideoLoweringBuilder(LoweringBuilder[V], Protocol[V]):
+    """The primitives of the ``"video"`` target (``vidrec.streaming.engines.video``) on ``(n, B, H, W, C)`` values.
+
+    Values are held time-first and channels-last; after the temporal head they are ``(B, C)`` rows. Each primitive
+    that cannot take its arguments (a temporal extent where none is allowed, a padding it does not lower) falls back
+    to ``eager`` itself, so a lowering never has to check what the primitive checks.
+    """
+
+    def frame_conv(self, conv: nn.Conv3d, x: V) -> V:
+        """A convolution pointwise in time (temporal kernel and stride 1, no temporal padding) on every frame."""
+        ...
+
+    def temporal_conv(self, window: nn.Module, conv: nn.Conv3d, x: V) -> V:
+        """The ``t x 1 x 1`` ``conv`` of the window op ``window`` on its ring buffer's window (one matmul a tap);
+        another ``conv`` runs eagerly on that window."""
+        ...
+
+    def window_eager(self, window: nn.Module, x: V, reason: str) -> V:
+        """The window op ``window``'s ``forward`` on its ring buffer's window (no concatenation), a decision."""
+        ...
+
+    def frame_map(self, fn: Callable[[Any], Any], x: V) -> V:
+        """``fn`` on every frame: ``(n B, C, H, W)`` channels-last frames -> ``(n B, C', H', W')`` (spatial pools)."""
+        ...
+
+    def elementwise(self, fn: Callable[[Any], Any], x: V) -> V:
+        """``fn`` on the value as it is held (elementwise, or broadcasting over the channels on the last axis)."""
+        ...
+
+    def relu(self, x: V) -> V:
+        """ReLU (fused into the convolution that produces ``x`` where it is its only reader)."""
+        ...
+
+    def temporal_mean(self, head: nn.Module, positions: int, x: V) -> V:
+        """The average-pool head: spatial mean of each new frame into a ring, mean of the last ``positions``."""
+        ...
+
+    def linear(self, layer: nn.Linear, x: V) -> V:
+        """``layer`` on ``(B, C)`` rows."""
+        ...
+
+    def eager(self, module: nn.Module, x: V, reason: str) -> V:
+        """``module`` through its own ``stream_step`` on its own state (``(B, C)`` rows: called as it is), a
+        ``LoweringDecision`` naming it and ``reason``."""
         ...
 
 

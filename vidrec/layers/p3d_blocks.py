@@ -18,6 +18,11 @@ two paths by 0.5. Weights converted from that release therefore need those two c
 no temporal conv). The spatial stride sits on the first ``1x1x1`` conv and the shortcut, as in the authors' release.
 Temporal convs follow :class:`~vidrec.layers.TemporalPadding` (``VALID``: streamable exactly; ``SAME``: zero padding
 in time, offline only); composition uses ``TemporalResidual`` / ``TemporalParallelSum`` so every block streams.
+
+Lowering: the blocks are ``ResidualReLU``s of ``TemporalResidual`` / ``TemporalParallelSum`` over
+``NamedTemporalSequential``s of ``SpatialConv3d``, temporal convs, BatchNorm and ReLU, so the generic registrations of
+those containers (``vidrec.layers.temporal``) and the video lowerings of ``vidrec.layers.conv2plus1d`` lower every
+block on the compiled video engine; a block needs no registration of its own.
 """
 
 from __future__ import annotations

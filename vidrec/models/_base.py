@@ -118,7 +118,8 @@ class ParallelClassifiers(TemporalModule):
     Each member right-aligns the window itself, so members with smaller receptive fields see the same window. The
     members are attributes under their given names (their parameters keep those prefixes in the state dict).
     Subclasses with another fusion (FusionActNet's gate) override ``fuse``. Streaming steps every member and fuses;
-    the compiled engine compiles each member on its own (``vidrec.streaming.engines.compiled``).
+    the compiled engine compiles each member on its own, time series or video, and fuses their logits
+    (``vidrec.streaming.engines.compiled.CompiledParallelEngine``).
 
     Args:
         members: Name -> streamable classifier, in fusion order.

@@ -42,12 +42,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from vidrec.layers.lowering import LoweringBuilder, register_lowering
 from vidrec.layers.residual1d import conv_bn_relu_1d
+from vidrec.layers.stream_state import StreamState
 from vidrec.layers.temporal import (
     TemporalAvgPoolHead,
     TemporalModule,
@@ -120,6 +123,15 @@ def _residual_group(c_in: int, stage: ResidualStage, kernel_size: int) -> Tempor
     return TemporalResidual(TemporalSequential(*layers), shortcut)
 
 
+class _OutputBatchNorm(nn.BatchNorm1d):
+    """The batch norm after the last residual addition (an ``nn.BatchNorm1d``: same parameters and checkpoint names).
+
+    It follows an addition, not a convolution, so batch-norm folding leaves it; the compiled engine lowers it as the
+    1-step convolution of its per-channel affine map (``_lower_output_batchnorm``), which keeps the whole base
+    network inside the generated, traced step.
+    """
+
+
 def _base_features(
     in_channels: int, stages: Sequence[ResidualStage], kernel_size: int, stem_width: int
 ) -> tuple[TemporalSequential, int]:
@@ -131,8 +143,24 @@ def _base_features(
     for stage in stages:
         layers.append(_residual_group(width, stage, kernel_size))
         width = stage.width
-    layers += [nn.BatchNorm1d(width), nn.ReLU(inplace=True)]
+    layers += [_OutputBatchNorm(width), nn.ReLU(inplace=True)]
     return TemporalSequential(*layers), width
+
+
+@register_lowering(_OutputBatchNorm, target="compiled")
+def _lower_output_batchnorm(b: LoweringBuilder[Any], m: _OutputBatchNorm, x: Any) -> Any:
+    """Eval batch norm ``y = scale * x + shift`` per channel, as a 1-step convolution with a diagonal weight."""
+    if m.training or m.running_mean is None or m.running_var is None:
+        raise TypeError("the output batch norm is lowered in eval mode with running statistics only")
+    conv = nn.Conv1d(m.num_features, m.num_features, 1, bias=False, device=m.running_var.device)
+    with torch.no_grad():
+        scale = torch.rsqrt(m.running_var + m.eps)
+        if m.weight is not None:
+            scale = scale * m.weight
+        shift = -m.running_mean * scale + (m.bias if m.bias is not None else 0.0)
+        conv.weight.copy_(torch.diag(scale)[:, :, None])
+        conv.bias = nn.Parameter(shift.to(conv.weight.dtype))
+    return b.lower(conv.requires_grad_(False).eval(), x)
 
 
 class SkeletonResNet1D(StreamableClassifier):
@@ -160,6 +188,10 @@ class FrameDifference(TemporalModule):
 
     receptive_field, stride = 2, 1
 
+    def __init__(self, channels: int | None = None) -> None:
+        super().__init__()
+        self.channels = channels  # C, for the engines' lowering (the eager layer takes any C)
+
     def forward(self, x: Tensor) -> Tensor:
         if x.shape[2] < 2:
             raise ValueError(f"FrameDifference needs at least 2 time steps, got {x.shape[2]}")
@@ -171,6 +203,21 @@ class FrameDifference(TemporalModule):
     def stream_step(self, x: Tensor, state: list[Tensor]) -> tuple[Tensor, list[Tensor]]:
         buf = torch.cat([state[0], x], dim=2)  # (B, C, 1 + n)
         return buf[:, :, 1:] - buf[:, :, :-1], [buf[:, :, -1:]]
+
+
+@register_lowering(FrameDifference)
+def _lower_frame_difference(b: LoweringBuilder[Any], m: FrameDifference, x: Any) -> Any:
+    """Every target: ``x_t - x_{t-1}`` as a 2-step convolution with weights ``-I, I`` (one frame of history, the same
+    state as the layer's own step; exact for finite inputs)."""
+    channels = m.channels
+    if channels is None:
+        raise TypeError("FrameDifference is lowered for a known channel count: build it with channels=C")
+    conv = nn.Conv1d(channels, channels, 2, bias=False)
+    with torch.no_grad():
+        conv.weight.zero_()
+        eye = torch.arange(channels)
+        conv.weight[eye, eye, 0], conv.weight[eye, eye, 1] = -1.0, 1.0
+    return b.lower(TemporalWindowOp(conv.requires_grad_(False).eval(), 2, 1), x)
 
 
 class ChannelAttention(TemporalModule):
@@ -244,7 +291,7 @@ class FrameDifferenceNet(StreamableClassifier):
     ) -> None:
         super().__init__()
         base, self.num_features = _base_features(in_channels, stages, kernel_size, stem_width)
-        self.features = TemporalSequential(FrameDifference(), base)
+        self.features = TemporalSequential(FrameDifference(in_channels), base)
         self.pool = TemporalAvgPoolHead()
         self.classifier = nn.Sequential(nn.Dropout(dropout), nn.Linear(self.num_features, num_classes))
         self._init_geometry()
@@ -276,13 +323,25 @@ class AttentionNet(StreamableClassifier):
 
 
 class _PartFeatures(TemporalModule):
-    """Each part's network on its own channels; outputs concatenated: ``(B, C, T) -> (B, P * C', T')``."""
+    """Each part's network on its own channels; outputs concatenated: ``(B, C, T) -> (B, P * C', T')``.
+
+    The streaming engines lower it (``_lower_part_features`` below): each part's channels are picked by a one-hot
+    1-step convolution, which they lower, and each part network is lowered as it is.
+    """
 
     index: Tensor
 
-    def __init__(self, channel_groups: Sequence[Sequence[int]], nets: Sequence[TemporalSequential]) -> None:
+    def __init__(
+        self, channel_groups: Sequence[Sequence[int]], nets: Sequence[TemporalSequential], in_channels: int
+    ) -> None:
         super().__init__()
+        if any(not 0 <= c < in_channels for g in channel_groups for c in g):
+            raise ValueError(
+                f"body-part channels must lie in [0, {in_channels}), got {list(map(list, channel_groups))}"
+            )
         self.nets = nn.ModuleList(nets)
+        self.in_channels = in_channels
+        self.groups = [tuple(int(c) for c in g) for g in channel_groups]
         self.sizes = [len(g) for g in channel_groups]
         self.register_buffer("index", torch.tensor([c for g in channel_groups for c in g]), persistent=False)
         geometries = {(n.receptive_field, n.stride) for n in nets}
@@ -293,22 +352,45 @@ class _PartFeatures(TemporalModule):
     def _split(self, x: Tensor) -> list[Tensor]:
         return list(x.index_select(1, self.index).split(self.sizes, dim=1))  # P x (B, C_p, T)
 
+    def selectors(self) -> list[nn.Conv1d]:
+        """One frozen 1-step convolution per part, ``(B, C, T) -> (B, C_p, T)``: a one-hot copy of its channels.
+
+        Exact for finite inputs (each output is one input times 1 plus zeros). The engines' builders have no channel
+        selection primitive, and a time-pointwise ``nn.Conv1d`` is a leaf every target lowers.
+        """
+        weight = next(self.nets.parameters())
+        out = []
+        for group in self.groups:
+            conv = nn.Conv1d(self.in_channels, len(group), 1, bias=False, device=weight.device, dtype=weight.dtype)
+            with torch.no_grad():
+                conv.weight.zero_()
+                conv.weight[torch.arange(len(group)), torch.tensor(group), 0] = 1.0
+            out.append(conv.requires_grad_(False).eval())
+        return out
+
     def forward(self, x: Tensor) -> Tensor:
         return torch.cat([net(part) for net, part in zip(self.nets, self._split(x))], dim=1)
 
-    def stream_state(self, x: Tensor) -> list[Tensor]:
-        states = [stream_state_of(net, part) for net, part in zip(self.nets, self._split(x))]
-        self._n = [len(s) for s in states]
-        return [t for s in states for t in s]
+    def stream_state(self, x: Tensor) -> StreamState:
+        """One entry per part: its network's state."""
+        return [stream_state_of(net, part) for net, part in zip(self.nets, self._split(x))]
 
-    def stream_step(self, x: Tensor, state: list[Tensor]) -> tuple[Tensor, list[Tensor]]:
-        outs, new, i = [], [], 0
-        for net, part, n in zip(self.nets, self._split(x), self._n):
-            y, s = stream_step_of(net, part, state[i : i + n])
+    def stream_step(self, x: Tensor, state: StreamState) -> tuple[Tensor, StreamState]:
+        if isinstance(state, Tensor) or len(state) != len(self.nets):
+            raise ValueError(f"_PartFeatures.stream_step expects one state entry per part ({len(self.nets)})")
+        outs, new = [], []
+        for net, part, entry in zip(self.nets, self._split(x), state):
+            y, s = stream_step_of(net, part, entry)
             outs.append(y)
-            new += s
-            i += n
+            new.append(s)
         return torch.cat(outs, dim=1), new
+
+
+@register_lowering(_PartFeatures)
+def _lower_part_features(b: LoweringBuilder[Any], m: _PartFeatures, x: Any) -> Any:
+    """Every target: per part, its channels (a one-hot 1-step convolution) through its network; concatenated."""
+    shared = b.shared(x)  # read by every part
+    return b.concat([b.lower(net, b.lower(pick, shared)) for net, pick in zip(m.nets, m.selectors())])
 
 
 class BodyPartNet(StreamableClassifier):
@@ -343,7 +425,7 @@ class BodyPartNet(StreamableClassifier):
             net, width = _base_features(len(groups[-1]), stages, kernel_size, stem_width)
             nets.append(net)
         self.part_names = list(parts)
-        self.features = _PartFeatures(groups, nets)
+        self.features = _PartFeatures(groups, nets, in_channels)
         self.num_features = width * len(nets)
         self.pool = TemporalAvgPoolHead()
         self.classifier = nn.Sequential(nn.Dropout(dropout), nn.Linear(self.num_features, num_classes))

@@ -184,6 +184,7 @@ def run_stream(args: argparse.Namespace, out: TextIO | None = None) -> dict[str,
         return two_stream.run_stream(args, out)
     loaded = load_classifier(args.checkpoint)
     spec = _spec(loaded)
+    _refuse_lone_two_stream(spec, args.checkpoint)
     if spec.modality is Modality.VIDEO:
         return run_stream_video(args, loaded, out)
     if _feature_head(spec):  # a head over per-frame features: the backbone runs live (vidrec.streaming.features)
@@ -219,6 +220,21 @@ def run_stream(args: argparse.Namespace, out: TextIO | None = None) -> dict[str,
     return summary
 
 
+def _refuse_lone_two_stream(spec: DeploymentSpec, path: str) -> None:
+    """One stream of a two-stream ConvNet streams only with its partner (``--flow-checkpoint``): say how."""
+    info = spec.two_stream
+    if info is None or info.input not in ("rgb", "flow"):
+        return
+    if info.input == "rgb":
+        pair = f"--checkpoint {path} --flow-checkpoint FLOW.ckpt (the temporal stream, trained with input: flow)"
+    else:
+        pair = f"--checkpoint RGB.ckpt (the spatial stream, trained with input: rgb) --flow-checkpoint {path}"
+    raise ValueError(
+        f"{path}: the {info.input} stream of a two-stream ConvNet is not streamable alone; stream the RGB and flow "
+        f"checkpoints together, with incremental flow: {pair}"
+    )
+
+
 def _feature_head(spec: DeploymentSpec) -> bool:
     """A head trained on a feature file (``datamodules.features``): its spec names the features' extractor."""
     return isinstance(spec.data_source.get("features"), dict)
@@ -240,8 +256,13 @@ def run_evaluate_streaming(args: argparse.Namespace) -> dict[str, Any]:
         return two_stream.run_evaluate_streaming(args)
     loaded = load_classifier(args.checkpoint)
     spec = _spec(loaded)
+    _refuse_lone_two_stream(spec, args.checkpoint)
     if spec.modality is Modality.VIDEO:
         return run_evaluate_streaming_video(args, loaded)
+    if spec.modality is Modality.SKELETON:  # test clips offline vs streamed (vidrec.streaming.skeleton_eval)
+        from vidrec.streaming import skeleton_eval
+
+        return skeleton_eval.run_evaluate_streaming(args, loaded)
     if _feature_head(spec):
         from vidrec.streaming import features
 
@@ -296,13 +317,19 @@ def run_export_stream(args: argparse.Namespace) -> str:
 
     loaded = load_classifier(args.checkpoint)
     spec = _spec(loaded)
-    if spec.modality is not Modality.TIMESERIES:
+    if spec.modality not in (Modality.TIMESERIES, Modality.SKELETON):
         raise ValueError(
-            f"{args.checkpoint}: export-stream writes time-series steps; this is a {spec.modality.value} model"
+            f"{args.checkpoint}: export-stream writes time-series and skeleton steps; this is a "
+            f"{spec.modality.value} model"
         )
     hop = args.hop or spec.eval_hop
-    path = export_streaming_onnx(loaded.model, spec.input_length, hop, args.out)
-    print(f"wrote {path} (window={spec.input_length}, hop={hop}; inputs normalised with the spec's mean/std)")
+    skeleton = spec.modality is Modality.SKELETON  # joint frames: anchored per stream, not normalised
+    channels = spec.in_channels if skeleton else None  # the body-part subnet's first conv sees one part only
+    path = export_streaming_onnx(loaded.model, spec.input_length, hop, args.out, in_channels=channels)
+    inputs = "inputs normalised with the spec's mean/std"
+    if skeleton:
+        inputs = "inputs: joint frames anchored per stream as the spec's skeleton part says (vidrec.skeleton_spec)"
+    print(f"wrote {path} (window={spec.input_length}, hop={hop}; {inputs})")
     return str(path)
 
 

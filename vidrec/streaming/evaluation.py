@@ -1,7 +1,11 @@
 """Streaming versus offline evaluation on the same continuous recordings (``vidrec evaluate-streaming``).
 
-Both sides classify every window of ``window`` samples that ends on a multiple of ``hop`` (``e = hop, 2 hop, ...``
-with ``e >= window``), i.e. exactly the windows the streaming runtime emits after its warm-up. Offline runs
+Both sides classify every window of ``window`` samples that the streaming runtime emits after its warm-up: one
+every ``hop`` samples (``e >= window``). A stream emits at multiples of ``hop`` from its start, so where the scored
+windows end off that grid (a data module with left context scores windows ending at ``first_output + k eval_hop``)
+the stream of that recording starts ``shift < hop`` samples earlier, on copies of the first sample: they are edge
+fill inside edge-filled windows and inside no scored window otherwise (``stream_offsets`` in the report). Any hop
+that divides the spacing of the scored windows works; another one is refused with the hops that fit. Offline runs
 ``model(samples[:, e - window:e])`` window by window (batched); streaming feeds each recording hop by hop through
 ``StreamingClassifier`` (all recordings as parallel streams) and takes the logits emitted at ``e``. With
 ``first_output < window`` (models trained with edge-filled left context) the windows start at ``e >= first_output``,
@@ -151,6 +155,29 @@ def _flops(fn: Any) -> int:
     return int(counter.get_total_flops())
 
 
+def _stream_offset(rec: EvalRecording, hop: int, first: int, stride: int) -> int:
+    """Samples the stream of ``rec`` starts before the recording so that its windows (one every ``hop`` samples) end
+    on the scored window ends; 0 when the recording lists none (then every ``hop``-th sample ends one).
+
+    Raises:
+        ValueError: the scored windows are not a multiple of ``hop`` apart; the message lists the hops that fit.
+    """
+    ends = rec.window_ends
+    if ends is None or not len(ends):
+        return 0
+    residues = np.unique(ends % hop)
+    if len(residues) == 1:
+        return int(-residues[0] % hop)
+    spacing = int(np.gcd.reduce(np.abs(ends - ends[0])))  # every scored end is on this grid (> 0: residues differ)
+    valid = [h for h in range(stride, spacing + 1, stride) if spacing % h == 0]
+    raise ValueError(
+        f"recording {rec.id}: hop {hop} cannot reproduce the scored windows: they end every {spacing} samples (at "
+        f"{ends[:3].tolist()}, ...; the first window end is {first} or later), and a stream of hop {hop} emits one "
+        f"window every {hop} samples, so it would miss some of them. Use a hop that divides {spacing} and is a "
+        f"multiple of the model's temporal stride {stride}: {', '.join(map(str, valid)) or 'none'} (--hop)"
+    )
+
+
 def evaluate_streaming(
     model: nn.Module,
     recordings: Sequence[Any],
@@ -187,8 +214,8 @@ def evaluate_streaming(
         extra: Entries added to the report (the checkpoint, its split).
 
     Raises:
-        ValueError: a scored window does not end on the streaming grid (a multiple of ``hop``, at least
-            ``first_output``, within its recording).
+        ValueError: the scored windows are not ``hop`` apart (the message lists the hops that fit), or one does not
+            end within its recording at ``first_output`` or later.
 
     Returns:
         The report (accuracy, macro-F1, agreement, logit deltas, timings, FLOPs, decision latency) and predictions.
@@ -199,6 +226,10 @@ def evaluate_streaming(
     if not recs:
         raise ValueError(f"no recording has at least {first} samples (the first window end)")
     model = model.eval()
+    # each stream starts shifts[i] samples before its recording (copies of the first sample, never inside a scored
+    # window without edge fill) so that it emits the scored windows: the data module's windows end at
+    # first + k eval_hop, a stream's every hop samples from its start
+    shifts = [_stream_offset(r, hop, first, int(getattr(model, "stride", 1))) for r in recs]
     channels = recs[0].samples.shape[0]
     runtime = StreamingClassifier(
         model,
@@ -210,12 +241,13 @@ def evaluate_streaming(
         dtype=dtype,
         first_output=first_output,
     )
-    longest = max(r.samples.shape[1] for r in recs)
+    longest = max(r.samples.shape[1] + shift for r, shift in zip(recs, shifts))
     n_hops = longest // hop
     padded = np.zeros((len(recs), channels, n_hops * hop), dtype=np.float32)  # (N, C, T_max)
-    for i, r in enumerate(recs):
-        t = min(r.samples.shape[1], n_hops * hop)
-        padded[i, :, :t] = r.samples[:, :t]
+    for i, (r, shift) in enumerate(zip(recs, shifts)):
+        shifted = edge_fill(np.asarray(r.samples, dtype=np.float32), shift, axis=1)  # (C, shift + T)
+        t = min(shifted.shape[1], n_hops * hop)
+        padded[i, :, :t] = shifted[:, :t]
     t0 = time.perf_counter()
     stream_logits, _ = runtime.run(padded)  # (N, n_hops, K)
     stream_seconds = time.perf_counter() - t0
@@ -225,8 +257,8 @@ def evaluate_streaming(
     offline_seconds, n_windows = 0.0, 0
     lat: dict[str, tuple[list[float], list[int], int]] = {"offline": ([], [], 0), "streaming": ([], [], 0)}
     with torch.inference_mode():
-        for i, r in enumerate(recs):
-            ends = np.arange(hop, r.samples.shape[1] + 1, hop)
+        for i, (r, shift) in enumerate(zip(recs, shifts)):
+            ends = np.arange(hop - shift, r.samples.shape[1] + 1, hop)  # the stream's grid, in recording samples
             ends = ends[ends >= first]  # (n,) exclusive window ends
             x = torch.from_numpy(np.ascontiguousarray(r.samples, dtype=np.float32))
             x = edge_fill(x, lead_in, axis=1)  # (C, lead_in + T): sample t at t + lead_in
@@ -239,7 +271,7 @@ def evaluate_streaming(
             offline_seconds += time.perf_counter() - t0
             n_windows += len(ends)
             off = torch.cat(off_chunks).float()  # (n, K)
-            st = stream_logits[i, torch.from_numpy(ends // hop - 1)].float()  # (n, K)
+            st = stream_logits[i, torch.from_numpy((ends + shift) // hop - 1)].float()  # (n, K)
             deltas.append(float((off - st).abs().max()))
             p_off, p_str = off.argmax(1).numpy(), st.argmax(1).numpy()
             agree.append(p_off == p_str)
@@ -252,8 +284,8 @@ def evaluate_streaming(
                 if bad.any():
                     raise ValueError(
                         f"recording {r.id}: scored windows ending at {r.window_ends[bad][:5].tolist()} are not "
-                        f"emitted by a stream of hop {hop} (ends {first}, {first + hop}, ...); choose a hop that "
-                        "divides the evaluation hop and the first window end"
+                        f"emitted by a stream of hop {hop} (ends {ends[:3].tolist()}, ...; the first at sample "
+                        f"{first} or later)"
                     )
                 y = r.window_targets
             keep = y >= 0
@@ -298,6 +330,7 @@ def evaluate_streaming(
         "window": window,
         "first_output": first,
         "hop": hop,
+        "stream_offsets": {r.id: shift for r, shift in zip(recs, shifts) if shift},
         "streaming_dtype": str(runtime.dtype).replace("torch.", ""),
         "sampling_rate": sampling_rate,
         "recordings": len(recs),

@@ -234,8 +234,11 @@ class MultiInputStreaming:
             for n in self.names
         }
         if all(m.shape[1] for m in members.values()):
+            # the members' runtimes return CPU logits; the fusion runs where the model's weights are (a learnt
+            # gate, the fusion weights) and reports on the CPU like the members
+            where = self.model.weights.device
             with torch.inference_mode():
-                fused = self.model.fuse([members[n] for n in self.names])
+                fused = self.model.fuse([members[n].to(where) for n in self.names]).cpu()
         else:  # some input has not arrived yet
             fused = torch.zeros(len(slot_idx), 0)
         tick_values = np.array([float(t) if r else np.nan for t, r in zip(ticks, ready)], dtype=np.float64)

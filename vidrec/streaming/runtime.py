@@ -20,7 +20,8 @@ Semantics (exact):
   normalisation the data module applies offline.
 
 Execution is an engine's (``vidrec.streaming.engines``): ``compiled`` (the default; time series models are lowered
-once into a flat generated step over ring buffers, checked against eager at build; other models run eagerly),
+once into a flat generated step over ring buffers, video models into ops on channels-last frames over ring buffers,
+ensembles member by member, each checked against eager at build; a model neither takes runs eagerly),
 ``eager`` (module by module), ``numpy`` (one NumPy ring-buffer step per slot, lowest batch-1 latency) and
 ``onnxruntime`` (the exported step graph). Every engine steps a converted copy (BatchNorm folded into convolutions,
 dropout removed, eval mode, and for time series the linear classifier moved in front of the average pool so the pool

@@ -7,6 +7,7 @@ import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -188,3 +189,89 @@ def test_vidrec_stream_classifies_joint_frames_and_drops_malformed_lines(
         got = [r for r in rows if r["stream"] == stream]
         assert [r["class"] for r in got] == [classes[k] for k in probs.argmax(1).tolist()]
         np.testing.assert_allclose([r["prob"] for r in got], probs.max(1).values.numpy(), atol=1e-4)
+
+
+@dataclass
+class _LoadedCheckpoint(_Loaded):
+    path: str = "tiny.ckpt"
+
+
+def test_evaluate_streaming_of_a_skeleton_checkpoint_scores_its_test_clips(
+    skeleton_h5: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The clips report: one window per test clip, offline == `vidrec test`'s accuracy == streamed."""
+    window = 32
+    dm = SkeletonDataModule(str(skeleton_h5), protocol=Protocol.CUSTOM, test_performers=[3], length=window)
+    dm.setup("fit")
+    spec = dm.deployment_spec()
+    torch.manual_seed(0)
+    model = build_model(  # a subnet: the ensemble's fused streaming is tested in tests/models (compiles take long)
+        "skeleton_frame_difference", in_channels=150, num_classes=3, width=4, kernel_size=2
+    ).eval()
+    monkeypatch.setattr(stream_command, "load_classifier", lambda path: _LoadedCheckpoint(model, ["a", "b", "c"], spec))
+    parser = argparse.ArgumentParser()
+    stream_command.add_parser(parser.add_subparsers())
+    args = parser.parse_args(["evaluate-streaming", "--checkpoint", "x.ckpt", "--out", str(tmp_path / "eval")])
+    summary = args.func(args)
+    clips = json.loads((tmp_path / "eval" / "streaming_eval.json").read_text())
+    test = dm.datasets["test"]
+    x = torch.stack([test[i]["inputs"] for i in range(len(test))])
+    with torch.no_grad():
+        expected = float((model(x).argmax(1) == torch.tensor(test.labels)).float().mean())
+    assert clips["windows"] == len(test) == 9 and clips["recordings"] == 9
+    assert clips["offline"]["accuracy"] == pytest.approx(expected) == clips["streaming"]["accuracy"]
+    assert clips["max_abs_logit_delta"] < 1e-4 and clips["argmax_agreement"] == 1.0
+    assert summary["clips"]["offline_accuracy"] == clips["offline"]["accuracy"]
+    assert "live_frames" in summary  # native-rate windows of the clips long enough for one (30-40 frames)
+    live = json.loads((tmp_path / "eval" / "live_frames" / "streaming_eval.json").read_text())
+    assert live["max_abs_logit_delta"] < 1e-4 and live["windows"] >= live["recordings"] >= 1
+
+
+def test_a_skeleton_spec_whose_test_side_differs_is_refused(skeleton_h5: Path) -> None:
+    dm = SkeletonDataModule(str(skeleton_h5), protocol=Protocol.CUSTOM, test_performers=[3], length=WINDOW)
+    dm.setup("fit")
+    spec = dm.deployment_spec()
+    again = SkeletonDataModule.from_spec(spec)
+    assert again.split_names["test"] == dm.split_names["test"] and again.length == WINDOW
+    xsub = SkeletonDataModule(str(skeleton_h5), protocol=Protocol.NTU60_XSUB, length=WINDOW)
+    xsub.setup("fit")
+    other = xsub.deployment_spec()
+    assert other.split is not None
+    moved = DeploymentSpec.from_dict({**other.to_dict(), "split": {**other.split.to_dict(), "test_subjects": [1, 3]}})
+    with pytest.raises(ValueError, match=r"gives test performers \[3\], the checkpoint was tested on \[1, 3\]"):
+        SkeletonDataModule.from_spec(moved)
+    with pytest.raises(ValueError, match="does not describe a skeleton file"):
+        SkeletonDataModule.from_spec(
+            DeploymentSpec.from_dict({**spec.to_dict(), "modality": "timeseries", "skeleton": None})
+        )
+
+
+def test_export_stream_writes_the_step_of_a_skeleton_checkpoint(
+    skeleton_h5: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The ONNX step, run hop by hop from a zero state, ends on the offline logits of the window."""
+    pytest.importorskip("onnxruntime")
+    from vidrec.streaming.export import onnx_session
+
+    dm = SkeletonDataModule(str(skeleton_h5), protocol=Protocol.CUSTOM, test_performers=[3], length=WINDOW)
+    dm.setup("fit")
+    model = build_model("skeleton_body_part", in_channels=150, num_classes=3, width=4, kernel_size=2).eval()
+    spec = dm.deployment_spec()
+    monkeypatch.setattr(stream_command, "load_classifier", lambda path: _LoadedCheckpoint(model, ["a", "b", "c"], spec))
+    parser = argparse.ArgumentParser()
+    stream_command.add_parser(parser.add_subparsers())
+    out = tmp_path / "step.onnx"
+    args = parser.parse_args(["export-stream", "--checkpoint", "x.ckpt", "--out", str(out)])
+    assert args.func(args) == str(out)
+    session: Any = onnx_session(out)
+    state = {
+        i.name: np.zeros([d if isinstance(d, int) else 1 for d in i.shape], np.float32)
+        for i in session.get_inputs()
+        if i.name != "chunk"
+    }
+    x = torch.randn(1, 150, WINDOW)
+    for k in range(WINDOW // HOP):
+        logits, *new = session.run(None, {"chunk": x[:, :, k * HOP : (k + 1) * HOP].numpy(), **state})
+        state = dict(zip(state, new))
+    with torch.no_grad():
+        np.testing.assert_allclose(logits, model(x).numpy(), atol=1e-4)

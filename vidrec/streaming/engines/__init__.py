@@ -88,12 +88,12 @@ def build_engine(
 
         try:
             engine: CompiledEngine | CompiledParallelEngine
-            if len(chunk_shape) > 2:  # video frames: the video engine (vidrec.streaming.engines.video)
+            if isinstance(model, ParallelClassifiers):  # members compiled on their own (time series or video), fused
+                engine = CompiledParallelEngine(model, chunk_shape, dtype, device, ring_buffers=ring_buffers)
+            elif len(chunk_shape) > 2:  # video frames: the video engine (vidrec.streaming.engines.video)
                 from vidrec.streaming.engines.video import CompiledVideoEngine
 
                 engine = CompiledVideoEngine(model, chunk_shape, dtype, device)  # type: ignore[assignment]
-            elif isinstance(model, ParallelClassifiers):
-                engine = CompiledParallelEngine(model, chunk_shape, dtype, device, ring_buffers=ring_buffers)
             else:
                 engine = CompiledEngine(model, chunk_shape, dtype, device, ring_buffers=ring_buffers)
             engine.decisions = decisions + engine.decisions

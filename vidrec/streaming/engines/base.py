@@ -41,6 +41,7 @@ __all__ = [
     "TensorStateEngine",
     "logger",
     "module_names",
+    "tf32_possible",
 ]
 
 State = list[Tensor]
@@ -87,6 +88,18 @@ _BACKEND_ALIASES = {
     "onnx": StepBackend.ONNXRUNTIME,
     "ort": StepBackend.ONNXRUNTIME,
 }
+
+
+def tf32_possible(device: torch.device, dtype: torch.dtype) -> bool:
+    """True when float32 convolutions or matmuls on ``device`` may round to TF32 (cuDNN convolutions do by default).
+
+    The eager step then differs from an exact float32 step by ~1e-3 relative (10-bit mantissas), so the engines'
+    build-time checks against it allow for that instead of reporting a lowering bug; a misaligned frame or a wrong
+    tap still shows as a difference of the order of the logits.
+    """
+    if device.type != "cuda" or dtype != torch.float32:
+        return False
+    return bool(torch.backends.cudnn.allow_tf32 or torch.backends.cuda.matmul.allow_tf32)
 
 
 class EngineUnavailable(TypeError):

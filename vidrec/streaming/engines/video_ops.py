@@ -23,12 +23,16 @@ Regs = list[Tensor]
 
 
 def _to_protocol(t: Tensor) -> Tensor:
-    # (T, B, H, W, C) -> (B, C, T, H, W); (T, B, C) -> (B, C, T)
+    # (T, B, H, W, C) -> (B, C, T, H, W); (T, B, C) -> (B, C, T); (B, C) after a temporal head: as it is
+    if t.dim() == 2:
+        return t
     return t.permute(1, 4, 0, 2, 3) if t.dim() == 5 else t.permute(1, 2, 0)
 
 
 def _from_protocol(t: Tensor) -> Tensor:
-    # (B, C, T, H, W) -> (T, B, H, W, C) contiguous; (B, C, T) -> (T, B, C)
+    # (B, C, T, H, W) -> (T, B, H, W, C) contiguous; (B, C, T) -> (T, B, C); (B, C) (a temporal head's) as it is
+    if t.dim() == 2:
+        return t
     return (t.permute(2, 0, 3, 4, 1) if t.dim() == 5 else t.permute(2, 0, 1)).contiguous()
 
 
@@ -328,6 +332,24 @@ class _TemporalConv(_Op):
                 y.addmm_(rows, wt)
         assert y is not None
         regs[self.out] = y.view(n_out, *win.shape[1:-1], c_out)
+
+
+class _WindowMax(_Op):
+    """Maximum over the last ``kernel`` frames every ``stride`` frames, on the ring's window (a temporal max pool)."""
+
+    def __init__(self, kernel: int, stride: int, r: int | None, x: int, out: int) -> None:
+        self.kernel, self.stride, self.r, self.inputs, self.out = kernel, stride, r, (x,), out
+
+    def run(self, regs: Regs, rings: _Rings) -> None:
+        x = regs[self.inputs[0]]
+        if self.r is None:
+            win = x
+        else:
+            rings.slot(self.r, x.shape).copy_(x)
+            win = rings.window(self.r)
+        surplus = (win.shape[0] - self.kernel) % self.stride  # right alignment: the surplus is dropped on the left
+        # (L, B, H, W, C) -> (n_out, B, H, W, C, kernel) windows -> max over the window
+        regs[self.out] = win[surplus:].unfold(0, self.kernel, self.stride).amax(-1)
 
 
 class _EagerWindowOp(_Op):
