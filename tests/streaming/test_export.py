@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+import pytest
 import torch
 from torch import nn
 
@@ -35,3 +36,12 @@ def test_onnx_step_matches_torch_for_many_hops(tiny_model: nn.Module, tmp_path: 
                 worst = max(worst, float(np.abs(outs[0] - ref.logits.numpy()).max()))
         assert worst <= 1e-4
         np.testing.assert_allclose(state[0], rt.flat_state()[0].numpy(), atol=1e-4)
+
+
+def test_a_recurrent_head_is_refused_not_exported_for_one_batch(tmp_path: Path) -> None:
+    from vidrec.models import build_model
+
+    model = build_model("ts_lstm", feature_dim=16, num_classes=3, hidden_sizes=(8,)).eval()
+    with pytest.raises(ValueError, match="recurrent layer 'head.lstms.0'.*compiled or eager engine"):
+        export_streaming_onnx(model, 24, 8, tmp_path / "ts_lstm.onnx", in_channels=16)
+    assert not (tmp_path / "ts_lstm.onnx").exists()

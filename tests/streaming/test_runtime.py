@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator
 
 import numpy as np
@@ -17,6 +16,7 @@ from vidrec.models import StreamableClassifier, StreamMode, build_model, list_mo
 from vidrec.models.resnet1d import ResNet1D, Stage1d
 from vidrec.streaming import StepBackend, StreamingClassifier, fold_batchnorm, to_streaming
 from vidrec.streaming.optimize import count_batchnorm, fold_linear_head
+from vidrec.streaming.runtime import smallest_stream_geometry
 
 ATOL = 1e-4
 
@@ -88,15 +88,7 @@ def test_every_registered_model_streams_exactly(name: str, fold_bn: bool) -> Non
     model = _build(name)
     if _is_video(model):
         pytest.skip("video models are covered by test_video_models_stream_exactly")
-    stride = model.stride
-    # A member that sees the whole window at once (the skeleton spatial stream) is built for one window length.
-    fixed = {m.window for m in model.modules() if isinstance(getattr(m, "window", None), int)}
-    assert len(fixed) <= 1, f"{name} has members built for different windows: {sorted(fixed)}"
-    window = fixed.pop() if fixed else model.receptive_field + 3 * stride
-    # a head whose segments follow the window (TS-LSTM: S segments of window / S steps) streams whole segments a hop
-    smallest = getattr(model, "min_stream_hop", None)
-    if callable(smallest):
-        stride = math.lcm(stride, int(smallest(window)))
+    window, stride = smallest_stream_geometry(model)
     for hop in sorted({stride, 4 * stride, 16 * stride}):
         _check_exact(model, window, hop, fold_bn, hops_per_stream=4 if hop > stride else 6)
 

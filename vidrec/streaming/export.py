@@ -63,6 +63,12 @@ def _export(
     model: nn.Module, window: int, hop: int, in_channels: int, target: str | io.BytesIO, *, dynamo: bool = False
 ) -> int:
     """Export the step graph to ``target``; returns the number of state tensors."""
+    recurrent = [name for name, mod in model.named_modules() if isinstance(mod, nn.RNNBase)]
+    if recurrent:  # the exporter fixes an RNN's initial state to the traced batch, so other batches fail at run time
+        raise ValueError(
+            f"cannot export the streaming step of {type(model).__name__}: its recurrent layer {recurrent[0]!r} "
+            "would be exported for one fixed number of streams; stream it with the compiled or eager engine instead"
+        )
     batch = 2  # a batch of 2 keeps the exporter from specialising the batch axis to 1
     m, layout, state = _prepared(model, window, hop, in_channels, batch)
     step = StreamStepModule(m, layout).eval()

@@ -33,6 +33,7 @@ naming every module an engine did not lower and why.
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -52,6 +53,7 @@ __all__ = [
     "StepBackend",
     "StepResult",
     "StreamingClassifier",
+    "smallest_stream_geometry",
     "to_streaming",
     "infer_in_channels",
 ]
@@ -118,6 +120,23 @@ def infer_in_channels(model: nn.Module) -> int:
         if isinstance(m, nn.Linear):
             return int(m.in_features)
     raise ValueError(f"cannot infer the input channels of {type(model).__name__}; pass in_channels explicitly")
+
+
+def smallest_stream_geometry(model: nn.Module, spare_steps: int = 3) -> tuple[int, int]:
+    """``(window, hop)``: the shortest window and smallest hop a streamable ``model`` takes.
+
+    A member that sees the whole window at once (the skeleton spatial stream) is built for one window length, which
+    then is the window; otherwise the receptive field plus ``spare_steps`` output steps. A head whose segments follow
+    the window (TS-LSTM: S segments of window / S steps) streams whole segments a hop.
+    """
+    stride = int(model.stride)  # type: ignore[arg-type]
+    fixed = {m.window for m in model.modules() if isinstance(getattr(m, "window", None), int)}
+    if len(fixed) > 1:
+        raise ValueError(f"{type(model).__name__} has members built for different windows: {sorted(fixed)}")
+    window = fixed.pop() if fixed else int(model.receptive_field) + spare_steps * stride  # type: ignore[arg-type]
+    smallest = getattr(model, "min_stream_hop", None)
+    hop = math.lcm(stride, int(smallest(window))) if callable(smallest) else stride
+    return window, hop
 
 
 def _check_streamable(model: nn.Module) -> None:
