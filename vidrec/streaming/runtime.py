@@ -130,7 +130,7 @@ def smallest_stream_geometry(model: nn.Module, spare_steps: int = 3) -> tuple[in
     the window (TS-LSTM: S segments of window / S steps) streams whole segments a hop.
     """
     stride = int(model.stride)  # type: ignore[arg-type]
-    fixed = {m.window for m in model.modules() if isinstance(getattr(m, "window", None), int)}
+    fixed = {int(w) for w in (getattr(m, "window", None) for m in model.modules()) if isinstance(w, int)}
     if len(fixed) > 1:
         raise ValueError(f"{type(model).__name__} has members built for different windows: {sorted(fixed)}")
     window = fixed.pop() if fixed else int(model.receptive_field) + spare_steps * stride  # type: ignore[arg-type]
