@@ -1,10 +1,14 @@
-"""Precise BatchNorm: statistics recomputed exactly, everything else restored, invisible to the run's RNG."""
+"""Precise BatchNorm: statistics recomputed exactly, everything else restored, invisible to the run's RNG.
+
+vidrec.cli and the task are imported inside the tests that need them: the DDP test's workers import this module.
+"""
 
 from __future__ import annotations
 
 import copy
 import random
 from pathlib import Path
+from typing import Any
 
 import lightning as L
 import numpy as np
@@ -13,8 +17,6 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from vidrec.cli import main
-from vidrec.tasks import Classification
 from vidrec.tasks.precise_bn import PreciseBatchNorm, batchnorm_layers, recompute_batchnorm_statistics
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -110,7 +112,9 @@ class _Listed(Dataset):
         return self.items[i]
 
 
-def _fit(tmp_path: Path, callbacks: list[L.Callback]) -> tuple[Classification, tuple[object, ...]]:
+def _fit(tmp_path: Path, callbacks: list[L.Callback]) -> tuple[Any, tuple[object, ...]]:
+    from vidrec.tasks import Classification
+
     L.seed_everything(0)
     task = Classification(_Pair(), num_classes=2, optimizer=lambda p: torch.optim.SGD(p, lr=0.5))
     train = DataLoader(_Listed(_batches(4)), batch_size=6, shuffle=True)
@@ -147,6 +151,8 @@ def test_in_a_fit_the_statistics_are_those_of_the_final_weights_and_the_rng_is_u
 
 
 def test_the_skeleton_config_with_the_callback_parses(capsys: pytest.CaptureFixture[str]) -> None:
+    from vidrec.cli import main
+
     with pytest.raises(SystemExit) as done:
         main(["fit", "-c", str(ROOT / "configs/skeleton/synthetic_ensemble.yaml"), "--print_config"])
     assert done.value.code in (0, None)
@@ -156,3 +162,33 @@ def test_the_skeleton_config_with_the_callback_parses(capsys: pytest.CaptureFixt
 def test_num_batches_must_be_positive() -> None:
     with pytest.raises(ValueError, match="num_batches must be >= 1, got 0"):
         PreciseBatchNorm(num_batches=0)
+
+
+def _rank_pass(rank: int, world: int, port: int, out: str) -> None:
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    torch.manual_seed(0)
+    model = _Pair()
+    recompute_batchnorm_statistics(model, _batches(4)[rank::world], num_batches=50)  # rank r: batches r, r + 2
+    if rank == 0:
+        torch.save({k: v for k, v in model.state_dict().items() if "running" in k}, out)
+    dist.destroy_process_group()
+
+
+@pytest.mark.slow  # two processes on the gloo backend (~5 s)
+def test_under_ddp_the_ranks_statistics_are_those_of_all_their_batches(tmp_path: Path) -> None:
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(_rank_pass, args=(2, port, str(tmp_path / "rank0.pt")), nprocs=2, join=True)
+    torch.manual_seed(0)
+    single = _Pair()
+    recompute_batchnorm_statistics(single, _batches(4), num_batches=50)
+    combined = torch.load(tmp_path / "rank0.pt", weights_only=True)
+    for k, v in combined.items():
+        torch.testing.assert_close(v, single.state_dict()[k], rtol=1e-5, atol=1e-6)

@@ -36,7 +36,7 @@ import torch.distributed as dist
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities import move_data_to_device
-from torch import nn
+from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.parameter import is_lazy
 
@@ -69,6 +69,13 @@ def _rngs_restored(devices: Iterable[torch.device]) -> Iterator[None]:
         finally:
             random.setstate(py_state)
             np.random.set_state(np_state)
+
+
+def _buffers(bn: _BatchNorm) -> tuple[Tensor, Tensor, Tensor]:
+    """Running mean, running variance and batch count of a layer :func:`batchnorm_layers` returned."""
+    mean, var, count = bn.running_mean, bn.running_var, bn.num_batches_tracked
+    assert mean is not None and var is not None and count is not None
+    return mean, var, count
 
 
 def _inputs(batch: Any) -> Any:
@@ -110,9 +117,8 @@ def recompute_batchnorm_statistics(
     if not layers or num_batches <= 0:
         return 0
     modes = {m: m.training for m in model.modules()}
-    saved = [
-        (bn.momentum, bn.running_mean.clone(), bn.running_var.clone(), bn.num_batches_tracked.clone()) for bn in layers
-    ]
+    buffers = [_buffers(bn) for bn in layers]
+    saved = [(bn.momentum, mean.clone(), var.clone(), count.clone()) for bn, (mean, var, count) in zip(layers, buffers)]
     seen = 0
     try:
         model.eval()
@@ -127,19 +133,19 @@ def recompute_batchnorm_statistics(
             run(_inputs(batch))
             seen += 1
         _combine_over_ranks(layers)
-        for bn, (_, mean, var, _) in zip(layers, saved):
-            if int(bn.num_batches_tracked) == 0:  # not on the forward path of these batches: keep what it had
-                bn.running_mean.copy_(mean)
-                bn.running_var.copy_(var)
+        for (mean, var, count), (_, old_mean, old_var, _) in zip(buffers, saved):
+            if int(count) == 0:  # not on the forward path of these batches: keep what it had
+                mean.copy_(old_mean)
+                var.copy_(old_var)
     except BaseException:
-        for bn, (_, mean, var, _) in zip(layers, saved):
-            bn.running_mean.copy_(mean)
-            bn.running_var.copy_(var)
+        for (mean, var, _), (_, old_mean, old_var, _) in zip(buffers, saved):
+            mean.copy_(old_mean)
+            var.copy_(old_var)
         raise
     finally:
-        for bn, (momentum, _, _, count) in zip(layers, saved):
+        for bn, (_, _, count), (momentum, _, _, old_count) in zip(layers, buffers, saved):
             bn.momentum = momentum
-            bn.num_batches_tracked.copy_(count)  # the count of training steps, which the checkpoint keeps
+            count.copy_(old_count)  # the count of training steps, which the checkpoint keeps
         for m, training in modes.items():
             m.training = training
     return seen
@@ -149,17 +155,21 @@ def _combine_over_ranks(layers: list[_BatchNorm]) -> None:
     """Average the per-rank statistics over the process group, each rank weighted by its batch count."""
     if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
         return
-    counts = [bn.num_batches_tracked.to(bn.running_mean).reshape(1) for bn in layers]
-    flat = torch.cat([t for bn, n in zip(layers, counts) for t in (bn.running_mean * n, bn.running_var * n, n)])
+    buffers = [_buffers(bn) for bn in layers]
+    parts = []
+    for mean, var, count in buffers:
+        n = count.to(mean).reshape(1)
+        parts += [mean * n, var * n, n]
+    flat = torch.cat(parts)
     dist.all_reduce(flat)  # sums over ranks: sum_r n_r * mean_r, sum_r n_r * var_r, sum_r n_r
     offset = 0
-    for bn in layers:
-        c = bn.running_mean.numel()
+    for mean, var, count in buffers:
+        c = mean.numel()
         total = flat[offset + 2 * c]
         if total > 0:
-            bn.running_mean.copy_(flat[offset : offset + c] / total)
-            bn.running_var.copy_(flat[offset + c : offset + 2 * c] / total)
-        bn.num_batches_tracked.fill_(int(total))
+            mean.copy_(flat[offset : offset + c] / total)
+            var.copy_(flat[offset + c : offset + 2 * c] / total)
+        count.fill_(int(total))
         offset += 2 * c + 1
 
 
@@ -193,7 +203,7 @@ class PreciseBatchNorm(Callback):
     @staticmethod
     def _training_batches(trainer: Trainer) -> Iterable[Any] | None:
         """A fresh training loader (its own iterator: the fit's is not advanced), set to the current epoch."""
-        dm = trainer.datamodule
+        dm = getattr(trainer, "datamodule", None)
         loader: Any = None
         if dm is not None and callable(getattr(dm, "train_dataloader", None)):
             try:
