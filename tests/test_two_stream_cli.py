@@ -75,7 +75,7 @@ def test_two_streams_trained_then_tested_fused(tmp_path: Path, monkeypatch: pyte
     from vidrec.tasks import load_checkpoint
 
     flow_spec = load_checkpoint(flow_ckpt).require_spec()
-    assert flow_spec.window == 4 and flow_spec.data_source["two_stream"]["input"] == "flow"
+    assert flow_spec.window == 4 and flow_spec.two_stream is not None and flow_spec.two_stream.input == "flow"
     pair = ["--checkpoint", str(rgb_ckpt), "--flow-checkpoint", str(flow_ckpt), "--window", "6"]
     video = next(Path("videos").rglob("*.mp4"))
     out = io.StringIO()

@@ -18,9 +18,10 @@ Peers (the ``[bench]`` extra: ``pip install -e .[bench]``; aeon with ``--no-deps
 * ``vidrec_minirocket_pd``: ``minirocket_har(pooling="per_dilation")`` on the window alone (no context): dilation d
   pools its own ``window - 8 d`` valid outputs (MiniRocket's unpadded features); streams exactly.
   ``vidrec_minirocket_pd8``: the same with each threshold a quantile over 8 random training windows, not 1.
-  ``vidrec_minirocket_pd_diff``: its features on the raw window and on its first difference (a second MiniRocket of
-  another seed on the last ``window - 1`` differences, as MultiRocket's second representation), one ridge
-  classifier on both (offline; a measurement of whether the difference representation helps).
+  ``vidrec_minirocket_pd8_lvl``: plus 84 x 12 level features (channel-subset sums against thresholds: the kernels
+  sum to zero and cannot see a channel's level); ``..._diff``: plus a MiniRocket of another seed on the first
+  difference (MultiRocket's second representation); ``..._lvl_diff``: both. All stream exactly
+  (``minirocket_har(level_combinations=..., difference=...)``). ``--num-features`` sets their size (screening).
 * ``--vidrec-config CONFIG``: a vidrec training config run through the CLI on the same folds (``vidrec fit``; the
   official split also runs ``vidrec test``); its windows are the config's own (check that they match).
 
@@ -51,6 +52,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from datamodules.timeseries import HDF5WindowDataModule  # noqa: E402
 from datamodules.timeseries.converters.uea import basicmotions_paths, convert_uea  # noqa: E402
 from datamodules.timeseries.dataset import ContextPadding  # noqa: E402
+from datamodules.timeseries.settings import SplitMode, SplitSettings, WindowSettings  # noqa: E402
 from tools.cross_validate import training_subject_folds  # noqa: E402
 
 UEA_SETS = ("BasicMotions", "GunPoint", "PickupGestureWiimoteZ")
@@ -69,15 +71,11 @@ def split_windows(
     path: str, window: int, hop: int, val_subjects: list[int] | None, context: int = 0
 ) -> tuple[Windows, Windows]:
     """(train, evaluation) windows: the official split, or training subjects minus ``val_subjects`` vs those."""
+    padding = ContextPadding.EDGE if context else ContextPadding.DROP
     dm = HDF5WindowDataModule(
         path,
-        window=window,
-        hop=hop,
-        eval_hop=hop,
-        context=context,
-        context_padding=ContextPadding.EDGE if context else ContextPadding.DROP,
-        val_subjects=val_subjects,
-        val_fraction=0.0,
+        windows=WindowSettings(window=window, hop=hop, eval_hop=hop, context=context, context_padding=padding),
+        split=SplitSettings(mode=SplitMode.OFFICIAL, val_subjects=val_subjects, val_fraction=0.0),
         normalize=False,
     )
     dm.setup("fit")
@@ -136,8 +134,15 @@ def _forest(train: Windows, test: Windows) -> np.ndarray:
 
 
 def _vidrec_minirocket(
-    context: int, normalize: bool = False, pooling: str = "common", threshold_windows: int = 1
+    context: int,
+    normalize: bool = False,
+    pooling: str = "common",
+    threshold_windows: int = 1,
+    num_features: int = 10_000,
+    **options: object,
 ) -> Callable[[Windows, Windows], np.ndarray]:
+    """vidrec's MiniRocket fitted in closed form; ``options``: more ``MiniRocket`` arguments (level, difference)."""
+
     def run(train: Windows, test: Windows) -> np.ndarray:
         from vidrec.models.minirocket import MiniRocket, PPVCrop
 
@@ -149,6 +154,8 @@ def _vidrec_minirocket(
             window=window,
             pooling=PPVCrop(pooling),
             threshold_windows=threshold_windows,
+            num_features=num_features,
+            **options,  # type: ignore[arg-type]
         )
         x, xt = torch.from_numpy(train.x), torch.from_numpy(test.x)
         if normalize:  # per-channel statistics of the training windows
@@ -162,72 +169,22 @@ def _vidrec_minirocket(
     return run
 
 
-def level_features(
-    x: torch.Tensor, biases: torch.Tensor | None, masks: torch.Tensor, per: int, seed: int = 0
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """PPV of the signal level: per random channel subset the share of samples of its sum above each threshold.
-
-    MiniRocket's kernels sum to zero, so valid convolutions cannot see a channel's level (the gravity direction that
-    tells sitting from standing); aeon's zero-padded half sees it at the window's edges. These features see it
-    directly and are averages over time of steps, so they would stream like the others. Returns (features, biases).
-    """
-    y = torch.einsum("nct,kc->nkt", x.double(), masks.double())  # (N, combos, L)
-    if biases is None:
-        from vidrec.models.minirocket import _quantiles
-
-        gen = torch.Generator().manual_seed(seed)
-        picks = torch.randint(len(x), (masks.shape[0], 8), generator=gen)
-        q = _quantiles(masks.shape[0] * per).double().view(masks.shape[0], per)
-        own = torch.stack([y[picks[k], k].flatten() for k in range(masks.shape[0])])  # (combos, 8 L)
-        biases = torch.stack([torch.quantile(own[k], q[k]) for k in range(masks.shape[0])])  # (combos, per)
-    feats = (y[:, :, None, :] > biases[None, :, :, None]).double().mean(dim=3).flatten(1)  # (N, combos per)
-    return feats.float(), biases
-
-
-def _vidrec_minirocket_level(train: Windows, test: Windows) -> np.ndarray:
-    """Per-dilation PPV (8 windows per threshold) plus level PPV features, one ridge classifier (offline)."""
-    from vidrec.models.minirocket import MiniRocket, MiniRocketFeatures, PPVCrop, fit_ridge
-
-    k = int(max(train.y.max(), test.y.max()) + 1)
-    c, length = train.x.shape[1], train.x.shape[2]
-    model = MiniRocket(in_channels=c, num_classes=k, window=length, pooling=PPVCrop.PER_DILATION, threshold_windows=8)
-    x, xt = torch.from_numpy(train.x), torch.from_numpy(test.x)
-    model.fit_closed_form(x, torch.from_numpy(train.y))
-    masks = MiniRocketFeatures._channel_masks(c, 84, seed=7)
-    lx, biases = level_features(x, None, masks, per=12)
-    lxt, _ = level_features(xt, biases, masks, per=12)
-    fit = fit_ridge(torch.cat([model.transform(x), lx], dim=1), torch.from_numpy(train.y), k)
-    feats = torch.cat([model.transform(xt), lxt], dim=1)
-    return (feats @ fit.weight.T + fit.bias).argmax(1).numpy()
-
-
-def _vidrec_minirocket_diff(train: Windows, test: Windows) -> np.ndarray:
-    """Per-dilation PPV of the raw window and of its first difference, one ridge classifier on both."""
-    from vidrec.models.minirocket import MiniRocket, PPVCrop, fit_ridge
-
-    k = int(max(train.y.max(), test.y.max()) + 1)
-    c, length = train.x.shape[1], train.x.shape[2]
-    raw = MiniRocket(in_channels=c, num_classes=k, window=length, pooling=PPVCrop.PER_DILATION, seed=0)
-    dif = MiniRocket(in_channels=c, num_classes=k, window=length - 1, pooling=PPVCrop.PER_DILATION, seed=1)
-    x, xt = torch.from_numpy(train.x), torch.from_numpy(test.x)
-    dx, dxt = x.diff(dim=2), xt.diff(dim=2)
-    raw.rocket.fit_biases(x, torch.Generator().manual_seed(0), crop=PPVCrop.PER_DILATION)
-    dif.rocket.fit_biases(dx, torch.Generator().manual_seed(1), crop=PPVCrop.PER_DILATION)
-    fit = fit_ridge(torch.cat([raw.transform(x), dif.transform(dx)], dim=1), torch.from_numpy(train.y), k)
-    feats = torch.cat([raw.transform(xt), dif.transform(dxt)], dim=1)
-    return (feats @ fit.weight.T + fit.bias).argmax(1).numpy()
-
-
-def make_peers(context: int) -> dict[str, Callable[[Windows, Windows], np.ndarray]]:
-    """The methods by name; ``context``: the left context vidrec_minirocket's windows carry."""
+def make_peers(context: int, num_features: int = 10_000) -> dict[str, Callable[[Windows, Windows], np.ndarray]]:
+    """The methods by name; ``context``: the left context vidrec_minirocket's windows carry; ``num_features``: of
+    vidrec's MiniRocket variants (fewer for a cheap screening; aeon's peers keep their defaults)."""
+    f = num_features
+    pd8 = {"pooling": "per_dilation", "threshold_windows": 8, "num_features": f}
+    level = {"level_combinations": 84, "level_thresholds": 12}
     return {
-        "vidrec_minirocket": _vidrec_minirocket(context),
+        "vidrec_minirocket": _vidrec_minirocket(context, num_features=f),
         "minirocket": _rocket("mini"),
-        "vidrec_minirocket_norm": _vidrec_minirocket(context, normalize=True),
-        "vidrec_minirocket_pd": _vidrec_minirocket(0, pooling="per_dilation"),
-        "vidrec_minirocket_pd8": _vidrec_minirocket(0, pooling="per_dilation", threshold_windows=8),
-        "vidrec_minirocket_pd_diff": _vidrec_minirocket_diff,
-        "vidrec_minirocket_pd8_level": _vidrec_minirocket_level,
+        "vidrec_minirocket_norm": _vidrec_minirocket(context, normalize=True, num_features=f),
+        "vidrec_minirocket_pd": _vidrec_minirocket(0, pooling="per_dilation", num_features=f),
+        "vidrec_minirocket_pd8": _vidrec_minirocket(0, **pd8),  # type: ignore[arg-type]
+        # streamable: level features and the first-difference branch inside vidrec's model
+        "vidrec_minirocket_pd8_lvl": _vidrec_minirocket(0, **pd8, **level),  # type: ignore[arg-type]
+        "vidrec_minirocket_pd8_diff": _vidrec_minirocket(0, **pd8, difference=True),  # type: ignore[arg-type]
+        "vidrec_minirocket_pd8_lvl_diff": _vidrec_minirocket(0, **pd8, **level, difference=True),  # type: ignore[arg-type]
         "rf": _forest,
         "multirocket": _rocket("multi"),
     }
@@ -332,6 +289,9 @@ def main() -> int:
     parser.add_argument("--no-official", action="store_true", help="skip the official train -> test split")
     parser.add_argument("--peers", nargs="*", default=PEER_NAMES, choices=PEER_NAMES)
     parser.add_argument("--vidrec-config", action="append", default=[], help="a vidrec config to run alongside")
+    parser.add_argument(
+        "--num-features", type=int, default=10_000, help="features of vidrec's MiniRocket variants (fewer: screening)"
+    )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", default="runs/bench_har")
     args = parser.parse_args()
@@ -348,7 +308,7 @@ def main() -> int:
         from vidrec.models.minirocket import minirocket_dilations
 
         args.context = 8 * max(minirocket_dilations(args.window, 10_000, 32)[0])
-    peers = make_peers(args.context)
+    peers = make_peers(args.context, args.num_features)
     splits: list[tuple[str, list[int] | None]] = []
     if args.folds:  # the folds first: settings are chosen there, before the official test split is read
         folds = enumerate(training_subject_folds(path, args.folds, args.seed))

@@ -1,7 +1,8 @@
 """Streaming cost of HAR models side by side: one runtime (``vidrec.streaming``), same hops and stream counts.
 
 For each model (default: ``resnet1d_har`` on 128-sample windows, ``minirocket_har`` on 128 + 120 samples of context
-and ``minirocket_har_pd``, per-dilation pooling on 128 samples), prints the median step time of the default backend
+``minirocket_har_pd``, per-dilation pooling on 128 samples, and its variants with level features and the
+first-difference branch), prints the median step time of the default backend
 (the compiled step where the model lowers; MiniRocket's convolutions and thresholds run through their own
 ``stream_step``) for ``--batches`` concurrent streams at each hop, the samples per second and the number of 50 Hz
 streams one process serves, measured in one run so the ratio between models holds on a loaded machine. MiniRocket's
@@ -31,6 +32,17 @@ MODELS: dict[str, tuple[str, dict[str, object], int]] = {
     "resnet1d_har": ("resnet1d_har", {}, 128),
     "minirocket_har": ("minirocket_har", {}, 248),
     "minirocket_har_pd": ("minirocket_har", {"pooling": "per_dilation"}, 128),
+    # + 84 x 12 level features (configs/har/hapt_minirocket_lvl.yaml) and the first-difference branch
+    "minirocket_har_pd_lvl": (
+        "minirocket_har",
+        {"pooling": "per_dilation", "level_combinations": 84, "level_thresholds": 12},
+        128,
+    ),
+    "minirocket_har_pd_lvl_diff": (
+        "minirocket_har",
+        {"pooling": "per_dilation", "level_combinations": 84, "level_thresholds": 12, "difference": True},
+        128,
+    ),
 }
 
 
@@ -60,7 +72,7 @@ def main() -> int:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     print(f"threads={torch.get_num_threads()}  (streams = samples/s / {RATE:.0f} Hz, one process)")
-    head = f"{'model':<17} {'input':>6} {'hop':>4} {'batch':>6} {'step ms':>9} {'samples/s':>11} {'streams':>8}"
+    head = f"{'model':<27} {'input':>6} {'hop':>4} {'batch':>6} {'step ms':>9} {'samples/s':>11} {'streams':>8}"
     print(head + "  compiled")
     for hop in args.hops:
         for batch in args.batches:
@@ -68,7 +80,7 @@ def main() -> int:
                 seconds, compiled = step_seconds(name, MODELS[name][2], hop, batch, args.repeats)
                 samples = batch * hop / seconds
                 print(
-                    f"{name:<17} {MODELS[name][2]:>6} {hop:>4} {batch:>6} {seconds * 1e3:>9.3f} {samples:>11.0f}"
+                    f"{name:<27} {MODELS[name][2]:>6} {hop:>4} {batch:>6} {seconds * 1e3:>9.3f} {samples:>11.0f}"
                     f" {samples / RATE:>8.0f}  {compiled}",
                     flush=True,
                 )

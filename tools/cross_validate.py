@@ -1,7 +1,7 @@
 """Subject-wise k-fold cross-validation over the training subjects of a time-series config (model selection).
 
 The test subjects are never read: each fold trains ``vidrec fit`` on the other training subjects and validates on
-its own fold of subjects (``--data.init_args.val_subjects``), so settings such as the context length are chosen on
+its own fold of subjects (``--data.init_args.split.val_subjects``), so settings such as the context length are chosen on
 validation folds before the one test run. Variants are compared on the same folds, run fold by fold, so a partial
 run already compares them. Prints a table of validation accuracy and macro-F1 per variant and fold (mean and
 standard deviation) and writes it as JSON.
@@ -9,7 +9,7 @@ standard deviation) and writes it as JSON.
 Usage::
 
     python tools/cross_validate.py --config configs/har/hapt_resnet1d_context.yaml --folds 3 --out runs/cv \\
-        --variant "context 0: --data.init_args.context 0 --data.init_args.context_truncation 0" \\
+        --variant "context 0: --data.init_args.windows.context 0 --data.init_args.windows.context_truncation 0" \\
         --variant "context 640:" -- --trainer.max_epochs 12 --trainer.check_val_every_n_epoch 12
 """
 
@@ -71,8 +71,9 @@ def run_fold(
     """
     from vidrec.cli import _lightning_main
 
-    args = ["fit", "--config", config, "--data.init_args.split_mode", "OFFICIAL" if official else "SUBJECTS"]
-    args += ["--data.init_args.val_subjects", json.dumps(val_subjects), "--data.init_args.val_fraction", "0"]
+    args = ["fit", "--config", config, "--data.init_args.split.mode", "OFFICIAL" if official else "SUBJECTS"]
+    args += ["--data.init_args.split.val_subjects", json.dumps(val_subjects)]
+    args += ["--data.init_args.split.val_fraction", "0"]
     # the whole logger list: a `--trainer.logger.init_args...` override would reach only its last entry, and the
     # checkpoints follow the first logger's folder
     loggers = [

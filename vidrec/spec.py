@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from vidrec.skeleton_spec import SkeletonSpec
+from vidrec.two_stream_spec import TwoStreamSpec
 
 __all__ = [
     "SPEC_VERSION",
@@ -230,6 +231,8 @@ class DeploymentSpec:
             read; empty for time series (:meth:`HDF5WindowDataModule.from_spec` rebuilds those from the split).
         skeleton: Skeleton: the joint layout and the anchoring (centring, view alignment) that ``vidrec stream``
             applies to live joint frames as the data module did to clips (``vidrec.skeleton_spec``); else None.
+        two_stream: A stream of a two-stream ConvNet: its input, flow stack length, transform and flow extractor
+            (``vidrec.two_stream_spec``); else None.
     """
 
     modality: Modality
@@ -251,6 +254,7 @@ class DeploymentSpec:
     frame_stride: int = 1
     data_source: dict[str, Any] = field(default_factory=dict)
     skeleton: SkeletonSpec | None = None
+    two_stream: TwoStreamSpec | None = None
 
     def __post_init__(self) -> None:
         for name in ("window", "hop", "eval_hop"):
@@ -334,6 +338,7 @@ class DeploymentSpec:
             "frame_stride": int(self.frame_stride),
             "data_source": _plain(self.data_source),
             "skeleton": None if self.skeleton is None else _plain(self.skeleton.to_dict()),
+            "two_stream": None if self.two_stream is None else _plain(self.two_stream.to_dict()),
         }
 
     @staticmethod
@@ -369,6 +374,7 @@ class DeploymentSpec:
             skeleton=None
             if d.get("skeleton") is None
             else SkeletonSpec.from_dict(d["skeleton"], f"{where}: spec.skeleton"),
+            two_stream=TwoStreamSpec.from_spec_dict(d, where),
         )
 
     @staticmethod

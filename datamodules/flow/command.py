@@ -30,9 +30,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
     flow.add_argument("--short-side", type=int, default=256, help="resize frames to this short side (0: native)")
     flow.add_argument("--compute-scale", type=float, default=1.0, help="compute at this fraction of the size")
     flow.add_argument("--bound", type=float, default=20.0, help="quantisation bound in pixels (128 = no motion)")
-    flow.add_argument("--raft-weights", type=str, default=None, help="RAFT: local torchvision state_dict file")
+    flow.add_argument(
+        "--raft-weights", type=str, default=None, help="RAFT: local torchvision state_dict file (never downloaded)"
+    )
     flow.add_argument("--raft-large", action="store_true", help="RAFT: raft_large instead of raft_small")
-    flow.add_argument("--device", default="cpu", help="RAFT: torch device")
+    flow.add_argument("--raft-updates", type=int, default=12, help="RAFT: recurrent flow updates")
+    flow.add_argument("--device", default=None, help="RAFT: torch device (default: cuda if available, else cpu)")
     flow.add_argument("--workers", type=int, default=1, help="worker processes (one video each at a time)")
     flow.add_argument("--timeout", type=float, default=120.0, help="seconds allowed per decode of a chunk")
     flow.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -66,6 +69,7 @@ def _flow(args: argparse.Namespace) -> int:
         dis_preset=args.dis_preset,
         raft_weights=args.raft_weights,
         raft_small=not args.raft_large,
+        raft_updates=args.raft_updates,
         device=args.device,
     )
     summary = extract_flow(

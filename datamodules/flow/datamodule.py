@@ -43,6 +43,7 @@ from datamodules.video.layouts import (
     parse_ucf101_classes,
 )
 from vidrec.spec import ChannelNormalization, DeploymentSpec, Modality, SplitSpec
+from vidrec.two_stream_spec import TwoStreamSpec
 
 __all__ = ["Layout", "TwoStreamDataModule"]
 
@@ -236,19 +237,18 @@ class TwoStreamDataModule(LightningDataModule):
         RGB: one frame per input (``window = 1``), channels R, G, B, the transform's mean/std, the crop as
         ``frame_size`` and the resize's short side. FLOW: ``window = L`` fields of channels x, y (fed as v / bound,
         no per-channel statistics), ``short_side`` the extractor's. BOTH: as RGB. ``data_source`` rebuilds this
-        module's test split and carries, under ``"two_stream"``, what streaming needs beyond the spec: the input,
-        the extractor's ``FlowSettings`` (flow and both), the stack length, the transform's short side and flow mean
-        (``vidrec.streaming.two_stream.two_stream_settings`` reads it).
+        module's test split; ``two_stream`` (``vidrec.two_stream_spec.TwoStreamSpec``) carries what streaming needs
+        beyond the spec: the input, the extractor's ``FlowSettings`` (flow and both), the stack length, the
+        transform's short side and flow mean (``vidrec.streaming.two_stream.two_stream_settings`` reads it).
         """
         crop = int(self.transform.crop_size)
-        info: dict[str, Any] = {
-            "input": self.input.value,
-            "stack_length": int(self.sampling.stack_length),
-            "transform_short_side": int(self.transform.short_side),
-            "flow_mean": self.transform.flow_mean.value,
-        }
-        if self.input is not StreamInput.RGB:
-            info["flow"] = self.flow_params()
+        info = TwoStreamSpec(
+            input=self.input.value,
+            stack_length=int(self.sampling.stack_length),
+            transform_short_side=int(self.transform.short_side),
+            flow_mean=self.transform.flow_mean.value,
+            flow={} if self.input is StreamInput.RGB else self.flow_params(),
+        )
         flow = self.input is StreamInput.FLOW
         cls = type(self)
         init_args = {
@@ -260,7 +260,7 @@ class TwoStreamDataModule(LightningDataModule):
             "fold": int(self.fold),
             "test_split": self.test_split.value,
         }
-        flow_side = info.get("flow", {}).get("short_side") if flow else None
+        flow_side = info.flow.get("short_side") if flow else None
         return DeploymentSpec(
             modality=Modality.VIDEO,
             window=int(self.sampling.stack_length) if flow else 1,
@@ -277,11 +277,8 @@ class TwoStreamDataModule(LightningDataModule):
             data_path=str(self.root),
             frame_size=(crop, crop),
             short_side=int(flow_side or 0) if flow else int(self.transform.short_side),
-            data_source={
-                "class_path": f"{cls.__module__}.{cls.__qualname__}",
-                "init_args": init_args,
-                "two_stream": info,
-            },
+            data_source={"class_path": f"{cls.__module__}.{cls.__qualname__}", "init_args": init_args},
+            two_stream=info,
         )
 
     def example_input(self) -> torch.Tensor | None:

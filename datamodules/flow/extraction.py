@@ -28,6 +28,8 @@ frame) is reproduced by ``tools/bench_flow.py`` for comparison.
 from __future__ import annotations
 
 import enum
+import json
+import multiprocessing
 import os
 import time
 import warnings
@@ -40,7 +42,7 @@ from typing import Any
 import h5py
 import numpy as np
 
-from datamodules.flow.methods import FlowEstimator, FlowSettings, build_estimator, require_cv2_optflow
+from datamodules.flow.methods import FlowEstimator, FlowMethod, FlowSettings, build_estimator, require_cv2_optflow
 from datamodules.flow.schema import FlowFileError, FlowHeader, flow_path, quantize, verify_flow_file
 from datamodules.video.decoding import DecodeSettings, QuarantineLog, RobustVideoReader
 
@@ -129,7 +131,8 @@ def to_gray_short_side(frames: np.ndarray, short_side: int | None) -> np.ndarray
 
 def flow_field(estimator: FlowEstimator, previous: np.ndarray, current: np.ndarray, bound: float) -> np.ndarray:
     """The stored field of one pair of grayscale frames ``(H, W)``: uint8 ``(2, H, W)``, x then y, quantised."""
-    return quantize(estimator(previous, current).transpose(2, 0, 1), bound)  # (H, W, 2) px -> (2, H, W) uint8
+    q = quantize(estimator(previous, current), bound)  # (H, W, 2) px -> uint8, on the contiguous float field
+    return np.ascontiguousarray(q.transpose(2, 0, 1))  # (2, H, W): moving bytes is cheaper than strided floats
 
 
 class IncrementalFlow:
@@ -172,15 +175,18 @@ def extract_video_flow(
     out: str | Path,
     settings: FlowSettings,
     reader: RobustVideoReader | None = None,
+    estimator: FlowEstimator | None = None,
 ) -> int:
     """Compute and write the flow of one video to ``out`` (a ``vidrec.flow/1`` file); the number of fields.
+
+    ``estimator``: one built from ``settings`` to reuse across videos (default: built here).
 
     Raises:
         FlowInputError: the video has no decodable frame or a single frame; or the reader gave up on it.
     """
     video, out = Path(video), Path(out)
     reader = reader or RobustVideoReader(DecodeSettings())
-    estimator = build_estimator(settings)
+    estimator = estimator or build_estimator(settings)
     partial = out.with_name(out.name + ".partial")
     partial.parent.mkdir(parents=True, exist_ok=True)
     chunk = settings.chunk_frames
@@ -221,8 +227,10 @@ def extract_video_flow(
         f.create_dataset("frame_indices", data=pairs)
         start = 0  # video index of gray[0]
         while True:
+            block = np.empty((len(gray) - 1, 2, height, width), dtype=np.uint8)  # one write per decoded chunk
             for k in range(len(gray) - 1):
-                flow_ds[start + k] = flow_field(estimator, gray[k], gray[k + 1], settings.bound)  # (2, H, W) uint8
+                block[k] = flow_field(estimator, gray[k], gray[k + 1], settings.bound)  # (2, H, W) uint8
+            flow_ds[start : start + len(block)] = block
             start += len(gray) - 1
             if start >= fields:
                 break
@@ -259,6 +267,17 @@ def _existing_is_valid(out: Path, settings: FlowSettings) -> tuple[bool, str]:
     return True, ""
 
 
+_ESTIMATORS: dict[str, FlowEstimator] = {}  # per process: RAFT's weights are loaded once, not once a video
+
+
+def _estimator(settings: FlowSettings) -> FlowEstimator:
+    key = json.dumps([settings.as_dict(), settings.device], sort_keys=True)
+    if key not in _ESTIMATORS:
+        _ESTIMATORS.clear()
+        _ESTIMATORS[key] = build_estimator(settings)
+    return _ESTIMATORS[key]
+
+
 def _run_job(job: _Job) -> VideoOutcome:
     """Extract one video (in a worker): never raises; failures come back as FAILED outcomes."""
     start = time.perf_counter()
@@ -267,7 +286,7 @@ def _run_job(job: _Job) -> VideoOutcome:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the parent reports each failure once
             reader = RobustVideoReader(job.decode)
-            fields = extract_video_flow(job.video, job.out, job.settings, reader)
+            fields = extract_video_flow(job.video, job.out, job.settings, reader, _estimator(job.settings))
         return VideoOutcome(job.video_id, ExtractionStatus.DONE, fields, time.perf_counter() - start)
     except Exception as error:  # any failure of one video is recorded and the run goes on
         job.out.with_name(job.out.name + ".partial").unlink(missing_ok=True)
@@ -280,7 +299,10 @@ def _outcomes(jobs: Sequence[_Job], workers: int) -> Iterator[VideoOutcome]:
         for job in jobs:
             yield _run_job(job)
         return
-    with ProcessPoolExecutor(workers) as pool:
+    # RAFT may run on CUDA, which a forked child cannot initialise: its workers are spawned
+    raft = any(job.settings.method is FlowMethod.RAFT for job in jobs)
+    context = multiprocessing.get_context("spawn") if raft else None
+    with ProcessPoolExecutor(workers, mp_context=context) as pool:
         yield from pool.map(_run_job, jobs, chunksize=1)
 
 

@@ -30,7 +30,10 @@ __all__ = [
     "FlowMethod",
     "FlowSettings",
     "TVL1Params",
+    "RAFT_MIN_SIZE",
     "build_estimator",
+    "load_raft",
+    "raft_device",
     "require_cv2_optflow",
 ]
 
@@ -97,9 +100,12 @@ class FlowSettings:
         bound: quantisation bound in pixels a frame (the schema's B; 128 = no motion).
         tvl1: TV-L1 parameters (``TVL1Params.fast()`` is the tuned setting).
         dis_preset: DIS preset.
-        raft_weights: RAFT only: local file of torchvision RAFT weights (a state_dict); never downloaded.
+        raft_weights: RAFT only: local file of torchvision RAFT weights (a state_dict of the chosen model, e.g.
+            torchvision's ``raft_small_C_T_V2-01064c6d.pth``); never downloaded.
         raft_small: RAFT only: ``raft_small`` (True) or ``raft_large``.
-        device: RAFT only: torch device ("cuda" where a GPU is present).
+        raft_updates: RAFT only: recurrent flow updates (torchvision's default 12; fewer is faster and coarser).
+        device: RAFT only: torch device; None picks "cuda" where a GPU is present, else "cpu". It does not enter
+            :meth:`as_dict` (the field does not depend on it beyond float rounding).
         chunk_frames: frames decoded at a time (bounds memory on long videos; consecutive chunks share a frame).
         compression: HDF5 compression of the flow dataset: "gzip", "lzf" or None.
     """
@@ -112,7 +118,8 @@ class FlowSettings:
     dis_preset: DISPreset = DISPreset.MEDIUM
     raft_weights: str | None = None
     raft_small: bool = True
-    device: str = "cpu"
+    raft_updates: int = 12
+    device: str | None = None
     chunk_frames: int = 128
     compression: str | None = "gzip"
 
@@ -133,6 +140,8 @@ class FlowSettings:
             raise ValueError(f"FlowSettings.compression must be 'gzip', 'lzf' or None, got {self.compression!r}")
         if self.method is FlowMethod.RAFT and self.raft_weights is None:
             raise ValueError("FlowSettings: method 'raft' needs raft_weights, a local file of torchvision RAFT weights")
+        if self.raft_updates < 1:
+            raise ValueError(f"FlowSettings.raft_updates must be >= 1, got {self.raft_updates}")
 
     def as_dict(self) -> dict[str, Any]:
         """The parameters that determine the flow (stored in every flow file; a change means re-extraction)."""
@@ -147,7 +156,7 @@ class FlowSettings:
         elif self.method is FlowMethod.DIS:
             out["dis_preset"] = self.dis_preset.value
         elif self.method is FlowMethod.RAFT:
-            out["raft"] = {"weights": str(self.raft_weights), "small": self.raft_small}
+            out["raft"] = {"weights": str(self.raft_weights), "small": self.raft_small, "updates": self.raft_updates}
         return out
 
     @classmethod
@@ -176,6 +185,7 @@ class FlowSettings:
             dis_preset=DISPreset(params.get("dis_preset", DISPreset.MEDIUM.value)),
             raft_weights=params["raft"]["weights"] if "raft" in params else None,
             raft_small=bool(params["raft"]["small"]) if "raft" in params else True,
+            raft_updates=int(params["raft"].get("updates", 12)) if "raft" in params else 12,
         )
         if settings.as_dict() != dict(params):
             raise ValueError(f"{where}: {dict(params)} does not describe one FlowSettings (read back {settings})")
@@ -254,37 +264,101 @@ class _OpenCVEstimator:
         return np.asarray(flow, dtype=np.float32)
 
 
+RAFT_MIN_SIZE = 128  # torchvision's RAFT: feature maps at 1/8 must survive 3 halvings of the correlation pyramid
+
+
+def raft_device(requested: str | None) -> str:
+    """The torch device RAFT runs on: ``requested``, or "cuda" where a GPU is present, else "cpu"."""
+    import torch
+
+    if requested:
+        return requested
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def load_raft(weights: str | Path, small: bool = True) -> Any:
+    """torchvision's ``raft_small`` / ``raft_large`` with the weights of a local file (never downloaded).
+
+    The file is read with ``torch.load(weights_only=True)`` (no code runs): a state_dict, or a dict holding one
+    under ``"state_dict"`` or ``"model"``.
+
+    Raises:
+        FileNotFoundError: ``weights`` does not exist.
+        ValueError: the file is not a tensor state_dict, or its keys or shapes are not those of the chosen model
+            (the message names the file, the model and the first mismatches).
+    """
+    import torch
+    from torchvision.models.optical_flow import raft_large, raft_small
+
+    name = "raft_small" if small else "raft_large"
+    file = Path(weights)
+    if not file.is_file():
+        raise FileNotFoundError(
+            f"FlowSettings.raft_weights: {file} does not exist (expected a local state_dict of torchvision's "
+            f"{name}, e.g. the file torchvision's Raft_{'Small' if small else 'Large'}_Weights points to; "
+            "weights are never downloaded)"
+        )
+    try:
+        state = torch.load(file, map_location="cpu", weights_only=True)
+    except Exception as error:  # not a torch file, or one that needs code to load (refused by weights_only)
+        raise ValueError(f"FlowSettings.raft_weights: {file} is not a loadable tensor state_dict ({error})") from None
+    if isinstance(state, dict):
+        for key in ("state_dict", "model"):
+            if isinstance(state.get(key), dict):
+                state = state[key]
+                break
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ValueError(
+            f"FlowSettings.raft_weights: {file} is not a state_dict of tensors (got {type(state).__name__})"
+        )
+    model = (raft_small if small else raft_large)(weights=None)
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    wrong = [
+        f"{k} {tuple(state[k].shape)} != {tuple(v.shape)}"
+        for k, v in expected.items()
+        if k in state and state[k].shape != v.shape
+    ]
+    if missing or unexpected or wrong:
+        other = "raft_large" if small else "raft_small"
+        raise ValueError(
+            f"FlowSettings.raft_weights: {file} does not fit torchvision's {name}: {len(missing)} missing keys "
+            f"{missing[:3]}, {len(unexpected)} unexpected {unexpected[:3]}, {len(wrong)} of other shape {wrong[:3]} "
+            f"(weights of {other}? then {'--raft-large' if small else 'drop --raft-large'})"
+        )
+    model.load_state_dict(state)
+    return model.eval()
+
+
 class _RAFTEstimator:
+    """torchvision RAFT on a pair of grayscale frames (replicated to 3 channels, scaled to [-1, 1] as torchvision's
+    ``OpticalFlow`` preset does), padded by edge replication to a multiple of 8 and at least ``RAFT_MIN_SIZE``."""
+
     def __init__(self, settings: FlowSettings) -> None:
         import torch
-        from torchvision.models.optical_flow import raft_large, raft_small
 
         self.torch = torch
-        weights = Path(str(settings.raft_weights))
-        if not weights.is_file():
-            raise FileNotFoundError(
-                f"FlowSettings.raft_weights: {weights} does not exist (a torchvision RAFT state_dict)"
-            )
-        model = (raft_small if settings.raft_small else raft_large)(weights=None)
-        state = torch.load(weights, map_location="cpu", weights_only=True)
-        model.load_state_dict(state)
-        self.model = model.eval().to(settings.device)
-        self.device = settings.device
+        self.device = raft_device(settings.device)
+        self.updates = settings.raft_updates
+        self.model = load_raft(str(settings.raft_weights), settings.raft_small).to(self.device)
 
     def __call__(self, previous: np.ndarray, current: np.ndarray) -> np.ndarray:
         torch = self.torch
         h, w = previous.shape
-        ph, pw = -h % 8, -w % 8  # RAFT needs sizes divisible by 8: pad by replication, crop the result
+        ph = max(-h % 8, RAFT_MIN_SIZE - h)  # pad by replication, crop the result
+        pw = max(-w % 8, RAFT_MIN_SIZE - w)
 
         def prepare(frame: np.ndarray) -> Any:
-            x = torch.from_numpy(frame).to(self.device, torch.float32)[None, None] / 127.5 - 1  # (1, 1, H, W)
+            x = torch.from_numpy(np.ascontiguousarray(frame)).to(self.device, torch.float32)[None, None]  # (1,1,H,W)
+            x = x / 127.5 - 1
             x = torch.nn.functional.pad(x, (0, pw, 0, ph), mode="replicate")
             return x.expand(1, 3, h + ph, w + pw)  # gray -> 3 channels
 
         with torch.inference_mode():
-            flows = self.model(prepare(previous), prepare(current))
+            flows = self.model(prepare(previous), prepare(current), num_flow_updates=self.updates)
         flow = flows[-1][0, :, :h, :w]  # (2, H, W), the last refinement
-        return flow.permute(1, 2, 0).float().cpu().numpy()  # (H, W, 2)
+        return np.ascontiguousarray(flow.permute(1, 2, 0).float().cpu().numpy())  # (H, W, 2)
 
 
 def build_estimator(settings: FlowSettings) -> FlowEstimator:

@@ -121,15 +121,31 @@ def _quantised_walks(n: int, c: int, length: int, seed: int = 0) -> torch.Tensor
     return torch.from_numpy((np.round(rng.standard_normal((n, c, length)).cumsum(axis=2) * 3) / 720).astype(np.float32))
 
 
-@pytest.mark.parametrize(("pooling", "length"), [("common", 32 + 24), ("per_dilation", 32)])
+LEVEL = {"level_combinations": 5, "level_thresholds": 3}
+
+
+@pytest.mark.parametrize(
+    ("pooling", "length", "options"),
+    [
+        ("common", 32 + 24, {}),
+        ("per_dilation", 32, {}),
+        ("common", 32 + 24, LEVEL),
+        ("per_dilation", 32, LEVEL),
+        ("per_dilation", 32, {"difference": True}),
+        ("per_dilation", 32, {**LEVEL, "difference": True}),
+    ],
+)
 @pytest.mark.parametrize("hop", [1, 4])
-def test_streaming_exact_on_quantised_inputs(pooling: str, length: int, hop: int) -> None:
+def test_streaming_exact_on_quantised_inputs(pooling: str, length: int, options: dict, hop: int) -> None:
     """Float64 convolutions on both paths: the same thresholds counted, so only the ridge sums' rounding differs.
 
     With float32 convolutions (offline conv1d vs the streaming matmul) these inputs deviated by ~6e-3 in logits.
+    Level features and the first-difference branch are averages of steps too, pooled by the same heads.
     """
     x = _quantised_walks(3, 3, length + 48)
-    model = build_model("minirocket_har", in_channels=3, num_classes=4, window=32, num_features=336, pooling=pooling)
+    model = build_model(
+        "minirocket_har", in_channels=3, num_classes=4, window=32, num_features=336, pooling=pooling, **options
+    )
     starts = range(0, 49, 4)
     train = torch.cat([x[:, :, s : s + length] for s in starts])
     model.fit_closed_form(train, torch.arange(len(train)) % 4)
@@ -230,11 +246,11 @@ def test_evaluate_streaming_offline_equals_vidrec_test(
         "--model.model.init_args.window=32",
         "--model.model.init_args.num_features=336",
         f"--model.model.init_args.pooling={pooling}",
-        "--data.init_args.window=32",
-        f"--data.init_args.context={context}",
-        "--data.init_args.hop=8",
-        "--data.init_args.eval_hop=8",
-        "--data.init_args.batch_size=16",
+        "--data.init_args.windows.window=32",
+        f"--data.init_args.windows.context={context}",
+        "--data.init_args.windows.hop=8",
+        "--data.init_args.windows.eval_hop=8",
+        "--data.init_args.loader.batch_size=16",
         "--trainer.enable_progress_bar=false",
         "--trainer.enable_model_summary=false",
     ]
@@ -249,3 +265,56 @@ def test_evaluate_streaming_offline_equals_vidrec_test(
     assert rep["windows"] == sum(map(sum, tested["confusion_matrix"]))
     assert rep["offline"]["accuracy"] == pytest.approx(tested["test/acc"], abs=1e-6)
     assert rep["argmax_agreement"] == 1.0 and rep["max_abs_logit_delta"] < 1e-5
+
+
+def test_level_features_are_the_share_of_subset_sums_above_thresholds() -> None:
+    """Level feature (m, q): the share of the window's samples whose subset-m channel sum exceeds threshold q."""
+    x = _quantised_walks(6, 3, 40)
+    model = build_model(
+        "minirocket_har", in_channels=3, num_classes=2, window=40, num_features=168, pooling="per_dilation", **LEVEL
+    )
+    model.fit_closed_form(x, torch.tensor([0, 1] * 3))
+    rocket = model.rocket
+    assert rocket.num_features == rocket.num_conv_features + 15 and model.linear.in_channels == rocket.num_features
+    sums = torch.einsum("nct,mc->nmt", x.double(), rocket.level_masks.double())  # (6, 5, 40)
+    thresholds = rocket.level_biases.view(5, 3).double()
+    expected = (sums[:, :, None, :] > thresholds[None, :, :, None]).double().mean(dim=3).flatten(1)
+    torch.testing.assert_close(model.transform(x)[:, rocket.num_conv_features :].double(), expected)
+    # thresholds fall inside the range of the sums, so the features vary between windows
+    assert thresholds.min() >= sums.min() and thresholds.max() <= sums.max()
+    # COMMON pools the level over the positions every convolution feature pools: the last L - 8 d_max samples
+    common = build_model("minirocket_har", in_channels=3, num_classes=2, window=40, num_features=168, **LEVEL)
+    common.rocket.load_state_dict(rocket.state_dict())
+    p = 40 - 8 * max(rocket.dilations)
+    expected = (sums[:, :, None, -p:] > thresholds[None, :, :, None]).double().mean(dim=3).flatten(1)
+    torch.testing.assert_close(common.transform(x)[:, rocket.num_conv_features :].double(), expected)
+
+
+def test_difference_branch_sees_the_first_difference() -> None:
+    x = _quantised_walks(4, 2, 40)
+    model = build_model(
+        "minirocket_har",
+        in_channels=2,
+        num_classes=2,
+        window=40,
+        num_features=168,
+        pooling="per_dilation",
+        difference=True,
+    )
+    model.fit_closed_form(x, torch.tensor([0, 1, 0, 1]))
+    assert model.diff_rocket is not None
+    n = model.rocket.num_features
+    torch.testing.assert_close(model.transform(x)[:, n:], model.diff_rocket.ppv(x.diff(dim=2), PPVCrop.PER_DILATION))
+    assert model.receptive_field == model.diff_rocket.receptive_field + 1
+    with pytest.raises(ValueError, match="difference=True needs pooling='per_dilation'"):
+        build_model("minirocket_har", in_channels=2, window=40, num_features=168, difference=True)
+
+
+def test_models_without_level_features_keep_their_state_dict() -> None:
+    """No level buffers unless asked for: checkpoints of plain MiniRocket models load strictly."""
+    plain = build_model("minirocket_har", in_channels=2, num_classes=2, window=40, num_features=168)
+    assert not any("level" in key for key in plain.state_dict())
+    again = build_model("minirocket_har", in_channels=2, num_classes=2, window=40, num_features=168)
+    again.load_state_dict(plain.state_dict(), strict=True)
+    with pytest.raises(ValueError, match="level_combinations must be >= 0"):
+        MiniRocketFeatures(2, 40, num_features=168, level_combinations=-1)

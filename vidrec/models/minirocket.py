@@ -26,6 +26,14 @@ as it is. vidrec's way to keep ``P = window`` positions for every feature is rea
 the ``window`` outputs that end on the window's samples. :meth:`MiniRocketFeatures.ppv` also computes the offline
 per-dilation variant (MiniRocket's unpadded features), for comparisons.
 
+Two streamable additions (``minirocket_har(level_combinations=..., difference=True)``). The kernels sum to zero,
+so no valid convolution output sees a channel's level, and on IMU data the level is the gravity direction that
+tells sitting from standing (aeon's zero-padded half sees it at the window's edges, which a stream has not got).
+*Level features* compare the sum of a random channel subset with thresholds at every sample: an average over time
+of steps like PPV, pooled by the same heads (PER_DILATION: over the whole window). The *first-difference branch*
+is MultiRocket's second representation: a MiniRocket of another seed on ``x[t] - x[t-1]`` (``L - 1`` samples per
+window), streamed with one raw sample of state. One ridge classifier is fitted over all features.
+
 Exactness: PPV counts outputs above thresholds, a step function, so a rounding difference in an output that lies
 on a threshold flips a count and moves a logit by ``|w_f| / P``. Sensor data are quantised (HAPT's accelerometer
 in steps of 1/720 g, its gyroscope in steps of ~3e-4 rad/s), so convolution outputs fall on a lattice and exact
@@ -130,11 +138,16 @@ class MiniRocketFeatures(TemporalModule):
         num_features: Requested features; ``84 * (num_features // 84)`` are made.
         max_dilations_per_kernel: MiniRocket's cap on the number of dilations.
         seed: Seed of the channel subsets (the thresholds are fitted with :meth:`fit_biases`).
+        level_combinations: Level features: random channel subsets (as the kernels' subsets) whose summed signal
+            is compared with thresholds at every sample, so the features see a channel's level (0: none).
+        level_thresholds: Thresholds per level subset.
     """
 
     kernels: Tensor
     biases: Tensor
     repeat_index: Tensor
+    level_masks: Tensor | None  # (M, C) 0/1 channel subsets of the level features
+    level_biases: Tensor | None  # (M * level_thresholds,) thresholds, subset-major
 
     def __init__(
         self,
@@ -144,8 +157,15 @@ class MiniRocketFeatures(TemporalModule):
         num_features: int = 10_000,
         max_dilations_per_kernel: int = 32,
         seed: int = 0,
+        level_combinations: int = 0,
+        level_thresholds: int = 12,
     ) -> None:
         super().__init__()
+        if level_combinations < 0 or (level_combinations and level_thresholds < 1):
+            raise ValueError(
+                f"MiniRocketFeatures: level_combinations must be >= 0 and level_thresholds >= 1, got "
+                f"{level_combinations}, {level_thresholds}"
+            )
         if in_channels < 1 or window < KERNEL_LENGTH or num_features < len(KERNEL_INDICES):
             raise ValueError(
                 f"MiniRocketFeatures: need in_channels >= 1, window >= {KERNEL_LENGTH} and num_features >= 84, got "
@@ -156,7 +176,11 @@ class MiniRocketFeatures(TemporalModule):
             window, num_features, max_dilations_per_kernel
         )
         k = len(KERNEL_INDICES)
-        self.num_features = k * sum(self.features_per_dilation)
+        self.num_conv_features = k * sum(self.features_per_dilation)
+        self.level_combinations = int(level_combinations)
+        self.level_thresholds = int(level_thresholds) if level_combinations else 0
+        self.num_level_features = self.level_combinations * self.level_thresholds
+        self.num_features = self.num_conv_features + self.num_level_features
         base = torch.full((k, KERNEL_LENGTH), -1.0)
         for i, idx in enumerate(KERNEL_INDICES):
             base[i, list(idx)] = 2.0
@@ -168,7 +192,14 @@ class MiniRocketFeatures(TemporalModule):
             conv.weight.requires_grad_(False)
             self.convs.append(TemporalWindowOp(conv, receptive_field=d * (KERNEL_LENGTH - 1) + 1))
         self.set_channel_masks(masks)
-        self.register_buffer("biases", torch.zeros(self.num_features))  # (F,), fitted by fit_biases
+        self.register_buffer("biases", torch.zeros(self.num_conv_features))  # (F_conv,), fitted by fit_biases
+        if self.level_combinations:  # another seed: the level subsets are not the first kernels' subsets
+            level_masks = self._channel_masks(in_channels, self.level_combinations, seed + 7919)
+            self.register_buffer("level_masks", level_masks)
+            self.register_buffer("level_biases", torch.zeros(self.num_level_features))
+        else:  # no buffers at all: checkpoints of models without level features load unchanged
+            self.register_buffer("level_masks", None)
+            self.register_buffer("level_biases", None)
         # feature f thresholds kernel repeat_index[f] of its dilation's conv output
         self.register_buffer(
             "repeat_index",
@@ -219,6 +250,19 @@ class MiniRocketFeatures(TemporalModule):
             outs = [o[:, :, o.shape[2] - p :] for o in outs]
         return outs
 
+    def level(self, x: Tensor, crop: PPVCrop = PPVCrop.COMMON) -> Tensor:
+        """The level outputs ``(B, M, T)`` in float64: each subset's channels summed at every sample (exact sums).
+
+        COMMON crops to the last ``L - receptive_field + 1`` samples (the positions every conv feature pools);
+        PER_DILATION keeps the whole window.
+        """
+        if self.level_masks is None:
+            raise RuntimeError("MiniRocketFeatures: built without level features (level_combinations=0)")
+        out = torch.einsum("bct,mc->bmt", x.double(), self.level_masks.double())
+        if crop is PPVCrop.COMMON:
+            out = out[:, :, self.receptive_field - 1 :]
+        return out.contiguous()
+
     def _split_biases(self) -> list[Tensor]:
         sizes = [len(KERNEL_INDICES) * n for n in self.features_per_dilation]
         return list(torch.split(self.biases, sizes))
@@ -234,21 +278,34 @@ class MiniRocketFeatures(TemporalModule):
     def forward(self, x: Tensor) -> Tensor:
         if x.shape[2] < self.receptive_field:
             raise ValueError(f"MiniRocketFeatures needs at least {self.receptive_field} time steps, got {x.shape[2]}")
-        return self._steps(self.convolve(x)).to(x.dtype)
+        steps = self._steps(self.convolve(x))
+        if self.level_biases is not None:
+            rep = self.level(x).repeat_interleave(self.level_thresholds, dim=1)  # (B, M n, P)
+            steps = torch.cat([steps, (rep > self.level_biases.double()[None, :, None]).to(steps.dtype)], dim=1)
+        return steps.to(x.dtype)
+
+    @staticmethod
+    def _ppv_of(out: Tensor, bias: Tensor) -> Tensor:
+        """``(B, R, T)`` outputs, ``(R, n)`` thresholds -> ``(B, R n)`` shares of outputs above each threshold."""
+        ordered = _sorted_last(out)
+        expanded = bias.to(out.dtype).view(1, *bias.shape).expand(len(out), -1, -1).contiguous()
+        above = out.shape[2] - torch.searchsorted(ordered, expanded, right=True)  # outputs > threshold
+        return (above.double() / out.shape[2]).flatten(1)
 
     def ppv(self, x: Tensor, crop: PPVCrop = PPVCrop.COMMON) -> Tensor:
         """PPV features ``(B, F)``: the share of each kernel's outputs above each of its thresholds.
 
         Equal to ``self(x).mean(dim=2)`` (COMMON) without materialising the ``(B, F, P)`` steps: the outputs are
         sorted once per kernel and each threshold is located by binary search. PER_DILATION: each dilation's whole
-        valid output (MiniRocket's unpadded features; not streamable).
+        valid output (MiniRocket's unpadded features, streamed by per-dilation pooling). The level features follow
+        the conv features (:meth:`level`).
         """
         feats = []
         for out, n, b in zip(self.convolve(x, crop), self.features_per_dilation, self._split_biases(), strict=True):
-            ordered = _sorted_last(out)  # (B, 84, T)
-            bias = b.view(1, -1, n).expand(len(out), -1, -1).contiguous()  # (B, 84, n)
-            above = out.shape[2] - torch.searchsorted(ordered, bias, right=True)  # outputs > threshold
-            feats.append((above.to(x.dtype) / out.shape[2]).flatten(1))  # (B, 84 n), kernel-major
+            feats.append(self._ppv_of(out, b.view(-1, n)).to(x.dtype))  # (B, 84 n), kernel-major
+        if self.level_biases is not None:
+            levels = self.level(x, crop)
+            feats.append(self._ppv_of(levels, self.level_biases.view(-1, self.level_thresholds)).to(x.dtype))
         return torch.cat(feats, dim=1)
 
     def fit_biases(
@@ -284,6 +341,13 @@ class MiniRocketFeatures(TemporalModule):
                 biases.append(torch.quantile(own[i], q.double()).float())
                 start += n
         self.biases.copy_(torch.cat(biases))
+        if self.level_biases is not None:  # the same estimate for the level subsets, picks drawn after the kernels'
+            combos, n = self.level_combinations, self.level_thresholds
+            picks = torch.randint(len(x), (combos * m,), generator=generator)
+            out = self.level(x[picks], crop)  # (M m windows, M subsets, T)
+            own = out[torch.arange(combos * m), torch.arange(combos).repeat_interleave(m)].reshape(combos, -1)
+            q = _quantiles(self.num_level_features).double().view(combos, n)
+            self.level_biases.copy_(torch.stack([torch.quantile(own[i], q[i]) for i in range(combos)]).flatten())
 
     # -------------------------------------------------------------------------------------------- streaming
     # One buffer of the last ``receptive_field - 1`` inputs serves every dilation; each hop gathers the 9 taps of
@@ -318,7 +382,18 @@ class MiniRocketFeatures(TemporalModule):
     def stream_step(self, x: Tensor, state: list[Tensor]) -> tuple[Tensor, list[Tensor]]:
         out, new_state = self.stream_convolve(x, state)
         steps = (out.index_select(1, self._stream_rows) > self.biases.double()[None, :, None]).to(x.dtype)  # (B, F, n)
+        if self.level_biases is not None:
+            rep = self.stream_level_rows(x).reshape(x.shape[0], x.shape[2], -1).transpose(1, 2)  # (B, M, n)
+            rep = rep.repeat_interleave(self.level_thresholds, dim=1)
+            steps = torch.cat([steps, (rep > self.level_biases.double()[None, :, None]).to(x.dtype)], dim=1)
         return steps, new_state
+
+    def stream_level_rows(self, x: Tensor) -> Tensor:
+        """The level outputs of the ``n`` new samples as ``(B n, M)`` (float64, (stream, position)-major rows)."""
+        if self.level_masks is None:
+            raise RuntimeError("MiniRocketFeatures: built without level features (level_combinations=0)")
+        rows = x.permute(0, 2, 1).reshape(-1, x.shape[1]).double()  # (B n, C)
+        return rows @ self.level_masks.double().T
 
     def stream_convolve(self, x: Tensor, state: list[Tensor]) -> tuple[Tensor, list[Tensor]]:
         """The convolution outputs ``(B, J 84, n)`` (dilation-major) at the ``n`` new positions, and the new state."""
@@ -445,6 +520,12 @@ class MiniRocket(StreamableClassifier):
     ``pooling``: COMMON averages every feature over the last ``L - 8 d_max`` positions (with left context, the
     window's positions); PER_DILATION averages dilation ``d``'s features over its own ``L - 8 d`` valid positions,
     MiniRocket's unpadded features, streamed by a :class:`LastPositionsAvgPoolHead` of per-dilation lengths.
+
+    ``level_combinations`` > 0 adds level features (:meth:`MiniRocketFeatures.level`): the kernels sum to zero,
+    so no convolution output sees a channel's level, the gravity direction that tells sitting from standing.
+    ``difference=True`` (PER_DILATION only) adds MultiRocket's second representation: a MiniRocket of another seed
+    on the first difference ``x[t] - x[t-1]`` of the window (``L - 1`` samples); streaming keeps one sample of it.
+    All features are averages over time of steps, so one ridge classifier over them streams exactly.
     """
 
     def __init__(
@@ -459,18 +540,35 @@ class MiniRocket(StreamableClassifier):
         alphas: tuple[float, ...] = DEFAULT_ALPHAS,
         pooling: PPVCrop | str = PPVCrop.COMMON,
         threshold_windows: int = 1,
+        level_combinations: int = 0,
+        level_thresholds: int = 12,
+        difference: bool = False,
     ) -> None:
         super().__init__()
+        self.pooling = PPVCrop(pooling)
+        if difference and self.pooling is not PPVCrop.PER_DILATION:
+            raise ValueError("MiniRocket: difference=True needs pooling='per_dilation' (each branch pools its own)")
         self.rocket = MiniRocketFeatures(
             in_channels,
             window,
             num_features=num_features,
             max_dilations_per_kernel=max_dilations_per_kernel,
             seed=seed,
+            level_combinations=level_combinations,
+            level_thresholds=level_thresholds,
         )
-        self.pooling = PPVCrop(pooling)
+        self.diff_rocket: MiniRocketFeatures | None = None
+        if difference:
+            self.diff_rocket = MiniRocketFeatures(
+                in_channels,
+                window - 1,
+                num_features=num_features,
+                max_dilations_per_kernel=max_dilations_per_kernel,
+                seed=seed + 1,
+            )
         self.threshold_windows = int(threshold_windows)
-        self.linear = nn.Conv1d(self.rocket.num_features, num_classes, 1)  # time-pointwise: streams per position
+        total = self.rocket.num_features + (self.diff_rocket.num_features if self.diff_rocket is not None else 0)
+        self.linear = nn.Conv1d(total, num_classes, 1)  # time-pointwise: streams per position
         nn.init.zeros_(self.linear.weight)
         nn.init.zeros_(cast(Tensor, self.linear.bias))
         self.features = TemporalSequential(self.rocket, self.linear)
@@ -481,81 +579,134 @@ class MiniRocket(StreamableClassifier):
         self.last_fit: RidgeFit | None = None
         self._dilation_pool: LastPositionsAvgPoolHead | None = None
         self._init_geometry()
+        if self.diff_rocket is not None:  # one more input sample: the difference's first term
+            self.receptive_field = max(self.receptive_field, self.diff_rocket.receptive_field + 1)
+
+    # The feature groups in the linear layer's order. A group is one (branch, dilation) or the level subsets: its
+    # rows (kernels or subsets) each have n sorted thresholds, and PER_DILATION pools each group over its own length.
+    def _group_sizes(self, window: int) -> list[tuple[int, int, int]]:
+        """``(rows, thresholds per row, pooled positions)`` of each feature group for windows of ``window``."""
+        k = len(KERNEL_INDICES)
+        raw = zip(self.rocket.dilations, self.rocket.features_per_dilation, strict=True)
+        groups = [(k, n, window - (KERNEL_LENGTH - 1) * d) for d, n in raw]
+        if self.rocket.level_biases is not None:
+            groups.append((self.rocket.level_combinations, self.rocket.level_thresholds, window))
+        if self.diff_rocket is not None:
+            diff = zip(self.diff_rocket.dilations, self.diff_rocket.features_per_dilation, strict=True)
+            groups += [(k, n, window - 1 - (KERNEL_LENGTH - 1) * d) for d, n in diff]
+        return groups
+
+    def _group_thresholds(self) -> list[Tensor]:
+        """Each group's thresholds ``(rows, n)`` in the linear layer's feature order."""
+        out = [b.view(len(KERNEL_INDICES), -1) for b in self.rocket._split_biases()]
+        if self.rocket.level_biases is not None:
+            out.append(self.rocket.level_biases.view(self.rocket.level_combinations, -1))
+        if self.diff_rocket is not None:
+            out += [b.view(len(KERNEL_INDICES), -1) for b in self.diff_rocket._split_biases()]
+        return out
 
     def configure_stream(self, window: int, hop: int) -> None:
-        """As the base class; PER_DILATION also sizes one pool length per dilation, ``window - 8 d``."""
+        """As the base class; PER_DILATION also sizes one pool length per feature group (``window - 8 d``)."""
         super().configure_stream(window, hop)
         if self.pooling is PPVCrop.PER_DILATION:
-            lengths = [window - (KERNEL_LENGTH - 1) * d for d in self.rocket.dilations]
+            lengths = [p for _, _, p in self._group_sizes(window)]
             self._dilation_pool = LastPositionsAvgPoolHead([n for n in lengths for _ in range(self.num_classes)])
 
-    # Streaming: the thresholds and the linear layer fused into a lookup. The features of one convolution output
-    # (dilation j, kernel i) are steps at its sorted thresholds b_1 <= ... <= b_m, so their weighted sum is a prefix
-    # sum of the weights: W . steps = cumW[count of b < y]. A position costs one count and one K-vector per
-    # (dilation, kernel) -- 1,260 -- instead of F = 9,996 comparisons and K x F multiply-adds. The convolution
-    # outputs, the counts and the table are float64, like the offline path, so both count the same thresholds.
+    # Streaming: the thresholds and the linear layer fused into a lookup. The features of one output row (a kernel
+    # at a dilation, or a level subset) are steps at its sorted thresholds b_1 <= ... <= b_m, so their weighted sum
+    # is a prefix sum of the weights: W . steps = cumW[count of b < y]. A position costs one count and one K-vector
+    # per row -- 1,260 for 10,000 features -- instead of F comparisons and K x F multiply-adds. The outputs, the
+    # counts and the table are float64, like the offline path, so both count the same thresholds.
     def stream_state(self, x: Tensor) -> list[Tensor]:
         if self.pool.positions is None:
             raise RuntimeError("MiniRocket: call configure_stream(window, hop) before streaming")
         conv_state = self.rocket.stream_state(x)
-        k, tables = len(KERNEL_INDICES), []
+        if self.diff_rocket is not None:  # the difference branch's buffer, then the last raw sample
+            conv_state += self.diff_rocket.stream_state(x) + [x.new_zeros(x.shape[0], x.shape[1], 1)]
         weight = self.linear.weight.detach()[:, :, 0].double()  # (K, F)
-        self._bounds, self._bases = [], []
+        tables: list[Tensor] = []
+        self._bounds, starts = [], []
         start, row = 0, 0
-        for n in self.rocket.features_per_dilation:
-            b = self.rocket.biases[start : start + k * n].view(k, n).double()  # (84, n): kernel i's thresholds
-            w = weight[:, start : start + k * n].T.reshape(k, n, -1)  # (84, n, K)
+        for b in self._group_thresholds():
+            rows, n = b.shape
+            b = b.double()
+            w = weight[:, start : start + rows * n].T.reshape(rows, n, -1)  # (rows, n, K)
             order = b.argsort(dim=1, stable=True)
-            self._bounds.append(b.gather(1, order))  # (84, n) ascending, float64
+            self._bounds.append(b.gather(1, order).to(x.device))  # (rows, n) ascending, float64
             w_sorted = w.gather(1, order[:, :, None].expand_as(w))
-            # (84, n + 1, K): entry c = the weights of the c lowest thresholds, summed
-            tables.append(torch.cat([w.new_zeros(k, 1, w.shape[2]), w_sorted.cumsum(dim=1)], dim=1).flatten(0, 1))
-            self._bases.append((row + torch.arange(k) * (n + 1)).to(x.device))  # (84,) first table row per kernel
-            row += k * (n + 1)
-            start += k * n
-        self._lookup_table = torch.cat(tables).to(x.device)  # (sum_j 84 (n_j + 1), K), float64
-        self._bounds = [b.to(x.device) for b in self._bounds]
+            # (rows, n + 1, K): entry c = the weights of the c lowest thresholds, summed
+            tables.append(torch.cat([w.new_zeros(rows, 1, w.shape[2]), w_sorted.cumsum(dim=1)], dim=1).flatten(0, 1))
+            starts.append(row + torch.arange(rows) * (n + 1))  # first table row of each row's prefix sums
+            row += rows * (n + 1)
+            start += rows * n
+        self._lookup_table = torch.cat(tables).to(x.device)  # (sum_g rows_g (n_g + 1), K), float64
+        self._bases = torch.cat(starts).to(x.device)  # (R,) over all rows of all groups
+        self._group_offsets = torch.tensor([0, *np.cumsum([len(s) for s in starts])[:-1]]).to(x.device)  # (G,)
         self._n_conv = len(conv_state)
         if self.pooling is PPVCrop.PER_DILATION:
             if self._dilation_pool is None:
                 raise RuntimeError("MiniRocket: call configure_stream(window, hop) before streaming")
-            pool_x = x.new_zeros(x.shape[0], len(self.rocket.dilations) * self.num_classes, 1)
+            pool_x = x.new_zeros(x.shape[0], len(tables) * self.num_classes, 1)
             return conv_state + self._dilation_pool.stream_state(pool_x)
         return conv_state + [x.new_zeros(x.shape[0], self.num_classes, self.pool.positions)]
 
+    def _stream_outputs(self, x: Tensor, state: list[Tensor]) -> tuple[list[Tensor], list[Tensor]]:
+        """Each group's outputs at the new positions ``[(B n, rows)]`` (float64) and the new features state."""
+        out, conv_state = self.rocket.stream_convolve_rows(x, state[:1])  # (J, B n, 84)
+        outputs = list(out.unbind(0))
+        if self.rocket.level_biases is not None:
+            outputs.append(self.rocket.stream_level_rows(x))
+        if self.diff_rocket is not None:
+            last = state[2]
+            diff = torch.cat([last, x], dim=2).diff(dim=2)  # (B, C, n): x[t] - x[t-1], as offline
+            dout, diff_state = self.diff_rocket.stream_convolve_rows(diff, state[1:2])
+            outputs += list(dout.unbind(0))
+            conv_state = conv_state + diff_state + [x[:, :, -1:]]
+        return outputs, conv_state
+
     def stream_step(self, x: Tensor, state: list[Tensor]) -> tuple[Tensor, list[Tensor]]:
-        out, conv_state = self.rocket.stream_convolve_rows(x, state[: self._n_conv])  # (J, B n, 84)
+        outputs, conv_state = self._stream_outputs(x, state[: self._n_conv])
         b, _, n = x.shape
-        j = len(self.rocket.dilations)
-        index = torch.stack(
-            [
-                (out[i][:, :, None] > bounds).sum(dim=2) + base  # (B n, 84): thresholds below each output
-                for i, (bounds, base) in enumerate(zip(self._bounds, self._bases, strict=True))
-            ],
-            dim=1,
-        )  # (B n, J, 84) rows of the prefix-sum table
+        index = torch.cat(
+            [(o[:, :, None] > bounds).sum(dim=2) for o, bounds in zip(outputs, self._bounds, strict=True)], dim=1
+        )  # (B n, R): thresholds below each row's output
+        index = index + self._bases  # rows of the prefix-sum table
         bias = cast(Tensor, self.linear.bias)
         if self.pooling is PPVCrop.PER_DILATION:
             assert self._dilation_pool is not None
-            per_dilation = nn.functional.embedding_bag(index.flatten(0, 1), self._lookup_table, mode="sum")
-            per_step = per_dilation.to(x.dtype).reshape(b, n, -1).permute(0, 2, 1)  # (B, J K, n)
+            groups = len(self._group_offsets)
+            offsets = (torch.arange(b * n, device=x.device)[:, None] * index.shape[1] + self._group_offsets).flatten()
+            per_group = nn.functional.embedding_bag(index.flatten(), self._lookup_table, offsets, mode="sum")
+            per_step = per_group.to(x.dtype).reshape(b, n, -1).permute(0, 2, 1)  # (B, G K, n)
             pooled, pool_state = self._dilation_pool.stream_step(per_step, state[self._n_conv :])
-            logits = pooled.reshape(b, j, -1).sum(dim=1) + bias
+            logits = pooled.reshape(b, groups, -1).sum(dim=1) + bias
             return self.classifier(logits), conv_state + pool_state
-        summed = nn.functional.embedding_bag(index.flatten(1), self._lookup_table, mode="sum")  # (B n, K)
+        summed = nn.functional.embedding_bag(index, self._lookup_table, mode="sum")  # (B n, K)
         per_step = (summed.to(x.dtype) + bias).reshape(b, n, -1).permute(0, 2, 1)  # (B, K, n)
         pooled, pool_state = self.pool.stream_step(per_step, state[self._n_conv :])
         return self.classifier(pooled), conv_state + pool_state
 
     def forward(self, x: Tensor) -> Tensor:
         """Offline logits: the ridge classifier on the PPV features (equal to pooling the per-position logits)."""
-        return nn.functional.linear(self.rocket.ppv(x, self.pooling), self.linear.weight[:, :, 0], self.linear.bias)
+        return nn.functional.linear(self._ppv(x, self.pooling), self.linear.weight[:, :, 0], self.linear.bias)
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        """Per-position logits ``(B, K, P)`` of the COMMON crop (their mean over P is ``forward`` under COMMON)."""
+        if self.diff_rocket is not None:
+            raise ValueError("MiniRocket: no per-position features with difference=True (its branches pool apart)")
+        return self.features(x)
+
+    def _ppv(self, x: Tensor, crop: PPVCrop) -> Tensor:
+        feats = self.rocket.ppv(x, crop)
+        if self.diff_rocket is None:
+            return feats
+        return torch.cat([feats, self.diff_rocket.ppv(x.diff(dim=2), crop)], dim=1)
 
     @torch.no_grad()
     def transform(self, x: Tensor, batch_size: int = 128, crop: PPVCrop | None = None) -> Tensor:
         """PPV features ``(N, F)`` of windows ``(N, C, L)``, in batches (``crop``: default the model's pooling)."""
         crop = self.pooling if crop is None else crop
-        return torch.cat([self.rocket.ppv(x[i : i + batch_size], crop) for i in range(0, len(x), batch_size)])
+        return torch.cat([self._ppv(x[i : i + batch_size], crop) for i in range(0, len(x), batch_size)])
 
     @torch.no_grad()
     def fit_closed_form(self, inputs: Tensor, target: Tensor) -> RidgeFit:
@@ -563,13 +714,17 @@ class MiniRocket(StreamableClassifier):
         generator = torch.Generator().manual_seed(self.seed)
         ordered = inputs[canonical_order(inputs)]
         self.rocket.fit_biases(ordered, generator, crop=self.pooling, windows_per_kernel=self.threshold_windows)
+        if self.diff_rocket is not None:
+            self.diff_rocket.fit_biases(
+                ordered.diff(dim=2), generator, crop=self.pooling, windows_per_kernel=self.threshold_windows
+            )
         fit = fit_ridge(self.transform(inputs), target, self.num_classes, self.alphas)
         self.linear.weight.copy_(fit.weight[:, :, None])
         cast(Tensor, self.linear.bias).copy_(fit.bias)
         self.last_fit = fit
         log.info(
             "MiniRocket: %d features, ridge alpha %.3g (leave-one-out over %d windows)",
-            self.rocket.num_features,
+            fit.weight.shape[1],
             fit.alpha,
             len(inputs),
         )
@@ -586,6 +741,9 @@ def minirocket_har(
     seed: int = 0,
     pooling: str = "common",
     threshold_windows: int = 1,
+    level_combinations: int = 0,
+    level_thresholds: int = 12,
+    difference: bool = False,
 ) -> MiniRocket:
     """MiniRocket (Dempster et al. 2021) for IMU windows of ``window`` samples; dilations up to ``(window - 1) / 8``.
 
@@ -593,7 +751,9 @@ def minirocket_har(
     ``context: 120`` (``context_padding: EDGE``) so every feature pools ``window`` positions.
     ``pooling="per_dilation"``: no context; dilation ``d`` pools its ``window - 8 d`` valid positions (MiniRocket's
     unpadded features). ``threshold_windows``: training windows whose outputs each threshold's quantile is taken
-    over (MiniRocket: 1). Fitted in closed form by ``vidrec fit``.
+    over (MiniRocket: 1). ``level_combinations`` x ``level_thresholds`` level features (channel-subset sums against
+    thresholds); ``difference``: a second MiniRocket on the first difference (MultiRocket's). Fitted in closed
+    form by ``vidrec fit``.
     """
     return MiniRocket(
         in_channels=in_channels,
@@ -603,4 +763,7 @@ def minirocket_har(
         seed=seed,
         pooling=PPVCrop(pooling),
         threshold_windows=threshold_windows,
+        level_combinations=level_combinations,
+        level_thresholds=level_thresholds,
+        difference=difference,
     )

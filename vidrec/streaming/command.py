@@ -184,6 +184,7 @@ def run_stream(args: argparse.Namespace, out: TextIO | None = None) -> dict[str,
         return two_stream.run_stream(args, out)
     loaded = load_classifier(args.checkpoint)
     spec = _spec(loaded)
+    _refuse_lone_two_stream(spec, args.checkpoint)
     if spec.modality is Modality.VIDEO:
         return run_stream_video(args, loaded, out)
     if _feature_head(spec):  # a head over per-frame features: the backbone runs live (vidrec.streaming.features)
@@ -219,6 +220,21 @@ def run_stream(args: argparse.Namespace, out: TextIO | None = None) -> dict[str,
     return summary
 
 
+def _refuse_lone_two_stream(spec: DeploymentSpec, path: str) -> None:
+    """One stream of a two-stream ConvNet streams only with its partner (``--flow-checkpoint``): say how."""
+    info = spec.two_stream
+    if info is None or info.input not in ("rgb", "flow"):
+        return
+    if info.input == "rgb":
+        pair = f"--checkpoint {path} --flow-checkpoint FLOW.ckpt (the temporal stream, trained with input: flow)"
+    else:
+        pair = f"--checkpoint RGB.ckpt (the spatial stream, trained with input: rgb) --flow-checkpoint {path}"
+    raise ValueError(
+        f"{path}: the {info.input} stream of a two-stream ConvNet is not streamable alone; stream the RGB and flow "
+        f"checkpoints together, with incremental flow: {pair}"
+    )
+
+
 def _feature_head(spec: DeploymentSpec) -> bool:
     """A head trained on a feature file (``datamodules.features``): its spec names the features' extractor."""
     return isinstance(spec.data_source.get("features"), dict)
@@ -240,6 +256,7 @@ def run_evaluate_streaming(args: argparse.Namespace) -> dict[str, Any]:
         return two_stream.run_evaluate_streaming(args)
     loaded = load_classifier(args.checkpoint)
     spec = _spec(loaded)
+    _refuse_lone_two_stream(spec, args.checkpoint)
     if spec.modality is Modality.VIDEO:
         return run_evaluate_streaming_video(args, loaded)
     if spec.modality is Modality.SKELETON:  # test clips offline vs streamed (vidrec.streaming.skeleton_eval)

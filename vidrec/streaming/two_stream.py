@@ -43,6 +43,7 @@ from torch import Tensor, nn
 from vidrec.models.two_stream import two_stream_window
 from vidrec.spec import DeploymentSpec
 from vidrec.streaming.multi import InputClock, MultiInputDescription, MultiInputStreaming, MultiStepResult
+from vidrec.two_stream_spec import TwoStreamSpec
 
 __all__ = ["DEFAULT_WINDOW", "TwoStreamFrameResult", "TwoStreamStreaming", "two_stream_settings"]
 
@@ -92,13 +93,15 @@ def two_stream_settings(rgb: DeploymentSpec, flow: DeploymentSpec) -> dict[str, 
     from datamodules.flow.methods import FlowSettings
     from datamodules.flow.transforms import FlowMean, FrameTransformSettings
 
-    parts = {}
+    parts: dict[str, TwoStreamSpec] = {}
     for name, spec in (("rgb", rgb), ("flow", flow)):
-        info = spec.data_source.get("two_stream")
-        if not isinstance(info, dict) or info.get("input") != name:
+        info = spec.two_stream
+        if info is None or info.input != name:
+            found = "no two-stream spec" if info is None else f"a two-stream spec of input {info.input!r}"
             raise ValueError(
-                f"the {name} checkpoint's deployment spec has no data_source.two_stream with input {name!r} "
-                "(train it with TwoStreamDataModule, input: " + name + ")"
+                f"the {name} checkpoint's deployment spec has {found}, expected input {name!r} "
+                f"(train it with TwoStreamDataModule, input: {name}; --checkpoint takes the RGB stream, "
+                "--flow-checkpoint the flow stream)"
             )
         parts[name] = info
     if list(rgb.class_names) != list(flow.class_names):
@@ -113,14 +116,14 @@ def two_stream_settings(rgb: DeploymentSpec, flow: DeploymentSpec) -> dict[str, 
     flow_crop = int(flow.frame_size[0])
     flow_transform = FrameTransformSettings(
         crop_size=flow_crop,
-        short_side=int(parts["flow"].get("transform_short_side", max(flow_crop, int(flow.short_side or flow_crop)))),
-        flow_mean=FlowMean(parts["flow"].get("flow_mean", FlowMean.NONE.value)),
+        short_side=int(parts["flow"].transform_short_side),
+        flow_mean=FlowMean(parts["flow"].flow_mean),
     )
     if crop != flow_crop:
         raise ValueError(f"the RGB stream takes {crop}x{crop} crops but the flow stream {flow_crop}x{flow_crop}")
     return {
         "stack_length": int(flow.window),
-        "flow": FlowSettings.from_dict(parts["flow"]["flow"], "flow checkpoint: spec.data_source.two_stream.flow"),
+        "flow": FlowSettings.from_dict(parts["flow"].flow, "flow checkpoint: spec.two_stream.flow"),
         "rgb_transform": rgb_transform,
         "flow_transform": flow_transform,
     }

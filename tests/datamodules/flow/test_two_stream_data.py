@@ -186,9 +186,55 @@ def test_stream_checkpoints_carry_a_deployment_spec_streaming_is_built_from(moti
         assert example is not None and example.shape == ((1, 3, 24, 24) if name == "rgb" else (1, 8, 24, 24))
     assert (specs["rgb"].window, specs["rgb"].channels, specs["rgb"].frame_size) == (1, ["R", "G", "B"], (24, 24))
     assert (specs["flow"].window, specs["flow"].channels) == (4, ["x", "y"])
-    assert specs["flow"].data_source["two_stream"]["flow"] == FlowSettings(short_side=None).as_dict()
+    flow_spec = specs["flow"].two_stream
+    assert flow_spec is not None and flow_spec.flow == FlowSettings(short_side=None).as_dict()
+    assert (flow_spec.input, flow_spec.stack_length, flow_spec.transform_short_side) == ("flow", 4, 32)
+    assert specs["rgb"].two_stream is not None and specs["rgb"].two_stream.flow == {}
+    assert "two_stream" not in specs["flow"].data_source
     settings = two_stream_settings(specs["rgb"], specs["flow"])
     assert settings["stack_length"] == 4 and settings["flow"].as_dict() == FlowSettings(short_side=None).as_dict()
     assert settings["rgb_transform"].short_side == 32 and settings["flow_transform"].crop_size == 24
-    with pytest.raises(ValueError, match="flow checkpoint's deployment spec has no data_source.two_stream"):
+    with pytest.raises(ValueError, match="flow checkpoint's deployment spec has a two-stream spec of input 'rgb'"):
         two_stream_settings(specs["rgb"], specs["rgb"])
+
+    # checkpoints written before the typed field carried the same dict in data_source["two_stream"]
+    legacy = {}
+    for name, spec in specs.items():
+        stored = spec.to_dict()
+        info = stored.pop("two_stream")
+        if name == "flow":
+            info.pop("transform_short_side")  # the earliest of them lacked it: the crop or the stored short side
+        stored["data_source"] = {**stored["data_source"], "two_stream": info}
+        legacy[name] = DeploymentSpec.from_dict(stored)
+    assert legacy["rgb"].two_stream == specs["rgb"].two_stream
+    assert legacy["flow"].two_stream is not None and legacy["flow"].two_stream.transform_short_side == 24
+    assert two_stream_settings(legacy["rgb"], legacy["flow"])["flow"].as_dict() == settings["flow"].as_dict()
+    broken = specs["flow"].to_dict()
+    broken["two_stream"]["input"] = "depth"
+    with pytest.raises(ValueError, match="ckpt.pt: spec.two_stream.input: 'depth' is not one of"):
+        DeploymentSpec.from_dict(broken, "ckpt.pt")
+
+
+@pytest.mark.parametrize("command", ["stream", "evaluate-streaming"])
+def test_a_lone_stream_checkpoint_is_pointed_to_its_partner(
+    motion_data: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch, command: str
+) -> None:
+    import argparse
+    import types
+
+    from vidrec.streaming import command as streaming
+
+    videos, flow = motion_data
+    parser = argparse.ArgumentParser()
+    streaming.add_parser(parser.add_subparsers())
+    transform = FrameTransformSettings(crop_size=24, short_side=32)
+    for name, hint in (
+        ("rgb", "--checkpoint s.ckpt --flow-checkpoint FLOW.ckpt"),
+        ("flow", "--flow-checkpoint s.ckpt"),
+    ):
+        spec = TwoStreamDataModule(videos, input=name, flow_root=flow, transform=transform).deployment_spec()
+        loaded = types.SimpleNamespace(require_spec=lambda spec=spec: spec)
+        monkeypatch.setattr(streaming, "load_classifier", lambda path, loaded=loaded: loaded)
+        args = parser.parse_args([command, "--checkpoint", "s.ckpt", *(["--out", "o"] if command != "stream" else [])])
+        with pytest.raises(ValueError, match=f"s.ckpt: the {name} stream .* not streamable alone.*{hint}"):
+            args.func(args)
