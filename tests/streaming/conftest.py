@@ -38,3 +38,10 @@ def tiny_model() -> nn.Module:
     """resnet1d_tiny with 3 channels and 3 classes (receptive field 31), eval mode."""
     torch.manual_seed(0)
     return randomize_batchnorm(build_model("resnet1d_tiny", in_channels=3, num_classes=3))
+
+
+@pytest.fixture
+def exact_cuda() -> Iterator[None]:
+    """cuDNN convolutions in full float32 (CUDA's default rounds them to TF32), so CUDA steps compare at 1e-4."""
+    with torch.backends.cudnn.flags(enabled=True, allow_tf32=False):
+        yield

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import numpy as np
 import pytest
 import torch
@@ -374,13 +372,6 @@ def test_numpy_and_onnx_engines_refuse_other_devices(tiny_model: nn.Module) -> N
     for engine in ("numpy", "onnxruntime"):
         with pytest.raises(ValueError, match="runs on the CPU only"):
             to_streaming(tiny_model, 40, 4, backend=engine, device="meta")
-
-
-@pytest.fixture
-def exact_cuda() -> Iterator[None]:
-    """cuDNN convolutions in full float32 (CUDA's default rounds them to TF32), so CUDA steps compare at 1e-4."""
-    with torch.backends.cudnn.flags(enabled=True, allow_tf32=False):
-        yield
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")

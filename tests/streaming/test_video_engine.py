@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import numpy as np
 import pytest
 import torch
@@ -188,13 +186,6 @@ def test_float64_steps_match_offline_to_1e_9() -> None:
     with torch.no_grad():
         ref = torch.cat([model(x[:, :, t - window : t]) for t in range(window, window + 4)])
     assert float((logits[0, -4:] - ref).abs().max()) < 1e-9
-
-
-@pytest.fixture
-def exact_cuda() -> Iterator[None]:
-    """cuDNN convolutions in full float32 (CUDA's default rounds them to TF32), so CUDA steps compare at 1e-4."""
-    with torch.backends.cudnn.flags(enabled=True, allow_tf32=False):
-        yield
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")

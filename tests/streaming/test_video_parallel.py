@@ -7,8 +7,6 @@ fusion rule, equal to the eager engine, over slot subsets, late slots and resets
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import numpy as np
 import pytest
 import torch
@@ -25,13 +23,6 @@ from vidrec.streaming.engines.video import CompiledVideoEngine
 from vidrec.streaming.multi import InputClock, MultiInputStreaming
 
 _NO_CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA")
-
-
-@pytest.fixture
-def exact_cuda() -> Iterator[None]:
-    """cuDNN convolutions in full float32 (CUDA's default rounds them to TF32), so CUDA steps compare at 1e-4."""
-    with torch.backends.cudnn.flags(enabled=True, allow_tf32=False):
-        yield
 
 
 def _pair(rule: FusionRule) -> ParallelClassifiers:

@@ -334,6 +334,14 @@ class _TemporalConv(_Op):
         regs[self.out] = y.view(n_out, *win.shape[1:-1], c_out)
 
 
+def _ring_window(x: Tensor, r: int | None, rings: _Rings) -> Tensor:
+    """The window a window op reads: ``x`` appended to ring ``r`` (``x`` itself when the op keeps no ring)."""
+    if r is None:
+        return x
+    rings.slot(r, x.shape).copy_(x)
+    return rings.window(r)
+
+
 class _WindowMax(_Op):
     """Maximum over the last ``kernel`` frames every ``stride`` frames, on the ring's window (a temporal max pool)."""
 
@@ -341,12 +349,7 @@ class _WindowMax(_Op):
         self.kernel, self.stride, self.r, self.inputs, self.out = kernel, stride, r, (x,), out
 
     def run(self, regs: Regs, rings: _Rings) -> None:
-        x = regs[self.inputs[0]]
-        if self.r is None:
-            win = x
-        else:
-            rings.slot(self.r, x.shape).copy_(x)
-            win = rings.window(self.r)
+        win = _ring_window(regs[self.inputs[0]], self.r, rings)
         surplus = (win.shape[0] - self.kernel) % self.stride  # right alignment: the surplus is dropped on the left
         # (L, B, H, W, C) -> (n_out, B, H, W, C, kernel) windows -> max over the window
         regs[self.out] = win[surplus:].unfold(0, self.kernel, self.stride).amax(-1)
@@ -359,12 +362,7 @@ class _EagerWindowOp(_Op):
         self.module, self.r, self.inputs, self.out = module, r, (x,), out
 
     def run(self, regs: Regs, rings: _Rings) -> None:
-        x = regs[self.inputs[0]]
-        if self.r is None:
-            win = x
-        else:
-            rings.slot(self.r, x.shape).copy_(x)
-            win = rings.window(self.r)
+        win = _ring_window(regs[self.inputs[0]], self.r, rings)
         regs[self.out] = _from_protocol(self.module(_to_protocol(win)))  # forward right-aligns the window
 
 
