@@ -177,11 +177,15 @@ def _rank_pass(rank: int, world: int, port: int, out: str) -> None:
 
 
 @pytest.mark.slow  # two processes on the gloo backend (~5 s)
-def test_under_ddp_the_ranks_statistics_are_those_of_all_their_batches(tmp_path: Path) -> None:
+def test_under_ddp_the_ranks_statistics_are_those_of_all_their_batches(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import socket
 
     import torch.multiprocessing as mp
 
+    # spawned ranks unpickle _rank_pass from this module: they inherit sys.path, which must reach the repository root
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[2]))
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
