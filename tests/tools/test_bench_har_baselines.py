@@ -1,24 +1,12 @@
 """tools/bench_har_baselines.py: the windows of a fold and the official split, built through the settings groups."""
 
-import importlib.util
-import sys
 import warnings
 from pathlib import Path
 
 import numpy as np
 
 from datamodules.timeseries.schema import Recording, write_recordings
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def _tool():
-    sys.path.insert(0, str(ROOT))
-    spec = importlib.util.spec_from_file_location("bench_har_baselines", ROOT / "tools" / "bench_har_baselines.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from tests.tools.conftest import load_tool
 
 
 def test_split_windows_holds_out_the_fold_and_never_warns(tmp_path: Path) -> None:
@@ -35,7 +23,7 @@ def test_split_windows_holds_out_the_fold_and_never_warns(tmp_path: Path) -> Non
     ]
     path = tmp_path / "f.h5"
     write_recordings(path, recordings, sampling_rate=50.0, channel_names=["a", "b"], class_names=["x", "y"])
-    bench = _tool()
+    bench = load_tool("bench_har_baselines")
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # no deprecated flat datamodule keys
         train, val = bench.split_windows(str(path), 16, 8, [2, 3])

@@ -1,6 +1,5 @@
 """tools/cross_validate.py: folds over the training subjects only, variant parsing, one fold run end to end."""
 
-import importlib.util
 import sys
 from pathlib import Path
 
@@ -9,16 +8,7 @@ import pytest
 
 from datamodules.timeseries.converters.uea import convert_basicmotions
 from datamodules.timeseries.schema import Recording, write_recordings
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def _tool():
-    spec = importlib.util.spec_from_file_location("cross_validate", ROOT / "tools" / "cross_validate.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from tests.tools.conftest import ROOT, load_tool
 
 
 def test_folds_partition_the_training_subjects_and_never_hold_a_test_subject(tmp_path: Path) -> None:
@@ -28,7 +18,7 @@ def test_folds_partition_the_training_subjects_and_never_hold_a_test_subject(tmp
     ]
     path = tmp_path / "f.h5"
     write_recordings(path, recordings, sampling_rate=50.0, channel_names=["a"], class_names=["c"])
-    cv = _tool()
+    cv = load_tool("cross_validate")
     folds = cv.training_subject_folds(str(path), 2, seed=0)
     assert sorted(s for fold in folds for s in fold) == [1, 3, 4, 6, 7] and [len(f) for f in folds] == [3, 2]
     assert folds == cv.training_subject_folds(str(path), 2, seed=0)  # deterministic for a seed
@@ -48,7 +38,7 @@ def test_one_fold_runs_vidrec_fit_and_reports_validation_metrics(
 ) -> None:
     convert_basicmotions(tmp_path / "bm.h5")
     monkeypatch.chdir(tmp_path)
-    cv = _tool()
+    cv = load_tool("cross_validate")
     overrides = ["--data.init_args.path", str(tmp_path / "bm.h5"), "--trainer.max_epochs", "1"]
     argv, sys.argv = sys.argv, sys.argv[:1]
     try:
@@ -69,7 +59,7 @@ def test_folds_use_every_subject_of_a_file_without_official_split(tmp_path: Path
     ]
     path = tmp_path / "f.h5"
     write_recordings(path, recordings, sampling_rate=50.0, channel_names=["a"], class_names=["c"])
-    cv = _tool()
+    cv = load_tool("cross_validate")
     folds = cv.training_subject_folds(str(path), 3, seed=0)
     assert sorted(s for fold in folds for s in fold) == [1, 2, 3, 4, 5, 6] and not cv.has_official_split(str(path))
     with pytest.raises(ValueError, match="6 subjects \\(the file has no official split\\) cannot make 7 folds"):
@@ -89,7 +79,7 @@ def test_minirocket_fold_on_a_file_without_official_split(tmp_path: Path, monkey
     path = tmp_path / "f.h5"
     write_recordings(path, recordings, sampling_rate=50.0, channel_names=["a", "b"], class_names=["slow", "fast"])
     monkeypatch.chdir(tmp_path)
-    cv = _tool()
+    cv = load_tool("cross_validate")
     overrides = [
         "--data.init_args.path",
         str(path),
