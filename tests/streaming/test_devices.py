@@ -22,7 +22,7 @@ from datamodules.timeseries.settings import WindowSettings
 from vidrec.cli import main
 from vidrec.spec import DeploymentSpec
 from vidrec.streaming import command as stream_command
-from vidrec.streaming.devices import resolve_device
+from vidrec.streaming.devices import cpu_only, resolve_device
 
 CLASSES = ["a", "b", "c"]
 RATE = 50.0
@@ -138,6 +138,19 @@ def test_device_values_resolve_or_are_refused_by_name(monkeypatch: pytest.Monkey
     assert resolve_device("auto", "numpy") == torch.device("cpu")  # the CPU engines stay on the CPU
     with pytest.raises(ValueError, match=r"^--device cuda:1: this machine has 1 CUDA device \(cuda:0\)$"):
         resolve_device("cuda:1")
+
+
+def test_a_cpu_only_path_takes_auto_as_the_cpu_and_refuses_cuda(monkeypatch: pytest.MonkeyPatch) -> None:
+    what = "feature-head checkpoints stream on the CPU only"
+    assert cpu_only(argparse.Namespace(device="auto"), what) == torch.device("cpu")
+    assert cpu_only(argparse.Namespace(), what) == torch.device("cpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(
+        ValueError,
+        match=r"^--device cuda:0: feature-head checkpoints stream on the CPU only; use --device cpu \(or auto\)$",
+    ):
+        cpu_only(argparse.Namespace(device="cuda:0"), what)
 
 
 @pytest.mark.usefixtures("no_cuda")

@@ -116,8 +116,8 @@ def run_device(args: argparse.Namespace) -> torch.device:
 
 
 def cpu_only(args: argparse.Namespace, what: str) -> torch.device:
-    """The CPU for a path that streams on the CPU only (``what`` says which and why): ``auto`` means the CPU there,
-    and an explicit CUDA ``--device`` is refused.
+    """The CPU for a path that streams on the CPU only (``what`` says which and why, as the refusal's reason):
+    ``auto`` means the CPU there, and an explicit CUDA ``--device`` is refused.
 
     Raises:
         ValueError: ``--device`` names a CUDA device.
@@ -125,5 +125,5 @@ def cpu_only(args: argparse.Namespace, what: str) -> torch.device:
     value = str(getattr(args, "device", "cpu")).strip().lower()
     if value not in ("cpu", "auto"):
         run_device(args)  # a device this machine lacks is reported as such first
-        raise ValueError(f"--device {value}: {what} runs on the CPU only; use --device cpu (or auto)")
+        raise ValueError(f"--device {value}: {what}; use --device cpu (or auto)")
     return torch.device("cpu")

@@ -322,7 +322,7 @@ def evaluate_streaming(
     )
     chunk = torch.from_numpy(padded[:1, :, :hop].copy()).to(device)
     win = torch.zeros(1, channels, window, device=device)
-    win[..., : min(window, padded.shape[2])] = torch.from_numpy(padded[:1, :, :window])
+    win[..., : min(window, padded.shape[2])] = torch.from_numpy(padded[:1, :, :window]).to(device)
     for _ in range(5):
         one.step(chunk)
     ms_hop = _median_ms(lambda: one.step(chunk), timing_repeats)  # synchronous: the logits come back to the CPU

@@ -568,7 +568,7 @@ def build_stream(
 
 
 # the backbone encoders of datamodules.features.extract are built on the CPU and take no device
-_CPU_ONLY = "a feature-head checkpoint streams its feature file's backbone and head on the CPU"
+_CPU_ONLY = "feature-head checkpoints stream on the CPU only (the feature file's backbone runs on the CPU)"
 
 
 def run_stream(args: argparse.Namespace, loaded: Any, out: TextIO) -> dict[str, Any]:
