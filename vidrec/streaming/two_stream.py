@@ -252,6 +252,7 @@ class TwoStreamStreaming:
 
 
 def _load_pair(args: argparse.Namespace) -> tuple[Any, Any, TwoStreamStreaming]:
+    from vidrec.streaming.command import PRECISIONS
     from vidrec.streaming.devices import run_device
     from vidrec.tasks import load_checkpoint  # type: ignore[attr-defined]
 
@@ -264,6 +265,7 @@ def _load_pair(args: argparse.Namespace) -> tuple[Any, Any, TwoStreamStreaming]:
         flow_weight=getattr(args, "flow_weight", 1.5),
         backend=getattr(args, "backend", "compiled"),
         device=run_device(args),
+        dtype=PRECISIONS[getattr(args, "precision", "fp32")],
     )
     if getattr(args, "verbose", False):
         print(live.describe(), file=sys.stderr)
@@ -394,6 +396,7 @@ def evaluate_two_stream_streaming(
         "flow_ms_per_frame_median": float(np.median(flow_ms)),
         "class_names": list(rgb.class_names),
         "device": str(live.device),
+        "streaming_dtype": str(live.runtime.members["rgb"].dtype).removeprefix("torch."),
     }
 
 

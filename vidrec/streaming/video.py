@@ -197,10 +197,12 @@ def evaluate_video_streaming(
     batch_size: int = 16,
     max_frames: int | None = None,
     device: str | torch.device = "cpu",
+    precision: str = "fp32",
 ) -> dict[str, Any]:
     """Stream each video frame by frame and compare every streamed clip with the offline clip of the same frames.
 
-    Both sides run on ``device`` (the checkpoint's model is moved there); logits are compared on the CPU.
+    Both sides run on ``device`` (the checkpoint's model is moved there); logits are compared on the CPU. The
+    stream steps in ``precision`` (``vidrec.streaming.command.PRECISIONS``), the offline side in the model's dtype.
 
     Returns a report: clip accuracy of both sides (every clip a stream emits, labelled with its video's label),
     video accuracy (the mean of the clips' softmax, as ``vidrec test`` groups views), the argmax agreement, the
@@ -215,7 +217,7 @@ def evaluate_video_streaming(
     clips_off, clips_str, agree, targets, deltas, first_correct = 0, 0, 0, 0, [], []
     video_off, video_str, skipped = 0, 0, 0
     stream_seconds, offline_seconds = 0.0, 0.0
-    runtime = build_runtime(loaded, hop=1, device=device)
+    runtime = build_runtime(loaded, hop=1, precision=precision, device=device)
     for path, label in videos:
         runtime.reset()  # a new stream: warm-up again
         frames: list[torch.Tensor] = []
@@ -272,6 +274,7 @@ def evaluate_video_streaming(
         "offline_ms_per_clip_batched": offline_seconds * 1000.0 / max(targets, 1),
         "class_names": list(spec.class_names),
         "device": str(device),
+        "streaming_dtype": str(runtime.dtype).removeprefix("torch."),
     }
 
 
@@ -283,7 +286,8 @@ def run_evaluate_streaming(args: argparse.Namespace, loaded: Any) -> dict[str, A
         videos = videos[: args.max_videos]
     from vidrec.streaming.devices import run_device
 
-    report = evaluate_video_streaming(loaded, videos, device=run_device(args))
+    precision = getattr(args, "precision", "fp32")
+    report = evaluate_video_streaming(loaded, videos, device=run_device(args), precision=precision)
     report["checkpoint"] = str(getattr(loaded, "path", ""))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
