@@ -4,7 +4,8 @@ One model with every group (``minirocket_har(pooling="per_dilation", level_combi
 is fitted per fold; its thresholds are drawn in a fixed order (convolutions, level subsets, difference branch), so
 the raw and level groups are exactly those of the smaller models. The features of the fold's training and
 validation windows are computed once, and a ridge classifier (penalty by leave-one-out, as ``fit_closed_form``) is
-fitted on each subset of groups: raw convolutions, + level, + first difference, + both. The windows are those of
+fitted on each subset of groups: raw convolutions, + level, + first difference, + both; subsets with level features
+are fitted once per ``--level-weights`` value (the model's ``level_weight``). The windows are those of
 ``tools/bench_har_baselines.py`` (same datamodule, same folds as ``tools/cross_validate.py``); the official test
 subjects are never read. Prints validation accuracy and macro-F1 per subset and fold, and writes them as JSON.
 
@@ -47,13 +48,21 @@ def main() -> int:
     parser.add_argument("--level-combinations", type=int, default=84)
     parser.add_argument("--level-thresholds", type=int, default=12)
     parser.add_argument("--subsets", nargs="*", default=list(SUBSETS), choices=list(SUBSETS))
+    parser.add_argument(
+        "--level-weights",
+        type=float,
+        nargs="*",
+        default=[1.0],
+        help="level_weight values to screen for the subsets with level features (the model's ridge group weight)",
+    )
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", default="runs/screen_minirocket")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    results: dict[str, dict[str, dict[str, object]]] = {name: {} for name in args.subsets}
+    results: dict[str, dict[str, dict[str, object]]] = {}
+    runs = [(name, w) for name in args.subsets for w in (args.level_weights if "level" in SUBSETS[name] else [1.0])]
     for k, val_subjects in enumerate(training_subject_folds(args.data, args.folds, args.seed)):
         if args.only_folds is not None and k not in args.only_folds:
             continue
@@ -81,16 +90,24 @@ def main() -> int:
             "diff": slice(n_conv + n_level, feats.shape[1]),
         }
         print(f"[screen] fold {k} ({val_subjects}): features {time.perf_counter() - start:.0f} s", flush=True)
-        for name in args.subsets:
+        for name, level_weight in runs:
             t0 = time.perf_counter()
-            pick = torch.cat([feats[:, columns[g]] for g in SUBSETS[name]], dim=1)
-            pick_val = torch.cat([feats_val[:, columns[g]] for g in SUBSETS[name]], dim=1)
-            fit = fit_ridge(pick, target, model.num_classes, model.alphas)
+            groups = SUBSETS[name]
+            pick = torch.cat([feats[:, columns[g]] for g in groups], dim=1)
+            pick_val = torch.cat([feats_val[:, columns[g]] for g in groups], dim=1)
+            weights = torch.cat(  # the model's level_weight: a ridge group weight on the level columns
+                [
+                    torch.full((columns[g].stop - columns[g].start,), level_weight if g == "level" else 1.0)
+                    for g in groups
+                ]
+            )
+            fit = fit_ridge(pick, target, model.num_classes, model.alphas, weights.double())
             pred = (pick_val @ fit.weight.T + fit.bias).argmax(1).numpy()
             row = score(pred, val)
             row.update(seconds=time.perf_counter() - t0, alpha=fit.alpha, features=int(pick.shape[1]))
-            results[name][f"fold{k}"] = row
-            print(f"[screen] fold {k} {name}: acc {row['acc']:.4f} f1 {row['f1_macro']:.4f} alpha {fit.alpha:.3g}")
+            key = name if "level" not in groups or len(args.level_weights) == 1 else f"{name} lw {level_weight:g}"
+            results.setdefault(key, {})[f"fold{k}"] = row
+            print(f"[screen] fold {k} {key}: acc {row['acc']:.4f} f1 {row['f1_macro']:.4f} alpha {fit.alpha:.3g}")
             (out / "screen.json").write_text(json.dumps({"args": vars(args), "results": results}, indent=2))
     print(f"\n{'subset':<12} {'mean acc':>9} {'mean F1':>8}  folds")
     for name, per in results.items():

@@ -101,6 +101,50 @@ def test_ridge_matches_closed_form_and_picks_alpha() -> None:
         assert abs(float((loo * loo).mean()) - fit.loo_error[a]) < 0.05 * fit.loo_error[a]
 
 
+def test_feature_weights_are_a_groupwise_penalty() -> None:
+    """A feature of weight w is penalised by alpha / w**2: the fit equals the closed-form group ridge."""
+    torch.manual_seed(0)
+    for n, f in ((40, 60), (80, 20)):  # dual and primal solutions
+        z = torch.randn(n, f).double() * torch.linspace(0.5, 3.0, f).double()
+        target = torch.randint(0, 3, (n,))
+        w = torch.ones(f, dtype=torch.float64)
+        w[f // 2 :] = 0.2
+        fit = fit_ridge(z, target, 3, alphas=(5.0,), feature_weights=w)
+        zs = (z - z.mean(0)) / z.std(0, unbiased=False)
+        y = -torch.ones(n, 3, dtype=torch.float64)
+        y[torch.arange(n), target] = 1
+        penalty = torch.diag(5.0 / w**2)
+        coef = torch.linalg.solve(zs.T @ zs + penalty, zs.T @ (y - y.mean(0)))
+        torch.testing.assert_close(
+            (z.float() @ fit.weight.T + fit.bias).double(), zs @ coef + y.mean(0), atol=1e-3, rtol=1e-3
+        )
+        plain = fit_ridge(z, target, 3, alphas=(5.0,))
+        assert (fit.weight[:, f // 2 :].abs().sum() / plain.weight[:, f // 2 :].abs().sum()) < 0.5
+    with pytest.raises(ValueError, match="feature_weights must be 20 positive values"):
+        fit_ridge(z, target, 3, feature_weights=torch.zeros(20))
+
+
+def test_level_weight_shrinks_only_the_level_features() -> None:
+    torch.manual_seed(0)
+    x = torch.randn(48, 3, 40).cumsum(2) + torch.randn(48, 3, 1) * 2
+    target = torch.randint(0, 3, (48,))
+    kwargs = dict(in_channels=3, num_classes=3, window=40, num_features=168, level_combinations=6)
+    full = MiniRocket(**kwargs)
+    fit = full.fit_closed_form(x, target)
+    weighted = MiniRocket(**kwargs, level_weight=0.1)
+    fit_w = weighted.fit_closed_form(x, target)
+    features = weighted.transform(x)
+    w = torch.ones(features.shape[1], dtype=torch.float64)
+    n_conv = weighted.rocket.num_conv_features
+    w[n_conv:] = 0.1
+    expected = fit_ridge(features, target, 3, weighted.alphas, feature_weights=w)
+    torch.testing.assert_close(fit_w.weight, expected.weight)
+    torch.testing.assert_close(weighted(x), features @ expected.weight.T + expected.bias, atol=1e-4, rtol=1e-4)
+    assert not torch.allclose(fit_w.weight, fit.weight)
+    with pytest.raises(ValueError, match="level_weight must be > 0"):
+        MiniRocket(**kwargs, level_weight=0.0)
+
+
 def test_fit_closed_form_separates_classes() -> None:
     torch.manual_seed(0)
     t = torch.arange(64, dtype=torch.float32)

@@ -434,18 +434,31 @@ class RidgeFit:
 
 
 def fit_ridge(
-    features: Tensor, target: Tensor, num_classes: int, alphas: tuple[float, ...] = DEFAULT_ALPHAS
+    features: Tensor,
+    target: Tensor,
+    num_classes: int,
+    alphas: tuple[float, ...] = DEFAULT_ALPHAS,
+    feature_weights: Tensor | None = None,
 ) -> RidgeFit:
     """One-vs-all ridge regression on +-1 targets, features standardised, penalty by leave-one-out error.
 
     The efficient leave-one-out residuals of ridge regression (``(y - H y) / (1 - diag H)``, with ``H`` the hat
     matrix) from one eigendecomposition, as scikit-learn's ``RidgeClassifierCV`` (Rifkin and Lippert, "Notes on
     regularized least squares", 2007). Computed in float64.
+
+    ``feature_weights`` (F,) multiply the standardised features: a feature of weight ``w`` is penalised by
+    ``alpha / w**2`` instead of ``alpha`` (a group-wise ridge penalty; the returned weights are on raw features).
     """
     z = features.double()
     n, f = z.shape
     mean, std = z.mean(dim=0), z.std(dim=0, unbiased=False)
     std = torch.where(std > 0, std, torch.ones_like(std))
+    if feature_weights is not None:
+        if feature_weights.shape != (f,) or bool((feature_weights <= 0).any()):
+            raise ValueError(
+                f"fit_ridge: feature_weights must be {f} positive values, got shape {tuple(feature_weights.shape)}"
+            )
+        std = std / feature_weights.double()  # z / (std / w) = w * standardised z
     zs = (z - mean) / std
     y = -torch.ones(n, num_classes, dtype=torch.float64)
     y[torch.arange(n), target.long()] = 1.0
@@ -526,6 +539,8 @@ class MiniRocket(StreamableClassifier):
     ``difference=True`` (PER_DILATION only) adds MultiRocket's second representation: a MiniRocket of another seed
     on the first difference ``x[t] - x[t-1]`` of the window (``L - 1`` samples); streaming keeps one sample of it.
     All features are averages over time of steps, so one ridge classifier over them streams exactly.
+    ``level_weight`` scales the standardised level features in that ridge fit (a group-wise penalty, see
+    :func:`fit_ridge`); it changes the fitted weights only, not the features or how they stream.
     """
 
     def __init__(
@@ -542,10 +557,14 @@ class MiniRocket(StreamableClassifier):
         threshold_windows: int = 1,
         level_combinations: int = 0,
         level_thresholds: int = 12,
+        level_weight: float = 1.0,
         difference: bool = False,
     ) -> None:
         super().__init__()
         self.pooling = PPVCrop(pooling)
+        if not level_weight > 0:
+            raise ValueError(f"MiniRocket: level_weight must be > 0, got {level_weight}")
+        self.level_weight = float(level_weight)
         if difference and self.pooling is not PPVCrop.PER_DILATION:
             raise ValueError("MiniRocket: difference=True needs pooling='per_dilation' (each branch pools its own)")
         self.rocket = MiniRocketFeatures(
@@ -708,6 +727,15 @@ class MiniRocket(StreamableClassifier):
         crop = self.pooling if crop is None else crop
         return torch.cat([self._ppv(x[i : i + batch_size], crop) for i in range(0, len(x), batch_size)])
 
+    def _feature_weights(self) -> Tensor | None:
+        """The ridge's per-feature weights: ``level_weight`` on the level features, 1 elsewhere (None: all 1)."""
+        if self.level_weight == 1.0 or self.rocket.level_biases is None:
+            return None
+        weights = torch.ones(self.linear.in_channels, dtype=torch.float64)
+        start = self.rocket.num_conv_features
+        weights[start : start + self.rocket.num_level_features] = self.level_weight
+        return weights
+
     @torch.no_grad()
     def fit_closed_form(self, inputs: Tensor, target: Tensor) -> RidgeFit:
         """Fit thresholds on ``inputs`` (N, C, L) and the ridge classifier on their PPV features; returns the fit."""
@@ -718,7 +746,7 @@ class MiniRocket(StreamableClassifier):
             self.diff_rocket.fit_biases(
                 ordered.diff(dim=2), generator, crop=self.pooling, windows_per_kernel=self.threshold_windows
             )
-        fit = fit_ridge(self.transform(inputs), target, self.num_classes, self.alphas)
+        fit = fit_ridge(self.transform(inputs), target, self.num_classes, self.alphas, self._feature_weights())
         self.linear.weight.copy_(fit.weight[:, :, None])
         cast(Tensor, self.linear.bias).copy_(fit.bias)
         self.last_fit = fit
@@ -743,6 +771,7 @@ def minirocket_har(
     threshold_windows: int = 1,
     level_combinations: int = 0,
     level_thresholds: int = 12,
+    level_weight: float = 1.0,
     difference: bool = False,
 ) -> MiniRocket:
     """MiniRocket (Dempster et al. 2021) for IMU windows of ``window`` samples; dilations up to ``(window - 1) / 8``.
@@ -752,8 +781,11 @@ def minirocket_har(
     ``pooling="per_dilation"``: no context; dilation ``d`` pools its ``window - 8 d`` valid positions (MiniRocket's
     unpadded features). ``threshold_windows``: training windows whose outputs each threshold's quantile is taken
     over (MiniRocket: 1). ``level_combinations`` x ``level_thresholds`` level features (channel-subset sums against
-    thresholds); ``difference``: a second MiniRocket on the first difference (MultiRocket's). Fitted in closed
-    form by ``vidrec fit``.
+    thresholds); ``level_weight`` scales the standardised level features in the ridge fit (their penalty is
+    ``alpha / level_weight**2``: level features tell sitting from standing but also how each subject wears the
+    phone, so a weight below 1, chosen on subject folds, keeps the first without learning the second);
+    ``difference``: a second MiniRocket on the first difference (MultiRocket's). Fitted in closed form by
+    ``vidrec fit``.
     """
     return MiniRocket(
         in_channels=in_channels,
@@ -765,5 +797,6 @@ def minirocket_har(
         threshold_windows=threshold_windows,
         level_combinations=level_combinations,
         level_thresholds=level_thresholds,
+        level_weight=level_weight,
         difference=difference,
     )
