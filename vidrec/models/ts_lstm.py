@@ -23,12 +23,13 @@ streams through the ordinary runtime) and ``FrameLSTM`` (an LSTM over all frames
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import cast
+from collections.abc import Callable, Sequence
+from typing import Any, cast
 
 import torch
 from torch import Tensor, nn
 
+from vidrec.layers.lowering import register_lowering
 from vidrec.layers.temporal import TemporalAvgPoolHead, TemporalModule, TemporalSequential
 from vidrec.models._base import StreamableClassifier, check_stream_geometry
 from vidrec.models._registry import Modality, StreamMode, register_model
@@ -157,10 +158,10 @@ class SegmentLSTMHead(TemporalModule):
         shape = (x.shape[0], x.shape[1], self.num_segments)
         return [x.new_zeros(shape), x.new_zeros(shape)]
 
-    def _normalised_summaries(self, highs: Tensor, lows: Tensor) -> Tensor:
-        """``(B, D, S)`` raw extremes -> ``(B, S, D)`` exact max of each segment's normalised frames (eval mode)."""
-        pooled = []
-        for s, module in enumerate(self.norms):
+    def segment_affines(self) -> tuple[Tensor, Tensor]:
+        """``(scale, shift)``, each ``(S, D)``: segment ``s``'s eval batch norm is ``scale[s] x + shift[s]``."""
+        scales, shifts = [], []
+        for module in self.norms:
             norm = cast(nn.BatchNorm1d, module)
             mean, var = cast(Tensor, norm.running_mean), cast(Tensor, norm.running_var)
             scale = torch.rsqrt(var + norm.eps)
@@ -169,10 +170,16 @@ class SegmentLSTMHead(TemporalModule):
             shift = -mean * scale
             if norm.bias is not None:
                 shift = shift + norm.bias
-            # max_t (a x_t + b) = a max_t x_t + b for a >= 0, a min_t x_t + b for a < 0
-            extreme = torch.where(scale >= 0, highs[:, :, s], lows[:, :, s])  # (B, D)
-            pooled.append(extreme * scale + shift)
-        return torch.stack(pooled, dim=1)  # (B, S, D)
+            scales.append(scale)
+            shifts.append(shift)
+        return torch.stack(scales), torch.stack(shifts)
+
+    def _normalised_summaries(self, highs: Tensor, lows: Tensor) -> Tensor:
+        """``(B, D, S)`` raw extremes -> ``(B, S, D)`` exact max of each segment's normalised frames (eval mode)."""
+        scale, shift = self.segment_affines()  # (S, D)
+        # max_t (a x_t + b) = a max_t x_t + b for a >= 0, a min_t x_t + b for a < 0
+        extremes = torch.where(scale >= 0, highs.transpose(1, 2), lows.transpose(1, 2))  # (B, S, D)
+        return extremes * scale + shift
 
     def stream_step(self, x: Tensor, state: State) -> tuple[Tensor, State]:
         frames = self._stream_frames
@@ -184,6 +191,42 @@ class SegmentLSTMHead(TemporalModule):
         highs = torch.cat([state[0], blocks.amax(dim=3)], dim=2)[:, :, -self.num_segments :]  # (B, D, S)
         lows = torch.cat([state[1], blocks.amin(dim=3)], dim=2)[:, :, -self.num_segments :]
         return _run_lstms(self.lstms, self._normalised_summaries(highs, lows)), [highs, lows]
+
+
+def _time_first_step(head: SegmentLSTMHead) -> Callable[[Tensor, State], tuple[Tensor, State]]:
+    """``head.stream_step`` on time-first values, for the compiled engine (one traced function, constants detached).
+
+    ``x`` is ``(n, B, D)`` (n new frames, whole segments), the state the raw extremes ``(S, B, D)`` of the window's
+    segments; returns ``(B, H)`` and the new extremes. The arithmetic is the eager step's, in the layout of the
+    compiled program: time on axis 0, so the LSTMs run without ``batch_first``.
+    """
+    frames, segments = int(head._stream_frames), head.num_segments
+    with torch.no_grad():
+        scale, shift = head.segment_affines()
+    use_max = (scale >= 0)[:, None].detach()  # (S, 1, D), broadcast over the streams
+    scale, shift = scale[:, None].detach(), shift[:, None].detach()
+    layers = []
+    for module in head.lstms:
+        lstm = cast(nn.LSTM, module)
+        layers.append(([w.detach() for w in lstm._flat_weights], lstm.hidden_size, lstm.bias))
+
+    def step(x: Tensor, state: State) -> tuple[Tensor, State]:
+        blocks = x.unflatten(0, (x.shape[0] // frames, frames))  # (n / L, L, B, D)
+        highs = torch.cat([state[0], blocks.amax(dim=1)], dim=0)[-segments:]  # (S, B, D)
+        lows = torch.cat([state[1], blocks.amin(dim=1)], dim=0)[-segments:]
+        h = torch.where(use_max, highs, lows) * scale + shift  # (S, B, D): the exact segment summaries
+        for weights, hidden, bias in layers:
+            zeros = h.new_zeros((1, h.shape[1], hidden))
+            h = torch.lstm(h, (zeros, zeros), weights, bias, 1, 0.0, False, False, False)[0]  # (S, B, H)
+        return h[-1], [highs, lows]
+
+    return step
+
+
+@register_lowering(SegmentLSTMHead, target="compiled")
+def _lower_segment_head(b: Any, m: SegmentLSTMHead, x: Any) -> Any:
+    """The compiled engine: the head's own time-first step (``_time_first_step``), traced with the program."""
+    return b.kernel(m, x, _time_first_step(m))
 
 
 class TSLSTM(TemporalModule):
@@ -242,6 +285,13 @@ class TSLSTM(TemporalModule):
     def stream_step(self, x: Tensor, state: State) -> tuple[Tensor, State]:
         hidden, state = self.head.stream_step(x, state)
         return self.forward_head(hidden), state
+
+
+@register_lowering(TSLSTM, target="compiled")
+def _lower_ts_lstm(b: Any, m: TSLSTM, x: Any) -> Any:
+    """The compiled engine lowers the whole model: the segment head, then batch norm (a per-channel affine), dropout
+    (the identity in eval mode) and the linear layer."""
+    return b.lower(m.classifier, b.lower(m.dropout, b.lower(m.norm, b.lower(m.head, x))))
 
 
 class FrameLSTM(nn.Module):

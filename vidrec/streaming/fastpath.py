@@ -53,6 +53,8 @@ __all__ = ["CompiledStep", "compile_stream_step", "generate_step", "head_lowers"
 
 State = list[Tensor]
 StepFn = Callable[[Tensor, State], tuple[Tensor, State]]
+# a layer's own compiled step on time-first values: (x (n, B, C) or (B, C), state) -> (y, new state), see kernel()
+TimeFirstKernel = Callable[[Tensor, State], tuple[Tensor, State]]
 
 _SKIP = (nn.Identity, nn.Dropout, nn.Dropout1d)
 
@@ -80,6 +82,7 @@ class _Program:
     probe: tuple[int, int] | None = None  # (state index, buffer index) of a new state tensor living in a buffer
     counter: int = 0
     opaque: int = 0  # modules called through their own stream_step / forward
+    histories: int = 0  # state tensors that are layer histories (the ring-buffer variant keeps them in rings)
     ring_phase: int | None = None  # ring-buffer variant for this phase (vidrec.streaming.rings), None: concatenation
     ring_period: int = 0  # steps between wrap-arounds of the ring buffers
     rings: dict[int, tuple[int, int]] = field(default_factory=dict)  # state index -> (history rows, new rows per step)
@@ -132,6 +135,8 @@ class CompiledStep:
     Attributes:
         source: The generated Python source (for inspection).
         num_opaque: Modules that were not lowered and are called through their own ``stream_step``/``forward``.
+        num_histories: State tensors that are layer histories (what ring buffers hold; 0 for a stateless step or
+            one whose state is a layer's own, such as TS-LSTM's segment extremes).
         decisions: One ``LoweringDecision`` per such module: its name in the model and the reason.
         time_first: Per state tensor, True where the compiled layout is ``(T, B, C)`` instead of the protocol's.
         batch_axes: Per state tensor, the axis of the batch (slots) in the compiled layout.
@@ -153,6 +158,7 @@ class CompiledStep:
         self._device = device
         self.source = source
         self.num_opaque = program.opaque
+        self.num_histories = program.histories
         self.decisions = list(program.decisions)
         self.time_first = list(program.time_first)
         self.batch_axes = [1 if tf else 0 for tf in self.time_first]
@@ -214,7 +220,30 @@ def trace_step(
         args = (chunk.clone(), [t.clone() for t in state], [b.clone() for b in bufs])
         with warnings.catch_warnings():  # the deprecation notice of torch.jit.trace, emitted on every call
             warnings.filterwarnings("ignore", message=r".*torch\.jit\.trace.* is deprecated", category=FutureWarning)
-            return torch.jit.trace(fn, args, check_trace=False)  # type: ignore[no-any-return]
+            if state and bufs:
+                return torch.jit.trace(fn, args, check_trace=False)  # type: ignore[no-any-return]
+            return _trace_without_empty_lists(fn, args)
+
+
+def _trace_without_empty_lists(
+    fn: Callable[[Tensor, State, State], tuple[Tensor, State]], args: tuple[Tensor, State, State]
+) -> Callable[[Tensor, State, State], tuple[Tensor, State]]:
+    """A trace takes no empty list (a stateless step, a step with no preallocated buffer): trace ``fn`` on its
+    non-empty arguments and call it with them (a stateless step returns an empty state)."""
+    present = [i for i in (1, 2) if args[i]]
+
+    def partial(x: Tensor, *lists: State) -> tuple[Tensor, State]:
+        full: list[object] = [x, [], []]
+        for i, values in zip(present, lists, strict=True):
+            full[i] = values
+        logits, new_state = fn(*full)  # type: ignore[arg-type]
+        return logits, tuple(new_state)  # type: ignore[return-value]
+
+    if not args[1]:  # a trace cannot return an empty list either
+        traced_logits = torch.jit.trace(lambda *a: partial(*a)[0], tuple(args[i] for i in [0, *present]), check_trace=False)
+        return lambda x, state, bufs: (traced_logits(x, *([state, bufs][i - 1] for i in present)), [])
+    traced = torch.jit.trace(partial, tuple(args[i] for i in [0, *present]), check_trace=False)
+    return lambda x, state, bufs: traced(x, *([state, bufs][i - 1] for i in present))  # type: ignore[no-any-return]
 
 
 def _to_protocol(x: _Value) -> str:
@@ -254,12 +283,31 @@ def _lower_pointwise(p: _Program, m: nn.Module, x: _Value) -> _Value:
         p.emit(f"{y} = {x.name}.relu_()" if x.owned else f"{y} = torch.relu({x.name})")
     elif isinstance(m, nn.ReLU6):
         p.emit(f"{y} = {x.name}.clamp_(0.0, 6.0)" if x.owned else f"{y} = torch.clamp({x.name}, 0.0, 6.0)")
+    elif _affine_batchnorm(m) is not None:
+        # eval batch norm is x * scale + shift per channel; values hold channels on the last axis
+        scale, shift = _affine_batchnorm(m)  # type: ignore[misc]
+        sc, sh = p.const(scale, "w"), p.const(shift, "b")
+        p.emit(f"{y} = {x.name}.mul_({sc}).add_({sh})" if x.owned else f"{y} = torch.addcmul({sh}, {x.name}, {sc})")
     else:
         p.not_lowered(m, f"no compiled lowering for the pointwise {type(m).__name__}")
         call = f"{p.const(m, 'm')}({_to_protocol(x)})"
         p.emit(f"{y} = {_from_protocol(call, ex)}")
         return _Value(y, ex, owned=False)
     return _Value(y, ex, owned=True)
+
+
+def _affine_batchnorm(m: nn.Module) -> tuple[Tensor, Tensor] | None:
+    """``(scale, shift)`` of an eval ``BatchNorm1d`` with running statistics (``y = scale x + shift``), else None."""
+    if not isinstance(m, nn.BatchNorm1d) or m.training or m.running_mean is None or m.running_var is None:
+        return None
+    with torch.no_grad():
+        scale = torch.rsqrt(m.running_var + m.eps)
+        if m.weight is not None:
+            scale = scale * m.weight
+        shift = -m.running_mean * scale
+        if m.bias is not None:
+            shift = shift + m.bias
+    return scale.detach(), shift.detach()
 
 
 def _lower_conv1d(p: _Program, m: TemporalWindowOp, conv: nn.Conv1d, x: _Value) -> _Value:
@@ -269,6 +317,7 @@ def _lower_conv1d(p: _Program, m: TemporalWindowOp, conv: nn.Conv1d, x: _Value) 
     length = keep + x.example.shape[2]
     c_in, c_out = conv.in_channels, conv.out_channels
     buf = p.name("b")
+    p.histories += bool(keep)
     if keep and p.ring_phase is not None:
         p.emit(f"{buf} = {_ring_window(p, s_name, keep, x)}")  # (keep + n, B, C) view of the ring
     elif keep:
@@ -340,6 +389,7 @@ def _lower_window_max(p: _Program, m: nn.Module, x: _Value, kernel: int, stride:
     keep = ex_state[0].shape[2]
     length = keep + x.example.shape[2]
     buf = p.name("b")
+    p.histories += bool(keep)
     if keep and p.ring_phase is not None:
         p.emit(f"{buf} = {_ring_window(p, s_name, keep, x)}")  # (keep + n, B, C) view of the ring
     elif keep:
@@ -391,6 +441,30 @@ class _TorchBuilder:
     def window_max(self, module: nn.Module, x: _Value, kernel: int, stride: int) -> _Value:
         return _lower_window_max(self.p, module, x, kernel, stride)
 
+    def kernel(self, module: nn.Module, x: _Value, fn: TimeFirstKernel) -> _Value:
+        return _lower_kernel(self.p, module, x, fn)
+
+
+def _lower_kernel(p: _Program, m: nn.Module, x: _Value, fn: TimeFirstKernel) -> _Value:
+    """``m``'s step as its own time-first function ``fn(x, state) -> (y, new_state)``, traced with the program.
+
+    ``m``'s flat state tensors are held time-first where they are 3D (``(T, B, C)``, the layout of the rest of the
+    program). Ring-buffer variants copy the new state into the incoming tensors (their state is updated in place).
+    """
+    ex_tree = stream_state_of(m, x.example)
+    ex_state = flatten_state(ex_tree)
+    names = p.take_state(ex_state, [t.dim() == 3 for t in ex_state])
+    ex_out, _ = stream_step_of(m, x.example, ex_tree)
+    y, st = p.name("v"), p.name("st")
+    p.emit(f"{y}, {st} = {p.const(fn, 'k')}({x.name}, [{', '.join(names)}])")
+    if p.ring_phase is None:
+        p.new_state.extend(f"{st}[{i}]" for i in range(len(names)))
+    else:
+        for i, n in enumerate(names):
+            p.emit(f"{n}.copy_({st}[{i}])")
+        p.new_state.extend(names)
+    return _Value(y, ex_out, owned=False)
+
 
 def _lower(p: _Program, m: nn.Module, x: _Value) -> _Value:
     """Emit the streaming step of ``m`` on ``x``; returns the output value."""
@@ -407,6 +481,7 @@ def _lower(p: _Program, m: nn.Module, x: _Value) -> _Value:
         n = x.example.shape[2]
         buf, pooled = p.name("b"), p.name("v")
         c, positions = x.example.shape[1], ex_state[0].shape[2]
+        p.histories += 1
         if p.ring_phase is not None:
             p.emit(f"{buf} = {_ring_window(p, s_name, positions, x)}[{n}:]")  # (P, B, C) view of the ring
         else:
@@ -469,9 +544,23 @@ def _why_not_lowered(m: nn.Module, x: _Value) -> str:
 
 
 def head_lowers(model: nn.Module) -> bool:
-    """True when the compiled target lowers the temporal head of ``model`` (the average pool); else the compiled step
-    covers the features only and the engine runs the head eagerly on their output (``CompiledStep.head_eager``)."""
-    return isinstance(getattr(model, "pool", None), TemporalAvgPoolHead)
+    """True when the compiled target lowers the temporal head of ``model`` (the average pool, or the whole model by its
+    registered lowering); else the compiled step covers the features only and the engine runs the head eagerly on
+    their output (``CompiledStep.head_eager``)."""
+    return lowers_whole(model) or isinstance(getattr(model, "pool", None), TemporalAvgPoolHead)
+
+
+def lowers_whole(model: nn.Module) -> bool:
+    """True for a streamable model other than a ``StreamableClassifier`` whose class registers a compiled lowering
+    (``vidrec.layers.lowering.register_lowering(Model, target="compiled")``): it is lowered as one module, chunk to
+    logits (TS-LSTM's segment head)."""
+    from vidrec.models._base import StreamableClassifier
+
+    return (
+        isinstance(model, TemporalModule)
+        and not isinstance(model, StreamableClassifier)
+        and lowering_for(model, "compiled") is not None
+    )
 
 
 def compile_stream_step(model: nn.Module, chunk: Tensor, *, trace: bool = True, atol: float = 1e-4) -> CompiledStep:
@@ -502,7 +591,8 @@ def compile_stream_step(model: nn.Module, chunk: Tensor, *, trace: bool = True, 
         raise TypeError(
             f"compile_stream_step streams time series (B, C, hop); got a chunk of shape {tuple(chunk.shape)}"
         )
-    if not isinstance(model, StreamableClassifier) or type(model).stream_step is not StreamableClassifier.stream_step:
+    stock = isinstance(model, StreamableClassifier) and type(model).stream_step is StreamableClassifier.stream_step
+    if not stock and not lowers_whole(model):
         raise TypeError(
             f"compile_stream_step needs a StreamableClassifier with the stock stream_step, got {type(model).__name__}"
         )
@@ -538,30 +628,14 @@ def generate_step(
     """
     from vidrec.models._base import StreamableClassifier
 
-    assert isinstance(model, StreamableClassifier)
     p = _Program(ring_phase=ring_phase, ring_period=ring_period, names=module_names(model))
     with torch.inference_mode():
         x = _Value("x", chunk, owned=False)
-        feats = _lower(p, model.features, x)
-        if head_lowers(model):
-            pooled = _lower(p, model.pool, feats)
-            out = _lower_head(p, model.classifier, pooled)
+        if lowers_whole(model):
+            out = _lower(p, model, x)
         else:
-            # any other temporal head runs eagerly on the features' output, outside the compiled program (which
-            # keeps its ring buffers and trace); the engine steps it (vidrec.streaming.engines.compiled)
-            for part, what in ((model.pool, "temporal head"), (model.classifier, "classifier after it")):
-                if not isinstance(part, nn.Identity):
-                    p.decisions.append(
-                        LoweringDecision(
-                            p.names.get(id(part), "?"),
-                            type(part).__name__,
-                            "eager",
-                            f"no compiled lowering for the {what}: runs eagerly on the compiled features' output",
-                        )
-                    )
-            out = _Value(p.name("v"), feats.example, owned=True)
-            p.emit(f"{out.name} = {_to_protocol(feats)}.clone(memory_format=torch.contiguous_format)")  # (B, C', n)
-            p.fresh.add(out.name)
+            assert isinstance(model, StreamableClassifier)
+            out = _lower_classifier(p, model, x)
     n_state = len(p.state_examples)
     if out.name not in p.fresh:
         p.emit(f"{out.name} = {out.name}.clone()")  # logits never alias a step buffer
@@ -571,7 +645,8 @@ def generate_step(
     if p.buffers:
         header.append(f"    ({', '.join(f'o{i}' for i in range(len(p.buffers)))},) = bufs")
     body = [f"    {line}" for line in p.lines + p.wraps]
-    footer = [f"    return {out.name}, ({', '.join(p.new_state)},)"]
+    new_state = f"({', '.join(p.new_state)},)" if p.new_state else "()"  # a stateless step returns no state
+    footer = [f"    return {out.name}, {new_state}"]
     source = "\n".join(header + body + footer) + "\n"
     scope: dict[str, object] = {
         "__name__": __name__,
@@ -583,6 +658,31 @@ def generate_step(
     }
     exec(compile(source, "<vidrec.streaming.fastpath>", "exec"), scope)  # noqa: S102  # our own generated source
     return scope["step"], source, p  # type: ignore[return-value]
+
+
+def _lower_classifier(p: _Program, model: nn.Module, x: _Value) -> _Value:
+    """A ``StreamableClassifier``: features, then the lowered head, or the features' new steps for an eager head."""
+    feats = _lower(p, model.features, x)
+    if head_lowers(model):
+        pooled = _lower(p, model.pool, feats)
+        out = _lower_head(p, model.classifier, pooled)
+    else:
+        # any other temporal head runs eagerly on the features' output, outside the compiled program (which
+        # keeps its ring buffers and trace); the engine steps it (vidrec.streaming.engines.compiled)
+        for part, what in ((model.pool, "temporal head"), (model.classifier, "classifier after it")):
+            if not isinstance(part, nn.Identity):
+                p.decisions.append(
+                    LoweringDecision(
+                        p.names.get(id(part), "?"),
+                        type(part).__name__,
+                        "eager",
+                        f"no compiled lowering for the {what}: runs eagerly on the compiled features' output",
+                    )
+                )
+        out = _Value(p.name("v"), feats.example, owned=True)
+        p.emit(f"{out.name} = {_to_protocol(feats)}.clone(memory_format=torch.contiguous_format)")  # (B, C', n)
+        p.fresh.add(out.name)
+    return out
 
 
 def _check_against_eager(model: nn.Module, compiled: CompiledStep, chunk: Tensor, atol: float) -> None:

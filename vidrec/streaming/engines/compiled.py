@@ -86,8 +86,8 @@ class CompiledEngine(TensorStateEngine):
         else:
             self._step_fn = self.compiled
         self.rings: RingStep | None = None
-        if ring_buffers and self.compiled.num_opaque == 0:
-            self.rings = RingStep(model, self.compiled, chunk)
+        if ring_buffers and self.compiled.num_opaque == 0 and self.compiled.num_histories:
+            self.rings = RingStep(model, self.compiled, chunk)  # no histories (a stateless step): nothing to ring
 
     @property
     def uses_rings(self) -> bool:
