@@ -126,9 +126,8 @@ def _residual_group(c_in: int, stage: ResidualStage, kernel_size: int) -> Tempor
 class _OutputBatchNorm(nn.BatchNorm1d):
     """The batch norm after the last residual addition (an ``nn.BatchNorm1d``: same parameters and checkpoint names).
 
-    It follows an addition, not a convolution, so batch-norm folding leaves it; the compiled engine lowers it as the
-    1-step convolution of its per-channel affine map (``_lower_output_batchnorm``), which keeps the whole base
-    network inside the generated, traced step.
+    It follows an addition, not a convolution, so batch-norm folding leaves it; the compiled engine lowers it as any
+    eval ``BatchNorm1d``, a per-channel affine map inside the generated, traced step (``vidrec.streaming.fastpath``).
     """
 
 
@@ -145,22 +144,6 @@ def _base_features(
         width = stage.width
     layers += [_OutputBatchNorm(width), nn.ReLU(inplace=True)]
     return TemporalSequential(*layers), width
-
-
-@register_lowering(_OutputBatchNorm, target="compiled")
-def _lower_output_batchnorm(b: LoweringBuilder[Any], m: _OutputBatchNorm, x: Any) -> Any:
-    """Eval batch norm ``y = scale * x + shift`` per channel, as a 1-step convolution with a diagonal weight."""
-    if m.training or m.running_mean is None or m.running_var is None:
-        raise TypeError("the output batch norm is lowered in eval mode with running statistics only")
-    conv = nn.Conv1d(m.num_features, m.num_features, 1, bias=False, device=m.running_var.device)
-    with torch.no_grad():
-        scale = torch.rsqrt(m.running_var + m.eps)
-        if m.weight is not None:
-            scale = scale * m.weight
-        shift = -m.running_mean * scale + (m.bias if m.bias is not None else 0.0)
-        conv.weight.copy_(torch.diag(scale)[:, :, None])
-        conv.bias = nn.Parameter(shift.to(conv.weight.dtype))
-    return b.lower(conv.requires_grad_(False).eval(), x)
 
 
 class SkeletonResNet1D(StreamableClassifier):

@@ -208,7 +208,7 @@ def _time_first_step(head: SegmentLSTMHead) -> Callable[[Tensor, State], tuple[T
     layers = []
     for module in head.lstms:
         lstm = cast(nn.LSTM, module)
-        layers.append(([w.detach() for w in lstm._flat_weights], lstm.hidden_size, lstm.bias))
+        layers.append(([cast(Tensor, w).detach() for w in lstm._flat_weights], lstm.hidden_size, lstm.bias))
 
     def step(x: Tensor, state: State) -> tuple[Tensor, State]:
         blocks = x.unflatten(0, (x.shape[0] // frames, frames))  # (n / L, L, B, D)

@@ -32,6 +32,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, cast
 
 import torch
 import torch.nn.functional as F
@@ -48,6 +49,9 @@ from vidrec.layers.temporal import (
     stream_step_of,
 )
 from vidrec.streaming.lowering import LoweringDecision, module_names
+
+if TYPE_CHECKING:
+    from vidrec.models._base import StreamableClassifier
 
 __all__ = ["CompiledStep", "compile_stream_step", "generate_step", "head_lowers", "trace_step"]
 
@@ -239,10 +243,11 @@ def _trace_without_empty_lists(
         logits, new_state = fn(*full)  # type: ignore[arg-type]
         return logits, tuple(new_state)  # type: ignore[return-value]
 
-    if not args[1]:  # a trace cannot return an empty list either
-        traced_logits = torch.jit.trace(lambda *a: partial(*a)[0], tuple(args[i] for i in [0, *present]), check_trace=False)
-        return lambda x, state, bufs: (traced_logits(x, *([state, bufs][i - 1] for i in present)), [])
-    traced = torch.jit.trace(partial, tuple(args[i] for i in [0, *present]), check_trace=False)
+    inputs = tuple(args[i] for i in [0, *present])
+    if not args[1]:  # a trace cannot return an empty tuple either: trace the logits alone
+        logits_only = torch.jit.trace(lambda *a: partial(*a)[0], inputs, check_trace=False)
+        return lambda x, state, bufs: (logits_only(x, *([state, bufs][i - 1] for i in present)), [])
+    traced = torch.jit.trace(partial, inputs, check_trace=False)
     return lambda x, state, bufs: traced(x, *([state, bufs][i - 1] for i in present))  # type: ignore[no-any-return]
 
 
@@ -599,11 +604,11 @@ def compile_stream_step(model: nn.Module, chunk: Tensor, *, trace: bool = True, 
     fn, source, p = generate_step(model, chunk)
     compiled = CompiledStep(fn, source, p, p.probe, chunk.dtype, chunk.device)
     compiled.head_eager = not head_lowers(model)
-    target = model.features if compiled.head_eager else model
+    target = cast(nn.Module, model.features) if compiled.head_eager else model
     _check_against_eager(target, compiled, chunk, atol)
     if trace and compiled.num_opaque == 0:  # modules called as they are may hold parameters a trace cannot embed
         with torch.no_grad():
-            state = compiled.to_compiled(flatten_state(target.stream_state(chunk)))
+            state = compiled.to_compiled(flatten_state(target.stream_state(chunk)))  # type: ignore[operator]
         compiled.trace(chunk, state)
         _check_against_eager(target, compiled, chunk, atol)
     return compiled
@@ -660,7 +665,7 @@ def generate_step(
     return scope["step"], source, p  # type: ignore[return-value]
 
 
-def _lower_classifier(p: _Program, model: nn.Module, x: _Value) -> _Value:
+def _lower_classifier(p: _Program, model: StreamableClassifier, x: _Value) -> _Value:
     """A ``StreamableClassifier``: features, then the lowered head, or the features' new steps for an eager head."""
     feats = _lower(p, model.features, x)
     if head_lowers(model):
