@@ -12,6 +12,9 @@ the module tree the same way, so the walk lives here:
   primitives are ``VideoLoweringBuilder``'s (convolutions on every frame, temporal convolutions on ring buffers,
   per-channel maps, the average-pool head); the video layers register theirs beside the layer
   (``vidrec.layers.conv2plus1d``), torch's own modules in the engine (``vidrec.streaming.engines.video``).
+* ``register_lowering(LayerType, target="compiled")`` may also call ``CompiledLoweringBuilder.kernel``: the layer's
+  own step on the compiled program's time-first values, traced with it (TS-LSTM's segment head); a model that is not
+  a ``StreamableClassifier`` with such a registration is lowered whole, chunk to logits.
 * ``lowering_for(module, target)`` finds the lowering along the module's class hierarchy (at each class the
   target-specific one first, then the generic one).
 
@@ -42,6 +45,7 @@ from torch import nn
 
 __all__ = [
     "BatchNormFold",
+    "CompiledLoweringBuilder",
     "LoweringBuilder",
     "LoweringDecision",
     "Lowering",
@@ -130,6 +134,17 @@ class VideoLoweringBuilder(LoweringBuilder[V], Protocol[V]):
     def eager(self, module: nn.Module, x: V, reason: str) -> V:
         """``module`` through its own ``stream_step`` on its own state (``(B, C)`` rows: called as it is), a
         ``LoweringDecision`` naming it and ``reason``."""
+        ...
+
+
+class CompiledLoweringBuilder(LoweringBuilder[V], Protocol[V]):
+    """The ``"compiled"`` target's own primitive (``vidrec.streaming.fastpath``) on time-first values ``(n, B, C)``
+    (``(B, C)`` after a temporal head)."""
+
+    def kernel(self, module: nn.Module, x: V, fn: Callable[[Any, list[Any]], tuple[Any, list[Any]]]) -> V:
+        """``module``'s step written for this target: ``fn(x, state) -> (y, new_state)`` on time-first values, the
+        module's flat state tensors held ``(T, B, C)`` where they are 3D; traced with the program, so ``fn`` uses
+        tensor ops on its arguments and detached constants only."""
         ...
 
 

@@ -29,7 +29,7 @@ from typing import Any, cast
 import torch
 from torch import Tensor, nn
 
-from vidrec.layers.lowering import register_lowering
+from vidrec.layers.lowering import CompiledLoweringBuilder, LoweringBuilder, register_lowering
 from vidrec.layers.temporal import TemporalAvgPoolHead, TemporalModule, TemporalSequential
 from vidrec.models._base import StreamableClassifier, check_stream_geometry
 from vidrec.models._registry import Modality, StreamMode, register_model
@@ -224,7 +224,7 @@ def _time_first_step(head: SegmentLSTMHead) -> Callable[[Tensor, State], tuple[T
 
 
 @register_lowering(SegmentLSTMHead, target="compiled")
-def _lower_segment_head(b: Any, m: SegmentLSTMHead, x: Any) -> Any:
+def _lower_segment_head(b: CompiledLoweringBuilder[Any], m: SegmentLSTMHead, x: Any) -> Any:
     """The compiled engine: the head's own time-first step (``_time_first_step``), traced with the program."""
     return b.kernel(m, x, _time_first_step(m))
 
@@ -234,8 +234,9 @@ class TSLSTM(TemporalModule):
 
     Streams exactly through ``vidrec.streaming.to_streaming(model, window=S*L, hop=multiple of L, in_channels=D)``
     (registered ``StreamMode.EXACT``; ``tests/streaming/test_runtime.py`` streams it with every registered model).
-    It has no temporal layers before its head, so the compiled engine has nothing to lower and the runtime steps it
-    on the eager engine, a decision ``describe()`` names; the head inside a model with lowered features (a
+    The compiled engine lowers the whole model (``_lower_ts_lstm``): the head as its own time-first step
+    (``_time_first_step``: segment extremes, summaries, ``torch.lstm``), then the batch norm as a per-channel affine
+    and the linear layer, all in one traced function. The head inside a model with lowered features (a
     ``StreamableClassifier`` whose ``pool`` is a ``SegmentLSTMHead``) runs eagerly on the compiled features' output.
     """
 
@@ -288,7 +289,7 @@ class TSLSTM(TemporalModule):
 
 
 @register_lowering(TSLSTM, target="compiled")
-def _lower_ts_lstm(b: Any, m: TSLSTM, x: Any) -> Any:
+def _lower_ts_lstm(b: LoweringBuilder[Any], m: TSLSTM, x: Any) -> Any:
     """The compiled engine lowers the whole model: the segment head, then batch norm (a per-channel affine), dropout
     (the identity in eval mode) and the linear layer."""
     return b.lower(m.classifier, b.lower(m.dropout, b.lower(m.norm, b.lower(m.head, x))))

@@ -20,11 +20,15 @@ their new steps and the engine steps the head eagerly on them, so the features k
 
 Lowered modules: every layer with a lowering registered beside it (``vidrec.layers.lowering``: the containers of
 ``vidrec.layers.temporal``, the 1D residual blocks, ``TemporalConcat``, ``TemporalMaxPool1d``; they decompose into
-this target's primitives: ``add``, ``concat``, ``window_max``), and this target's own leaves: ``TemporalWindowOp``
-over ``nn.Conv1d``, ``TemporalAvgPoolHead`` on ``(B, C, T)``, ReLU/ReLU6/identity/dropout, ``nn.Linear``/
-``nn.Sequential`` heads. Any other module is called through its own ``stream_step`` (or ``forward`` when time-free)
-and recorded as a ``LoweringDecision``, so lowering never changes results; ``compile_stream_step`` checks the
-compiled step against the eager one on a random chunk before returning it.
+this target's primitives: ``add``, ``concat``, ``window_max``, and ``kernel``, a layer's own time-first step traced
+with the program), and this target's own leaves: ``TemporalWindowOp`` over ``nn.Conv1d``, ``TemporalAvgPoolHead``
+on ``(B, C, T)``, ReLU/ReLU6/identity/dropout, eval ``BatchNorm1d`` that folding left (after an addition, before a
+pool, in a head: a per-channel affine ``x * scale + shift``), ``nn.Linear``/``nn.Sequential`` heads. Any other
+module is called through its own ``stream_step`` (or ``forward`` when time-free) and recorded as a
+``LoweringDecision``, so lowering never changes results; ``compile_stream_step`` checks the compiled step against
+the eager one on a random chunk before returning it. A streamable model that is not a ``StreamableClassifier`` but
+registers a compiled lowering of its own class (TS-LSTM) is lowered whole, chunk to logits (``lowers_whole``). A
+step may hold no state at all (time-pointwise features under an eager head): it returns an empty state.
 """
 
 from __future__ import annotations
@@ -53,7 +57,7 @@ from vidrec.streaming.lowering import LoweringDecision, module_names
 if TYPE_CHECKING:
     from vidrec.models._base import StreamableClassifier
 
-__all__ = ["CompiledStep", "compile_stream_step", "generate_step", "head_lowers", "trace_step"]
+__all__ = ["CompiledStep", "compile_stream_step", "generate_step", "head_lowers", "lowers_whole", "trace_step"]
 
 State = list[Tensor]
 StepFn = Callable[[Tensor, State], tuple[Tensor, State]]
@@ -572,8 +576,9 @@ def compile_stream_step(model: nn.Module, chunk: Tensor, *, trace: bool = True, 
     """Lower the streaming step of a configured streamable classifier into a flat compiled function.
 
     Args:
-        model: An eval-mode ``StreamableClassifier`` (``features``, ``pool``, ``classifier``) on which
-            ``configure_stream`` has been called; BatchNorm should already be folded (``fold_batchnorm``).
+        model: An eval-mode ``StreamableClassifier`` (``features``, ``pool``, ``classifier``), or a model whose class
+            registers a compiled lowering (``lowers_whole``), on which ``configure_stream`` has been called;
+            BatchNorm should already be folded (``fold_batchnorm``).
         chunk: An example chunk ``(B, C, hop)``; the compiled step accepts any batch size with this channel count and
             hop.
         trace: Run the generated function as a TorchScript trace (less per-op overhead than Python) when every module
@@ -617,7 +622,8 @@ def compile_stream_step(model: nn.Module, chunk: Tensor, *, trace: bool = True, 
 def generate_step(
     model: nn.Module, chunk: Tensor, ring_phase: int | None = None, ring_period: int = 0
 ) -> tuple[Callable[[Tensor, State, State], tuple[Tensor, State]], str, _Program]:
-    """Lower ``model`` (a checked, configured ``StreamableClassifier``) into a Python step function.
+    """Lower ``model`` (a checked, configured ``StreamableClassifier``, or a model ``lowers_whole``) into a Python step
+    function.
 
     Args:
         model: The model, as for ``compile_stream_step``.
