@@ -197,8 +197,9 @@ def _time_first_step(head: SegmentLSTMHead) -> Callable[[Tensor, State], tuple[T
     """``head.stream_step`` on time-first values, for the compiled engine (one traced function, constants detached).
 
     ``x`` is ``(n, B, D)`` (n new frames, whole segments), the state the raw extremes ``(S, B, D)`` of the window's
-    segments; returns ``(B, H)`` and the new extremes. The arithmetic is the eager step's, in the layout of the
-    compiled program: time on axis 0, so the LSTMs run without ``batch_first``.
+    segments; returns ``(B, H)`` and the new extremes. The summaries are the eager step's; each LSTM runs as its
+    equations (``nn.LSTM``'s gates i, f, g, o) with the input projection of all S segments in one matmul, so its
+    input weights are read once per hop rather than once per segment (``tools/bench_feature_heads.py stream``).
     """
     frames, segments = int(head._stream_frames), head.num_segments
     with torch.no_grad():
@@ -208,17 +209,29 @@ def _time_first_step(head: SegmentLSTMHead) -> Callable[[Tensor, State], tuple[T
     layers = []
     for module in head.lstms:
         lstm = cast(nn.LSTM, module)
-        layers.append(([cast(Tensor, w).detach() for w in lstm._flat_weights], lstm.hidden_size, lstm.bias))
+        w_ih, w_hh = lstm.weight_ih_l0.detach(), lstm.weight_hh_l0.detach()  # (4H, D_in), (4H, H)
+        bias = (lstm.bias_ih_l0 + lstm.bias_hh_l0).detach() if lstm.bias else w_ih.new_zeros(w_ih.shape[0])
+        layers.append((w_ih.t().contiguous(), w_hh.t().contiguous(), bias, lstm.hidden_size))
 
     def step(x: Tensor, state: State) -> tuple[Tensor, State]:
         blocks = x.unflatten(0, (x.shape[0] // frames, frames))  # (n / L, L, B, D)
         highs = torch.cat([state[0], blocks.amax(dim=1)], dim=0)[-segments:]  # (S, B, D)
         lows = torch.cat([state[1], blocks.amin(dim=1)], dim=0)[-segments:]
-        h = torch.where(use_max, highs, lows) * scale + shift  # (S, B, D): the exact segment summaries
-        for weights, hidden, bias in layers:
-            zeros = h.new_zeros((1, h.shape[1], hidden))
-            h = torch.lstm(h, (zeros, zeros), weights, bias, 1, 0.0, False, False, False)[0]  # (S, B, H)
-        return h[-1], [highs, lows]
+        seq = torch.where(use_max, highs, lows) * scale + shift  # (S, B, D): the exact segment summaries
+        hidden_state = seq[-1]
+        for w_iht, w_hht, bias, hidden in layers:
+            # (S B, D_in) -> (S, B, 4H): every segment's input projection at once
+            gates_in = torch.addmm(bias, seq.reshape(-1, seq.shape[2]), w_iht).view(segments, -1, 4 * hidden)
+            i, f, g, o = gates_in[0].chunk(4, dim=1)  # (B, H) each; the zero initial state adds nothing
+            c = torch.sigmoid(i) * torch.tanh(g)
+            outputs = [torch.sigmoid(o) * torch.tanh(c)]
+            for t in range(1, segments):
+                i, f, g, o = torch.addmm(gates_in[t], outputs[-1], w_hht).chunk(4, dim=1)
+                c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+                outputs.append(torch.sigmoid(o) * torch.tanh(c))
+            hidden_state = outputs[-1]  # (B, H)
+            seq = torch.stack(outputs)  # (S, B, H), the next layer's input
+        return hidden_state, [highs, lows]
 
     return step
 
@@ -235,8 +248,8 @@ class TSLSTM(TemporalModule):
     Streams exactly through ``vidrec.streaming.to_streaming(model, window=S*L, hop=multiple of L, in_channels=D)``
     (registered ``StreamMode.EXACT``; ``tests/streaming/test_runtime.py`` streams it with every registered model).
     The compiled engine lowers the whole model (``_lower_ts_lstm``): the head as its own time-first step
-    (``_time_first_step``: segment extremes, summaries, ``torch.lstm``), then the batch norm as a per-channel affine
-    and the linear layer, all in one traced function. The head inside a model with lowered features (a
+    (``_time_first_step``: segment extremes, summaries, the LSTM equations), then the batch norm as a per-channel
+    affine and the linear layer, all in one traced function. The head inside a model with lowered features (a
     ``StreamableClassifier`` whose ``pool`` is a ``SegmentLSTMHead``) runs eagerly on the compiled features' output.
     """
 
