@@ -96,5 +96,25 @@ def test_body_part_net_lowers_fully_and_matches_offline() -> None:
     assert worst < ATOL
     described = rt.describe()
     assert described.decisions == [] and described.ring_buffers
-    # the batch norm after each part's last residual addition is a per-channel affine, not a (C, C) matmul
-    assert rt.engine.compiled.source.count(".mul_(") >= len(parts)  # type: ignore[attr-defined]
+    source = rt.engine.compiled.source  # type: ignore[attr-defined]
+    # each part's channels are gathered, not multiplied by a one-hot matrix; the batch norm after each part's last
+    # residual addition is a per-channel affine, not a (C, C) matmul
+    assert source.count("index_select") == len(parts) and source.count(".mul_(") >= len(parts)
+
+
+def test_body_part_selection_on_the_numpy_engine() -> None:
+    torch.manual_seed(0)
+    net = BodyPartNet(
+        in_channels=4 * 3, num_classes=3, stages=[ResidualStage(6)], parts={"a": [0, 2], "b": [1, 3]}, num_joints=4,
+        kernel_size=3, stem_width=6,
+    )  # fmt: skip
+    model = randomize_batchnorm(net).eval()
+    torch.manual_seed(3)
+    window = model.receptive_field + 2
+    x = torch.randn(1, 12, window + 4)
+    rt = StreamingClassifier(model, window, 1, in_channels=12, backend="numpy")
+    assert rt.describe().engine == "numpy"
+    logits, ready = rt.run(x)
+    with torch.no_grad():
+        offline = torch.stack([model(x[:, :, k + 1 - window : k + 1])[0] for k in range(window - 1, x.shape[2])])
+    torch.testing.assert_close(logits[0, window - 1 :], offline, atol=ATOL, rtol=0)

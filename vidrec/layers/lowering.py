@@ -6,7 +6,8 @@ the module tree the same way, so the walk lives here:
 
 * ``register_lowering(LayerType)`` registers, beside the layer, how it decomposes into its children and the
   primitives every target provides (``LoweringBuilder``: ``lower`` a child, ``shared`` for a value read by several
-  branches, ``add``, ``concat``, ``window_max``); the decomposition is written once and holds for every target.
+  branches, ``add``, ``concat``, ``window_max``, ``select_channels``); the decomposition is written once and holds
+  for every target.
 * ``register_lowering(LayerType, target="video")`` registers a target-specific lowering (a target's own
   primitives: convolutions, pools, heads) and wins over the generic one for that target. The video target's
   primitives are ``VideoLoweringBuilder``'s (convolutions on every frame, temporal convolutions on ring buffers,
@@ -87,6 +88,10 @@ class LoweringBuilder(Protocol[V]):
 
     def window_max(self, module: nn.Module, x: V, kernel: int, stride: int) -> V:
         """Maximum over the last ``kernel`` steps every ``stride`` steps; ``module`` owns the history state."""
+        ...
+
+    def select_channels(self, x: V, channels: Sequence[int]) -> V:
+        """The channels ``channels`` of ``x`` in that order (a gather, no arithmetic: exact for any input)."""
         ...
 
 

@@ -209,8 +209,9 @@ def _time_first_step(head: SegmentLSTMHead) -> Callable[[Tensor, State], tuple[T
     layers = []
     for module in head.lstms:
         lstm = cast(nn.LSTM, module)
-        w_ih, w_hh = lstm.weight_ih_l0.detach(), lstm.weight_hh_l0.detach()  # (4H, D_in), (4H, H)
-        bias = (lstm.bias_ih_l0 + lstm.bias_hh_l0).detach() if lstm.bias else w_ih.new_zeros(w_ih.shape[0])
+        w_ih, w_hh = (cast(Tensor, w).detach() for w in lstm._flat_weights[:2])  # (4H, D_in), (4H, H)
+        biases = [cast(Tensor, w).detach() for w in lstm._flat_weights[2:4]] if lstm.bias else []
+        bias = biases[0] + biases[1] if biases else w_ih.new_zeros(w_ih.shape[0])  # b_ih + b_hh
         layers.append((w_ih.t().contiguous(), w_hh.t().contiguous(), bias, lstm.hidden_size))
 
     def step(x: Tensor, state: State) -> tuple[Tensor, State]:

@@ -19,16 +19,17 @@ head over segment summaries) leaves the program covering the features only (``Co
 their new steps and the engine steps the head eagerly on them, so the features keep their trace and ring buffers.
 
 Lowered modules: every layer with a lowering registered beside it (``vidrec.layers.lowering``: the containers of
-``vidrec.layers.temporal``, the 1D residual blocks, ``TemporalConcat``, ``TemporalMaxPool1d``; they decompose into
-this target's primitives: ``add``, ``concat``, ``window_max``, and ``kernel``, a layer's own time-first step traced
-with the program), and this target's own leaves: ``TemporalWindowOp`` over ``nn.Conv1d``, ``TemporalAvgPoolHead``
-on ``(B, C, T)``, ReLU/ReLU6/identity/dropout, eval ``BatchNorm1d`` that folding left (after an addition, before a
-pool, in a head: a per-channel affine ``x * scale + shift``), ``nn.Linear``/``nn.Sequential`` heads. Any other
-module is called through its own ``stream_step`` (or ``forward`` when time-free) and recorded as a
-``LoweringDecision``, so lowering never changes results; ``compile_stream_step`` checks the compiled step against
-the eager one on a random chunk before returning it. A streamable model that is not a ``StreamableClassifier`` but
-registers a compiled lowering of its own class (TS-LSTM) is lowered whole, chunk to logits (``lowers_whole``). A
-step may hold no state at all (time-pointwise features under an eager head): it returns an empty state.
+``vidrec.layers.temporal``, the 1D residual blocks, ``TemporalConcat``, ``TemporalMaxPool1d``, the skeleton body-part
+features; they decompose into this target's primitives: ``add``, ``concat``, ``window_max``, ``select_channels``
+(``index_select`` on the channel axis), and ``kernel``, a layer's own time-first step traced with the program), and
+this target's own leaves: ``TemporalWindowOp`` over ``nn.Conv1d``, ``TemporalAvgPoolHead`` on ``(B, C, T)``,
+ReLU/ReLU6/identity/dropout, eval ``BatchNorm1d`` that folding left (after an addition, before a pool, in a head: a
+per-channel affine ``x * scale + shift``), ``nn.Linear``/``nn.Sequential`` heads. Any other module is called through
+its own ``stream_step`` (or ``forward`` when time-free) and recorded as a ``LoweringDecision``, so lowering never
+changes results; ``compile_stream_step`` checks the compiled step against the eager one on a random chunk before
+returning it. A streamable model that is not a ``StreamableClassifier`` but registers a compiled lowering of its own
+class (TS-LSTM) is lowered whole, chunk to logits (``lowers_whole``). A step may hold no state at all
+(time-pointwise features under an eager head): it returns an empty state.
 """
 
 from __future__ import annotations
@@ -449,6 +450,12 @@ class _TorchBuilder:
 
     def window_max(self, module: nn.Module, x: _Value, kernel: int, stride: int) -> _Value:
         return _lower_window_max(self.p, module, x, kernel, stride)
+
+    def select_channels(self, x: _Value, channels: Sequence[int]) -> _Value:
+        p, y = self.p, self.p.name("v")
+        index = torch.tensor([int(c) for c in channels], device=x.example.device)
+        p.emit(f"{y} = torch.index_select({x.name}, -1, {p.const(index, 'i')})")  # channels are the last axis as held
+        return _Value(y, x.example.index_select(1, index), owned=True)
 
     def kernel(self, module: nn.Module, x: _Value, fn: TimeFirstKernel) -> _Value:
         return _lower_kernel(self.p, module, x, fn)
