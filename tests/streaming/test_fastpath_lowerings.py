@@ -10,6 +10,7 @@ from tests.streaming.conftest import randomize_batchnorm
 from vidrec.layers.temporal import TemporalSequential
 from vidrec.models._base import StreamableClassifier
 from vidrec.models.skeleton import BodyPartNet, ResidualStage, TemporalAttentionPool
+from vidrec.models.temporal_inception import InceptionPadding, InceptionStageSettings, TemporalInception
 from vidrec.models.ts_lstm import mean_pool_linear, ts_lstm
 from vidrec.streaming.runtime import StreamingClassifier
 
@@ -118,3 +119,34 @@ def test_body_part_selection_on_the_numpy_engine() -> None:
     with torch.no_grad():
         offline = torch.stack([model(x[:, :, k + 1 - window : k + 1])[0] for k in range(window - 1, x.shape[2])])
     torch.testing.assert_close(logits[0, window - 1 :], offline, atol=ATOL, rtol=0)
+
+
+def test_temporal_inception_rows_lower_as_a_batch() -> None:
+    """The per-row network on the rows as a batch inside the compiled step; slot subsets keep per-stream state."""
+    torch.manual_seed(1)
+    net = TemporalInception(
+        feature_dim=5, num_classes=3, stages=[InceptionStageSettings((3, 5), 2)], reductions=[2, 1], hidden=8,
+        padding=InceptionPadding.VALID,
+    )  # fmt: skip
+    model = randomize_batchnorm(net).eval()
+    window, hop = model.receptive_field + 2 * model.stride, model.stride
+    worst, rt = _worst_streamed_vs_offline(model, 5, window=window, hop=hop)
+    assert worst < ATOL
+    described = rt.describe()
+    assert described.decisions == [] and described.ring_buffers and rt.engine.compiled.traced  # type: ignore[attr-defined]
+    # stream 1 alone for a few hops (the concatenating step on one slot's state), then both again
+    torch.manual_seed(4)
+    rt.reset()
+    x = torch.randn(2, 5, window + 3 * hop)
+    seen = [0, 0]
+    with torch.no_grad():
+        for k in range(x.shape[2] // hop):
+            slots = [1] if k < 2 else None
+            ids = [1] if slots else [0, 1]
+            chunk = torch.stack([x[i, :, seen[i] : seen[i] + hop] for i in ids])
+            result = rt.step(chunk, slots)
+            for row, i in enumerate(ids):
+                seen[i] += hop
+                if seen[i] >= window:
+                    offline = model(x[i : i + 1, :, seen[i] - window : seen[i]])[0]
+                    torch.testing.assert_close(result.logits[row], offline, atol=ATOL, rtol=0)

@@ -152,6 +152,12 @@ class CompiledLoweringBuilder(LoweringBuilder[V], Protocol[V]):
         tensor ops on its arguments and detached constants only."""
         ...
 
+    def rows_as_batch(self, module: nn.Module, layers: Sequence[nn.Module], x: V) -> V:
+        """``module``'s step: ``layers`` (a 1D network ending in one channel) on each of the ``D`` channel rows of
+        ``x`` on its own, the rows a batch: ``(n, B, D) -> (n', B, D)``; ``module``'s state tensors are the layers'
+        state of ``B D`` rows viewed ``(B, D c, ...)``."""
+        ...
+
 
 Lowering = Callable[[Any, Any, Any], Any]  # (builder, module, value) -> value
 

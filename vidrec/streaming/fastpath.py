@@ -92,6 +92,7 @@ class _Program:
     counter: int = 0
     opaque: int = 0  # modules called through their own stream_step / forward
     histories: int = 0  # state tensors that are layer histories (the ring-buffer variant keeps them in rings)
+    conv_calls: bool = False  # convolutions as F.conv1d calls instead of tap matmuls (few channels, many rows)
     ring_phase: int | None = None  # ring-buffer variant for this phase (vidrec.streaming.rings), None: concatenation
     ring_period: int = 0  # steps between wrap-arounds of the ring buffers
     rings: dict[int, tuple[int, int]] = field(default_factory=dict)  # state index -> (history rows, new rows per step)
@@ -347,7 +348,7 @@ def _lower_conv1d(p: _Program, m: TemporalWindowOp, conv: nn.Conv1d, x: _Value) 
     d, k = conv.dilation[0], conv.kernel_size[0]
     weight = conv.weight.detach()  # (O, C, k)
     bias = None if conv.bias is None else p.const(conv.bias.detach(), "b")
-    if conv.groups == 1:
+    if conv.groups == 1 and not p.conv_calls:
         # output o, tap j reads input row o*s + j*d: the slab buf[j*d : j*d + (n_out-1)*s + 1 : s], (n_out, B, C),
         # viewed as (n_out*B, C) without a copy when s == 1; k accumulating matmuls -> (n_out*B, O)
         ob = p.buffer((n_out, -1, c_out))
@@ -459,6 +460,54 @@ class _TorchBuilder:
 
     def kernel(self, module: nn.Module, x: _Value, fn: TimeFirstKernel) -> _Value:
         return _lower_kernel(self.p, module, x, fn)
+
+    def rows_as_batch(self, module: nn.Module, layers: Sequence[nn.Module], x: _Value) -> _Value:
+        return _lower_rows(self.p, module, layers, x)
+
+
+def _lower_rows(p: _Program, m: nn.Module, layers: Sequence[nn.Module], x: _Value) -> _Value:
+    """``layers`` on each channel row of ``x`` on its own (``m``'s step): ``(n, B, D) -> (n, B D, 1) -> ... ->
+    (n', B D, 1) -> (n', B, D)``, the rows a batch of ``B D``.
+
+    The layers are lowered into an inner program over ``(n, B D, c)`` values (its own buffers, allocated per call for
+    the ``B D`` rows), which runs as ``m``'s kernel: ``m``'s state tensors ``(B, D c, k)`` are held ``(k, B, D c)``
+    and viewed ``(k, B D, c)`` for the inner program (rows of a stream adjacent, as ``m`` lays them out), so the
+    streams stay on the batch axis for slots. Modules the inner program does not lower are decisions as anywhere.
+    """
+    rows = int(x.example.shape[1])
+    prefix = p.names.get(id(m), "?")
+    # a tap matmul of a few channels over B D rows runs far below the speed of oneDNN's convolution of the rows
+    inner = _Program(names={k: f"{prefix}.{v}" if v else prefix for k, v in module_names(m).items()}, conv_calls=True)
+    with torch.inference_mode():
+        ex_rows = x.example.reshape(-1, 1, x.example.shape[2])  # (B D, 1, n): each row its own stream
+        y = _Value("x", ex_rows, owned=False)
+        for layer in layers:
+            y = _lower(inner, layer, y)
+    if y.example.dim() != 3 or y.example.shape[1] != 1:
+        raise TypeError(f"rows_as_batch: the per-row network must end with 1 channel, got {tuple(y.example.shape)}")
+    inner_step, _ = _assemble(inner, y.name)
+    p.opaque += inner.opaque
+    p.decisions += inner.decisions
+    shapes = list(inner.buffers)
+    time_first = list(inner.time_first)
+    channels = [int(t.shape[1]) for t in inner.state_examples]  # per-row channels c of each state tensor
+
+    def step(v: Tensor, state: State) -> tuple[Tensor, State]:
+        batch_rows = v.shape[1] * rows
+        # (k, B, D c) -> (k, B D, c) time-first, or (B D, c, k) for a module the inner program calls as it is
+        inner_state = [
+            s.unflatten(2, (rows, c)).flatten(1, 2) if tf else s.permute(1, 2, 0).reshape(batch_rows, c, s.shape[0])
+            for s, tf, c in zip(state, time_first, channels, strict=True)
+        ]
+        bufs = [v.new_empty([batch_rows if d == -1 else d for d in shape]) for shape in shapes]
+        out, new = inner_step(v.reshape(v.shape[0], batch_rows, 1).permute(1, 2, 0), inner_state, bufs)
+        new_state = [
+            t.unflatten(1, (-1, rows)).flatten(2, 3) if tf else t.reshape(-1, rows * c, t.shape[2]).permute(2, 0, 1)
+            for t, tf, c in zip(new, time_first, channels, strict=True)
+        ]
+        return out.unflatten(1, (-1, rows)).flatten(2, 3), new_state  # (n', B D, 1) -> (n', B, D)
+
+    return _lower_kernel(p, m, x, step)
 
 
 def _lower_kernel(p: _Program, m: nn.Module, x: _Value, fn: TimeFirstKernel) -> _Value:
@@ -654,9 +703,15 @@ def generate_step(
         else:
             assert isinstance(model, StreamableClassifier)
             out = _lower_classifier(p, model, x)
-    n_state = len(p.state_examples)
     if out.name not in p.fresh:
         p.emit(f"{out.name} = {out.name}.clone()")  # logits never alias a step buffer
+    fn, source = _assemble(p, out.name)
+    return fn, source, p
+
+
+def _assemble(p: _Program, out: str) -> tuple[Callable[[Tensor, State, State], tuple[Tensor, State]], str]:
+    """The program's source ``step(x, state, bufs) -> (out, new_state)`` and the function compiled from it."""
+    n_state = len(p.state_examples)
     header = ["def step(x, state, bufs):", "    x = x.permute(2, 0, 1)  # (B, C, hop) -> (hop, B, C)"]
     if n_state:
         header.append(f"    ({', '.join(f's{i}' for i in range(n_state))},) = state")
@@ -664,7 +719,7 @@ def generate_step(
         header.append(f"    ({', '.join(f'o{i}' for i in range(len(p.buffers)))},) = bufs")
     body = [f"    {line}" for line in p.lines + p.wraps]
     new_state = f"({', '.join(p.new_state)},)" if p.new_state else "()"  # a stateless step returns no state
-    footer = [f"    return {out.name}, {new_state}"]
+    footer = [f"    return {out}, {new_state}"]
     source = "\n".join(header + body + footer) + "\n"
     scope: dict[str, object] = {
         "__name__": __name__,
@@ -675,7 +730,7 @@ def generate_step(
         **p.consts,
     }
     exec(compile(source, "<vidrec.streaming.fastpath>", "exec"), scope)  # noqa: S102  # our own generated source
-    return scope["step"], source, p  # type: ignore[return-value]
+    return scope["step"], source  # type: ignore[return-value]
 
 
 def _lower_classifier(p: _Program, model: StreamableClassifier, x: _Value) -> _Value:
