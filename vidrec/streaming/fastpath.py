@@ -321,7 +321,34 @@ def _affine_batchnorm(m: nn.Module) -> tuple[Tensor, Tensor] | None:
     return scale.detach(), shift.detach()
 
 
+def _lower_conv1d_call(p: _Program, m: TemporalWindowOp, conv: nn.Conv1d, x: _Value) -> _Value:
+    """The convolution as one ``F.conv1d`` on its window joined straight into the ``(B, C, keep + n)`` layout
+    oneDNN takes (one copy, no tap matmuls): for few channels over many rows (``rows_as_batch``)."""
+    ex_state = flatten_state(m.stream_state(x.example))
+    (s_name,) = p.take_state(ex_state, [True])
+    keep, r, s = m._keep, m.receptive_field, m.stride
+    length = keep + x.example.shape[2]
+    p.histories += bool(keep)
+    buf = p.name("b")
+    if keep:
+        out = p.buffer((-1, conv.in_channels, length))
+        p.emit(f"{buf} = torch.cat([{s_name}.permute(1, 2, 0), {x.name}.permute(1, 2, 0)], 2, out={out})")
+        p.new_state.append(f"{buf}[:, :, {length - keep}:].permute(2, 0, 1)")  # (keep, B, C) view
+    else:
+        p.emit(f"{buf} = {x.name}.permute(1, 2, 0)")  # (B, C, n)
+        p.new_state.append(s_name)
+    surplus = (length - r) % s
+    w, b = p.const(conv.weight.detach(), "w"), "None" if conv.bias is None else p.const(conv.bias.detach(), "b")
+    y = p.name("v")
+    args = f"{w}, {b}, {s}, 0, {conv.dilation[0]}, {conv.groups}"
+    p.emit(f"{y} = F.conv1d({buf}[:, :, {surplus}:], {args}).permute(2, 0, 1)")  # (n_out, B, O) view
+    ex_out, _ = m.stream_step(x.example, [ex_state[0]])
+    return _Value(y, ex_out, owned=True)
+
+
 def _lower_conv1d(p: _Program, m: TemporalWindowOp, conv: nn.Conv1d, x: _Value) -> _Value:
+    if p.conv_calls and p.ring_phase is None:
+        return _lower_conv1d_call(p, m, conv, x)
     ex_state = flatten_state(m.stream_state(x.example))
     (s_name,) = p.take_state(ex_state, [True])
     keep, r, s = m._keep, m.receptive_field, m.stride
@@ -348,7 +375,7 @@ def _lower_conv1d(p: _Program, m: TemporalWindowOp, conv: nn.Conv1d, x: _Value) 
     d, k = conv.dilation[0], conv.kernel_size[0]
     weight = conv.weight.detach()  # (O, C, k)
     bias = None if conv.bias is None else p.const(conv.bias.detach(), "b")
-    if conv.groups == 1 and not p.conv_calls:
+    if conv.groups == 1:
         # output o, tap j reads input row o*s + j*d: the slab buf[j*d : j*d + (n_out-1)*s + 1 : s], (n_out, B, C),
         # viewed as (n_out*B, C) without a copy when s == 1; k accumulating matmuls -> (n_out*B, O)
         ob = p.buffer((n_out, -1, c_out))
