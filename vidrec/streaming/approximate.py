@@ -189,8 +189,11 @@ class ApproximateStreamingModel(StreamableClassifier):
     def configure_stream(self, window: int, hop: int) -> None:
         if hop % self.stride:
             raise ValueError(f"hop={hop} is not a multiple of the model's temporal stride {self.stride}")
+        weight = next(self.parameters(), None)  # the probe runs where the model was moved (--device)
         with torch.no_grad():
-            probe = self.padded_features(torch.zeros(1, self.in_channels, window))  # (1, C', P, ...)
+            probe = self.padded_features(
+                torch.zeros(1, self.in_channels, window, device=weight.device if weight is not None else None)
+            )  # (1, C', P, ...)
         self.pool.positions = int(probe.shape[2])
 
     def stream_warmup(self, window: int) -> int:

@@ -17,6 +17,7 @@ from typing import Any, TextIO
 import torch
 
 from vidrec.spec import DeploymentSpec, Modality
+from vidrec.streaming.devices import add_device_argument, run_device
 from vidrec.streaming.limits import LimitPolicy, SenderLimit
 from vidrec.streaming.runtime import StepBackend, StreamingClassifier
 from vidrec.streaming.server import FullTablePolicy, Prediction, StreamMultiplexer, serve
@@ -78,11 +79,16 @@ def _spec(loaded: Any) -> DeploymentSpec:
     return spec
 
 
-PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16}
+PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}  # fp16: CUDA only (devices.py)
 
 
 def build_runtime(
-    loaded: Any, hop: int | None = None, backend: str = "compiled", capacity: int = 1, precision: str = "fp32"
+    loaded: Any,
+    hop: int | None = None,
+    backend: str = "compiled",
+    capacity: int = 1,
+    precision: str = "fp32",
+    device: str | torch.device = "cpu",
 ) -> StreamingClassifier:
     """The streaming runtime of a loaded checkpoint, configured from its deployment spec.
 
@@ -91,7 +97,8 @@ def build_runtime(
         hop: Time steps per step (default: the spec's evaluation hop).
         backend: ``StepBackend`` value.
         capacity: Slots.
-        precision: ``fp32`` or ``bf16``.
+        precision: ``fp32``, ``bf16`` or ``fp16``.
+        device: Where the model, its state and each chunk live (``vidrec.streaming.devices``).
     """
     spec = _spec(loaded)
     return StreamingClassifier(
@@ -101,11 +108,15 @@ def build_runtime(
         capacity=capacity,
         backend=StepBackend.parse(backend),
         dtype=PRECISIONS[precision],
+        device=device,
         **spec.runtime_kwargs(),
     )
 
 
-_PRECISION_HELP = "streaming step precision: fp32 (exact) or bf16 (approximate, faster at hops >= 8 on AMX CPUs)"
+_PRECISION_HELP = (
+    "streaming step precision: fp32 (exact), bf16 (approximate, faster at hops >= 8 on AMX CPUs) or fp16 "
+    "(approximate, CUDA only)"
+)
 
 
 def recordings_of_test_split(spec: DeploymentSpec, path: str) -> list[str]:
@@ -178,6 +189,7 @@ def _printer(fmt: str, out: TextIO) -> Callable[[Prediction], None]:
 def run_stream(args: argparse.Namespace, out: TextIO | None = None) -> dict[str, Any]:
     """``vidrec stream``: serve a live source until it ends, a bound is hit or Ctrl-C; returns the summary."""
     out = out or sys.stdout
+    device = run_device(args)  # an unusable --device is refused before the checkpoint is read
     if getattr(args, "flow_checkpoint", None):  # a two-stream pair: RGB --checkpoint + --flow-checkpoint
         from vidrec.streaming import two_stream
 
@@ -193,7 +205,7 @@ def run_stream(args: argparse.Namespace, out: TextIO | None = None) -> dict[str,
         return features.run_stream(args, loaded, out)
     hop = args.hop or spec.eval_hop
     runtime: Any = build_runtime(
-        loaded, hop, args.backend, capacity=min(64, args.max_streams), precision=args.precision
+        loaded, hop, args.backend, capacity=min(64, args.max_streams), precision=args.precision, device=device
     )
     if spec.modality is Modality.SKELETON:  # joint frames, anchored per stream (vidrec.streaming.joints)
         from vidrec.streaming.joints import skeleton_stream_runtime
@@ -250,6 +262,7 @@ def run_evaluate_streaming(args: argparse.Namespace) -> dict[str, Any]:
     """``vidrec evaluate-streaming``: offline vs streaming on the windows ``vidrec test`` scored; writes JSON + PNG."""
     from vidrec.streaming.evaluation import write_report
 
+    device = run_device(args)  # an unusable --device is refused before the checkpoint is read
     if getattr(args, "flow_checkpoint", None):  # a two-stream pair
         from vidrec.streaming import two_stream
 
@@ -267,7 +280,7 @@ def run_evaluate_streaming(args: argparse.Namespace) -> dict[str, Any]:
         from vidrec.streaming import features
 
         return features.run_evaluate_streaming(args, loaded)
-    result = evaluate_checkpoint(loaded, data=args.data, hop=args.hop, precision=args.precision)
+    result = evaluate_checkpoint(loaded, data=args.data, hop=args.hop, precision=args.precision, device=device)
     js, png = write_report(result, args.out)
     print(json.dumps(result.report, indent=2))
     print(f"wrote {js} and {png}", file=sys.stderr)
@@ -275,13 +288,19 @@ def run_evaluate_streaming(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def evaluate_checkpoint(
-    loaded: Any, *, data: str | None = None, hop: int | None = None, precision: str = "fp32", timing_repeats: int = 50
+    loaded: Any,
+    *,
+    data: str | None = None,
+    hop: int | None = None,
+    precision: str = "fp32",
+    timing_repeats: int = 50,
+    device: str | torch.device = "cpu",
 ) -> Any:
     """Offline vs streaming evaluation of a time-series checkpoint on its test split.
 
     The data module is rebuilt from the checkpoint's deployment spec (``HDF5WindowDataModule.from_spec``): the same
     test subjects, windows, label policy and normalisation as ``vidrec test``, so the offline accuracy is the test
-    accuracy. Returns a ``StreamingEvalResult``.
+    accuracy. Both sides run on ``device``. Returns a ``StreamingEvalResult``.
     """
     from datamodules.timeseries.datamodule import HDF5WindowDataModule
     from vidrec.streaming.evaluation import evaluate_streaming
@@ -300,6 +319,7 @@ def evaluate_checkpoint(
         list(loaded.class_names),
         sampling_rate=spec.rate,
         dtype=PRECISIONS[precision],
+        device=device,
         first_output=spec.first_output,
         timing_repeats=timing_repeats,
         label_policy=f"{spec.label_policy} (the data module's, as in `vidrec test`)",
@@ -390,6 +410,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--max-samples", type=int, default=None, help="stop after this many samples")
     p.add_argument("--backend", choices=[b.value for b in StepBackend], default="compiled", help="streaming engine")
     p.add_argument("--precision", choices=list(PRECISIONS), default="fp32", help=_PRECISION_HELP)
+    add_device_argument(p)
     p.add_argument(
         "--verbose", action="store_true", help="print which engine runs which part of the model, and why (stderr)"
     )
@@ -413,6 +434,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     e.add_argument("--out", required=True, help="output directory")
     e.add_argument("--max-videos", type=int, default=None, help="video checkpoints: evaluate the first N test videos")
     e.add_argument("--precision", choices=list(PRECISIONS), default="fp32", help=_PRECISION_HELP)
+    add_device_argument(e)
     e.add_argument("--extractor", default=None, help=_EXTRACTOR_HELP)
     e.set_defaults(func=run_evaluate_streaming)
 

@@ -26,6 +26,7 @@ points never decided correctly are counted as missed.
 
 from __future__ import annotations
 
+import copy
 import json
 import time
 from collections.abc import Sequence
@@ -43,6 +44,8 @@ from vidrec.spec import edge_fill
 from vidrec.streaming.runtime import StreamingClassifier
 
 __all__ = ["EvalRecording", "StreamingEvalResult", "as_eval_recordings", "evaluate_streaming", "write_report"]
+
+_CPU = torch.device("cpu")
 
 
 @dataclass
@@ -139,11 +142,13 @@ def _decision_latency(
     return secs, hops, missed
 
 
-def _median_ms(fn: Any, repeats: int) -> float:
+def _median_ms(fn: Any, repeats: int, device: torch.device = _CPU) -> float:
     times = []
     for _ in range(repeats):
         t = time.perf_counter()
         fn()
+        if device.type == "cuda":  # CUDA kernels run asynchronously: time them to their end
+            torch.cuda.synchronize(device)
         times.append(time.perf_counter() - t)
     return float(np.median(times) * 1000.0)
 
@@ -193,6 +198,7 @@ def evaluate_streaming(
     first_output: int | None = None,
     label_policy: str = "",
     extra: dict[str, Any] | None = None,
+    device: str | torch.device = "cpu",
 ) -> StreamingEvalResult:
     """Evaluate ``model`` offline and streaming on the same windows of normalised recordings.
 
@@ -212,6 +218,8 @@ def evaluate_streaming(
             (``StreamingClassifier(first_output=...)``). Default: ``window``.
         label_policy: How the scored windows were labelled, for the report (default: by their last sample).
         extra: Entries added to the report (the checkpoint, its split).
+        device: Where both sides run (the streaming runtime and the offline windows); logits are compared on the
+            CPU and the report records it.
 
     Raises:
         ValueError: the scored windows are not ``hop`` apart (the message lists the hops that fit), or one does not
@@ -225,7 +233,11 @@ def evaluate_streaming(
     recs = [r for r in as_eval_recordings(recordings) if r.samples.shape[1] >= first]
     if not recs:
         raise ValueError(f"no recording has at least {first} samples (the first window end)")
+    device = torch.device(device)
     model = model.eval()
+    weights = next(model.parameters(), None)
+    if weights is not None and weights.device != device:  # the offline side on the device; the caller's model stays
+        model = copy.deepcopy(model).to(device)
     # each stream starts shifts[i] samples before its recording (copies of the first sample, never inside a scored
     # window without edge fill) so that it emits the scored windows: the data module's windows end at
     # first + k eval_hop, a stream's every hop samples from its start
@@ -240,6 +252,7 @@ def evaluate_streaming(
         fold_bn=fold_bn,
         dtype=dtype,
         first_output=first_output,
+        device=device,
     )
     longest = max(r.samples.shape[1] + shift for r, shift in zip(recs, shifts))
     n_hops = longest // hop
@@ -260,17 +273,17 @@ def evaluate_streaming(
         for i, (r, shift) in enumerate(zip(recs, shifts)):
             ends = np.arange(hop - shift, r.samples.shape[1] + 1, hop)  # the stream's grid, in recording samples
             ends = ends[ends >= first]  # (n,) exclusive window ends
-            x = torch.from_numpy(np.ascontiguousarray(r.samples, dtype=np.float32))
+            x = torch.from_numpy(np.ascontiguousarray(r.samples, dtype=np.float32)).to(device)
             x = edge_fill(x, lead_in, axis=1)  # (C, lead_in + T): sample t at t + lead_in
             off_chunks = []
             t0 = time.perf_counter()
             for b in range(0, len(ends), batch_size):
                 # (n_b, C, window) windows ending at ends[b:b + batch_size]
                 batch = torch.stack([x[:, e + lead_in - window : e + lead_in] for e in ends[b : b + batch_size]])
-                off_chunks.append(model(batch))
+                off_chunks.append(model(batch).float().cpu())  # (n_b, K) on the CPU, as the stream's logits
             offline_seconds += time.perf_counter() - t0
             n_windows += len(ends)
-            off = torch.cat(off_chunks).float()  # (n, K)
+            off = torch.cat(off_chunks)  # (n, K)
             st = stream_logits[i, torch.from_numpy((ends + shift) // hop - 1)].float()  # (n, K)
             deltas.append(float((off - st).abs().max()))
             p_off, p_str = off.argmax(1).numpy(), st.argmax(1).numpy()
@@ -304,15 +317,17 @@ def evaluate_streaming(
     acc_str = float(np.mean(p_str == y)) if y.size else float("nan")
 
     # batch-1 timings and FLOPs of one window (offline) and one hop (streaming)
-    one = StreamingClassifier(model, window, hop, capacity=1, in_channels=channels, fold_bn=fold_bn, dtype=dtype)
-    chunk = torch.from_numpy(padded[:1, :, :hop].copy())
-    win = torch.zeros(1, channels, window)
-    win[..., : min(window, padded.shape[2])] = torch.from_numpy(padded[:1, :, :window])
+    one = StreamingClassifier(
+        model, window, hop, capacity=1, in_channels=channels, fold_bn=fold_bn, dtype=dtype, device=device
+    )
+    chunk = torch.from_numpy(padded[:1, :, :hop].copy()).to(device)
+    win = torch.zeros(1, channels, window, device=device)
+    win[..., : min(window, padded.shape[2])] = torch.from_numpy(padded[:1, :, :window]).to(device)
     for _ in range(5):
         one.step(chunk)
-    ms_hop = _median_ms(lambda: one.step(chunk), timing_repeats)
+    ms_hop = _median_ms(lambda: one.step(chunk), timing_repeats)  # synchronous: the logits come back to the CPU
     with torch.inference_mode():
-        ms_window = _median_ms(lambda: model(win), max(5, timing_repeats // 5))
+        ms_window = _median_ms(lambda: model(win), max(5, timing_repeats // 5), device)
     flops_window = _flops(lambda: model(win))
     slot0 = map_state(lambda t: t[:1], one.state())
     flops_hop = _flops(lambda: one.model.stream_step(chunk.to(one.dtype), slot0))  # type: ignore[operator]
@@ -332,6 +347,7 @@ def evaluate_streaming(
         "hop": hop,
         "stream_offsets": {r.id: shift for r, shift in zip(recs, shifts) if shift},
         "streaming_dtype": str(runtime.dtype).replace("torch.", ""),
+        "device": str(device),
         "sampling_rate": sampling_rate,
         "recordings": len(recs),
         "windows": int(y.size),

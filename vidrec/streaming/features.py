@@ -48,6 +48,7 @@ import torch
 from torch import Tensor, nn
 
 from vidrec.spec import DeploymentSpec
+from vidrec.streaming.devices import cpu_only
 
 __all__ = [
     "FeatureHeadError",
@@ -566,12 +567,17 @@ def build_stream(
     return FeatureHeadStream(live_features(source, extractor), runtime), source
 
 
+# the backbone encoders of datamodules.features.extract are built on the CPU and take no device
+_CPU_ONLY = "feature-head checkpoints stream on the CPU only (the feature file's backbone runs on the CPU)"
+
+
 def run_stream(args: argparse.Namespace, loaded: Any, out: TextIO) -> dict[str, Any]:
     """``vidrec stream --input VIDEO`` of a feature-head checkpoint: one JSON line (or table row) per hop."""
     from vidrec.streaming.video import read_frames
 
     if args.input in (None, "-"):
         raise ValueError("a feature-head checkpoint streams from --input VIDEO_FILE, /dev/videoN or a URL")
+    cpu_only(args, _CPU_ONLY)
     stream, source = build_stream(
         loaded, hop=args.hop, backend=getattr(args, "backend", "compiled"), extractor=getattr(args, "extractor", None)
     )
@@ -708,6 +714,7 @@ def evaluate_feature_head(
 
 def run_evaluate_streaming(args: argparse.Namespace, loaded: Any) -> dict[str, Any]:
     """``vidrec evaluate-streaming`` of a feature-head checkpoint: writes ``streaming_eval.json``."""
+    device = cpu_only(args, _CPU_ONLY)
     report = evaluate_feature_head(
         loaded,
         root=args.data,
@@ -716,6 +723,7 @@ def run_evaluate_streaming(args: argparse.Namespace, loaded: Any) -> dict[str, A
         extractor=getattr(args, "extractor", None),
     )
     report["checkpoint"] = str(getattr(loaded, "path", ""))
+    report["device"] = str(device)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "streaming_eval.json").write_text(json.dumps(report, indent=2))

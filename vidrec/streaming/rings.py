@@ -67,6 +67,7 @@ class RingStep:
             raise ValueError(f"ring period must be >= 1, got {self.period}")
         self.compiled = compiled
         self._dtype = chunk.dtype
+        self._device = chunk.device  # the step's device: buffers go there even for a model without state
         self._chunk_shape = tuple(chunk.shape[1:])  # (C, hop)
         fns: list[StepFn] = []
         rings: dict[int, tuple[int, int]] = {}
@@ -106,7 +107,7 @@ class RingStep:
         self.rings = rings
         batch = self.capacity
         shapes = [tuple(batch if v == -1 else v for v in shape) for shape in self._buffer_shapes]
-        device = state[0].device if state else torch.device("cpu")
+        device = self._device
         self._bufs = [torch.empty(shape, dtype=self._dtype, device=device) for shape in shapes]
         if self.traced:
             x = torch.zeros((batch, *self._chunk_shape), dtype=self._dtype, device=device)

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from vidrec.streaming.evaluation import EvalRecording, StreamingEvalResult, evaluate_streaming, write_report
 
@@ -37,6 +38,7 @@ def evaluate_skeleton_checkpoint(
     hop: int | None = None,
     precision: str = "fp32",
     timing_repeats: int = 20,
+    device: str | torch.device = "cpu",
 ) -> dict[str, StreamingEvalResult]:
     """Offline vs streamed on the test clips of a skeleton checkpoint: ``{"clips": ..., "live_frames": ...}``.
 
@@ -44,8 +46,9 @@ def evaluate_skeleton_checkpoint(
         loaded: ``vidrec.tasks.LoadedClassifier`` of a skeleton checkpoint.
         data: The ``vidrec.skeleton/1`` file (default: the one the spec names).
         hop: Frames per streaming step (default: the spec's evaluation hop); it must divide the window.
-        precision: ``fp32`` or ``bf16`` (the streaming step's dtype).
+        precision: ``fp32``, ``bf16`` or ``fp16`` (the streaming step's dtype).
         timing_repeats: Repetitions of the batch-1 timings.
+        device: Where both sides run (``vidrec.streaming.devices``).
 
     Raises:
         ValueError: the spec is not a skeleton one, its split cannot be rebuilt, or ``hop`` does not divide the
@@ -80,6 +83,7 @@ def evaluate_skeleton_checkpoint(
         "sampling_rate": spec.rate,
         "dtype": PRECISIONS[precision],
         "timing_repeats": timing_repeats,
+        "device": device,
         "extra": {
             "checkpoint": str(getattr(loaded, "path", "")),
             "data": dm.path,
@@ -116,7 +120,11 @@ def evaluate_skeleton_checkpoint(
 def run_evaluate_streaming(args: argparse.Namespace, loaded: Any) -> dict[str, Any]:
     """``vidrec evaluate-streaming`` of a skeleton checkpoint: writes the clip report in ``--out`` and the live-frame
     report in ``--out/live_frames``; prints both side by side."""
-    results = evaluate_skeleton_checkpoint(loaded, data=args.data, hop=args.hop, precision=args.precision)
+    from vidrec.streaming.devices import run_device
+
+    results = evaluate_skeleton_checkpoint(
+        loaded, data=args.data, hop=args.hop, precision=args.precision, device=run_device(args)
+    )
     summary: dict[str, Any] = {}
     for kind, result in results.items():
         folder = Path(args.out) if kind == "clips" else Path(args.out) / kind
@@ -130,6 +138,7 @@ def run_evaluate_streaming(args: argparse.Namespace, loaded: Any) -> dict[str, A
             "max_abs_logit_delta": rep["max_abs_logit_delta"],
             "ms_per_hop_streaming_batch1": rep["ms_per_hop_streaming_batch1"],
             "ms_per_window_offline_batch1": rep["ms_per_window_offline_batch1"],
+            "device": rep["device"],
             "report": str(js),
         }
         print(f"wrote {js} and {png}", file=sys.stderr)

@@ -142,7 +142,8 @@ class TwoStreamStreaming:
         window: Frames per reported window (>= L + 1).
         rgb_weight: Weight of the RGB scores.
         flow_weight: Weight of the flow scores.
-        **kwargs: ``StreamingClassifier`` arguments of both members (``backend``, ``device``).
+        **kwargs: ``StreamingClassifier`` arguments of both members (``backend``, ``device``). The offline
+            ``model`` (``two_stream_window``, which also fuses the members' logits) is moved to ``device`` too.
     """
 
     def __init__(
@@ -168,7 +169,8 @@ class TwoStreamStreaming:
             )
         self.window, self.stack_length = int(window), int(stack_length)
         self.rgb_transform, self.flow_transform = rgb_transform, flow_transform
-        self.model = two_stream_window(rgb, flow, stack_length, rgb_weight, flow_weight).eval()
+        self.device = torch.device(kwargs.get("device", "cpu"))
+        self.model = two_stream_window(rgb, flow, stack_length, rgb_weight, flow_weight).eval().to(self.device)
         size = (int(rgb_transform.crop_size), int(rgb_transform.crop_size))
         self.runtime = MultiInputStreaming(
             self.model,
@@ -250,6 +252,8 @@ class TwoStreamStreaming:
 
 
 def _load_pair(args: argparse.Namespace) -> tuple[Any, Any, TwoStreamStreaming]:
+    from vidrec.streaming.command import PRECISIONS
+    from vidrec.streaming.devices import run_device
     from vidrec.tasks import load_checkpoint  # type: ignore[attr-defined]
 
     rgb, flow = load_checkpoint(args.checkpoint), load_checkpoint(args.flow_checkpoint)
@@ -260,6 +264,8 @@ def _load_pair(args: argparse.Namespace) -> tuple[Any, Any, TwoStreamStreaming]:
         rgb_weight=getattr(args, "rgb_weight", 1.0),
         flow_weight=getattr(args, "flow_weight", 1.5),
         backend=getattr(args, "backend", "compiled"),
+        device=run_device(args),
+        dtype=PRECISIONS[getattr(args, "precision", "fp32")],
     )
     if getattr(args, "verbose", False):
         print(live.describe(), file=sys.stderr)
@@ -356,15 +362,15 @@ def evaluate_two_stream_streaming(
             fields_equal = fields_equal and on_disk.shape == fields.shape and bool(np.array_equal(on_disk, fields))
             fields = on_disk
             compared += 1
-        x_rgb = live.prepare_rgb(np.stack(raw)).transpose(0, 1)[None]  # (1, 3, T, S, S)
-        x_flow = live.prepare_flow(fields).transpose(0, 1)[None]  # (1, 2, T - 1, S, S)
+        x_rgb = live.prepare_rgb(np.stack(raw)).transpose(0, 1)[None].to(live.device)  # (1, 3, T, S, S)
+        x_flow = live.prepare_flow(fields).transpose(0, 1)[None].to(live.device)  # (1, 2, T - 1, S, S)
         with torch.inference_mode():
             offline = torch.cat(
                 [
                     live.model({"rgb": x_rgb[:, :, t - w + 1 : t + 1], "flow": x_flow[:, :, t - w + 1 : t]})
                     for t in range(w - 1, x_rgb.shape[2])
                 ]
-            )
+            ).cpu()
         stream = torch.stack(streamed)
         deltas.append(float((stream - offline).abs().max()))
         windows += len(stream)
@@ -389,6 +395,8 @@ def evaluate_two_stream_streaming(
         "streaming_ms_per_frame_median": float(np.median(frame_ms)),
         "flow_ms_per_frame_median": float(np.median(flow_ms)),
         "class_names": list(rgb.class_names),
+        "device": str(live.device),
+        "streaming_dtype": str(live.runtime.members["rgb"].dtype).removeprefix("torch."),
     }
 
 

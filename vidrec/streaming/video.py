@@ -191,9 +191,18 @@ def videos_of_test_split(spec: DeploymentSpec, root: str | None = None) -> list[
 
 
 def evaluate_video_streaming(
-    loaded: Any, videos: list[tuple[Path, int]], *, batch_size: int = 16, max_frames: int | None = None
+    loaded: Any,
+    videos: list[tuple[Path, int]],
+    *,
+    batch_size: int = 16,
+    max_frames: int | None = None,
+    device: str | torch.device = "cpu",
+    precision: str = "fp32",
 ) -> dict[str, Any]:
     """Stream each video frame by frame and compare every streamed clip with the offline clip of the same frames.
+
+    Both sides run on ``device`` (the checkpoint's model is moved there); logits are compared on the CPU. The
+    stream steps in ``precision`` (``vidrec.streaming.command.PRECISIONS``), the offline side in the model's dtype.
 
     Returns a report: clip accuracy of both sides (every clip a stream emits, labelled with its video's label),
     video accuracy (the mean of the clips' softmax, as ``vidrec test`` groups views), the argmax agreement, the
@@ -202,12 +211,13 @@ def evaluate_video_streaming(
     from vidrec.streaming.command import build_runtime
 
     spec: DeploymentSpec = loaded.require_spec()
-    model = loaded.model.eval()
+    device = torch.device(device)
+    model = loaded.model.eval().to(device)
     window = spec.input_length
     clips_off, clips_str, agree, targets, deltas, first_correct = 0, 0, 0, 0, [], []
     video_off, video_str, skipped = 0, 0, 0
     stream_seconds, offline_seconds = 0.0, 0.0
-    runtime = build_runtime(loaded, hop=1)
+    runtime = build_runtime(loaded, hop=1, precision=precision, device=device)
     for path, label in videos:
         runtime.reset()  # a new stream: warm-up again
         frames: list[torch.Tensor] = []
@@ -222,16 +232,15 @@ def evaluate_video_streaming(
         if not streamed:
             skipped += 1
             continue
-        video = torch.stack(frames, dim=1)  # (3, T_video, crop, crop)
+        video = torch.stack(frames, dim=1).to(device)  # (3, T_video, crop, crop)
         t0 = time.perf_counter()
         with torch.inference_mode():
             starts = range(len(frames) - window + 1)
-            offline = torch.cat(
-                [
-                    model(torch.stack([video[:, s : s + window] for s in starts[b : b + batch_size]]))
-                    for b in range(0, len(starts), batch_size)
-                ]
-            ).float()  # (n, K): clip s covers clip frames [s, s + window)
+            batches = [
+                model(torch.stack([video[:, s : s + window] for s in starts[b : b + batch_size]]))
+                for b in range(0, len(starts), batch_size)
+            ]
+            offline = torch.cat(batches).float().cpu()  # (n, K): clip s covers clip frames [s, s + window)
         offline_seconds += time.perf_counter() - t0
         stream = torch.stack(streamed)  # (n, K)
         deltas.append(float((stream - offline).abs().max()))
@@ -264,6 +273,8 @@ def evaluate_video_streaming(
         "streaming_ms_per_frame": stream_seconds * 1000.0 / max(targets + skipped, 1),
         "offline_ms_per_clip_batched": offline_seconds * 1000.0 / max(targets, 1),
         "class_names": list(spec.class_names),
+        "device": str(device),
+        "streaming_dtype": str(runtime.dtype).removeprefix("torch."),
     }
 
 
@@ -273,7 +284,10 @@ def run_evaluate_streaming(args: argparse.Namespace, loaded: Any) -> dict[str, A
     videos = videos_of_test_split(spec, args.data)
     if getattr(args, "max_videos", None):
         videos = videos[: args.max_videos]
-    report = evaluate_video_streaming(loaded, videos)
+    from vidrec.streaming.devices import run_device
+
+    precision = getattr(args, "precision", "fp32")
+    report = evaluate_video_streaming(loaded, videos, device=run_device(args), precision=precision)
     report["checkpoint"] = str(getattr(loaded, "path", ""))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -290,8 +304,11 @@ def run_stream(args: argparse.Namespace, loaded: Any, out: TextIO) -> dict[str, 
     if source in (None, "-"):
         raise ValueError("a video checkpoint streams from --input VIDEO_FILE, /dev/videoN or an rtsp:// / http:// URL")
     hop = args.hop or 1
-    runtime = build_video_runtime(loaded, hop, getattr(args, "backend", "torch"), getattr(args, "precision", "fp32"))
     from vidrec.streaming.command import print_engine
+    from vidrec.streaming.devices import run_device
+
+    precision = getattr(args, "precision", "fp32")
+    runtime = build_video_runtime(loaded, hop, getattr(args, "backend", "torch"), precision, run_device(args))
 
     print_engine(args, runtime)
     sampler = FrameSampler(spec, _native_fps(source) if spec.rate > 0 else None)
@@ -335,8 +352,10 @@ def run_stream(args: argparse.Namespace, loaded: Any, out: TextIO) -> dict[str, 
     return summary
 
 
-def build_video_runtime(loaded: Any, hop: int, backend: str = "torch", precision: str = "fp32") -> Any:
-    """The streaming runtime of a video checkpoint (one slot, ``hop`` clip frames per step)."""
+def build_video_runtime(
+    loaded: Any, hop: int, backend: str = "torch", precision: str = "fp32", device: str | torch.device = "cpu"
+) -> Any:
+    """The streaming runtime of a video checkpoint (one slot, ``hop`` clip frames per step) on ``device``."""
     from vidrec.streaming.command import build_runtime
 
-    return build_runtime(loaded, hop=hop, backend=backend, precision=precision)
+    return build_runtime(loaded, hop=hop, backend=backend, precision=precision, device=device)
