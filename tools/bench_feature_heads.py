@@ -130,6 +130,7 @@ def stream(dim: int, steps: int, heads: list[str]) -> None:
         ts = _head("ts_lstm", dim, 101)
         for hop in (8, 24):
             print(f"  ts_lstm             {_stream_case(ts, dim, 24, hop, steps)}")
+            print(f"  ts_lstm             {_stream_case(ts, dim, 24, hop, steps, backend=StepBackend.TORCH_EAGER)}")
     if "temporal_inception" in heads:
         ti = _head("temporal_inception", dim, 101, padding="valid")
         print(f"  temporal_inception  {_stream_case(ti, dim, 114, 24, steps // 4)}")
@@ -139,6 +140,7 @@ def stream(dim: int, steps: int, heads: list[str]) -> None:
         mp = _head("mean_pool_linear", dim, 101)
         for hop in (1, 8):
             print(f"  mean_pool_linear    {_stream_case(mp, dim, 25, hop, steps)}")
+            print(f"  mean_pool_linear    {_stream_case(mp, dim, 25, hop, steps, backend=StepBackend.TORCH_EAGER)}")
 
 
 def to_streaming_description(model: nn.Module, dim: int) -> str:

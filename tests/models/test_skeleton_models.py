@@ -136,13 +136,6 @@ def test_the_ensemble_streams_as_one_model_equal_to_offline() -> None:
     torch.testing.assert_close(logits[:, ready[0]], ref, atol=2e-5, rtol=0)
 
 
-def test_body_part_channel_selectors_copy_each_parts_channels() -> None:
-    features = _build("skeleton_body_part").features
-    x = torch.randn(2, 150, 5)
-    for pick, part in zip(features.selectors(), features._split(x)):
-        torch.testing.assert_close(pick(x), part, atol=0, rtol=0)
-
-
 def test_ensemble_checkpoint_names_are_subnet_prefixed() -> None:
     model = _build("skeleton_ensemble")
     names = list(model.state_dict())

@@ -6,12 +6,16 @@ the module tree the same way, so the walk lives here:
 
 * ``register_lowering(LayerType)`` registers, beside the layer, how it decomposes into its children and the
   primitives every target provides (``LoweringBuilder``: ``lower`` a child, ``shared`` for a value read by several
-  branches, ``add``, ``concat``, ``window_max``); the decomposition is written once and holds for every target.
+  branches, ``add``, ``concat``, ``window_max``, ``select_channels``); the decomposition is written once and holds
+  for every target.
 * ``register_lowering(LayerType, target="video")`` registers a target-specific lowering (a target's own
   primitives: convolutions, pools, heads) and wins over the generic one for that target. The video target's
   primitives are ``VideoLoweringBuilder``'s (convolutions on every frame, temporal convolutions on ring buffers,
   per-channel maps, the average-pool head); the video layers register theirs beside the layer
   (``vidrec.layers.conv2plus1d``), torch's own modules in the engine (``vidrec.streaming.engines.video``).
+* ``register_lowering(LayerType, target="compiled")`` may also call ``CompiledLoweringBuilder.kernel``: the layer's
+  own step on the compiled program's time-first values, traced with it (TS-LSTM's segment head); a model that is not
+  a ``StreamableClassifier`` with such a registration is lowered whole, chunk to logits.
 * ``lowering_for(module, target)`` finds the lowering along the module's class hierarchy (at each class the
   target-specific one first, then the generic one).
 
@@ -42,6 +46,7 @@ from torch import nn
 
 __all__ = [
     "BatchNormFold",
+    "CompiledLoweringBuilder",
     "LoweringBuilder",
     "LoweringDecision",
     "Lowering",
@@ -83,6 +88,10 @@ class LoweringBuilder(Protocol[V]):
 
     def window_max(self, module: nn.Module, x: V, kernel: int, stride: int) -> V:
         """Maximum over the last ``kernel`` steps every ``stride`` steps; ``module`` owns the history state."""
+        ...
+
+    def select_channels(self, x: V, channels: Sequence[int]) -> V:
+        """The channels ``channels`` of ``x`` in that order (a gather, no arithmetic: exact for any input)."""
         ...
 
 
@@ -130,6 +139,23 @@ class VideoLoweringBuilder(LoweringBuilder[V], Protocol[V]):
     def eager(self, module: nn.Module, x: V, reason: str) -> V:
         """``module`` through its own ``stream_step`` on its own state (``(B, C)`` rows: called as it is), a
         ``LoweringDecision`` naming it and ``reason``."""
+        ...
+
+
+class CompiledLoweringBuilder(LoweringBuilder[V], Protocol[V]):
+    """The ``"compiled"`` target's own primitive (``vidrec.streaming.fastpath``) on time-first values ``(n, B, C)``
+    (``(B, C)`` after a temporal head)."""
+
+    def kernel(self, module: nn.Module, x: V, fn: Callable[[Any, list[Any]], tuple[Any, list[Any]]]) -> V:
+        """``module``'s step written for this target: ``fn(x, state) -> (y, new_state)`` on time-first values, the
+        module's flat state tensors held ``(T, B, C)`` where they are 3D; traced with the program, so ``fn`` uses
+        tensor ops on its arguments and detached constants only."""
+        ...
+
+    def rows_as_batch(self, module: nn.Module, layers: Sequence[nn.Module], x: V) -> V:
+        """``module``'s step: ``layers`` (a 1D network ending in one channel) on each of the ``D`` channel rows of
+        ``x`` on its own, the rows a batch: ``(n, B, D) -> (n', B, D)``; ``module``'s state tensors are the layers'
+        state of ``B D`` rows viewed ``(B, D c, ...)``."""
         ...
 
 

@@ -126,9 +126,8 @@ def _residual_group(c_in: int, stage: ResidualStage, kernel_size: int) -> Tempor
 class _OutputBatchNorm(nn.BatchNorm1d):
     """The batch norm after the last residual addition (an ``nn.BatchNorm1d``: same parameters and checkpoint names).
 
-    It follows an addition, not a convolution, so batch-norm folding leaves it; the compiled engine lowers it as the
-    1-step convolution of its per-channel affine map (``_lower_output_batchnorm``), which keeps the whole base
-    network inside the generated, traced step.
+    It follows an addition, not a convolution, so batch-norm folding leaves it; the compiled engine lowers it as any
+    eval ``BatchNorm1d``, a per-channel affine map inside the generated, traced step (``vidrec.streaming.fastpath``).
     """
 
 
@@ -145,22 +144,6 @@ def _base_features(
         width = stage.width
     layers += [_OutputBatchNorm(width), nn.ReLU(inplace=True)]
     return TemporalSequential(*layers), width
-
-
-@register_lowering(_OutputBatchNorm, target="compiled")
-def _lower_output_batchnorm(b: LoweringBuilder[Any], m: _OutputBatchNorm, x: Any) -> Any:
-    """Eval batch norm ``y = scale * x + shift`` per channel, as a 1-step convolution with a diagonal weight."""
-    if m.training or m.running_mean is None or m.running_var is None:
-        raise TypeError("the output batch norm is lowered in eval mode with running statistics only")
-    conv = nn.Conv1d(m.num_features, m.num_features, 1, bias=False, device=m.running_var.device)
-    with torch.no_grad():
-        scale = torch.rsqrt(m.running_var + m.eps)
-        if m.weight is not None:
-            scale = scale * m.weight
-        shift = -m.running_mean * scale + (m.bias if m.bias is not None else 0.0)
-        conv.weight.copy_(torch.diag(scale)[:, :, None])
-        conv.bias = nn.Parameter(shift.to(conv.weight.dtype))
-    return b.lower(conv.requires_grad_(False).eval(), x)
 
 
 class SkeletonResNet1D(StreamableClassifier):
@@ -325,8 +308,8 @@ class AttentionNet(StreamableClassifier):
 class _PartFeatures(TemporalModule):
     """Each part's network on its own channels; outputs concatenated: ``(B, C, T) -> (B, P * C', T')``.
 
-    The streaming engines lower it (``_lower_part_features`` below): each part's channels are picked by a one-hot
-    1-step convolution, which they lower, and each part network is lowered as it is.
+    The streaming engines lower it (``_lower_part_features`` below): each part's channels are picked by the
+    builders' ``select_channels`` primitive and each part network is lowered as it is.
     """
 
     index: Tensor
@@ -352,22 +335,6 @@ class _PartFeatures(TemporalModule):
     def _split(self, x: Tensor) -> list[Tensor]:
         return list(x.index_select(1, self.index).split(self.sizes, dim=1))  # P x (B, C_p, T)
 
-    def selectors(self) -> list[nn.Conv1d]:
-        """One frozen 1-step convolution per part, ``(B, C, T) -> (B, C_p, T)``: a one-hot copy of its channels.
-
-        Exact for finite inputs (each output is one input times 1 plus zeros). The engines' builders have no channel
-        selection primitive, and a time-pointwise ``nn.Conv1d`` is a leaf every target lowers.
-        """
-        weight = next(self.nets.parameters())
-        out = []
-        for group in self.groups:
-            conv = nn.Conv1d(self.in_channels, len(group), 1, bias=False, device=weight.device, dtype=weight.dtype)
-            with torch.no_grad():
-                conv.weight.zero_()
-                conv.weight[torch.arange(len(group)), torch.tensor(group), 0] = 1.0
-            out.append(conv.requires_grad_(False).eval())
-        return out
-
     def forward(self, x: Tensor) -> Tensor:
         return torch.cat([net(part) for net, part in zip(self.nets, self._split(x))], dim=1)
 
@@ -388,9 +355,9 @@ class _PartFeatures(TemporalModule):
 
 @register_lowering(_PartFeatures)
 def _lower_part_features(b: LoweringBuilder[Any], m: _PartFeatures, x: Any) -> Any:
-    """Every target: per part, its channels (a one-hot 1-step convolution) through its network; concatenated."""
+    """Every target: per part, its channels (``select_channels``) through its network; concatenated."""
     shared = b.shared(x)  # read by every part
-    return b.concat([b.lower(net, b.lower(pick, shared)) for net, pick in zip(m.nets, m.selectors())])
+    return b.concat([b.lower(net, b.select_channels(shared, group)) for net, group in zip(m.nets, m.groups)])
 
 
 class BodyPartNet(StreamableClassifier):

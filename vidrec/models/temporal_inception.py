@@ -31,11 +31,17 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from vidrec.layers.lowering import register_batchnorm_fold, register_valid_twin
+from vidrec.layers.lowering import (
+    CompiledLoweringBuilder,
+    register_batchnorm_fold,
+    register_lowering,
+    register_valid_twin,
+)
 from vidrec.layers.pooling import TemporalMaxPool1d
 from vidrec.layers.stream_state import map_state
 from vidrec.layers.temporal import (
@@ -164,9 +170,8 @@ class RowwiseTemporalNet(TemporalModule):
     Streaming runs the layers' own streaming steps on the rows as a batch, ``(B D, c, n)``, so each hop costs the
     batched convolutions of its new positions (a grouped convolution over ``(B, D c, n)`` costs several times more
     on CPUs: ``groups=D`` with a few channels per group). The state is the layers' state of ``B D`` rows viewed
-    ``(B, D c, ...)``, so streams stay on axis 0 for the engines' slots. The compiled engine has no rows-as-batch
-    primitive and steps this module as it is inside its compiled step (a ``LoweringDecision`` names it); the head
-    after it is lowered.
+    ``(B, D c, ...)``, so streams stay on axis 0 for the engines' slots. The compiled engine lowers the layers once
+    on the rows as a batch (``rows_as_batch``, ``_lower_rowwise`` below), inside its traced step.
 
     Args:
         rows: D, the feature rows.
@@ -231,6 +236,15 @@ def _per_stream(t: Tensor, streams: int) -> Tensor:
 
 # batch-norm folding (vidrec.streaming.optimize): the per-row layers run in order
 register_batchnorm_fold(RowwiseTemporalNet, sequence=lambda m: m.layers)
+
+
+@register_lowering(RowwiseTemporalNet, target="compiled")
+def _lower_rowwise(b: CompiledLoweringBuilder[Any], m: RowwiseTemporalNet, x: Any) -> Any:
+    """The compiled engine: the per-row layers lowered once on the rows as a batch (``rows_as_batch``); the spatial
+    dropout is the identity in eval mode."""
+    if m.training:
+        raise TypeError("RowwiseTemporalNet is lowered in eval mode only")
+    return b.rows_as_batch(m, list(m.layers), x)
 
 
 class TemporalInception(StreamableClassifier):

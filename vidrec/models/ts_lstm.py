@@ -23,12 +23,13 @@ streams through the ordinary runtime) and ``FrameLSTM`` (an LSTM over all frames
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import cast
+from collections.abc import Callable, Sequence
+from typing import Any, cast
 
 import torch
 from torch import Tensor, nn
 
+from vidrec.layers.lowering import CompiledLoweringBuilder, LoweringBuilder, register_lowering
 from vidrec.layers.temporal import TemporalAvgPoolHead, TemporalModule, TemporalSequential
 from vidrec.models._base import StreamableClassifier, check_stream_geometry
 from vidrec.models._registry import Modality, StreamMode, register_model
@@ -157,10 +158,10 @@ class SegmentLSTMHead(TemporalModule):
         shape = (x.shape[0], x.shape[1], self.num_segments)
         return [x.new_zeros(shape), x.new_zeros(shape)]
 
-    def _normalised_summaries(self, highs: Tensor, lows: Tensor) -> Tensor:
-        """``(B, D, S)`` raw extremes -> ``(B, S, D)`` exact max of each segment's normalised frames (eval mode)."""
-        pooled = []
-        for s, module in enumerate(self.norms):
+    def segment_affines(self) -> tuple[Tensor, Tensor]:
+        """``(scale, shift)``, each ``(S, D)``: segment ``s``'s eval batch norm is ``scale[s] x + shift[s]``."""
+        scales, shifts = [], []
+        for module in self.norms:
             norm = cast(nn.BatchNorm1d, module)
             mean, var = cast(Tensor, norm.running_mean), cast(Tensor, norm.running_var)
             scale = torch.rsqrt(var + norm.eps)
@@ -169,10 +170,16 @@ class SegmentLSTMHead(TemporalModule):
             shift = -mean * scale
             if norm.bias is not None:
                 shift = shift + norm.bias
-            # max_t (a x_t + b) = a max_t x_t + b for a >= 0, a min_t x_t + b for a < 0
-            extreme = torch.where(scale >= 0, highs[:, :, s], lows[:, :, s])  # (B, D)
-            pooled.append(extreme * scale + shift)
-        return torch.stack(pooled, dim=1)  # (B, S, D)
+            scales.append(scale)
+            shifts.append(shift)
+        return torch.stack(scales), torch.stack(shifts)
+
+    def _normalised_summaries(self, highs: Tensor, lows: Tensor) -> Tensor:
+        """``(B, D, S)`` raw extremes -> ``(B, S, D)`` exact max of each segment's normalised frames (eval mode)."""
+        scale, shift = self.segment_affines()  # (S, D)
+        # max_t (a x_t + b) = a max_t x_t + b for a >= 0, a min_t x_t + b for a < 0
+        extremes = torch.where(scale >= 0, highs.transpose(1, 2), lows.transpose(1, 2))  # (B, S, D)
+        return extremes * scale + shift
 
     def stream_step(self, x: Tensor, state: State) -> tuple[Tensor, State]:
         frames = self._stream_frames
@@ -186,13 +193,64 @@ class SegmentLSTMHead(TemporalModule):
         return _run_lstms(self.lstms, self._normalised_summaries(highs, lows)), [highs, lows]
 
 
+def _time_first_step(head: SegmentLSTMHead) -> Callable[[Tensor, State], tuple[Tensor, State]]:
+    """``head.stream_step`` on time-first values, for the compiled engine (one traced function, constants detached).
+
+    ``x`` is ``(n, B, D)`` (n new frames, whole segments), the state the raw extremes ``(S, B, D)`` of the window's
+    segments; returns ``(B, H)`` and the new extremes. The summaries are the eager step's; each LSTM runs as its
+    equations (``nn.LSTM``'s gates i, f, g, o) with the input projection of all S segments in one matmul, so its
+    input weights are read once per hop rather than once per segment (``tools/bench_feature_heads.py stream``).
+    """
+    frames, segments = int(head._stream_frames), head.num_segments
+    with torch.no_grad():
+        scale, shift = head.segment_affines()
+    use_max = (scale >= 0)[:, None].detach()  # (S, 1, D), broadcast over the streams
+    scale, shift = scale[:, None].detach(), shift[:, None].detach()
+    layers = []
+    for module in head.lstms:
+        lstm = cast(nn.LSTM, module)
+        w_ih, w_hh = (cast(Tensor, w).detach() for w in lstm._flat_weights[:2])  # (4H, D_in), (4H, H)
+        biases = [cast(Tensor, w).detach() for w in lstm._flat_weights[2:4]] if lstm.bias else []
+        bias = biases[0] + biases[1] if biases else w_ih.new_zeros(w_ih.shape[0])  # b_ih + b_hh
+        layers.append((w_ih.t().contiguous(), w_hh.t().contiguous(), bias, lstm.hidden_size))
+
+    def step(x: Tensor, state: State) -> tuple[Tensor, State]:
+        blocks = x.unflatten(0, (x.shape[0] // frames, frames))  # (n / L, L, B, D)
+        highs = torch.cat([state[0], blocks.amax(dim=1)], dim=0)[-segments:]  # (S, B, D)
+        lows = torch.cat([state[1], blocks.amin(dim=1)], dim=0)[-segments:]
+        seq = torch.where(use_max, highs, lows) * scale + shift  # (S, B, D): the exact segment summaries
+        hidden_state = seq[-1]
+        for w_iht, w_hht, bias, hidden in layers:
+            # (S B, D_in) -> (S, B, 4H): every segment's input projection at once
+            gates_in = torch.addmm(bias, seq.reshape(-1, seq.shape[2]), w_iht).view(segments, -1, 4 * hidden)
+            i, f, g, o = gates_in[0].chunk(4, dim=1)  # (B, H) each; the zero initial state adds nothing
+            c = torch.sigmoid(i) * torch.tanh(g)
+            outputs = [torch.sigmoid(o) * torch.tanh(c)]
+            for t in range(1, segments):
+                i, f, g, o = torch.addmm(gates_in[t], outputs[-1], w_hht).chunk(4, dim=1)
+                c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+                outputs.append(torch.sigmoid(o) * torch.tanh(c))
+            hidden_state = outputs[-1]  # (B, H)
+            seq = torch.stack(outputs)  # (S, B, H), the next layer's input
+        return hidden_state, [highs, lows]
+
+    return step
+
+
+@register_lowering(SegmentLSTMHead, target="compiled")
+def _lower_segment_head(b: CompiledLoweringBuilder[Any], m: SegmentLSTMHead, x: Any) -> Any:
+    """The compiled engine: the head's own time-first step (``_time_first_step``), traced with the program."""
+    return b.kernel(m, x, _time_first_step(m))
+
+
 class TSLSTM(TemporalModule):
     """TS-LSTM: ``SegmentLSTMHead`` -> BatchNorm1d -> dropout -> linear; ``(B, D, T) -> (B, K)``.
 
     Streams exactly through ``vidrec.streaming.to_streaming(model, window=S*L, hop=multiple of L, in_channels=D)``
     (registered ``StreamMode.EXACT``; ``tests/streaming/test_runtime.py`` streams it with every registered model).
-    It has no temporal layers before its head, so the compiled engine has nothing to lower and the runtime steps it
-    on the eager engine, a decision ``describe()`` names; the head inside a model with lowered features (a
+    The compiled engine lowers the whole model (``_lower_ts_lstm``): the head as its own time-first step
+    (``_time_first_step``: segment extremes, summaries, the LSTM equations), then the batch norm as a per-channel
+    affine and the linear layer, all in one traced function. The head inside a model with lowered features (a
     ``StreamableClassifier`` whose ``pool`` is a ``SegmentLSTMHead``) runs eagerly on the compiled features' output.
     """
 
@@ -242,6 +300,13 @@ class TSLSTM(TemporalModule):
     def stream_step(self, x: Tensor, state: State) -> tuple[Tensor, State]:
         hidden, state = self.head.stream_step(x, state)
         return self.forward_head(hidden), state
+
+
+@register_lowering(TSLSTM, target="compiled")
+def _lower_ts_lstm(b: LoweringBuilder[Any], m: TSLSTM, x: Any) -> Any:
+    """The compiled engine lowers the whole model: the segment head, then batch norm (a per-channel affine), dropout
+    (the identity in eval mode) and the linear layer."""
+    return b.lower(m.classifier, b.lower(m.dropout, b.lower(m.norm, b.lower(m.head, x))))
 
 
 class FrameLSTM(nn.Module):

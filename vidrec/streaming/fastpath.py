@@ -19,12 +19,17 @@ head over segment summaries) leaves the program covering the features only (``Co
 their new steps and the engine steps the head eagerly on them, so the features keep their trace and ring buffers.
 
 Lowered modules: every layer with a lowering registered beside it (``vidrec.layers.lowering``: the containers of
-``vidrec.layers.temporal``, the 1D residual blocks, ``TemporalConcat``, ``TemporalMaxPool1d``; they decompose into
-this target's primitives: ``add``, ``concat``, ``window_max``), and this target's own leaves: ``TemporalWindowOp``
-over ``nn.Conv1d``, ``TemporalAvgPoolHead`` on ``(B, C, T)``, ReLU/ReLU6/identity/dropout, ``nn.Linear``/
-``nn.Sequential`` heads. Any other module is called through its own ``stream_step`` (or ``forward`` when time-free)
-and recorded as a ``LoweringDecision``, so lowering never changes results; ``compile_stream_step`` checks the
-compiled step against the eager one on a random chunk before returning it.
+``vidrec.layers.temporal``, the 1D residual blocks, ``TemporalConcat``, ``TemporalMaxPool1d``, the skeleton body-part
+features; they decompose into this target's primitives: ``add``, ``concat``, ``window_max``, ``select_channels``
+(``index_select`` on the channel axis), and ``kernel``, a layer's own time-first step traced with the program), and
+this target's own leaves: ``TemporalWindowOp`` over ``nn.Conv1d``, ``TemporalAvgPoolHead`` on ``(B, C, T)``,
+ReLU/ReLU6/identity/dropout, eval ``BatchNorm1d`` that folding left (after an addition, before a pool, in a head: a
+per-channel affine ``x * scale + shift``), ``nn.Linear``/``nn.Sequential`` heads. Any other module is called through
+its own ``stream_step`` (or ``forward`` when time-free) and recorded as a ``LoweringDecision``, so lowering never
+changes results; ``compile_stream_step`` checks the compiled step against the eager one on a random chunk before
+returning it. A streamable model that is not a ``StreamableClassifier`` but registers a compiled lowering of its own
+class (TS-LSTM) is lowered whole, chunk to logits (``lowers_whole``). A step may hold no state at all
+(time-pointwise features under an eager head): it returns an empty state.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, cast
 
 import torch
 import torch.nn.functional as F
@@ -49,10 +55,15 @@ from vidrec.layers.temporal import (
 )
 from vidrec.streaming.lowering import LoweringDecision, module_names
 
-__all__ = ["CompiledStep", "compile_stream_step", "generate_step", "head_lowers", "trace_step"]
+if TYPE_CHECKING:
+    from vidrec.models._base import StreamableClassifier
+
+__all__ = ["CompiledStep", "compile_stream_step", "generate_step", "head_lowers", "lowers_whole", "trace_step"]
 
 State = list[Tensor]
 StepFn = Callable[[Tensor, State], tuple[Tensor, State]]
+# a layer's own compiled step on time-first values: (x (n, B, C) or (B, C), state) -> (y, new state), see kernel()
+TimeFirstKernel = Callable[[Tensor, State], tuple[Tensor, State]]
 
 _SKIP = (nn.Identity, nn.Dropout, nn.Dropout1d)
 
@@ -80,6 +91,8 @@ class _Program:
     probe: tuple[int, int] | None = None  # (state index, buffer index) of a new state tensor living in a buffer
     counter: int = 0
     opaque: int = 0  # modules called through their own stream_step / forward
+    histories: int = 0  # state tensors that are layer histories (the ring-buffer variant keeps them in rings)
+    conv_calls: bool = False  # convolutions as F.conv1d calls instead of tap matmuls (few channels, many rows)
     ring_phase: int | None = None  # ring-buffer variant for this phase (vidrec.streaming.rings), None: concatenation
     ring_period: int = 0  # steps between wrap-arounds of the ring buffers
     rings: dict[int, tuple[int, int]] = field(default_factory=dict)  # state index -> (history rows, new rows per step)
@@ -132,6 +145,8 @@ class CompiledStep:
     Attributes:
         source: The generated Python source (for inspection).
         num_opaque: Modules that were not lowered and are called through their own ``stream_step``/``forward``.
+        num_histories: State tensors that are layer histories (what ring buffers hold; 0 for a stateless step or
+            one whose state is a layer's own, such as TS-LSTM's segment extremes).
         decisions: One ``LoweringDecision`` per such module: its name in the model and the reason.
         time_first: Per state tensor, True where the compiled layout is ``(T, B, C)`` instead of the protocol's.
         batch_axes: Per state tensor, the axis of the batch (slots) in the compiled layout.
@@ -153,6 +168,7 @@ class CompiledStep:
         self._device = device
         self.source = source
         self.num_opaque = program.opaque
+        self.num_histories = program.histories
         self.decisions = list(program.decisions)
         self.time_first = list(program.time_first)
         self.batch_axes = [1 if tf else 0 for tf in self.time_first]
@@ -214,7 +230,31 @@ def trace_step(
         args = (chunk.clone(), [t.clone() for t in state], [b.clone() for b in bufs])
         with warnings.catch_warnings():  # the deprecation notice of torch.jit.trace, emitted on every call
             warnings.filterwarnings("ignore", message=r".*torch\.jit\.trace.* is deprecated", category=FutureWarning)
-            return torch.jit.trace(fn, args, check_trace=False)  # type: ignore[no-any-return]
+            if state and bufs:
+                return torch.jit.trace(fn, args, check_trace=False)  # type: ignore[no-any-return]
+            return _trace_without_empty_lists(fn, args)
+
+
+def _trace_without_empty_lists(
+    fn: Callable[[Tensor, State, State], tuple[Tensor, State]], args: tuple[Tensor, State, State]
+) -> Callable[[Tensor, State, State], tuple[Tensor, State]]:
+    """A trace takes no empty list (a stateless step, a step with no preallocated buffer): trace ``fn`` on its
+    non-empty arguments and call it with them (a stateless step returns an empty state)."""
+    present = [i for i in (1, 2) if args[i]]
+
+    def partial(x: Tensor, *lists: State) -> tuple[Tensor, State]:
+        full: list[object] = [x, [], []]
+        for i, values in zip(present, lists, strict=True):
+            full[i] = values
+        logits, new_state = fn(*full)  # type: ignore[arg-type]
+        return logits, tuple(new_state)  # type: ignore[return-value]
+
+    inputs = tuple(args[i] for i in [0, *present])
+    if not args[1]:  # a trace cannot return an empty tuple either: trace the logits alone
+        logits_only = torch.jit.trace(lambda *a: partial(*a)[0], inputs, check_trace=False)
+        return lambda x, state, bufs: (logits_only(x, *([state, bufs][i - 1] for i in present)), [])
+    traced = torch.jit.trace(partial, inputs, check_trace=False)
+    return lambda x, state, bufs: traced(x, *([state, bufs][i - 1] for i in present))  # type: ignore[no-any-return]
 
 
 def _to_protocol(x: _Value) -> str:
@@ -254,6 +294,11 @@ def _lower_pointwise(p: _Program, m: nn.Module, x: _Value) -> _Value:
         p.emit(f"{y} = {x.name}.relu_()" if x.owned else f"{y} = torch.relu({x.name})")
     elif isinstance(m, nn.ReLU6):
         p.emit(f"{y} = {x.name}.clamp_(0.0, 6.0)" if x.owned else f"{y} = torch.clamp({x.name}, 0.0, 6.0)")
+    elif _affine_batchnorm(m) is not None:
+        # eval batch norm is x * scale + shift per channel; values hold channels on the last axis
+        scale, shift = _affine_batchnorm(m)  # type: ignore[misc]
+        sc, sh = p.const(scale, "w"), p.const(shift, "b")
+        p.emit(f"{y} = {x.name}.mul_({sc}).add_({sh})" if x.owned else f"{y} = torch.addcmul({sh}, {x.name}, {sc})")
     else:
         p.not_lowered(m, f"no compiled lowering for the pointwise {type(m).__name__}")
         call = f"{p.const(m, 'm')}({_to_protocol(x)})"
@@ -262,13 +307,55 @@ def _lower_pointwise(p: _Program, m: nn.Module, x: _Value) -> _Value:
     return _Value(y, ex, owned=True)
 
 
+def _affine_batchnorm(m: nn.Module) -> tuple[Tensor, Tensor] | None:
+    """``(scale, shift)`` of an eval ``BatchNorm1d`` with running statistics (``y = scale x + shift``), else None."""
+    if not isinstance(m, nn.BatchNorm1d) or m.training or m.running_mean is None or m.running_var is None:
+        return None
+    with torch.no_grad():
+        scale = torch.rsqrt(m.running_var + m.eps)
+        if m.weight is not None:
+            scale = scale * m.weight
+        shift = -m.running_mean * scale
+        if m.bias is not None:
+            shift = shift + m.bias
+    return scale.detach(), shift.detach()
+
+
+def _lower_conv1d_call(p: _Program, m: TemporalWindowOp, conv: nn.Conv1d, x: _Value) -> _Value:
+    """The convolution as one ``F.conv1d`` on its window joined straight into the ``(B, C, keep + n)`` layout
+    oneDNN takes (one copy, no tap matmuls): for few channels over many rows (``rows_as_batch``)."""
+    ex_state = flatten_state(m.stream_state(x.example))
+    (s_name,) = p.take_state(ex_state, [True])
+    keep, r, s = m._keep, m.receptive_field, m.stride
+    length = keep + x.example.shape[2]
+    p.histories += bool(keep)
+    buf = p.name("b")
+    if keep:
+        out = p.buffer((-1, conv.in_channels, length))
+        p.emit(f"{buf} = torch.cat([{s_name}.permute(1, 2, 0), {x.name}.permute(1, 2, 0)], 2, out={out})")
+        p.new_state.append(f"{buf}[:, :, {length - keep}:].permute(2, 0, 1)")  # (keep, B, C) view
+    else:
+        p.emit(f"{buf} = {x.name}.permute(1, 2, 0)")  # (B, C, n)
+        p.new_state.append(s_name)
+    surplus = (length - r) % s
+    w, b = p.const(conv.weight.detach(), "w"), "None" if conv.bias is None else p.const(conv.bias.detach(), "b")
+    y = p.name("v")
+    args = f"{w}, {b}, {s}, 0, {conv.dilation[0]}, {conv.groups}"
+    p.emit(f"{y} = F.conv1d({buf}[:, :, {surplus}:], {args}).permute(2, 0, 1)")  # (n_out, B, O) view
+    ex_out, _ = m.stream_step(x.example, [ex_state[0]])
+    return _Value(y, ex_out, owned=True)
+
+
 def _lower_conv1d(p: _Program, m: TemporalWindowOp, conv: nn.Conv1d, x: _Value) -> _Value:
+    if p.conv_calls and p.ring_phase is None:
+        return _lower_conv1d_call(p, m, conv, x)
     ex_state = flatten_state(m.stream_state(x.example))
     (s_name,) = p.take_state(ex_state, [True])
     keep, r, s = m._keep, m.receptive_field, m.stride
     length = keep + x.example.shape[2]
     c_in, c_out = conv.in_channels, conv.out_channels
     buf = p.name("b")
+    p.histories += bool(keep)
     if keep and p.ring_phase is not None:
         p.emit(f"{buf} = {_ring_window(p, s_name, keep, x)}")  # (keep + n, B, C) view of the ring
     elif keep:
@@ -340,6 +427,7 @@ def _lower_window_max(p: _Program, m: nn.Module, x: _Value, kernel: int, stride:
     keep = ex_state[0].shape[2]
     length = keep + x.example.shape[2]
     buf = p.name("b")
+    p.histories += bool(keep)
     if keep and p.ring_phase is not None:
         p.emit(f"{buf} = {_ring_window(p, s_name, keep, x)}")  # (keep + n, B, C) view of the ring
     elif keep:
@@ -391,6 +479,84 @@ class _TorchBuilder:
     def window_max(self, module: nn.Module, x: _Value, kernel: int, stride: int) -> _Value:
         return _lower_window_max(self.p, module, x, kernel, stride)
 
+    def select_channels(self, x: _Value, channels: Sequence[int]) -> _Value:
+        p, y = self.p, self.p.name("v")
+        index = torch.tensor([int(c) for c in channels], device=x.example.device)
+        p.emit(f"{y} = torch.index_select({x.name}, -1, {p.const(index, 'i')})")  # channels are the last axis as held
+        return _Value(y, x.example.index_select(1, index), owned=True)
+
+    def kernel(self, module: nn.Module, x: _Value, fn: TimeFirstKernel) -> _Value:
+        return _lower_kernel(self.p, module, x, fn)
+
+    def rows_as_batch(self, module: nn.Module, layers: Sequence[nn.Module], x: _Value) -> _Value:
+        return _lower_rows(self.p, module, layers, x)
+
+
+def _lower_rows(p: _Program, m: nn.Module, layers: Sequence[nn.Module], x: _Value) -> _Value:
+    """``layers`` on each channel row of ``x`` on its own (``m``'s step): ``(n, B, D) -> (n, B D, 1) -> ... ->
+    (n', B D, 1) -> (n', B, D)``, the rows a batch of ``B D``.
+
+    The layers are lowered into an inner program over ``(n, B D, c)`` values (its own buffers, allocated per call for
+    the ``B D`` rows), which runs as ``m``'s kernel: ``m``'s state tensors ``(B, D c, k)`` are held ``(k, B, D c)``
+    and viewed ``(k, B D, c)`` for the inner program (rows of a stream adjacent, as ``m`` lays them out), so the
+    streams stay on the batch axis for slots. Modules the inner program does not lower are decisions as anywhere.
+    """
+    rows = int(x.example.shape[1])
+    prefix = p.names.get(id(m), "?")
+    # a tap matmul of a few channels over B D rows runs far below the speed of oneDNN's convolution of the rows
+    inner = _Program(names={k: f"{prefix}.{v}" if v else prefix for k, v in module_names(m).items()}, conv_calls=True)
+    with torch.inference_mode():
+        ex_rows = x.example.reshape(-1, 1, x.example.shape[2])  # (B D, 1, n): each row its own stream
+        y = _Value("x", ex_rows, owned=False)
+        for layer in layers:
+            y = _lower(inner, layer, y)
+    if y.example.dim() != 3 or y.example.shape[1] != 1:
+        raise TypeError(f"rows_as_batch: the per-row network must end with 1 channel, got {tuple(y.example.shape)}")
+    inner_step, _ = _assemble(inner, y.name)
+    p.opaque += inner.opaque
+    p.decisions += inner.decisions
+    shapes = list(inner.buffers)
+    time_first = list(inner.time_first)
+    channels = [int(t.shape[1]) for t in inner.state_examples]  # per-row channels c of each state tensor
+
+    def step(v: Tensor, state: State) -> tuple[Tensor, State]:
+        batch_rows = v.shape[1] * rows
+        # (k, B, D c) -> (k, B D, c) time-first, or (B D, c, k) for a module the inner program calls as it is
+        inner_state = [
+            s.unflatten(2, (rows, c)).flatten(1, 2) if tf else s.permute(1, 2, 0).reshape(batch_rows, c, s.shape[0])
+            for s, tf, c in zip(state, time_first, channels, strict=True)
+        ]
+        bufs = [v.new_empty([batch_rows if d == -1 else d for d in shape]) for shape in shapes]
+        out, new = inner_step(v.reshape(v.shape[0], batch_rows, 1).permute(1, 2, 0), inner_state, bufs)
+        new_state = [
+            t.unflatten(1, (-1, rows)).flatten(2, 3) if tf else t.reshape(-1, rows * c, t.shape[2]).permute(2, 0, 1)
+            for t, tf, c in zip(new, time_first, channels, strict=True)
+        ]
+        return out.unflatten(1, (-1, rows)).flatten(2, 3), new_state  # (n', B D, 1) -> (n', B, D)
+
+    return _lower_kernel(p, m, x, step)
+
+
+def _lower_kernel(p: _Program, m: nn.Module, x: _Value, fn: TimeFirstKernel) -> _Value:
+    """``m``'s step as its own time-first function ``fn(x, state) -> (y, new_state)``, traced with the program.
+
+    ``m``'s flat state tensors are held time-first where they are 3D (``(T, B, C)``, the layout of the rest of the
+    program). Ring-buffer variants copy the new state into the incoming tensors (their state is updated in place).
+    """
+    ex_tree = stream_state_of(m, x.example)
+    ex_state = flatten_state(ex_tree)
+    names = p.take_state(ex_state, [t.dim() == 3 for t in ex_state])
+    ex_out, _ = stream_step_of(m, x.example, ex_tree)
+    y, st = p.name("v"), p.name("st")
+    p.emit(f"{y}, {st} = {p.const(fn, 'k')}({x.name}, [{', '.join(names)}])")
+    if p.ring_phase is None:
+        p.new_state.extend(f"{st}[{i}]" for i in range(len(names)))
+    else:
+        for i, n in enumerate(names):
+            p.emit(f"{n}.copy_({st}[{i}])")
+        p.new_state.extend(names)
+    return _Value(y, ex_out, owned=False)
+
 
 def _lower(p: _Program, m: nn.Module, x: _Value) -> _Value:
     """Emit the streaming step of ``m`` on ``x``; returns the output value."""
@@ -407,6 +573,7 @@ def _lower(p: _Program, m: nn.Module, x: _Value) -> _Value:
         n = x.example.shape[2]
         buf, pooled = p.name("b"), p.name("v")
         c, positions = x.example.shape[1], ex_state[0].shape[2]
+        p.histories += 1
         if p.ring_phase is not None:
             p.emit(f"{buf} = {_ring_window(p, s_name, positions, x)}[{n}:]")  # (P, B, C) view of the ring
         else:
@@ -469,17 +636,32 @@ def _why_not_lowered(m: nn.Module, x: _Value) -> str:
 
 
 def head_lowers(model: nn.Module) -> bool:
-    """True when the compiled target lowers the temporal head of ``model`` (the average pool); else the compiled step
-    covers the features only and the engine runs the head eagerly on their output (``CompiledStep.head_eager``)."""
-    return isinstance(getattr(model, "pool", None), TemporalAvgPoolHead)
+    """True when the compiled target lowers the temporal head of ``model`` (the average pool, or the whole model by its
+    registered lowering); else the compiled step covers the features only and the engine runs the head eagerly on
+    their output (``CompiledStep.head_eager``)."""
+    return lowers_whole(model) or isinstance(getattr(model, "pool", None), TemporalAvgPoolHead)
+
+
+def lowers_whole(model: nn.Module) -> bool:
+    """True for a streamable model other than a ``StreamableClassifier`` whose class registers a compiled lowering
+    (``vidrec.layers.lowering.register_lowering(Model, target="compiled")``): it is lowered as one module, chunk to
+    logits (TS-LSTM's segment head)."""
+    from vidrec.models._base import StreamableClassifier
+
+    return (
+        isinstance(model, TemporalModule)
+        and not isinstance(model, StreamableClassifier)
+        and lowering_for(model, "compiled") is not None
+    )
 
 
 def compile_stream_step(model: nn.Module, chunk: Tensor, *, trace: bool = True, atol: float = 1e-4) -> CompiledStep:
     """Lower the streaming step of a configured streamable classifier into a flat compiled function.
 
     Args:
-        model: An eval-mode ``StreamableClassifier`` (``features``, ``pool``, ``classifier``) on which
-            ``configure_stream`` has been called; BatchNorm should already be folded (``fold_batchnorm``).
+        model: An eval-mode ``StreamableClassifier`` (``features``, ``pool``, ``classifier``), or a model whose class
+            registers a compiled lowering (``lowers_whole``), on which ``configure_stream`` has been called;
+            BatchNorm should already be folded (``fold_batchnorm``).
         chunk: An example chunk ``(B, C, hop)``; the compiled step accepts any batch size with this channel count and
             hop.
         trace: Run the generated function as a TorchScript trace (less per-op overhead than Python) when every module
@@ -502,18 +684,19 @@ def compile_stream_step(model: nn.Module, chunk: Tensor, *, trace: bool = True, 
         raise TypeError(
             f"compile_stream_step streams time series (B, C, hop); got a chunk of shape {tuple(chunk.shape)}"
         )
-    if not isinstance(model, StreamableClassifier) or type(model).stream_step is not StreamableClassifier.stream_step:
+    stock = isinstance(model, StreamableClassifier) and type(model).stream_step is StreamableClassifier.stream_step
+    if not stock and not lowers_whole(model):
         raise TypeError(
             f"compile_stream_step needs a StreamableClassifier with the stock stream_step, got {type(model).__name__}"
         )
     fn, source, p = generate_step(model, chunk)
     compiled = CompiledStep(fn, source, p, p.probe, chunk.dtype, chunk.device)
     compiled.head_eager = not head_lowers(model)
-    target = model.features if compiled.head_eager else model
+    target = cast(nn.Module, model.features) if compiled.head_eager else model
     _check_against_eager(target, compiled, chunk, atol)
     if trace and compiled.num_opaque == 0:  # modules called as they are may hold parameters a trace cannot embed
         with torch.no_grad():
-            state = compiled.to_compiled(flatten_state(target.stream_state(chunk)))
+            state = compiled.to_compiled(flatten_state(target.stream_state(chunk)))  # type: ignore[operator]
         compiled.trace(chunk, state)
         _check_against_eager(target, compiled, chunk, atol)
     return compiled
@@ -522,7 +705,8 @@ def compile_stream_step(model: nn.Module, chunk: Tensor, *, trace: bool = True, 
 def generate_step(
     model: nn.Module, chunk: Tensor, ring_phase: int | None = None, ring_period: int = 0
 ) -> tuple[Callable[[Tensor, State, State], tuple[Tensor, State]], str, _Program]:
-    """Lower ``model`` (a checked, configured ``StreamableClassifier``) into a Python step function.
+    """Lower ``model`` (a checked, configured ``StreamableClassifier``, or a model ``lowers_whole``) into a Python step
+    function.
 
     Args:
         model: The model, as for ``compile_stream_step``.
@@ -538,40 +722,31 @@ def generate_step(
     """
     from vidrec.models._base import StreamableClassifier
 
-    assert isinstance(model, StreamableClassifier)
     p = _Program(ring_phase=ring_phase, ring_period=ring_period, names=module_names(model))
     with torch.inference_mode():
         x = _Value("x", chunk, owned=False)
-        feats = _lower(p, model.features, x)
-        if head_lowers(model):
-            pooled = _lower(p, model.pool, feats)
-            out = _lower_head(p, model.classifier, pooled)
+        if lowers_whole(model):
+            out = _lower(p, model, x)
         else:
-            # any other temporal head runs eagerly on the features' output, outside the compiled program (which
-            # keeps its ring buffers and trace); the engine steps it (vidrec.streaming.engines.compiled)
-            for part, what in ((model.pool, "temporal head"), (model.classifier, "classifier after it")):
-                if not isinstance(part, nn.Identity):
-                    p.decisions.append(
-                        LoweringDecision(
-                            p.names.get(id(part), "?"),
-                            type(part).__name__,
-                            "eager",
-                            f"no compiled lowering for the {what}: runs eagerly on the compiled features' output",
-                        )
-                    )
-            out = _Value(p.name("v"), feats.example, owned=True)
-            p.emit(f"{out.name} = {_to_protocol(feats)}.clone(memory_format=torch.contiguous_format)")  # (B, C', n)
-            p.fresh.add(out.name)
-    n_state = len(p.state_examples)
+            assert isinstance(model, StreamableClassifier)
+            out = _lower_classifier(p, model, x)
     if out.name not in p.fresh:
         p.emit(f"{out.name} = {out.name}.clone()")  # logits never alias a step buffer
+    fn, source = _assemble(p, out.name)
+    return fn, source, p
+
+
+def _assemble(p: _Program, out: str) -> tuple[Callable[[Tensor, State, State], tuple[Tensor, State]], str]:
+    """The program's source ``step(x, state, bufs) -> (out, new_state)`` and the function compiled from it."""
+    n_state = len(p.state_examples)
     header = ["def step(x, state, bufs):", "    x = x.permute(2, 0, 1)  # (B, C, hop) -> (hop, B, C)"]
     if n_state:
         header.append(f"    ({', '.join(f's{i}' for i in range(n_state))},) = state")
     if p.buffers:
         header.append(f"    ({', '.join(f'o{i}' for i in range(len(p.buffers)))},) = bufs")
     body = [f"    {line}" for line in p.lines + p.wraps]
-    footer = [f"    return {out.name}, ({', '.join(p.new_state)},)"]
+    new_state = f"({', '.join(p.new_state)},)" if p.new_state else "()"  # a stateless step returns no state
+    footer = [f"    return {out}, {new_state}"]
     source = "\n".join(header + body + footer) + "\n"
     scope: dict[str, object] = {
         "__name__": __name__,
@@ -582,7 +757,32 @@ def generate_step(
         **p.consts,
     }
     exec(compile(source, "<vidrec.streaming.fastpath>", "exec"), scope)  # noqa: S102  # our own generated source
-    return scope["step"], source, p  # type: ignore[return-value]
+    return scope["step"], source  # type: ignore[return-value]
+
+
+def _lower_classifier(p: _Program, model: StreamableClassifier, x: _Value) -> _Value:
+    """A ``StreamableClassifier``: features, then the lowered head, or the features' new steps for an eager head."""
+    feats = _lower(p, model.features, x)
+    if head_lowers(model):
+        pooled = _lower(p, model.pool, feats)
+        out = _lower_head(p, model.classifier, pooled)
+    else:
+        # any other temporal head runs eagerly on the features' output, outside the compiled program (which
+        # keeps its ring buffers and trace); the engine steps it (vidrec.streaming.engines.compiled)
+        for part, what in ((model.pool, "temporal head"), (model.classifier, "classifier after it")):
+            if not isinstance(part, nn.Identity):
+                p.decisions.append(
+                    LoweringDecision(
+                        p.names.get(id(part), "?"),
+                        type(part).__name__,
+                        "eager",
+                        f"no compiled lowering for the {what}: runs eagerly on the compiled features' output",
+                    )
+                )
+        out = _Value(p.name("v"), feats.example, owned=True)
+        p.emit(f"{out.name} = {_to_protocol(feats)}.clone(memory_format=torch.contiguous_format)")  # (B, C', n)
+        p.fresh.add(out.name)
+    return out
 
 
 def _check_against_eager(model: nn.Module, compiled: CompiledStep, chunk: Tensor, atol: float) -> None:

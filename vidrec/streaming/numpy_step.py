@@ -222,6 +222,12 @@ class _NumpyBuilder:
         self.p.emit(_OpKind.CONCAT, _row(y), *(_row(v.value) for v in values))
         return _Ref(y, owned=True)
 
+    def select_channels(self, x: _Ref, channels: Sequence[int]) -> _Ref:
+        # a dot with a one-hot (C', C) matrix: this target's per-row matmul (exact for finite inputs)
+        weight = torch.zeros(len(channels), x.value.channels, 1)
+        weight[torch.arange(len(channels)), torch.tensor([int(c) for c in channels]), 0] = 1.0
+        return _lower_dot(self.p, x, weight, None, 1, f"channel selection of {len(channels)}")
+
     def window_max(self, module: nn.Module, x: _Ref, kernel: int, stride: int) -> _Ref:
         if stride != 1:
             raise TypeError(f"numpy_step supports stride 1 only, got a temporal max pool of stride {stride}")

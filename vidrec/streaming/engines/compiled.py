@@ -2,8 +2,9 @@
 
 The converted model is lowered once into straight-line tensor code (``compile_stream_step``: one matmul per
 convolution tap, preallocated outputs, a TorchScript trace), checked against the eager step when built. Steps of all
-slots keep every layer's history in ring buffers (``vidrec.streaming.rings``) when every module was lowered; steps
-of a subset of slots run the concatenating step on those slots' history. Modules the fast path has no lowering for
+slots keep every layer's history in ring buffers (``vidrec.streaming.rings``) when every module was lowered and the
+step has layer histories at all (a stateless step, or TS-LSTM's own segment state, has none to ring); steps of a
+subset of slots run the concatenating step on those slots' history. Modules the fast path has no lowering for
 are called through their own ``stream_step`` inside the compiled step: each is a ``LoweringDecision`` naming the
 module and the reason. A temporal head other than the average pool (an attention pool, a recurrent head over
 segment summaries) does not make the model eager: the compiled step (with its ring buffers) covers the features, and
@@ -86,8 +87,8 @@ class CompiledEngine(TensorStateEngine):
         else:
             self._step_fn = self.compiled
         self.rings: RingStep | None = None
-        if ring_buffers and self.compiled.num_opaque == 0:
-            self.rings = RingStep(model, self.compiled, chunk)
+        if ring_buffers and self.compiled.num_opaque == 0 and self.compiled.num_histories:
+            self.rings = RingStep(model, self.compiled, chunk)  # no histories (a stateless step): nothing to ring
 
     @property
     def uses_rings(self) -> bool:

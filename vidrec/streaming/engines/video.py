@@ -224,6 +224,10 @@ class _VideoBuilder:
     def elementwise(self, fn: Callable[[Tensor], Tensor], x: int) -> int:
         return self._emit(_Call(fn, x, self._reg()))
 
+    def select_channels(self, x: int, channels: Sequence[int]) -> int:
+        index = torch.tensor([int(c) for c in channels])
+        return self.elementwise(lambda t: t.index_select(-1, index.to(t.device)), x)  # channels-last values
+
     def relu(self, x: int) -> int:
         return self._emit(_ReLU(x, self._reg()))
 
