@@ -183,6 +183,8 @@ def make_peers(context: int, num_features: int = 10_000) -> dict[str, Callable[[
         "vidrec_minirocket_pd8": _vidrec_minirocket(0, **pd8),  # type: ignore[arg-type]
         # streamable: level features and the first-difference branch inside vidrec's model
         "vidrec_minirocket_pd8_lvl": _vidrec_minirocket(0, **pd8, **level),  # type: ignore[arg-type]
+        # configs/har/hapt_minirocket_lvl.yaml: level features at ridge weight 0.1
+        "vidrec_minirocket_pd8_lvl_w01": _vidrec_minirocket(0, **pd8, **level, level_weight=0.1),  # type: ignore[arg-type]
         "vidrec_minirocket_pd8_diff": _vidrec_minirocket(0, **pd8, difference=True),  # type: ignore[arg-type]
         "vidrec_minirocket_pd8_lvl_diff": _vidrec_minirocket(0, **pd8, **level, difference=True),  # type: ignore[arg-type]
         "rf": _forest,
