@@ -686,17 +686,20 @@ class MiniRocket(StreamableClassifier):
             conv_state = conv_state + diff_state + [x[:, :, -1:]]
         return outputs, conv_state
 
+    @staticmethod
+    def _count_below(outputs: Tensor, bounds: Tensor) -> Tensor:
+        """``(B n, rows)`` outputs, ``(rows, n)`` ascending thresholds -> how many thresholds lie strictly below."""
+        if torch.onnx.is_in_onnx_export():  # ONNX has no searchsorted: compare with every threshold
+            return (outputs[:, :, None] > bounds).sum(dim=2)
+        # a binary search per row: no (B n, rows, n) comparison tensor (2x faster on CPU)
+        return torch.searchsorted(bounds, outputs.T.contiguous(), side="left").T
+
     def stream_step(self, x: Tensor, state: list[Tensor]) -> tuple[Tensor, list[Tensor]]:
         outputs, conv_state = self._stream_outputs(x, state[: self._n_conv])
         b, _, n = x.shape
-        # (B n, R): thresholds strictly below each row's output, by binary search in the row's sorted thresholds
         index = torch.cat(
-            [
-                torch.searchsorted(bounds, o.T.contiguous(), side="left").T
-                for o, bounds in zip(outputs, self._bounds, strict=True)
-            ],
-            dim=1,
-        )
+            [self._count_below(o, bounds) for o, bounds in zip(outputs, self._bounds, strict=True)], dim=1
+        )  # (B n, R): thresholds strictly below each row's output
         index = index + self._bases  # rows of the prefix-sum table
         bias = cast(Tensor, self.linear.bias)
         if self.pooling is PPVCrop.PER_DILATION:
