@@ -95,13 +95,10 @@ def main() -> int:
             groups = SUBSETS[name]
             pick = torch.cat([feats[:, columns[g]] for g in groups], dim=1)
             pick_val = torch.cat([feats_val[:, columns[g]] for g in groups], dim=1)
-            weights = torch.cat(  # the model's level_weight: a ridge group weight on the level columns
-                [
-                    torch.full((columns[g].stop - columns[g].start,), level_weight if g == "level" else 1.0)
-                    for g in groups
-                ]
+            weights = model.ridge_feature_weights(level_weight)  # as a model with this level_weight fits
+            fit = fit_ridge(
+                pick, target, model.num_classes, model.alphas, torch.cat([weights[columns[g]] for g in groups])
             )
-            fit = fit_ridge(pick, target, model.num_classes, model.alphas, weights.double())
             pred = (pick_val @ fit.weight.T + fit.bias).argmax(1).numpy()
             row = score(pred, val)
             row.update(seconds=time.perf_counter() - t0, alpha=fit.alpha, features=int(pick.shape[1]))

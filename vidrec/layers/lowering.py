@@ -42,10 +42,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
-from torch import nn
+import torch
+from torch import Tensor, nn
 
 __all__ = [
     "BatchNormFold",
+    "batchnorm_affine",
     "CompiledLoweringBuilder",
     "LoweringBuilder",
     "LoweringDecision",
@@ -231,6 +233,28 @@ class BatchNormFold:
 
 
 _FOLDS: dict[type[nn.Module], BatchNormFold] = {}
+
+
+def batchnorm_affine(bn: nn.Module, dtype: torch.dtype | None = None) -> tuple[Tensor, Tensor]:
+    """``(scale, shift)`` per channel of an eval batch norm, ``bn(x) = scale * x + shift``: detached, computed in
+    ``dtype`` (default: the statistics' own), for the engines that run a batch norm folding left as an affine map.
+
+    Raises:
+        ValueError: ``bn`` has no running statistics (it cannot run in eval mode).
+    """
+    mean, var = getattr(bn, "running_mean", None), getattr(bn, "running_var", None)
+    if mean is None or var is None:
+        raise ValueError(f"{type(bn).__name__} without running statistics cannot run in eval mode")
+    weight, bias = getattr(bn, "weight", None), getattr(bn, "bias", None)
+    with torch.no_grad():
+        dtype = dtype or var.dtype
+        scale = torch.rsqrt(var.to(dtype) + bn.eps)
+        if weight is not None:
+            scale = scale * weight.to(dtype)
+        shift = -mean.to(dtype) * scale
+        if bias is not None:
+            shift = shift + bias.to(dtype)
+    return scale.detach(), shift.detach()
 
 
 def register_batchnorm_fold(

@@ -738,13 +738,14 @@ class MiniRocket(StreamableClassifier):
         crop = self.pooling if crop is None else crop
         return torch.cat([self._ppv(x[i : i + batch_size], crop) for i in range(0, len(x), batch_size)])
 
-    def _feature_weights(self) -> Tensor | None:
-        """The ridge's per-feature weights: ``level_weight`` on the level features, 1 elsewhere (None: all 1)."""
-        if self.level_weight == 1.0 or self.rocket.level_biases is None:
-            return None
+    def ridge_feature_weights(self, level_weight: float | None = None) -> Tensor:
+        """``(F,)`` float64, the ridge fit's ``feature_weights``: ``level_weight`` (default: the model's) on the level
+        features, 1 elsewhere."""
         weights = torch.ones(self.linear.in_channels, dtype=torch.float64)
         start = self.rocket.num_conv_features
-        weights[start : start + self.rocket.num_level_features] = self.level_weight
+        weights[start : start + self.rocket.num_level_features] = (
+            self.level_weight if level_weight is None else level_weight
+        )
         return weights
 
     @torch.no_grad()
@@ -757,7 +758,7 @@ class MiniRocket(StreamableClassifier):
             self.diff_rocket.fit_biases(
                 ordered.diff(dim=2), generator, crop=self.pooling, windows_per_kernel=self.threshold_windows
             )
-        fit = fit_ridge(self.transform(inputs), target, self.num_classes, self.alphas, self._feature_weights())
+        fit = fit_ridge(self.transform(inputs), target, self.num_classes, self.alphas, self.ridge_feature_weights())
         self.linear.weight.copy_(fit.weight[:, :, None])
         cast(Tensor, self.linear.bias).copy_(fit.bias)
         self.last_fit = fit

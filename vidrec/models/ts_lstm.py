@@ -29,7 +29,7 @@ from typing import Any, cast
 import torch
 from torch import Tensor, nn
 
-from vidrec.layers.lowering import CompiledLoweringBuilder, LoweringBuilder, register_lowering
+from vidrec.layers.lowering import CompiledLoweringBuilder, LoweringBuilder, batchnorm_affine, register_lowering
 from vidrec.layers.temporal import TemporalAvgPoolHead, TemporalModule, TemporalSequential
 from vidrec.models._base import StreamableClassifier, check_stream_geometry
 from vidrec.models._registry import Modality, StreamMode, register_model
@@ -160,18 +160,7 @@ class SegmentLSTMHead(TemporalModule):
 
     def segment_affines(self) -> tuple[Tensor, Tensor]:
         """``(scale, shift)``, each ``(S, D)``: segment ``s``'s eval batch norm is ``scale[s] x + shift[s]``."""
-        scales, shifts = [], []
-        for module in self.norms:
-            norm = cast(nn.BatchNorm1d, module)
-            mean, var = cast(Tensor, norm.running_mean), cast(Tensor, norm.running_var)
-            scale = torch.rsqrt(var + norm.eps)
-            if norm.weight is not None:
-                scale = scale * norm.weight
-            shift = -mean * scale
-            if norm.bias is not None:
-                shift = shift + norm.bias
-            scales.append(scale)
-            shifts.append(shift)
+        scales, shifts = zip(*(batchnorm_affine(norm) for norm in self.norms), strict=True)
         return torch.stack(scales), torch.stack(shifts)
 
     def _normalised_summaries(self, highs: Tensor, lows: Tensor) -> Tensor:
@@ -202,10 +191,8 @@ def _time_first_step(head: SegmentLSTMHead) -> Callable[[Tensor, State], tuple[T
     input weights are read once per hop rather than once per segment (``tools/bench_feature_heads.py stream``).
     """
     frames, segments = int(head._stream_frames), head.num_segments
-    with torch.no_grad():
-        scale, shift = head.segment_affines()
-    use_max = (scale >= 0)[:, None].detach()  # (S, 1, D), broadcast over the streams
-    scale, shift = scale[:, None].detach(), shift[:, None].detach()
+    scale, shift = (t[:, None] for t in head.segment_affines())  # (S, 1, D), broadcast over the streams
+    use_max = scale >= 0
     layers = []
     for module in head.lstms:
         lstm = cast(nn.LSTM, module)

@@ -43,7 +43,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from vidrec.layers.lowering import lowering_for
+from vidrec.layers.lowering import batchnorm_affine, lowering_for
 from vidrec.layers.stream_state import flatten_state, state_layout
 from vidrec.layers.temporal import (
     TemporalAvgPoolHead,
@@ -294,9 +294,9 @@ def _lower_pointwise(p: _Program, m: nn.Module, x: _Value) -> _Value:
         p.emit(f"{y} = {x.name}.relu_()" if x.owned else f"{y} = torch.relu({x.name})")
     elif isinstance(m, nn.ReLU6):
         p.emit(f"{y} = {x.name}.clamp_(0.0, 6.0)" if x.owned else f"{y} = torch.clamp({x.name}, 0.0, 6.0)")
-    elif _affine_batchnorm(m) is not None:
+    elif _is_eval_batchnorm(m):
         # eval batch norm is x * scale + shift per channel; values hold channels on the last axis
-        scale, shift = _affine_batchnorm(m)  # type: ignore[misc]
+        scale, shift = batchnorm_affine(m)
         sc, sh = p.const(scale, "w"), p.const(shift, "b")
         p.emit(f"{y} = {x.name}.mul_({sc}).add_({sh})" if x.owned else f"{y} = torch.addcmul({sh}, {x.name}, {sc})")
     else:
@@ -307,18 +307,9 @@ def _lower_pointwise(p: _Program, m: nn.Module, x: _Value) -> _Value:
     return _Value(y, ex, owned=True)
 
 
-def _affine_batchnorm(m: nn.Module) -> tuple[Tensor, Tensor] | None:
-    """``(scale, shift)`` of an eval ``BatchNorm1d`` with running statistics (``y = scale x + shift``), else None."""
-    if not isinstance(m, nn.BatchNorm1d) or m.training or m.running_mean is None or m.running_var is None:
-        return None
-    with torch.no_grad():
-        scale = torch.rsqrt(m.running_var + m.eps)
-        if m.weight is not None:
-            scale = scale * m.weight
-        shift = -m.running_mean * scale
-        if m.bias is not None:
-            shift = shift + m.bias
-    return scale.detach(), shift.detach()
+def _is_eval_batchnorm(m: nn.Module) -> bool:
+    """An eval ``BatchNorm1d`` with running statistics: a per-channel affine map (``batchnorm_affine``)."""
+    return isinstance(m, nn.BatchNorm1d) and not m.training and m.running_mean is not None and m.running_var is not None
 
 
 def _lower_conv1d_call(p: _Program, m: TemporalWindowOp, conv: nn.Conv1d, x: _Value) -> _Value:

@@ -39,7 +39,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from vidrec.layers.lowering import lowering_for
+from vidrec.layers.lowering import batchnorm_affine, lowering_for
 from vidrec.layers.stream_state import map_state
 from vidrec.layers.temporal import TemporalAvgPoolHead, TemporalWindowOp
 
@@ -256,11 +256,7 @@ def _lower(p: _Program, m: nn.Module, x: _Ref) -> _Ref:
     if isinstance(m, nn.ReLU):
         return _lower_unary(p, _OpKind.RELU, x, p.const(np.zeros(x.value.channels), "z"))
     if isinstance(m, nn.BatchNorm1d) and not m.training and m.running_var is not None and m.running_mean is not None:
-        scale = 1.0 / np.sqrt(m.running_var.detach().double().cpu().numpy() + m.eps)
-        shift = -m.running_mean.detach().double().cpu().numpy() * scale
-        if m.affine:
-            gamma, beta = m.weight.detach().double().cpu().numpy(), m.bias.detach().double().cpu().numpy()
-            scale, shift = scale * gamma, shift * gamma + beta
+        scale, shift = (t.cpu().numpy() for t in batchnorm_affine(m, torch.float64))
         return _lower_unary(p, _OpKind.AFFINE, x, p.const(scale, "a"), p.const(shift, "b"))
     if isinstance(m, _SKIP):
         return x

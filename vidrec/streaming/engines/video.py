@@ -53,7 +53,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 import vidrec.layers.conv2plus1d  # noqa: F401  # registers the video layers' lowerings beside them
-from vidrec.layers.lowering import VideoLoweringBuilder, lowering_for, register_lowering
+from vidrec.layers.lowering import VideoLoweringBuilder, batchnorm_affine, lowering_for, register_lowering
 from vidrec.layers.stream_state import flatten_state
 from vidrec.layers.temporal import TemporalAvgPoolHead, TemporalWindowOp, stream_state_of, stream_step_of
 from vidrec.streaming.engines.base import (
@@ -366,11 +366,10 @@ def _lower_average_pool(b: VideoLoweringBuilder[int], m: TemporalAvgPoolHead, x:
 
 def _channel_affine(bn: nn.Module) -> Callable[[Tensor], Tensor]:
     assert isinstance(bn, _BN)
-    if bn.running_var is None or bn.running_mean is None:
-        raise EngineUnavailable(f"{type(bn).__name__} without running statistics cannot run in eval mode")
-    scale = (bn.weight if bn.weight is not None else 1.0) / torch.sqrt(bn.running_var + bn.eps)
-    shift = (bn.bias if bn.bias is not None else 0.0) - bn.running_mean * scale
-    scale, shift = scale.detach(), shift.detach()
+    try:
+        scale, shift = batchnorm_affine(bn)
+    except ValueError as error:
+        raise EngineUnavailable(str(error)) from None
     return lambda x: torch.addcmul(shift, x, scale)  # channels last: broadcasts over (..., C)
 
 
